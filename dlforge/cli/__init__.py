@@ -1,0 +1,67 @@
+"""The ``dlforge`` command line: click wiring only; each command imports its stage when it runs.
+
+Errors follow one contract: library code raises :class:`~dlforge.errors.DlforgeError`; here it
+becomes one line on stderr and an exit code (2 bad input, 1 failure), never a traceback unless
+``--debug`` is given (or ``DLFORGE_DEBUG=1`` is set).
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+import click
+
+from dlforge import __version__
+from dlforge.errors import DlforgeError
+
+
+class DlforgeGroup(click.Group):
+    def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra):
+        args = list(sys.argv[1:] if args is None else args)
+        debug = "--debug" in args or os.environ.get("DLFORGE_DEBUG") == "1"
+        try:
+            return super().main(args, prog_name or "dlforge", complete_var, standalone_mode=False, **extra)
+        except click.UsageError as exc:
+            if debug:
+                raise
+            where = exc.ctx.command_path if exc.ctx else "dlforge"
+            _fail(f"{exc.format_message()} (see '{where} --help')", exc.exit_code)
+        except click.ClickException as exc:
+            if debug:
+                raise
+            _fail(exc.format_message(), exc.exit_code)
+        except DlforgeError as exc:
+            if debug:
+                raise
+            _fail(str(exc), exc.exit_code)
+        except (click.Abort, KeyboardInterrupt):
+            _fail("interrupted; nothing was written", 130)
+        except Exception as exc:  # a bug, not bad input: still one line unless --debug
+            if debug:
+                raise
+            _fail(f"internal error: {type(exc).__name__}: {exc} (rerun with --debug for the traceback)", 1)
+
+
+def _fail(message: str, code: int) -> None:
+    click.echo(f"Error: {message}", err=True)
+    sys.exit(code)
+
+
+@click.group(name="dlforge", cls=DlforgeGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="dlforge")
+@click.option("--debug", is_flag=True, help="Show tracebacks instead of one-line errors.")
+def cli(debug: bool) -> None:
+    """dlforge: train, export, compile, benchmark and audit neural networks.
+
+    Every stage reads an artifact directory and writes one (payload + card.json).
+    """
+
+
+def main() -> None:
+    cli.main()
+
+
+from dlforge.cli import inspect_cmd, pipeline_cmd, train_cmd  # noqa: E402  (registers commands)
+
+__all__ = ["cli", "main", "inspect_cmd", "pipeline_cmd", "train_cmd"]

@@ -1,0 +1,31 @@
+"""``dlforge pipeline``: the quickstart, every stage end to end."""
+
+from __future__ import annotations
+
+import click
+
+from dlforge.cli import cli
+from dlforge.cli.common import emit_json, force_option, json_option, say
+from dlforge.cli.train_cmd import data_options, epoch_printer
+
+
+@cli.command("pipeline")
+@click.argument("model", default="lenet")
+@data_options
+@click.option("--epochs", type=int, default=None, help="Training epochs (default: the model's).")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("-o", "--output", "out_dir", required=True, type=click.Path(), help="Run directory.")
+@force_option
+@json_option
+def pipeline_command(model, data, data_dir, epochs, seed, out_dir, force, as_json) -> None:
+    """Run every stage on MODEL (default lenet) and DATA, writing OUTPUT/<stage>/."""
+    from dlforge.inspect import describe, render
+    from dlforge.pipeline import run_pipeline
+
+    artifacts = run_pipeline(model, out_dir, data=data, data_dir=data_dir, epochs=epochs, seed=seed,
+                             force=force, on_stage=lambda s: say(f"== {s}"), on_epoch=epoch_printer)
+    infos = {stage: describe(a.path) for stage, a in artifacts.items()}
+    if as_json:
+        emit_json(infos)
+    else:
+        click.echo("\n\n".join(render(i) for i in infos.values()))

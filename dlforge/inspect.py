@@ -1,0 +1,95 @@
+"""What an artifact is and where it came from: the data behind ``dlforge inspect``."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from dlforge.artifact import Artifact, open_artifact, sha256_file
+
+
+def lineage(artifact: Artifact) -> list[dict]:
+    """The chain of parents, nearest first, each checked against the sha256 its child recorded."""
+    chain = []
+    parent = artifact.card.parent
+    seen = set()
+    while parent and parent.get("path") and parent["path"] not in seen:
+        seen.add(parent["path"])
+        entry = {"path": parent["path"], "sha256": parent.get("sha256")}
+        try:
+            p = open_artifact(parent["path"], verify=False)
+        except Exception:  # a moved or deleted parent is reported, not fatal
+            entry["status"] = "missing"
+            chain.append(entry)
+            break
+        entry["kind"] = p.kind
+        entry["status"] = "ok" if sha256_file(p.payload_path) == parent.get("sha256") else "changed since"
+        chain.append(entry)
+        parent = p.card.parent
+    return chain
+
+
+def describe(path: str | os.PathLike) -> dict:
+    """A summary of the artifact (or plain ``.onnx`` file) at ``path``."""
+    path = Path(path)
+    if path.suffix == ".onnx" and path.is_file():
+        from dlforge.onnx_info import onnx_summary
+
+        return {"path": str(path), "kind": "onnx (no card)", **onnx_summary(path)}
+    artifact = open_artifact(path)
+    card = artifact.card
+    out = {
+        "path": str(path),
+        "kind": card.kind,
+        "payload": card.payload,
+        "size_bytes": artifact.payload_path.stat().st_size,
+        "sha256": card.sha256,
+        "model": card.model.to_dict() if card.model else None,
+        "params": card.params,
+        "lineage": lineage(artifact),
+    }
+    out.update(card.sections)
+    if card.kind in ("onnx", "engine") and artifact.payload_path.suffix == ".onnx":
+        from dlforge.onnx_info import onnx_summary
+
+        out["graph"] = onnx_summary(artifact.payload_path)
+    return out
+
+
+def render(info: dict) -> str:
+    """``describe()``'s result as text for the terminal."""
+    lines = [f"{info['path']}: {info['kind']}"]
+    model = info.get("model")
+    if model:
+        lines.append(f"  model      {model['name']} ({model['task']}), trained on {model.get('dataset')}")
+        for t in model["inputs"]:
+            lines.append(f"  input      {t['name']}: {t['dtype']}{t['shape']}  range {model['value_range']}")
+        for t in model["outputs"]:
+            lines.append(f"  output     {t['name']}: {t['dtype']}{t['shape']}")
+        if model.get("labels"):
+            lines.append(f"  labels     {', '.join(model['labels'])}")
+    if "size_bytes" in info:
+        lines.append(f"  payload    {info['payload']} ({info['size_bytes'] / 1024:.1f} KiB, sha256 {info['sha256'][:12]})")
+    for key in ("backend", "precision"):
+        if key in info:
+            lines.append(f"  {key:<10} {info[key]}")
+    metrics = info.get("metrics")
+    if metrics:
+        lines.append(f"  test acc   {metrics['test_accuracy']:.4f} after {len(metrics['history'])} epochs "
+                     f"({metrics['train_seconds']:.1f} s)")
+    for section in ("verification", "evaluation"):
+        if section in info:
+            body = ", ".join(f"{k} {v}" for k, v in info[section].items() if not isinstance(v, (dict, list)))
+            lines.append(f"  {section[:10]:<10} {body}")
+    graph = info.get("graph") or (info if "ops" in info else None)
+    if graph:
+        lines.append(f"  graph      opset {graph['opset']}, {graph['nodes']} nodes, producer {graph['producer']}")
+        lines.append("  ops        " + ", ".join(f"{op} x{n}" for op, n in graph["ops"].items()))
+        if "inputs" in graph and not model:
+            for t in graph["inputs"]:
+                lines.append(f"  input      {t['name']}: {t['dtype']}{t['shape']}")
+            for t in graph["outputs"]:
+                lines.append(f"  output     {t['name']}: {t['dtype']}{t['shape']}")
+    for p in info.get("lineage", []):
+        lines.append(f"  parent     {p.get('kind', '?')} {p['path']} ({p['status']})")
+    return "\n".join(lines)

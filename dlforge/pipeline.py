@@ -1,0 +1,36 @@
+"""``dlforge pipeline``: every stage, end to end, into one run directory."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Callable
+
+from dlforge.artifact import Artifact
+
+
+def run_pipeline(
+    model: str,
+    out_dir: str | os.PathLike,
+    *,
+    data: str = "digits",
+    data_dir: str | os.PathLike | None = None,
+    epochs: int | None = None,
+    seed: int = 0,
+    force: bool = False,
+    on_stage: Callable[[str], None] = lambda stage: None,
+    on_epoch: Callable | None = None,
+) -> dict[str, Artifact]:
+    """Train ``model`` on ``data`` and run the later stages, writing ``out_dir/<stage>/``.
+
+    Returns the artifacts by stage name.
+    """
+    from dlforge.train import checkpoint_from_training
+
+    out = Path(out_dir)
+    artifacts: dict[str, Artifact] = {}
+    on_stage("train")
+    artifacts["checkpoint"] = checkpoint_from_training(
+        model, out / "checkpoint", data=data, data_dir=data_dir, epochs=epochs, seed=seed, force=force,
+        on_epoch=on_epoch)
+    return artifacts

@@ -1,0 +1,51 @@
+"""Contract tests for every registered model: a new model is tested without new test code."""
+
+import pytest
+import torch
+
+from dlforge.errors import InputError
+from dlforge_models import create_model, get_entry, list_models
+
+SHAPES = [(1, 8, 8), (1, 28, 28)]
+
+
+def test_registry_lists_the_zoo():
+    assert {"mlp", "lenet", "lstm"} <= set(list_models())
+
+
+@pytest.mark.parametrize("name", list_models())
+@pytest.mark.parametrize("shape", SHAPES)
+def test_builds_for_dataset_shape_and_trains_one_step(name, shape):
+    torch.manual_seed(0)
+    model = create_model(name, input_shape=shape, num_classes=10)
+    x, y = torch.rand(16, *shape), torch.randint(0, 10, (16,))
+    assert model(x).shape == (16, 10)
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    loss = torch.nn.functional.cross_entropy(model(x), y)
+    loss.backward()
+    assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in model.parameters())
+    opt.step()
+    model.eval()
+    with torch.no_grad():
+        assert torch.nn.functional.cross_entropy(model(x), y) < loss
+
+
+@pytest.mark.parametrize("name", list_models())
+def test_config_rebuilds_the_same_architecture(name):
+    model = create_model(name, input_shape=(1, 28, 28), num_classes=10)
+    config = dict(model.config)
+    rebuilt = create_model(name, input_shape=config.pop("input_shape"), num_classes=config.pop("num_classes"), **config)
+    rebuilt.load_state_dict(model.state_dict(), strict=True)
+    assert sum(p.numel() for p in rebuilt.parameters()) == sum(p.numel() for p in model.parameters())
+
+
+def test_overrides_apply_and_none_falls_back_to_default():
+    assert create_model("mlp", input_shape=(1, 8, 8), num_classes=10, hidden=[32]).config["hidden"] == [32]
+    assert create_model("mlp", input_shape=(1, 8, 8), num_classes=10, hidden=None).config["hidden"] == [1024, 512]
+
+
+def test_unknown_model_and_option_are_clear_errors():
+    with pytest.raises(InputError, match="unknown model 'resnet'; available: .*lenet"):
+        get_entry("resnet")
+    with pytest.raises(InputError, match="model 'lenet' has no option width"):
+        create_model("lenet", input_shape=(1, 8, 8), num_classes=10, width=3)
