@@ -32,16 +32,16 @@ class ArtifactError(InputError):
 class MissingDependency(InputError):
     """An optional dependency is not installed; the message names the extra that provides it."""
 
-    def __init__(self, module: str, extra: str, purpose: str):
+    def __init__(self, module: str, extra: str | None, purpose: str):
+        install = f"pip install 'dlforge[{extra}]'" if extra else f"pip install {module}"
         super().__init__(
-            f"{purpose} needs the Python package '{module}', which is not installed; "
-            f"install it with: pip install 'dlforge[{extra}]'"
+            f"{purpose} needs the Python package '{module}', which is not installed; install it with: {install}"
         )
         self.module = module
         self.extra = extra
 
 
-def require(module: str, extra: str, purpose: str):
+def require(module: str, extra: str | None, purpose: str):
     """Import ``module`` or raise :class:`MissingDependency` naming the extra that installs it."""
     import importlib
 

@@ -56,6 +56,32 @@ def describe(path: str | os.PathLike) -> dict:
     return out
 
 
+def headline(artifact: Artifact) -> str:
+    """One line with the figure that matters for the artifact's kind."""
+    s = artifact.card.sections
+    if artifact.kind == "checkpoint":
+        m = s["metrics"]
+        return (f"test accuracy {m['test_accuracy']:.4f} ({len(m['history'])} epochs, {m['train_seconds']:.1f} s, "
+                f"{m['samples_per_s']:.0f} samples/s)")
+    if artifact.kind == "onnx":
+        v = s["verification"]
+        return (f"verified on {v['samples']} samples: max abs diff {v['max_abs_diff']:.2e} (atol {v['atol']:g}), "
+                f"top-1 agreement {v['top1_agreement']:.4f}")
+    if artifact.kind == "engine":
+        ev = s["evaluation"]
+        if ev.get("accuracy") is None:
+            quality = f"reconstruction MSE {ev['mse']:.5f} (parent {ev['parent_mse']:.5f})"
+        else:
+            quality = (f"accuracy {ev['accuracy']:.4f} (parent {ev['parent_accuracy']:.4f}, drop "
+                       f"{ev['accuracy_drop']:.2f} pts, top-1 agreement {ev['top1_agreement']:.4f})")
+        return f"{s['backend']} {s['precision']}: {quality} on {ev['samples']} held-out samples"
+    return artifact.kind
+
+
+def _fmt(v) -> str:
+    return f"{v:.4g}" if isinstance(v, float) else str(v)
+
+
 def render(info: dict) -> str:
     """``describe()``'s result as text for the terminal."""
     lines = [f"{info['path']}: {info['kind']}"]
@@ -79,7 +105,7 @@ def render(info: dict) -> str:
                      f"({metrics['train_seconds']:.1f} s)")
     for section in ("verification", "evaluation"):
         if section in info:
-            body = ", ".join(f"{k} {v}" for k, v in info[section].items() if not isinstance(v, (dict, list)))
+            body = ", ".join(f"{k} {_fmt(v)}" for k, v in info[section].items() if not isinstance(v, (dict, list)))
             lines.append(f"  {section[:10]:<10} {body}")
     graph = info.get("graph") or (info if "ops" in info else None)
     if graph:

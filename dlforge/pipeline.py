@@ -21,10 +21,12 @@ def run_pipeline(
     on_stage: Callable[[str], None] = lambda stage: None,
     on_epoch: Callable | None = None,
 ) -> dict[str, Artifact]:
-    """Train ``model`` on ``data`` and run the later stages, writing ``out_dir/<stage>/``.
+    """Train ``model`` on ``data``, export, and build fp32 and int8 engines into ``out_dir/<stage>/``.
 
     Returns the artifacts by stage name.
     """
+    from dlforge.build import engine_from_onnx
+    from dlforge.export import onnx_from_checkpoint
     from dlforge.train import checkpoint_from_training
 
     out = Path(out_dir)
@@ -33,4 +35,10 @@ def run_pipeline(
     artifacts["checkpoint"] = checkpoint_from_training(
         model, out / "checkpoint", data=data, data_dir=data_dir, epochs=epochs, seed=seed, force=force,
         on_epoch=on_epoch)
+    on_stage("export")
+    artifacts["onnx"] = onnx_from_checkpoint(artifacts["checkpoint"].path, out / "onnx", force=force)
+    for precision in ("fp32", "int8"):
+        on_stage(f"build ort {precision}")
+        artifacts[f"engine-ort-{precision}"] = engine_from_onnx(
+            artifacts["onnx"].path, out / f"engine-ort-{precision}", precision=precision, force=force)
     return artifacts

@@ -27,6 +27,6 @@ class MLP(nn.Module):
 
 
 @register_model(defaults=TrainDefaults(epochs=3, small_data_epochs=40, batch_size=64, lr=1e-3))
-def mlp(*, input_shape, num_classes, hidden=(1024, 512), dropout=0.2) -> nn.Module:
+def mlp(*, input_shape, num_classes, hidden=(1024, 512), dropout=0.1) -> nn.Module:
     """Multi-layer perceptron with ReLU and dropout between layers."""
     return MLP(input_shape, num_classes, tuple(hidden), dropout)

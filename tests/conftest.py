@@ -34,3 +34,26 @@ def mnist_lenet(tmp_path_factory):
     data_dir = shared_path("mnist")
     return checkpoint_from_training("lenet", tmp_path_factory.mktemp("mnist") / "checkpoint", data="mnist",
                                     data_dir=data_dir, epochs=3, progress=False)
+
+
+@pytest.fixture(scope="session")
+def digits_onnx(digits_lenet, tmp_path_factory):
+    from dlforge.export import onnx_from_checkpoint
+
+    return onnx_from_checkpoint(digits_lenet.path, tmp_path_factory.mktemp("digits-onnx") / "onnx")
+
+
+@pytest.fixture(scope="session")
+def digits_engines(digits_onnx, tmp_path_factory):
+    """fp32 and int8 ONNX Runtime engines of the digits LeNet."""
+    from dlforge.build import engine_from_onnx
+
+    root = tmp_path_factory.mktemp("digits-engines")
+    return {p: engine_from_onnx(digits_onnx.path, root / p, precision=p) for p in ("fp32", "int8")}
+
+
+@pytest.fixture(scope="session")
+def mnist_onnx(mnist_lenet, tmp_path_factory):
+    from dlforge.export import onnx_from_checkpoint
+
+    return onnx_from_checkpoint(mnist_lenet.path, tmp_path_factory.mktemp("mnist-onnx") / "onnx")

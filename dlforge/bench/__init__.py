@@ -1,1 +1,1 @@
-
+"""Latency and throughput measurement (numpy only)."""

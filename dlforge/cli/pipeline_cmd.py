@@ -19,13 +19,16 @@ from dlforge.cli.train_cmd import data_options, epoch_printer
 @json_option
 def pipeline_command(model, data, data_dir, epochs, seed, out_dir, force, as_json) -> None:
     """Run every stage on MODEL (default lenet) and DATA, writing OUTPUT/<stage>/."""
-    from dlforge.inspect import describe, render
+    from dlforge.inspect import describe, headline
     from dlforge.pipeline import run_pipeline
 
     artifacts = run_pipeline(model, out_dir, data=data, data_dir=data_dir, epochs=epochs, seed=seed,
                              force=force, on_stage=lambda s: say(f"== {s}"), on_epoch=epoch_printer)
-    infos = {stage: describe(a.path) for stage, a in artifacts.items()}
     if as_json:
-        emit_json(infos)
+        emit_json({stage: describe(a.path) for stage, a in artifacts.items()})
     else:
-        click.echo("\n\n".join(render(i) for i in infos.values()))
+        width = max(len(stage) for stage in artifacts)
+        path_width = max(len(str(a.path)) for a in artifacts.values())
+        for stage, a in artifacts.items():
+            click.echo(f"{stage:<{width}}  {str(a.path):<{path_width}}  {headline(a)}")
+        click.echo(f"details: dlforge inspect {next(iter(artifacts.values())).path.parent}/<stage>")

@@ -69,13 +69,12 @@ def train_command(model, data, data_dir, epochs, batch_size, lr, weight_decay, s
         model, out_dir, data=data, data_dir=data_dir, epochs=epochs, batch_size=batch_size, lr=lr,
         weight_decay=weight_decay, seed=seed, device=device, overrides=parse_overrides(overrides),
         force=force, on_epoch=epoch_printer)
-    metrics = artifact.card.sections["metrics"]
     if as_json:
         emit_json(artifact.card.to_dict())
     else:
-        click.echo(f"checkpoint {artifact.path}: test accuracy {metrics['test_accuracy']:.4f} "
-                   f"({len(metrics['history'])} epochs, {metrics['train_seconds']:.1f} s, "
-                   f"{metrics['samples_per_s']:.0f} samples/s)")
+        from dlforge.inspect import headline
+
+        click.echo(f"{artifact.path}: {headline(artifact)}")
 
 
 @cli.command("download")

@@ -1,1 +1,15 @@
+"""The edge runtime: open a compiled model and run it with numpy arrays.
 
+Imports numpy and the backend it opens (onnxruntime or tensorrt), nothing else: no torch, no click,
+no onnx. ::
+
+    from dlforge.runtime import open_session
+
+    with open_session("runs/lenet/engine-ort-int8") as session:
+        probabilities = session.predict(images)          # images: float32 (N, 1, 8, 8) in [0, 1]
+"""
+
+from dlforge.runtime.base import Session
+from dlforge.runtime.open import open_session
+
+__all__ = ["Session", "open_session"]

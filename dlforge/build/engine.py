@@ -1,0 +1,204 @@
+"""``engine_from_onnx``: compile an ONNX artifact for a backend and precision, with an accuracy gate.
+
+Every engine is evaluated against its parent ONNX model on the held-out test split; the card
+records accuracy, parent accuracy, the drop in percentage points and top-1 agreement, and
+``max_accuracy_drop`` turns the drop into a hard failure. ``precision="auto"`` builds the
+candidates, measures accuracy and latency side by side, and keeps the fastest within the budget.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+import time
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from dlforge.artifact import Artifact, ArtifactWriter, Card, open_artifact
+from dlforge.data import load_dataset
+from dlforge.env import environment
+from dlforge.errors import InputError, StageFailed
+
+PRECISIONS = ("fp32", "int8", "auto")
+PAYLOAD = "model.onnx"
+AUTO_DEFAULT_BUDGET = 1.0  # percentage points
+
+
+def engine_from_onnx(
+    onnx_dir: str | os.PathLike,
+    out_dir: str | os.PathLike,
+    *,
+    backend: str = "ort",
+    precision: str = "fp32",
+    calib_data: str | None = None,
+    data_dir: str | os.PathLike | None = None,
+    calib_samples: int = 512,
+    calib_method: str = "minmax",
+    per_channel: bool = True,
+    max_accuracy_drop: float | None = None,
+    eval_samples: int | None = None,
+    opt_batch: int = 1,
+    force: bool = False,
+    report: Callable[[str], None] = lambda line: None,
+) -> Artifact:
+    """Build an engine from the onnx artifact at ``onnx_dir`` and write it to ``out_dir``.
+
+    Args:
+        backend: ``"ort"`` (ONNX Runtime, CPU) or ``"tensorrt"``.
+        precision: ``"fp32"``, ``"int8"`` (static QDQ quantization) or ``"auto"``.
+        calib_data: dataset to calibrate INT8 on (default: the model's own). Evaluation always
+            uses the held-out test split of the model's own dataset.
+        calib_samples: calibration images, drawn from the training split.
+        max_accuracy_drop: fail (nothing written) when accuracy falls more than this many
+            percentage points below the parent's. ``auto`` uses it as its budget (default 1.0).
+        eval_samples: held-out test images to evaluate on (default: the whole test split).
+        opt_batch: the batch size ``auto`` optimizes latency for.
+        report: receives human-readable progress lines (e.g. ``auto``'s table).
+    """
+    if backend == "tensorrt":
+        raise InputError("TensorRT builds are not available in this dlforge; use --backend ort")
+    if backend != "ort":
+        raise InputError(f"unknown backend {backend!r}; expected ort or tensorrt")
+    if precision not in PRECISIONS:
+        raise InputError(f"unknown precision {precision!r}; expected one of {', '.join(PRECISIONS)}")
+    if calib_samples < 1:
+        raise InputError(f"--calib-samples must be positive, got {calib_samples}")
+    if max_accuracy_drop is not None and max_accuracy_drop < 0:
+        raise InputError(f"--max-accuracy-drop must be >= 0 points, got {max_accuracy_drop}")
+    if opt_batch < 1:
+        raise InputError(f"--opt-batch must be positive, got {opt_batch}")
+    parent = open_artifact(onnx_dir, ["onnx"])
+    info = parent.card.model
+    with ArtifactWriter(out_dir, force=force) as writer:
+        params = parent.card.params
+        ckpt_params = _checkpoint_params(parent)
+        dataset = _model_dataset(ckpt_params.get("data") or info.dataset, data_dir or ckpt_params.get("data_dir"),
+                                 info, "--data-dir")
+        calib = _model_dataset(calib_data, data_dir, info, "--calib-data") if calib_data else dataset
+        if precision in ("int8", "auto") and calib_samples > len(calib.y_train):
+            raise InputError(f"--calib-samples {calib_samples} asks for more images than the calibration set "
+                             f"({calib.name} training split) has: {len(calib.y_train)}")
+        x_eval, y_eval = dataset.x_test[:eval_samples], dataset.y_test[:eval_samples]
+        static_batch = None if params.get("dynamic_batch", True) else 1
+        build_args = dict(calib_x=calib.x_train[:calib_samples], calib_method=calib_method,
+                          per_channel=per_channel, static_batch=static_batch)
+        candidates = ["fp32", "int8"] if precision == "auto" else [precision]
+        built: dict[str, dict] = {}
+        with tempfile.TemporaryDirectory(prefix="dlforge-build-") as tmp:
+            for cand in candidates:
+                start = time.perf_counter()
+                path = Path(tmp) / f"{cand}.onnx"
+                details = _build_one(cand, parent.payload_path, path, **build_args)
+                built[cand] = {"path": path, "details": details, "build_s": time.perf_counter() - start,
+                               "evaluation": _evaluate(path, parent, x_eval, y_eval, info.task)}
+            selection = None
+            if precision == "auto":
+                budget = AUTO_DEFAULT_BUDGET if max_accuracy_drop is None else max_accuracy_drop
+                chosen, selection = _choose(built, x_eval, budget, opt_batch, static_batch, report)
+            else:
+                chosen = precision
+            result = built[chosen]
+            drop = result["evaluation"]["accuracy_drop"]
+            if max_accuracy_drop is not None and drop is not None and drop > max_accuracy_drop:
+                ev = result["evaluation"]
+                raise StageFailed(
+                    f"{chosen} engine accuracy {ev['accuracy']:.4f} is {drop:.2f} points below its parent's "
+                    f"{ev['parent_accuracy']:.4f} (> --max-accuracy-drop {max_accuracy_drop:g}); nothing was "
+                    "saved. Try more --calib-samples, --calib-method entropy or percentile, or fp32")
+            shutil.copyfile(result["path"], writer.file(PAYLOAD))
+        sections = {
+            "backend": backend,
+            "precision": chosen,
+            "evaluation": {**result["evaluation"], "dataset": dataset.name, "split": "test"},
+            "build": {**result["details"], "seconds": round(result["build_s"], 3)},
+        }
+        if selection:
+            sections["selection"] = selection
+        card = Card(
+            kind="engine", payload=PAYLOAD, model=info, parent=parent.lineage(),
+            params={"backend": backend, "precision": precision, "calib_data": calib.name,
+                    "calib_samples": calib_samples, "calib_method": calib_method, "per_channel": per_channel,
+                    "max_accuracy_drop": max_accuracy_drop, "eval_samples": len(y_eval), "opt_batch": opt_batch},
+            env=environment(),
+            sections=sections,
+        )
+        return writer.commit(card)
+
+
+def _model_dataset(name, data_dir, info, flag: str):
+    dataset = load_dataset(name, data_dir)
+    if tuple(dataset.input_shape) != tuple(info.inputs[0].shape[1:]):
+        raise InputError(f"dataset {dataset.name} has images {dataset.input_shape}; the model expects "
+                         f"{tuple(info.inputs[0].shape[1:])}: check {flag}")
+    return dataset
+
+
+def _checkpoint_params(onnx_artifact: Artifact) -> dict:
+    """The training parameters recorded up the lineage (dataset name and directory)."""
+    parent = onnx_artifact.card.parent
+    if parent and parent.get("path") and Path(parent["path"]).is_dir():
+        try:
+            return open_artifact(parent["path"], ["checkpoint"], verify=False).card.params
+        except InputError:
+            return {}
+    return {}
+
+
+def _build_one(precision: str, src: Path, dst: Path, *, calib_x, calib_method, per_channel, static_batch) -> dict:
+    from dlforge.build.ort import optimize_fp32, quantize_int8
+
+    if precision == "fp32":
+        return optimize_fp32(src, dst)
+    return quantize_int8(src, dst, calib_x, method=calib_method, per_channel=per_channel, static_batch=static_batch)
+
+
+def _evaluate(path: Path, parent: Artifact, x, y, task: str) -> dict:
+    from dlforge.build.evaluate import compare
+    from dlforge.runtime.ort import OrtSession
+
+    engine = OrtSession(path)
+    reference = OrtSession(parent.payload_path)
+    return compare(engine, reference, x, y, task)
+
+
+def _choose(built: dict, x_eval: np.ndarray, budget: float, opt_batch: int, static_batch, report) -> tuple[str, dict]:
+    """Measure each candidate's latency, interleaved, and keep the fastest within the accuracy budget."""
+    from dlforge.bench.stats import summarize, time_calls, warm_up
+    from dlforge.runtime.ort import OrtSession
+
+    batch = static_batch or opt_batch
+    x = np.ascontiguousarray(np.resize(x_eval, (batch, *x_eval.shape[1:])))
+    sessions = {name: OrtSession(b["path"]) for name, b in built.items()}
+    samples = {name: [] for name in sessions}
+    for s in sessions.values():
+        warm_up(lambda s=s: s.predict(x), iterations=20, duration_s=0.3)
+    for _ in range(5):  # rounds alternate between candidates so machine drift hits all equally
+        for name, s in sessions.items():
+            samples[name].append(time_calls(lambda s=s: s.predict(x), iterations=20, duration_s=0.2))
+    rows = []
+    for name, b in built.items():
+        stats = summarize(np.concatenate(samples[name]))
+        ev = b["evaluation"]
+        drop = ev["accuracy_drop"] or 0.0
+        rows.append({"precision": name, "median_ms": stats["median"], "p90_ms": stats["p90"],
+                     "accuracy": ev["accuracy"], "accuracy_drop": ev["accuracy_drop"],
+                     "within_budget": drop <= budget})
+    fp32 = next(r for r in rows if r["precision"] == "fp32")
+    for r in rows:
+        r["speedup_vs_fp32"] = fp32["median_ms"] / r["median_ms"]
+    eligible = [r for r in rows if r["within_budget"]] or [fp32]
+    chosen = min(eligible, key=lambda r: r["median_ms"])["precision"]
+    report(f"precision auto: batch {batch}, accuracy budget {budget:g} points")
+    report(f"{'precision':<10}{'median ms':>11}{'p90 ms':>9}{'speedup':>9}{'accuracy':>10}{'drop pts':>10}  verdict")
+    for r in rows:
+        acc = f"{r['accuracy']:.4f}" if r["accuracy"] is not None else "-"
+        drop = f"{r['accuracy_drop']:.2f}" if r["accuracy_drop"] is not None else "-"
+        verdict = "chosen" if r["precision"] == chosen else ("over budget" if not r["within_budget"] else "slower")
+        report(f"{r['precision']:<10}{r['median_ms']:>11.4f}{r['p90_ms']:>9.4f}{r['speedup_vs_fp32']:>8.2f}x"
+               f"{acc:>10}{drop:>10}  {verdict}")
+    if chosen == "fp32" and any(r["precision"] == "int8" and r["within_budget"] for r in rows):
+        report("int8 is within the accuracy budget but not faster on this CPU; keeping fp32")
+    return chosen, {"batch_size": batch, "budget_points": budget, "candidates": rows, "chosen": chosen}

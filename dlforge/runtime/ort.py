@@ -1,0 +1,117 @@
+"""ONNX Runtime backend: CPU by default, CUDA or TensorRT execution providers with onnxruntime-gpu."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+
+from dlforge.artifact import ModelInfo, TensorSpec
+from dlforge.errors import InputError
+from dlforge.runtime.base import Session
+from dlforge.runtime.dtypes import ORT_TO_NUMPY
+
+PROVIDERS = {
+    "cpu": "CPUExecutionProvider",
+    "cuda": "CUDAExecutionProvider",
+    "tensorrt": "TensorrtExecutionProvider",
+}
+
+
+def provider_chain(device: str, tensorrt: bool, cache_dir: str | os.PathLike) -> list:
+    """The execution providers to request, most preferred first, with their options."""
+    if device not in ("cpu", "cuda"):
+        raise InputError(f"unknown device {device!r}; expected cpu or cuda")
+    chain: list = []
+    if tensorrt:
+        chain.append((PROVIDERS["tensorrt"], {
+            "trt_engine_cache_enable": True,
+            "trt_engine_cache_path": str(cache_dir),
+            "trt_timing_cache_enable": True,
+            "trt_timing_cache_path": str(cache_dir),
+        }))
+    if tensorrt or device == "cuda":
+        chain.append(PROVIDERS["cuda"])
+    chain.append(PROVIDERS["cpu"])
+    return chain
+
+
+def check_providers(chain: list, available: list[str]) -> None:
+    for entry in chain:
+        name = entry[0] if isinstance(entry, tuple) else entry
+        if name not in available:
+            raise InputError(f"ONNX Runtime provider {name} is not available here (available: "
+                             f"{', '.join(available)}); install onnxruntime-gpu with a matching CUDA, or use "
+                             "device='cpu'")
+
+
+def _spec(node) -> TensorSpec:
+    shape = tuple(d if isinstance(d, int) and d > 0 else ("batch" if i == 0 else (d if isinstance(d, str) else "?"))
+                  for i, d in enumerate(node.shape))
+    return TensorSpec(node.name, shape, ORT_TO_NUMPY.get(node.type, node.type))
+
+
+def model_info_from_metadata(meta: dict[str, str], inputs, outputs) -> ModelInfo | None:
+    """Rebuild the card's model facts from the ``dlforge.*`` metadata an export writes into the graph."""
+    if "dlforge.model" not in meta:
+        return None
+    return ModelInfo(
+        name=meta["dlforge.model"], task=meta.get("dlforge.task", "classification"),
+        inputs=tuple(inputs), outputs=tuple(outputs),
+        value_range=tuple(json.loads(meta.get("dlforge.value_range", "[0, 1]"))),
+        labels=tuple(json.loads(meta.get("dlforge.labels", "[]"))),
+        preprocessing=meta.get("dlforge.preprocessing") or None,
+    )
+
+
+class OrtSession(Session):
+    backend = "ort"
+
+    def __init__(self, path: str | os.PathLike, *, model: ModelInfo | None = None, precision: str | None = None,
+                 threads: int | None = None, device: str = "cpu", tensorrt: bool = False,
+                 cache_dir: str | os.PathLike | None = None):
+        path = Path(path)
+        if not path.is_file():
+            raise InputError(f"{path} does not exist or is not a file; expected an .onnx model")
+        if path.stat().st_size == 0:
+            raise InputError(f"{path} is empty; re-export or rebuild it")
+        if threads is not None and threads < 1:
+            raise InputError(f"threads must be >= 1, got {threads}")
+        cache_dir = cache_dir or path.parent / "trt-cache"
+        chain = provider_chain(device, tensorrt, cache_dir)
+        check_providers(chain, ort.get_available_providers())
+        options = ort.SessionOptions()
+        options.log_severity_level = 3  # errors only: old exporters' initializer-in-inputs warnings are noise
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        if threads:
+            options.intra_op_num_threads = threads
+            options.inter_op_num_threads = 1
+        try:
+            self._session = ort.InferenceSession(str(path), sess_options=options, providers=chain)
+        except Exception as exc:  # onnxruntime raises its own exception types, not exported stably
+            text = str(exc)
+            if "escapes model directory" in text or "outside" in text and "external" in text.lower():
+                raise InputError(f"refusing {path}: its external data points outside the model's directory") from exc
+            first = text.strip().splitlines()[0] if text.strip() else type(exc).__name__
+            raise InputError(f"{path} could not be loaded by ONNX Runtime ({first}); is it a valid ONNX model?") from exc
+        inputs = tuple(_spec(i) for i in self._session.get_inputs())
+        outputs = tuple(_spec(o) for o in self._session.get_outputs())
+        if model is None:
+            model = model_info_from_metadata(self._session.get_modelmeta().custom_metadata_map, inputs, outputs)
+        super().__init__(inputs, outputs, model=model, precision=precision)
+        self.path = path
+        self.providers = self._session.get_providers()
+        self._output_names = [o.name for o in outputs]
+        if tensorrt:
+            self.backend = "ort-tensorrt"
+        elif device == "cuda":
+            self.backend = "ort-cuda"
+
+    def _run(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        return dict(zip(self._output_names, self._session.run(self._output_names, feeds)))
+
+    def close(self) -> None:
+        self._session = None
