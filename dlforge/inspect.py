@@ -75,6 +75,15 @@ def headline(artifact: Artifact) -> str:
             quality = (f"accuracy {ev['accuracy']:.4f} (parent {ev['parent_accuracy']:.4f}, drop "
                        f"{ev['accuracy_drop']:.2f} pts, top-1 agreement {ev['top1_agreement']:.4f})")
         return f"{s['backend']} {s['precision']}: {quality} on {ev['samples']} held-out samples"
+    if artifact.kind == "bench":
+        import json
+
+        rows = json.loads(artifact.payload_path.read_text(encoding="utf-8"))["results"]
+        parts = []
+        for r in rows:
+            if r["batch_size"] == min(x["batch_size"] for x in rows):
+                parts.append(f"{r['backend']} {r['precision']} {r['latency_ms']['median']:.3f} ms")
+        return f"batch {rows[0]['batch_size']} median latency: " + ", ".join(parts) + " (see report.md)"
     return artifact.kind
 
 

@@ -18,10 +18,12 @@ def run_pipeline(
     epochs: int | None = None,
     seed: int = 0,
     force: bool = False,
+    bench: bool = True,
     on_stage: Callable[[str], None] = lambda stage: None,
     on_epoch: Callable | None = None,
 ) -> dict[str, Artifact]:
-    """Train ``model`` on ``data``, export, and build fp32 and int8 engines into ``out_dir/<stage>/``.
+    """Train ``model`` on ``data``, export, build fp32 and int8 engines, and benchmark them side by
+    side with eager PyTorch, each stage into ``out_dir/<stage>/``.
 
     Returns the artifacts by stage name.
     """
@@ -41,4 +43,13 @@ def run_pipeline(
         on_stage(f"build ort {precision}")
         artifacts[f"engine-ort-{precision}"] = engine_from_onnx(
             artifacts["onnx"].path, out / f"engine-ort-{precision}", precision=precision, force=force)
+    if bench:
+        from dlforge.bench import write_bench_artifact
+        from dlforge.bench.runner import run_bench
+
+        on_stage("bench")
+        report = run_bench([artifacts["engine-ort-fp32"].path, artifacts["engine-ort-int8"].path],
+                           torch_checkpoint=artifacts["checkpoint"].path, batch_sizes=(1, 64), accuracy=True,
+                           duration=0.5, rounds=3)
+        artifacts["bench"] = write_bench_artifact(report, out / "bench", force=force)
     return artifacts

@@ -31,4 +31,10 @@ def pipeline_command(model, data, data_dir, epochs, seed, out_dir, force, as_jso
         path_width = max(len(str(a.path)) for a in artifacts.values())
         for stage, a in artifacts.items():
             click.echo(f"{stage:<{width}}  {str(a.path):<{path_width}}  {headline(a)}")
+        if "bench" in artifacts:
+            import json
+
+            from dlforge.bench.report import table
+
+            click.echo("\n" + table(json.loads(artifacts["bench"].payload_path.read_text(encoding="utf-8"))))
         click.echo(f"details: dlforge inspect {next(iter(artifacts.values())).path.parent}/<stage>")

@@ -1,0 +1,84 @@
+"""``dlforge bench`` against a hand-written minimal onnxruntime timing loop, in one process.
+
+For each engine and batch size, dlforge's median latency is compared with the median of the
+simplest honest loop over ``onnxruntime.InferenceSession.run`` (same file, same threads, same
+input). The two alternate three times so drift hits both. Goal: agreement within 10%.
+
+    python bench/bench_vs_raw.py [--run runs/lenet] [--threads 1]
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+
+def raw_median_ms(path: Path, x: np.ndarray, threads: int, calls: int) -> float:
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads, options.inter_op_num_threads = threads, 1
+    session = ort.InferenceSession(str(path), sess_options=options, providers=["CPUExecutionProvider"])
+    name = session.get_inputs()[0].name
+    for _ in range(50):
+        session.run(None, {name: x})
+    times = []
+    for _ in range(calls):
+        start = time.perf_counter()
+        session.run(None, {name: x})
+        times.append((time.perf_counter() - start) * 1e3)
+    return float(np.median(times))
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--run", help="a dlforge pipeline directory (engine-ort-fp32/, engine-ort-int8/)")
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--repeats", type=int, default=3)
+    args = ap.parse_args()
+
+    from dlforge.bench.runner import artifact_target, run_bench
+    from dlforge.data import load_dataset
+    from dlforge.pipeline import run_pipeline
+
+    tmp = tempfile.TemporaryDirectory(prefix="dlforge-bench-")
+    if args.run:
+        run = Path(args.run)
+    else:
+        mnist = Path(__file__).resolve().parents[2] / "shared" / "data" / "mnist"
+        run = Path(tmp.name) / "lenet"
+        data = {"data": "mnist", "data_dir": mnist, "epochs": 1} if mnist.is_dir() else {"data": "digits"}
+        print(f"building lenet on {data['data']} for the benchmark ...")
+        run_pipeline("lenet", run, bench=False, **data)
+    engines = [run / "engine-ort-fp32", run / "engine-ort-int8"]
+    batch_sizes = (1, 64)
+    data_name, data_dir = artifact_target(engines[0], args.threads).dataset
+    test_images = load_dataset(data_name, data_dir).x_test
+    ours: dict = {}
+    raw: dict = {}
+    for _ in range(args.repeats):
+        report = run_bench(engines, batch_sizes=batch_sizes, threads=args.threads, iterations=200, duration=1.0)
+        for r in report["results"]:
+            ours.setdefault((r["artifact"], r["batch_size"]), []).append(r["latency_ms"]["median"])
+        for engine in engines:
+            payload = engine / "model.onnx"
+            for b in batch_sizes:
+                x = np.ascontiguousarray(np.resize(test_images, (b, *test_images.shape[1:])))
+                raw.setdefault((str(engine), b), []).append(raw_median_ms(payload, x, args.threads, 2000 // b))
+    print(f"{'engine':<22}{'batch':>6}{'dlforge ms':>12}{'raw ms':>10}{'ratio':>8}")
+    worst = 0.0
+    for key in ours:
+        a, b = statistics.median(ours[key]), statistics.median(raw[key])
+        worst = max(worst, abs(a / b - 1))
+        print(f"{Path(key[0]).name:<22}{key[1]:>6}{a:>12.4f}{b:>10.4f}{a / b:>8.3f}")
+    print(f"largest disagreement {worst * 100:.1f}% ({'meets' if worst <= 0.10 else 'MISSES'} the <= 10% goal)")
+    tmp.cleanup()
+
+
+if __name__ == "__main__":
+    main()
