@@ -41,6 +41,7 @@ class Target:
     task: str | None = "classification"
     dataset: tuple[str, str | None] | None = None  # (name, data_dir) of the model's dataset
     run: Callable | None = field(default=None, repr=False)
+    mode: str = "end-to-end"
     load_ms: float = 0.0
     memory_mb: float = 0.0
 
@@ -53,8 +54,14 @@ def _rss_mb() -> float:
         return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def artifact_target(path: str | os.PathLike, threads: int | None) -> Target:
-    """A Target for an engine/onnx artifact directory or a plain ``.onnx`` file."""
+def artifact_target(path: str | os.PathLike, threads: int | None, *, mode: str = "end-to-end",
+                    cuda_graph: bool = False) -> Target:
+    """A Target for an engine/onnx artifact directory or a plain ``.onnx`` file.
+
+    For TensorRT engines, ``mode="compute"`` times only the enqueue and synchronize with inputs
+    already on the device (trtexec's GPU compute time); ``"end-to-end"`` includes the host copies.
+    ``cuda_graph`` replays the captured enqueue as a CUDA graph.
+    """
     from dlforge.artifact import is_artifact, open_artifact
     from dlforge.runtime import open_session
 
@@ -80,13 +87,34 @@ def artifact_target(path: str | os.PathLike, threads: int | None) -> Target:
     if card and card.model and card.model.dataset:
         dataset = _dataset_of(artifact)
 
+    backend = card.sections.get("backend", "ort") if card else "ort"
+    if backend != "tensorrt" and (mode != "end-to-end" or cuda_graph):
+        mode, cuda_graph = "end-to-end", False  # host-side backends have no device-resident mode
+
     def load():
         session = open_session(artifact or path, threads=threads)
         name = session.inputs[0].name
-        return lambda x: session.run({name: x})
+        if mode == "end-to-end" and not cuda_graph:
+            return lambda x: session.run({name: x})
+        prepared = {"x": None}
+
+        def run_on_device(x):
+            if prepared["x"] is not x:  # inputs copied once per batch, outside the timed calls
+                session.prepare(session.check_feeds({name: x}))
+                if cuda_graph:
+                    session.capture_graph()
+                prepared["x"] = x
+            if mode == "end-to-end":  # host copies in and out around the replayed graph
+                session.prepare(session.check_feeds({name: x}))
+                session.launch_graph()
+                return session.fetch()
+            session.launch_graph() if cuda_graph else session.execute()
+            return None
+        run_on_device.predict = lambda x: session.run({name: x})
+        return run_on_device
 
     return Target(
-        name=str(path), backend=card.sections.get("backend", "ort") if card else "ort",
+        name=str(path), backend=backend, mode=mode + (" + cuda graph" if cuda_graph else ""),
         precision=card.sections.get("precision", "fp32" if card.kind == "onnx" else "?") if card else "as-is",
         load=load, input_shape=tuple(spec.shape[1:]), static_batch=static,
         value_range=tuple(card.model.value_range) if card and card.model else (0.0, 1.0),
@@ -164,6 +192,8 @@ def run_bench(
     rounds: int = 5,
     threads: int | None = None,
     random_inputs: bool = False,
+    trt_mode: str = "end-to-end",
+    cuda_graph: bool = False,
     torch_checkpoint: str | os.PathLike | None = None,
     accuracy: bool = False,
     data: str | None = None,
@@ -173,7 +203,8 @@ def run_bench(
     """Benchmark ``artifacts`` (and optionally eager PyTorch) and return the JSON report.
 
     Each (target, batch size) gets at least ``iterations`` calls *and* ``duration`` seconds, split
-    over ``rounds`` interleaved rounds.
+    over ``rounds`` interleaved rounds. ``trt_mode`` and ``cuda_graph`` apply to TensorRT engines
+    (see :func:`artifact_target`).
     """
     if not artifacts:
         raise InputError("give at least one artifact to benchmark")
@@ -185,7 +216,9 @@ def run_bench(
         raise InputError("--iterations, --duration, --warmup and --warmup-time must be >= 0, --rounds >= 1")
     if threads is not None and threads < 1:
         raise InputError(f"--threads must be >= 1, got {threads}")
-    targets = [artifact_target(a, threads) for a in artifacts]
+    if trt_mode not in ("end-to-end", "compute"):
+        raise InputError(f"--trt-mode must be end-to-end or compute, got {trt_mode!r}")
+    targets = [artifact_target(a, threads, mode=trt_mode, cuda_graph=cuda_graph) for a in artifacts]
     if torch_checkpoint:
         targets.append(torch_target(torch_checkpoint, threads))
     shapes = {t.input_shape for t in targets}
@@ -225,7 +258,7 @@ def run_bench(
         for t in targets:
             lat = np.concatenate(samples[t.name])
             results.append({
-                "artifact": t.name, "backend": t.backend, "precision": t.precision, "batch_size": batch,
+                "artifact": t.name, "backend": t.backend, "precision": t.precision, "batch_size": batch, "mode": t.mode,
                 "latency_ms": summarize(lat), "cov": coefficient_of_variation(lat),
                 "throughput_per_s": batch * len(lat) / (lat.sum() / 1e3), "iterations": int(len(lat)),
                 "first_run_ms": first[t.name], "load_ms": t.load_ms, "memory_mb": t.memory_mb,
@@ -259,7 +292,8 @@ def _add_accuracy(targets, results, data, data_dir, cache) -> None:
                 cache[source] = load_dataset(source[0], source[1])
             ds = cache[source]
             step = t.static_batch or 256
-            logits = np.concatenate([_first(t.run(ds.x_test[i:i + step])) for i in range(0, len(ds.x_test), step)])
+            predict = getattr(t.run, "predict", t.run)
+            logits = np.concatenate([_first(predict(ds.x_test[i:i + step])) for i in range(0, len(ds.x_test), step)])
             acc = float((logits.argmax(1) == ds.y_test).mean())
         for row in results:
             if row["artifact"] == t.name:

@@ -18,12 +18,12 @@ from typing import Callable
 import numpy as np
 
 from dlforge.artifact import Artifact, ArtifactWriter, Card, open_artifact
+from dlforge.build.compilers import Compiler, OrtCompiler, TrtCompiler
 from dlforge.data import load_dataset
 from dlforge.env import environment
 from dlforge.errors import InputError, StageFailed
 
-PRECISIONS = ("fp32", "int8", "auto")
-PAYLOAD = "model.onnx"
+PRECISIONS = ("fp32", "fp16", "int8", "auto")
 AUTO_DEFAULT_BUDGET = 1.0  # percentage points
 
 
@@ -40,7 +40,12 @@ def engine_from_onnx(
     per_channel: bool = True,
     max_accuracy_drop: float | None = None,
     eval_samples: int | None = None,
+    min_batch: int = 1,
     opt_batch: int = 1,
+    max_batch: int = 64,
+    shapes: tuple[str, str, str] | None = None,
+    workspace_mib: int | None = None,
+    optimization_level: int = 3,
     force: bool = False,
     report: Callable[[str], None] = lambda line: None,
 ) -> Artifact:
@@ -48,20 +53,19 @@ def engine_from_onnx(
 
     Args:
         backend: ``"ort"`` (ONNX Runtime, CPU) or ``"tensorrt"``.
-        precision: ``"fp32"``, ``"int8"`` (static QDQ quantization) or ``"auto"``.
+        precision: ``"fp32"``, ``"fp16"`` (TensorRT), ``"int8"`` (static QDQ quantization) or ``"auto"``.
         calib_data: dataset to calibrate INT8 on (default: the model's own). Evaluation always
             uses the held-out test split of the model's own dataset.
         calib_samples: calibration images, drawn from the training split.
         max_accuracy_drop: fail (nothing written) when accuracy falls more than this many
             percentage points below the parent's. ``auto`` uses it as its budget (default 1.0).
         eval_samples: held-out test images to evaluate on (default: the whole test split).
-        opt_batch: the batch size ``auto`` optimizes latency for.
+        min_batch, opt_batch, max_batch: the TensorRT optimization profile of the batch dimension;
+            ``opt_batch`` is also the batch ``auto`` times.
+        shapes: trtexec-style ``(min, opt, max)`` shape specs, instead of the batch range.
+        workspace_mib, optimization_level: TensorRT builder settings.
         report: receives human-readable progress lines (e.g. ``auto``'s table).
     """
-    if backend == "tensorrt":
-        raise InputError("TensorRT builds are not available in this dlforge; use --backend ort")
-    if backend != "ort":
-        raise InputError(f"unknown backend {backend!r}; expected ort or tensorrt")
     if precision not in PRECISIONS:
         raise InputError(f"unknown precision {precision!r}; expected one of {', '.join(PRECISIONS)}")
     if calib_samples < 1:
@@ -72,34 +76,50 @@ def engine_from_onnx(
         raise InputError(f"--opt-batch must be positive, got {opt_batch}")
     parent = open_artifact(onnx_dir, ["onnx"])
     info = parent.card.model
+    if backend == "ort":
+        compiler: Compiler = OrtCompiler()
+    elif backend == "tensorrt":
+        compiler = TrtCompiler(info.inputs, min_batch=min_batch, opt_batch=opt_batch, max_batch=max_batch,
+                               shapes=shapes, workspace_mib=workspace_mib, optimization_level=optimization_level,
+                               source=str(parent.path))
+    else:
+        raise InputError(f"unknown backend {backend!r}; expected ort or tensorrt")
+    candidates = list(compiler.precisions) if precision == "auto" else [precision]
+    if precision not in (*compiler.precisions, "auto"):
+        raise InputError(f"backend {backend} builds {', '.join(compiler.precisions)}, not {precision}"
+                         + ("; fp16 needs --backend tensorrt" if precision == "fp16" else ""))
     with ArtifactWriter(out_dir, force=force) as writer:
         params = parent.card.params
         ckpt_params = _checkpoint_params(parent)
         dataset = _model_dataset(ckpt_params.get("data") or info.dataset, data_dir or ckpt_params.get("data_dir"),
                                  info, "--data-dir")
         calib = _model_dataset(calib_data, data_dir, info, "--calib-data") if calib_data else dataset
-        if precision in ("int8", "auto") and calib_samples > len(calib.y_train):
+        if "int8" in candidates and calib_samples > len(calib.y_train):
             raise InputError(f"--calib-samples {calib_samples} asks for more images than the calibration set "
                              f"({calib.name} training split) has: {len(calib.y_train)}")
         x_eval, y_eval = dataset.x_test[:eval_samples], dataset.y_test[:eval_samples]
         static_batch = None if params.get("dynamic_batch", True) else 1
-        build_args = dict(calib_x=calib.x_train[:calib_samples], calib_method=calib_method,
-                          per_channel=per_channel, static_batch=static_batch)
-        candidates = ["fp32", "int8"] if precision == "auto" else [precision]
+        calibration = dict(calib_x=calib.x_train[:calib_samples], calib_method=calib_method,
+                           per_channel=per_channel, static_batch=static_batch)
         built: dict[str, dict] = {}
         with tempfile.TemporaryDirectory(prefix="dlforge-build-") as tmp:
             for cand in candidates:
                 start = time.perf_counter()
-                path = Path(tmp) / f"{cand}.onnx"
-                details = _build_one(cand, parent.payload_path, path, **build_args)
+                path = Path(tmp) / cand / compiler.payload
+                path.parent.mkdir()
+                details = compiler.compile(cand, parent.payload_path, path, **calibration)
+                session = compiler.open(path, details, info)
                 built[cand] = {"path": path, "details": details, "build_s": time.perf_counter() - start,
-                               "evaluation": _evaluate(path, parent, x_eval, y_eval, info.task)}
+                               "session": session,
+                               "evaluation": _evaluate(session, parent, x_eval, y_eval, info.task)}
             selection = None
             if precision == "auto":
                 budget = AUTO_DEFAULT_BUDGET if max_accuracy_drop is None else max_accuracy_drop
                 chosen, selection = _choose(built, x_eval, budget, opt_batch, static_batch, report)
             else:
                 chosen = precision
+            for b in built.values():
+                b["session"].close()
             result = built[chosen]
             drop = result["evaluation"]["accuracy_drop"]
             if max_accuracy_drop is not None and drop is not None and drop > max_accuracy_drop:
@@ -108,21 +128,24 @@ def engine_from_onnx(
                     f"{chosen} engine accuracy {ev['accuracy']:.4f} is {drop:.2f} points below its parent's "
                     f"{ev['parent_accuracy']:.4f} (> --max-accuracy-drop {max_accuracy_drop:g}); nothing was "
                     "saved. Try more --calib-samples, --calib-method entropy or percentile, or fp32")
-            shutil.copyfile(result["path"], writer.file(PAYLOAD))
+            shutil.copyfile(result["path"], writer.file(compiler.payload))
         sections = {
             "backend": backend,
             "precision": chosen,
             "evaluation": {**result["evaluation"], "dataset": dataset.name, "split": "test"},
             "build": {**result["details"], "seconds": round(result["build_s"], 3)},
+            **compiler.card_sections(result["details"]),
         }
         if selection:
             sections["selection"] = selection
         card = Card(
-            kind="engine", payload=PAYLOAD, model=info, parent=parent.lineage(),
+            kind="engine", payload=compiler.payload, model=info, parent=parent.lineage(),
             params={"backend": backend, "precision": precision, "calib_data": calib.name,
                     "calib_samples": calib_samples, "calib_method": calib_method, "per_channel": per_channel,
-                    "max_accuracy_drop": max_accuracy_drop, "eval_samples": len(y_eval), "opt_batch": opt_batch},
-            env=environment(),
+                    "max_accuracy_drop": max_accuracy_drop, "eval_samples": len(y_eval), "min_batch": min_batch,
+                    "opt_batch": opt_batch, "max_batch": max_batch, "shapes": list(shapes) if shapes else None,
+                    "workspace_mib": workspace_mib, "optimization_level": optimization_level},
+            env={**environment(), **compiler.card_env(result["details"])},
             sections=sections,
         )
         return writer.commit(card)
@@ -147,31 +170,21 @@ def _checkpoint_params(onnx_artifact: Artifact) -> dict:
     return {}
 
 
-def _build_one(precision: str, src: Path, dst: Path, *, calib_x, calib_method, per_channel, static_batch) -> dict:
-    from dlforge.build.ort import optimize_fp32, quantize_int8
-
-    if precision == "fp32":
-        return optimize_fp32(src, dst)
-    return quantize_int8(src, dst, calib_x, method=calib_method, per_channel=per_channel, static_batch=static_batch)
-
-
-def _evaluate(path: Path, parent: Artifact, x, y, task: str) -> dict:
+def _evaluate(session, parent: Artifact, x, y, task: str) -> dict:
     from dlforge.build.evaluate import compare
     from dlforge.runtime.ort import OrtSession
 
-    engine = OrtSession(path)
-    reference = OrtSession(parent.payload_path)
-    return compare(engine, reference, x, y, task)
+    with OrtSession(parent.payload_path) as reference:
+        return compare(session, reference, x, y, task)
 
 
 def _choose(built: dict, x_eval: np.ndarray, budget: float, opt_batch: int, static_batch, report) -> tuple[str, dict]:
     """Measure each candidate's latency, interleaved, and keep the fastest within the accuracy budget."""
     from dlforge.bench.stats import summarize, time_calls, warm_up
-    from dlforge.runtime.ort import OrtSession
 
     batch = static_batch or opt_batch
     x = np.ascontiguousarray(np.resize(x_eval, (batch, *x_eval.shape[1:])))
-    sessions = {name: OrtSession(b["path"]) for name, b in built.items()}
+    sessions = {name: b["session"] for name, b in built.items()}
     samples = {name: [] for name in sessions}
     for s in sessions.values():
         warm_up(lambda s=s: s.predict(x), iterations=20, duration_s=0.3)
@@ -199,6 +212,6 @@ def _choose(built: dict, x_eval: np.ndarray, budget: float, opt_batch: int, stat
         verdict = "chosen" if r["precision"] == chosen else ("over budget" if not r["within_budget"] else "slower")
         report(f"{r['precision']:<10}{r['median_ms']:>11.4f}{r['p90_ms']:>9.4f}{r['speedup_vs_fp32']:>8.2f}x"
                f"{acc:>10}{drop:>10}  {verdict}")
-    if chosen == "fp32" and any(r["precision"] == "int8" and r["within_budget"] for r in rows):
-        report("int8 is within the accuracy budget but not faster on this CPU; keeping fp32")
+    if chosen == "fp32" and any(r["precision"] != "fp32" and r["within_budget"] for r in rows):
+        report("a lower precision is within the accuracy budget but not faster on this machine; keeping fp32")
     return chosen, {"batch_size": batch, "budget_points": budget, "candidates": rows, "chosen": chosen}

@@ -36,6 +36,9 @@ def _load_json(path: str) -> dict:
 @click.option("--rounds", type=int, default=5, show_default=True, help="Interleaved rounds per batch size.")
 @click.option("--threads", type=int, default=None, help="Intra-op threads (default: the backend's choice).")
 @click.option("--random-inputs", is_flag=True, help="Random inputs instead of real held-out images.")
+@click.option("--trt-mode", type=click.Choice(["end-to-end", "compute"]), default="end-to-end", show_default=True,
+              help="TensorRT: time host copies too, or device-resident compute only.")
+@click.option("--cuda-graph", is_flag=True, help="TensorRT: replay the enqueue as a captured CUDA graph.")
 @click.option("--torch", "torch_checkpoint", type=click.Path(), default=None,
               help="Add eager PyTorch on this checkpoint as a baseline row.")
 @click.option("--accuracy", is_flag=True, help="Also measure held-out accuracy of each artifact.")
@@ -49,7 +52,8 @@ def _load_json(path: str) -> dict:
 @force_option
 @json_option
 def bench_command(artifacts, batch_sizes, warmup, warmup_time, iterations, duration, rounds, threads, random_inputs,
-                  torch_checkpoint, accuracy, data, data_dir, baseline, compare_files, out_dir, force, as_json) -> None:
+                  trt_mode, cuda_graph, torch_checkpoint, accuracy, data, data_dir, baseline, compare_files, out_dir,
+                  force, as_json) -> None:
     """Measure latency and throughput of ARTIFACTS (engine/onnx directories or .onnx files), interleaved."""
     from dlforge.bench.report import compare, compare_table, table
 
@@ -69,7 +73,8 @@ def bench_command(artifacts, batch_sizes, warmup, warmup_time, iterations, durat
     report = run_bench(
         list(artifacts), batch_sizes=_batch_sizes(batch_sizes), warmup=warmup, warmup_time=warmup_time,
         iterations=iterations, duration=duration, rounds=rounds, threads=threads, random_inputs=random_inputs,
-        torch_checkpoint=torch_checkpoint, accuracy=accuracy, data=data, data_dir=data_dir, progress=lambda s: None)
+        trt_mode=trt_mode, cuda_graph=cuda_graph, torch_checkpoint=torch_checkpoint, accuracy=accuracy, data=data,
+        data_dir=data_dir)
     text = table(report, baseline)
     if out_dir:
         from dlforge.bench import write_bench_artifact

@@ -1,0 +1,116 @@
+"""TensorRT engines: ONNX parser -> strongly typed network -> serialized engine.
+
+Thin by design: every decision (profiles, precision plan, flags, workspace, cache keys) is made in
+``tensorrt_plan`` and only applied here. Precision is already in the ONNX graph this receives
+(fp16 casts or INT8 QDQ nodes), so the same code path serves TensorRT 10 and 11.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+import time
+from pathlib import Path
+
+from dlforge.artifact import sha256_file
+from dlforge.tensorrt_plan import (
+    PrecisionPlan,
+    ShapeProfile,
+    check_optimization_level,
+    check_tensorrt_version,
+    describe_parser_errors,
+    engine_cache_key,
+    network_flags,
+    timing_cache_path,
+    workspace_bytes,
+)
+from dlforge.errors import StageFailed, require
+
+
+def cache_root() -> Path:
+    home = os.environ.get("DLFORGE_HOME") or os.path.join(os.path.expanduser("~"), ".cache", "dlforge")
+    return Path(home) / "tensorrt"
+
+
+def convert_fp16(src: Path, dst: Path) -> dict:
+    """Cast the graph's float tensors to float16, keeping float32 inputs and outputs."""
+    onnx = require("onnx", "toolkit", "fp16 conversion")
+    from onnxruntime.transformers.float16 import convert_float_to_float16
+
+    model = convert_float_to_float16(onnx.load(str(src)), keep_io_types=True)
+    onnx.save(model, str(dst))
+    return {"format": "float16 graph, float32 I/O"}
+
+
+def build_engine(onnx_path: Path, engine_path: Path, profiles: list[ShapeProfile], plan: PrecisionPlan, *,
+                 workspace_mib: int | None = None, optimization_level: int = 3) -> dict:
+    """Compile ``onnx_path`` into a serialized engine at ``engine_path``; returns what the card records.
+
+    Engines are cached under ``$DLFORGE_HOME/tensorrt/engines`` by a content hash of everything that
+    determines them; timing caches are kept per (compute capability, TensorRT version).
+    """
+    trt = require("tensorrt", "tensorrt", "building a TensorRT engine")
+    from dlforge.runtime.cuda_mem import device_info
+
+    check_tensorrt_version(trt.__version__)
+    workspace = workspace_bytes(workspace_mib)
+    check_optimization_level(optimization_level)
+    device = device_info()
+    key = engine_cache_key(sha256_file(onnx_path), profiles, plan, trt_version=trt.__version__, gpu=device["gpu"],
+                           compute_capability=device["compute_capability"], workspace=workspace,
+                           optimization_level=optimization_level)
+    cached = cache_root() / "engines" / f"{key}.engine"
+    record = {"tensorrt": trt.__version__, **device, "profiles": [p.to_dict() for p in profiles],
+              "plan": plan.to_dict(), "workspace_bytes": workspace, "optimization_level": optimization_level,
+              "cache_key": key}
+    if cached.is_file():
+        shutil.copyfile(cached, engine_path)
+        return {**record, "cache_hit": True, "build_seconds": 0.0}
+
+    logger = trt.Logger(trt.Logger.WARNING)
+    builder = trt.Builder(logger)
+    typed = getattr(trt.NetworkDefinitionCreationFlag, "STRONGLY_TYPED", None)
+    network = builder.create_network(network_flags(trt.__version__, int(typed) if typed is not None else None))
+    parser = trt.OnnxParser(network, logger)
+    if not parser.parse_from_file(str(onnx_path)):
+        errors = []
+        for i in range(parser.num_errors):
+            e = parser.get_error(i)
+            errors.append({"desc": e.desc(), "node": e.node(),
+                           "node_name": e.node_name() if hasattr(e, "node_name") else None,
+                           "op": e.node_operator() if hasattr(e, "node_operator") else None})
+        raise StageFailed(describe_parser_errors(errors))
+    config = builder.create_builder_config()
+    if workspace:
+        config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, workspace)
+    config.builder_optimization_level = optimization_level
+    profile = builder.create_optimization_profile()
+    for p in profiles:
+        profile.set_shape(p.name, p.min, p.opt, p.max)
+    config.add_optimization_profile(profile)
+    tcache_path = timing_cache_path(cache_root() / "timing", device["compute_capability"], trt.__version__)
+    tcache = config.create_timing_cache(tcache_path.read_bytes() if tcache_path.is_file() else b"")
+    config.set_timing_cache(tcache, ignore_mismatch=False)
+
+    start = time.perf_counter()
+    serialized = builder.build_serialized_network(network, config)
+    seconds = time.perf_counter() - start
+    if serialized is None:
+        raise StageFailed("TensorRT could not build an engine from this network (see the TensorRT log above); "
+                          "try a larger --workspace or another precision")
+    engine_path.write_bytes(bytes(serialized))
+    _write_atomic(tcache_path, bytes(config.get_timing_cache().serialize()))
+    _write_atomic(cached, engine_path.read_bytes())
+    return {**record, "cache_hit": False, "build_seconds": round(seconds, 3), "timing_cache": str(tcache_path)}
+
+
+def _write_atomic(path: Path, data: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    with os.fdopen(fd, "wb") as fh:
+        fh.write(data)
+    os.replace(tmp, path)
+
+
+__all__ = ["build_engine", "convert_fp16"]
