@@ -208,10 +208,17 @@ def open_artifact(
     return Artifact(path=path, card=card)
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 def write_json_atomic(path: str | os.PathLike, obj: Any) -> None:
     """Write JSON to a temp file beside ``path``, fsync, then rename over it."""
     path = Path(path)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.chmod(tmp, 0o666 & ~_umask())  # mkstemp's 0600 would make cards unreadable to other users
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as fh:
             json.dump(obj, fh, indent=2, sort_keys=False)
@@ -262,6 +269,7 @@ class ArtifactWriter:
         """Hash the payload, write ``card.json`` last, and move the directory into place."""
         card.sha256 = sha256_file(self.staging / card.payload)
         write_json_atomic(self.staging / CARD_NAME, card.to_dict())
+        os.chmod(self.staging, 0o777 & ~_umask())
         old = None
         if self.out_dir.exists():
             old = self.out_dir.with_name(f".{self.out_dir.name}.{os.getpid()}.old")

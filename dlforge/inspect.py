@@ -84,6 +84,19 @@ def headline(artifact: Artifact) -> str:
             if r["batch_size"] == min(x["batch_size"] for x in rows):
                 parts.append(f"{r['backend']} {r['precision']} {r['latency_ms']['median']:.3f} ms")
         return f"batch {rows[0]['batch_size']} median latency: " + ", ".join(parts) + " (see report.md)"
+    if artifact.kind == "audit":
+        import json
+
+        report = json.loads(artifact.payload_path.read_text(encoding="utf-8"))
+        checks = report["checks"]
+        worst = {}
+        for r in report["rows"]:
+            if r["route"] != "white-box" and r["eps"] == max(e for e in report["settings"]["eps"] if e <= 0.1):
+                worst[r["target"]] = min(worst.get(r["target"], 1.0), r["robust_accuracy"])
+        at = max(e for e in report["settings"]["eps"] if e <= 0.1)
+        return (f"{report['samples']} images; worst robust accuracy at eps {at:g}: "
+                + ", ".join(f"{t} {a:.3f}" for t, a in worst.items())
+                + f"; checks {sum(c['passed'] for c in checks)}/{len(checks)} passed (see report.html)")
     return artifact.kind
 
 

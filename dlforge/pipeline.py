@@ -19,11 +19,12 @@ def run_pipeline(
     seed: int = 0,
     force: bool = False,
     bench: bool = True,
+    audit: bool = True,
     on_stage: Callable[[str], None] = lambda stage: None,
     on_epoch: Callable | None = None,
 ) -> dict[str, Artifact]:
-    """Train ``model`` on ``data``, export, build fp32 and int8 engines, and benchmark them side by
-    side with eager PyTorch, each stage into ``out_dir/<stage>/``.
+    """Train ``model`` on ``data``, export, build fp32 and int8 engines, benchmark them side by side
+    with eager PyTorch and audit their robustness, each stage into ``out_dir/<stage>/``.
 
     Returns the artifacts by stage name.
     """
@@ -52,4 +53,12 @@ def run_pipeline(
                            torch_checkpoint=artifacts["checkpoint"].path, batch_sizes=(1, 64), accuracy=True,
                            duration=0.5, rounds=3)
         artifacts["bench"] = write_bench_artifact(report, out / "bench", force=force)
+    if audit:
+        from dlforge.adversarial import write_audit_artifact
+        from dlforge.adversarial.audit import run_audit
+
+        on_stage("audit")
+        report = run_audit([artifacts["engine-ort-fp32"].path, artifacts["engine-ort-int8"].path],
+                           source=artifacts["checkpoint"].path, samples=200, pgd_steps=20, square_queries=300)
+        artifacts["audit"] = write_audit_artifact(report, out / "audit", force=force)
     return artifacts

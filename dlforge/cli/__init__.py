@@ -62,6 +62,6 @@ def main() -> None:
     cli.main()
 
 
-from dlforge.cli import bench_cmd, doctor_cmd, export_build_cmd, inspect_cmd, pipeline_cmd, train_cmd  # noqa: E402,I001
+from dlforge.cli import audit_cmd, bench_cmd, doctor_cmd, export_build_cmd, inspect_cmd, pipeline_cmd, train_cmd  # noqa: E402,I001,E501
 
 __all__ = ["cli", "main"]

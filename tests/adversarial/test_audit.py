@@ -1,0 +1,110 @@
+import json
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+from onnx import TensorProto, helper, numpy_helper
+
+from dlforge.adversarial.audit import run_audit
+from dlforge.cli import cli
+from dlforge.errors import InputError
+from dlforge.train import checkpoint_from_training
+from tests.helpers import shared_path
+
+QUICK = dict(samples=150, pgd_steps=10, square_queries=150, progress=False)
+
+
+@pytest.fixture(scope="module")
+def digits_audit(digits_engines):
+    return run_audit([digits_engines["fp32"].path, digits_engines["int8"].path], eps=(0.0, 0.1, 0.3), **QUICK)
+
+
+def test_rows_cover_every_route_and_engine(digits_audit):
+    routes = {(r["attack"], r["route"], r["target"]) for r in digits_audit["rows"]}
+    assert ("fgsm", "white-box", "source") in routes and ("pgd", "transfer", "int8") in routes
+    assert ("square", "query", "fp32") in routes
+    for r in digits_audit["rows"]:
+        assert 0 <= r["robust_accuracy"] <= r["clean_accuracy"]
+        assert r["attack_success_rate"] == pytest.approx(1 - r["robust_accuracy"] / r["clean_accuracy"])
+        if r["eps"] == 0:
+            assert r["robust_accuracy"] == pytest.approx(r["clean_accuracy"]) and r["attack_success_rate"] == 0
+    assert all(r["queries_per_sample"] <= 150 for r in digits_audit["rows"] if r["route"] == "query")
+
+
+def test_checks_pass_on_a_sound_evaluation(digits_audit):
+    failed = [c for c in digits_audit["checks"] if not c["passed"]]
+    assert not failed, failed
+    assert len(digits_audit["checks"]) == 5
+
+
+def test_robust_accuracy_falls_by_30_points_at_eps_03(digits_audit):
+    for r in digits_audit["rows"]:
+        if r["eps"] == 0.3 and r["attack"] in ("fgsm", "pgd"):
+            assert r["robust_accuracy"] <= r["clean_accuracy"] - 0.3
+
+
+def test_fp32_and_int8_are_compared_on_the_same_inputs(digits_audit):
+    comps = digits_audit["comparisons"]
+    assert {c["attack"] for c in comps} == {"clean", "fgsm", "pgd"}
+    assert all(0 <= c["disagreement"] <= 1 for c in comps)
+
+
+def test_probability_outputs_fail_the_logits_check(tmp_path):
+    w = numpy_helper.from_array(np.random.default_rng(0).normal(size=(64, 10)).astype(np.float32), "W")
+    shape = numpy_helper.from_array(np.array([-1, 64], np.int64), "shape")
+    nodes = [helper.make_node("Reshape", ["input", "shape"], ["flat"]), helper.make_node("MatMul", ["flat", "W"], ["z"]),
+             helper.make_node("Softmax", ["z"], ["probs"], axis=1)]
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["N", 1, 8, 8])],
+                              [helper.make_tensor_value_info("probs", TensorProto.FLOAT, ["N", 10])], [w, shape])
+    path = tmp_path / "softmax.onnx"
+    path.write_bytes(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]).SerializeToString())
+    report = run_audit([path], attacks=("square",), data="digits", eps=(0.0, 0.1), **QUICK)
+    check = next(c for c in report["checks"] if c["name"].startswith("model outputs logits"))
+    assert not check["passed"] and "softmax" in check["detail"]
+
+
+def test_bad_input(digits_engines, tmp_path):
+    engine = digits_engines["fp32"].path
+    with pytest.raises(InputError, match="eps must be >= 0"):
+        run_audit([engine], eps=(-0.1,), **QUICK)
+    with pytest.raises(InputError, match="unknown attack 'deepfool'"):
+        run_audit([engine], attacks=("deepfool",), **QUICK)
+    other = checkpoint_from_training("mlp", tmp_path / "mlp", epochs=1, progress=False)
+    with pytest.raises(InputError, match="is not the checkpoint .* was built from"):
+        run_audit([engine], source=other.path, **QUICK)
+
+
+def test_cli_gate_and_report(digits_engines, tmp_path):
+    args = ["audit", str(digits_engines["fp32"].path), "--samples", "100", "--attacks", "fgsm", "--eps", "0,0.3"]
+    result = CliRunner().invoke(cli, args + ["--fail-under", "0.3:0.5", "-o", str(tmp_path / "audit"), "--json"])
+    assert result.exit_code == 1, result.output
+    assert "robustness gate failed: fgsm on fp32 at eps 0.3" in result.stderr
+    report = json.loads(result.stdout)
+    assert report["schema_version"] == 1 and {"rows", "checks", "clean_accuracy"} <= set(report)
+    html = (tmp_path / "audit" / "report.html").read_text()
+    assert html.count("data:image/png;base64,") == 2 and "<script" not in html
+    ok = CliRunner().invoke(cli, args + ["--fail-under", "0.0:0.5"])
+    assert ok.exit_code == 0
+    bad = CliRunner().invoke(cli, args + ["--fail-under", "0.3"])
+    assert bad.exit_code == 2 and "EPS:ACC" in bad.stderr
+
+
+def test_square_on_third_party_mnist12_without_a_source():
+    report = run_audit([shared_path("onnx-models", "mnist-12.onnx")], attacks=("square",), eps=(0.0, 0.3),
+                       data="mnist", data_dir=shared_path("mnist"), samples=200, square_queries=1000, progress=False)
+    row = next(r for r in report["rows"] if r["eps"] == 0.3)
+    assert report["clean_accuracy"] >= 0.97
+    assert row["robust_accuracy"] < 0.20 and row["queries_per_sample"] <= 1000
+
+
+@pytest.mark.slow
+def test_fgsm_and_pgd_on_mnist_lenet_engine(mnist_onnx, tmp_path):
+    from dlforge.build import engine_from_onnx
+
+    engine = engine_from_onnx(mnist_onnx.path, tmp_path / "fp32")
+    report = run_audit([engine.path], attacks=("fgsm", "pgd"), eps=(0.25, 0.3), samples=1000, pgd_steps=40,
+                       progress=False)
+    fgsm = next(r for r in report["rows"] if r["attack"] == "fgsm" and r["eps"] == 0.25 and r["route"] == "transfer")
+    pgd = next(r for r in report["rows"] if r["attack"] == "pgd" and r["eps"] == 0.3 and r["route"] == "transfer")
+    assert 1 - fgsm["robust_accuracy"] >= 0.80  # Goodfellow et al.: 89.4% error for a maxout network
+    assert pgd["robust_accuracy"] <= 0.02
