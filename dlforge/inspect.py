@@ -61,12 +61,14 @@ def headline(artifact: Artifact) -> str:
     s = artifact.card.sections
     if artifact.kind == "checkpoint":
         m = s["metrics"]
-        return (f"test accuracy {m['test_accuracy']:.4f} ({len(m['history'])} epochs, {m['train_seconds']:.1f} s, "
+        quality = (f"test accuracy {m['test_accuracy']:.4f}" if m.get("test_accuracy") is not None else
+                   f"test reconstruction MSE {m['test_mse']:.5f} (mean-image baseline {m['mean_image_mse']:.5f})")
+        return (f"{quality} ({len(m['history'])} epochs, {m['train_seconds']:.1f} s, "
                 f"{m['samples_per_s']:.0f} samples/s)")
     if artifact.kind == "onnx":
         v = s["verification"]
-        return (f"verified on {v['samples']} samples: max abs diff {v['max_abs_diff']:.2e} (atol {v['atol']:g}), "
-                f"top-1 agreement {v['top1_agreement']:.4f}")
+        agreement = f", top-1 agreement {v['top1_agreement']:.4f}" if v.get("top1_agreement") is not None else ""
+        return f"verified on {v['samples']} samples: max abs diff {v['max_abs_diff']:.2e} (atol {v['atol']:g}){agreement}"
     if artifact.kind == "engine":
         ev = s["evaluation"]
         if ev.get("accuracy") is None:
@@ -123,8 +125,12 @@ def render(info: dict) -> str:
             lines.append(f"  {key:<10} {info[key]}")
     metrics = info.get("metrics")
     if metrics:
-        lines.append(f"  test acc   {metrics['test_accuracy']:.4f} after {len(metrics['history'])} epochs "
-                     f"({metrics['train_seconds']:.1f} s)")
+        quality = (f"test acc   {metrics['test_accuracy']:.4f}" if metrics.get("test_accuracy") is not None
+                   else f"test MSE   {metrics['test_mse']:.5f} (mean-image baseline {metrics['mean_image_mse']:.5f})")
+        lines.append(f"  {quality} after {len(metrics['history'])} epochs ({metrics['train_seconds']:.1f} s)")
+        for layer in metrics.get("pretraining", {}).get("layers", []):
+            lines.append(f"  pretrain   RBM {layer['layer']} ({layer['visible']}->{layer['hidden']}): reconstruction "
+                         f"error {' -> '.join(f'{e:.4f}' for e in layer['reconstruction_error'])}")
     for section in ("verification", "evaluation"):
         if section in info:
             body = ", ".join(f"{k} {_fmt(v)}" for k, v in info[section].items() if not isinstance(v, (dict, list)))

@@ -41,6 +41,7 @@ class ModelEntry:
     task: str
     summary: str
     defaults: TrainDefaults = field(default_factory=TrainDefaults)
+    pretrain: Callable | None = None  # unsupervised pretraining run before fine-tuning (e.g. the DBN's RBMs)
 
     def options(self) -> dict:
         """The factory's architecture options and their defaults (beyond shape and classes)."""
@@ -52,7 +53,8 @@ _REGISTRY: dict[str, ModelEntry] = {}
 _plugins_loaded = False
 
 
-def register_model(*, task: str = "classification", defaults: TrainDefaults | None = None):
+def register_model(*, task: str = "classification", defaults: TrainDefaults | None = None,
+                   pretrain: Callable | None = None):
     """Register a factory ``fn(*, input_shape, num_classes, **options) -> nn.Module`` under its name.
 
     The factory's docstring's first line is the model's summary. The module it returns must carry
@@ -61,7 +63,7 @@ def register_model(*, task: str = "classification", defaults: TrainDefaults | No
 
     def decorator(fn: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
         summary = (fn.__doc__ or "").strip().splitlines()[0] if fn.__doc__ else ""
-        _REGISTRY[fn.__name__] = ModelEntry(fn.__name__, fn, task, summary, defaults or TrainDefaults())
+        _REGISTRY[fn.__name__] = ModelEntry(fn.__name__, fn, task, summary, defaults or TrainDefaults(), pretrain)
         return fn
 
     return decorator

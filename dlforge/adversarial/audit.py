@@ -119,9 +119,15 @@ def run_audit(
     square_queries: int = 1000,
     seed: int = 0,
     gallery: int = 6,
+    detectors: tuple[str, ...] = (),
     progress: bool | None = None,
 ) -> dict:
-    """Audit the robustness of one or more engines of one model; returns the JSON report."""
+    """Audit the robustness of one or more engines of one model; returns the JSON report.
+
+    ``detectors`` (``"feature-squeezing"``) are input-filter defences evaluated on each engine:
+    their threshold is set on held-out clean images, and the report gives the share of
+    *successful* adversarial examples each detects, per attack and eps.
+    """
     from dlforge.adversarial.attacks import ATTACK_NAMES
 
     if not targets:
@@ -132,6 +138,8 @@ def run_audit(
     for e in (*eps, *eps_l2):
         if e < 0:
             raise InputError(f"eps must be >= 0, got {e}")
+    if any(d != "feature-squeezing" for d in detectors):
+        raise InputError(f"unknown detector in {', '.join(detectors)}; expected feature-squeezing")
     if samples < 1 or batch_size < 1 or pgd_steps < 1 or square_queries < 1:
         raise InputError("--samples, --batch-size, --pgd-steps and --square-queries must be positive")
     engines = [_open_engine(t, batch_size) for t in targets]
@@ -155,6 +163,9 @@ def run_audit(
     elif gradient_attacks and engines[0].card is not None:
         crafter = _lineage_checkpoint(Artifact(Path(engines[0].path), engines[0].card))
         crafted_on = "source" if crafter else None
+        if crafter is not None:
+            for e in engines[1:]:
+                _check_source(crafter, e)
     if gradient_attacks and crafter is None:
         raise InputError(f"attacks {', '.join(gradient_attacks)} need gradients from a PyTorch model: pass --source "
                          "CHECKPOINT (or --surrogate), or audit with --attacks square (query-only)")
@@ -237,8 +248,37 @@ def run_audit(
         "comparisons": _comparisons(engines, adv_examples, x, y, clean),
         "checks": checks,
     }
+    if detectors:
+        report["detections"] = _detections(engines, adv_examples, x, y, clean, dataset, samples)
     report["gallery"] = _gallery(adv_examples, engines[0], x, y, clean, dataset.labels, gallery)
     return report
+
+
+def _detections(engines, adv_examples, x, y, clean, dataset, samples) -> list[dict]:
+    """Feature squeezing on each engine: threshold at 5% FPR on held-out clean images, then the share
+    of successful adversarial examples it flags (and its false-positive rate on the audited images)."""
+    from dlforge.adversarial.squeezing import FeatureSqueezing
+
+    held_out = dataset.x_test[samples:samples + 1000].astype(np.float32)
+    if len(held_out) < 100:
+        raise InputError(f"feature squeezing needs >= 100 held-out clean test images beyond --samples {samples}; "
+                         f"{dataset.name} has {len(dataset.x_test)} test images: lower --samples")
+    out = []
+    for eng in engines:
+        detector = FeatureSqueezing()
+        detector.fit(eng.predict, held_out)
+        fpr = float(detector.detect(eng.predict, x[clean[eng.label] == y]).mean())
+        for key, x_adv in adv_examples.items():
+            if len(key) == 3 and key[2] != eng.label:
+                continue
+            success = (clean[eng.label] == y) & (eng.predict(x_adv).argmax(1) != y)
+            if not success.any():
+                continue
+            flagged = detector.detect(eng.predict, x_adv[success])
+            out.append({"detector": detector.name, "engine": eng.label, "attack": key[0], "eps": float(key[1]),
+                        "successful_examples": int(success.sum()), "detection_rate": float(flagged.mean()),
+                        "false_positive_rate": fpr, "threshold": detector.threshold})
+    return out
 
 
 def _input_shape(engine: Engine):

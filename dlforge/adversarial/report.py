@@ -25,6 +25,12 @@ def table(report: dict) -> str:
         for c in report["comparisons"]:
             lines.append(f"{c['a'] + ' vs ' + c['b']:<40}{c['attack']:<8}{c['eps']:>6g}"
                          f"{c['robust_accuracy_diff'] * 100:>+16.2f}%{c['disagreement'] * 100:>13.2f}%")
+    if report.get("detections"):
+        lines.append("")
+        lines.append(f"{'detector':<20}{'engine':<24}{'attack':<8}{'eps':>6}{'detected':>10}{'of':>6}{'clean FPR':>11}")
+        for d in report["detections"]:
+            lines.append(f"{d['detector']:<20}{d['engine'][:23]:<24}{d['attack']:<8}{d['eps']:>6g}"
+                         f"{d['detection_rate']:>10.3f}{d['successful_examples']:>6}{d['false_positive_rate']:>11.3f}")
     lines.append("")
     for c in report["checks"]:
         lines.append(f"[{'pass' if c['passed'] else 'FAIL'}] {c['name']}: {c['detail']}")

@@ -62,6 +62,8 @@ def main() -> None:
     cli.main()
 
 
-from dlforge.cli import audit_cmd, bench_cmd, doctor_cmd, export_build_cmd, inspect_cmd, pipeline_cmd, train_cmd  # noqa: E402,I001,E501
+from dlforge.cli import (  # noqa: E402,I001  (each module registers its commands)
+    audit_cmd, bench_cmd, doctor_cmd, export_build_cmd, inspect_cmd, pipeline_cmd, poison_cmd, train_cmd,
+)
 
 __all__ = ["cli", "main"]

@@ -34,6 +34,7 @@ def _floats(text: str, flag: str) -> tuple[float, ...]:
 @click.option("--pgd-steps", type=int, default=40, show_default=True)
 @click.option("--square-queries", type=int, default=1000, show_default=True, help="Query budget per image.")
 @click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--detectors", default="", help="Input-filter defences to evaluate on the engines: feature-squeezing.")
 @click.option("--fail-under", multiple=True, metavar="EPS:ACC",
               help="Exit 1 when robust accuracy at EPS on an engine is below ACC (a CI gate); repeatable.")
 @click.option("-o", "--output", "out_dir", type=click.Path(), default=None,
@@ -41,7 +42,7 @@ def _floats(text: str, flag: str) -> tuple[float, ...]:
 @force_option
 @json_option
 def audit_command(artifacts, source, surrogate, attacks, eps, eps_l2, data, data_dir, samples, batch_size, device,
-                  pgd_steps, square_queries, seed, fail_under, out_dir, force, as_json) -> None:
+                  pgd_steps, square_queries, seed, detectors, fail_under, out_dir, force, as_json) -> None:
     """Attack the compiled ARTIFACTS and report robust accuracy per attack and eps."""
     from dlforge.adversarial.audit import run_audit
     from dlforge.adversarial.report import gate, parse_fail_under, table
@@ -55,7 +56,8 @@ def audit_command(artifacts, source, surrogate, attacks, eps, eps_l2, data, data
         list(artifacts), source=source, surrogate=surrogate,
         attacks=tuple(a.strip() for a in attacks.split(",") if a.strip()), eps=_floats(eps, "--eps"),
         eps_l2=_floats(eps_l2, "--eps-l2"), data=data, data_dir=data_dir, samples=samples, batch_size=batch_size,
-        device=device, pgd_steps=pgd_steps, square_queries=square_queries, seed=seed)
+        device=device, pgd_steps=pgd_steps, square_queries=square_queries, seed=seed,
+        detectors=tuple(d.strip() for d in detectors.split(",") if d.strip()))
     if out_dir:
         from dlforge.adversarial import write_audit_artifact
 

@@ -27,8 +27,9 @@ def models_command(as_json: bool) -> None:
 
 
 def epoch_printer(record) -> None:
-    say(f"epoch {record.epoch}: train_loss {record.train_loss:.4f}  val_accuracy "
-        f"{record.val_accuracy:.4f}  ({record.seconds:.1f} s)")
+    quality = (f"val_accuracy {record.val_accuracy:.4f}" if record.val_accuracy is not None
+               else f"val_mse {record.val_mse:.5f}")
+    say(f"epoch {record.epoch}: train_loss {record.train_loss:.4f}  {quality}  ({record.seconds:.1f} s)")
 
 
 def data_options(fn):
@@ -46,6 +47,10 @@ def train_options(fn):
         click.option("--weight-decay", type=float, default=None, help="Decoupled weight decay (AdamW)."),
         click.option("--seed", type=int, default=0, show_default=True),
         click.option("--device", type=click.Choice(["cpu", "cuda"]), default="cpu", show_default=True),
+        click.option("--adv-train", type=click.Choice(["fgsm", "pgd"]), default=None,
+                     help="Adversarial training: Goodfellow's FGSM mixed objective, or Madry's PGD."),
+        click.option("--adv-eps", type=float, default=0.25, show_default=True, help="L-inf budget of --adv-train."),
+        click.option("--adv-steps", type=int, default=7, show_default=True, help="PGD steps of --adv-train pgd."),
         click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
                      help="Architecture option, e.g. --set hidden=256 (see `dlforge models --json`)."),
     ]):
@@ -60,15 +65,16 @@ def train_options(fn):
 @click.option("-o", "--output", "out_dir", required=True, type=click.Path(), help="Checkpoint directory to write.")
 @force_option
 @json_option
-def train_command(model, data, data_dir, epochs, batch_size, lr, weight_decay, seed, device, overrides,
-                  out_dir, force, as_json) -> None:
+def train_command(model, data, data_dir, epochs, batch_size, lr, weight_decay, seed, device, adv_train, adv_eps,
+                  adv_steps, overrides, out_dir, force, as_json) -> None:
     """Train MODEL from the zoo and write a checkpoint artifact."""
     from dlforge.train import checkpoint_from_training
 
     artifact = checkpoint_from_training(
         model, out_dir, data=data, data_dir=data_dir, epochs=epochs, batch_size=batch_size, lr=lr,
         weight_decay=weight_decay, seed=seed, device=device, overrides=parse_overrides(overrides),
-        force=force, on_epoch=epoch_printer)
+        force=force, on_epoch=epoch_printer, on_message=say, adv_train=adv_train, adv_eps=adv_eps,
+        adv_steps=adv_steps)
     if as_json:
         emit_json(artifact.card.to_dict())
     else:

@@ -60,11 +60,20 @@ def checkpoint_from_training(
     force: bool = False,
     progress: bool | None = None,
     on_epoch: Callable | None = None,
+    dataset: Dataset | None = None,
+    adv_train: str | None = None,
+    adv_eps: float = 0.25,
+    adv_steps: int = 7,
+    pretrain_data=None,
+    on_message: Callable[[str], None] = lambda line: None,
 ) -> Artifact:
     """Train zoo model ``model`` on ``data`` and write a checkpoint artifact to ``out_dir``.
 
     Settings left as ``None`` take the model's defaults. Every input is checked, and the output
-    directory claimed, before any data is loaded or any step is taken.
+    directory claimed, before any data is loaded or any step is taken. ``dataset`` trains on an
+    in-memory dataset (e.g. a poisoned one) instead of loading ``data``; ``adv_train`` (``"fgsm"`` or
+    ``"pgd"``) with ``adv_eps`` turns on adversarial training. Models with a pretraining phase (the
+    DBN) pretrain on ``pretrain_data`` (unlabelled images; default: the training images) first.
     """
     from dlforge_models import create_model, get_entry
 
@@ -73,8 +82,14 @@ def checkpoint_from_training(
     if weight_decay is not None and weight_decay < 0:
         raise InputError(f"--weight-decay must be >= 0, got {weight_decay}")
     device = resolve_device(device)
+    if adv_train not in (None, "fgsm", "pgd"):
+        raise InputError(f"unknown adversarial training {adv_train!r}; expected fgsm or pgd")
+    if adv_train and not 0 < adv_eps <= 1:
+        raise InputError(f"--adv-eps must be within (0, 1], got {adv_eps}")
+    if adv_train and entry.task != "classification":
+        raise InputError(f"adversarial training needs a classifier; {model} is a {entry.task} model")
     with ArtifactWriter(out_dir, force=force) as writer:
-        dataset = load_dataset(data, data_dir)
+        dataset = dataset if dataset is not None else load_dataset(data, data_dir)
         defaults = entry.defaults
         settings = {
             "epochs": epochs or defaults.epochs_for(len(dataset.y_train)),
@@ -82,7 +97,7 @@ def checkpoint_from_training(
             "lr": lr or defaults.lr,
             "weight_decay": defaults.weight_decay if weight_decay is None else weight_decay,
         }
-        from dlforge.train.loop import accuracy, fit, seed_everything
+        from dlforge.train.loop import accuracy, fit, reconstruction_mse, seed_everything
 
         seed_everything(seed)
         try:
@@ -90,20 +105,35 @@ def checkpoint_from_training(
                                **(overrides or {}))
         except ValueError as exc:
             raise InputError(f"cannot build {model} for {dataset.name}: {exc}") from exc
+        pretraining = None
+        if entry.pretrain is not None and net.config.get("pretrain_epochs", 0) > 0:
+            net.to(device)
+            pretraining = entry.pretrain(net, dataset.x_train if pretrain_data is None else pretrain_data,
+                                         batch_size=settings["batch_size"], seed=seed, device=device,
+                                         progress=progress, report=on_message)
         result = fit(net, dataset.x_train, dataset.y_train, dataset.x_val, dataset.y_val,
-                     seed=seed, device=device, progress=progress, on_epoch=on_epoch, **settings)
-        test_accuracy = accuracy(net, dataset.x_test, dataset.y_test, device=device)
+                     seed=seed, device=device, progress=progress, on_epoch=on_epoch, adv_train=adv_train,
+                     adv_eps=adv_eps, adv_steps=adv_steps, task=entry.task, **settings)
+        if entry.task == "classification":
+            quality = {"test_accuracy": round(accuracy(net, dataset.x_test, dataset.y_test, device=device), 6)}
+        else:
+            mean_image = dataset.x_train.mean(0, keepdims=True)
+            quality = {"test_accuracy": None,
+                       "test_mse": round(reconstruction_mse(net, dataset.x_test, device=device), 6),
+                       "mean_image_mse": round(float(((dataset.x_test - mean_image) ** 2).mean()), 6)}
         save_weights(net, writer.file(WEIGHTS))
         card = Card(
             kind="checkpoint",
             payload=WEIGHTS,
             model=model_info_for(model, entry.task, dataset, net.config),
             params={"model": model, "data": data, "data_dir": str(data_dir) if data_dir else None,
-                    "seed": seed, "device": device, "overrides": overrides or {}, **settings},
+                    "seed": seed, "device": device, "overrides": overrides or {}, **settings,
+                    "adv_train": {"method": adv_train, "eps": adv_eps,
+                                  "steps": adv_steps if adv_train == "pgd" else None} if adv_train else None},
             env=environment(),
             sections={"dataset": dataset.describe(), "metrics": {
-                "test_accuracy": round(test_accuracy, 6),
-                "val_accuracy": result.history[-1].to_dict()["val_accuracy"],
+                **quality,
+                **({"pretraining": pretraining} if pretraining else {}),
                 "train_seconds": round(result.seconds, 3),
                 "samples_per_s": round(result.samples_per_s, 1),
                 "history": [r.to_dict() for r in result.history],
