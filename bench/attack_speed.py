@@ -31,7 +31,7 @@ def plain_fgsm(model, x, y, eps):
 
 
 def plain_pgd(model, x, y, eps, steps, seed):
-    generator = torch.Generator().manual_seed(seed)
+    generator = torch.Generator(device=x.device).manual_seed(seed)
     noise = torch.empty_like(x).uniform_(-1.0, 1.0, generator=generator)
     x_adv = (x + eps * noise).clamp(0, 1)
     alpha = 2.5 * eps / steps
@@ -56,6 +56,7 @@ def main() -> None:
     ap.add_argument("--batch-size", type=int, default=256)
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's choice)")
+    ap.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     args = ap.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -77,27 +78,28 @@ def main() -> None:
         ckpt = checkpoint_from_training("lenet", Path(tmp.name) / "ckpt", progress=False, **data)
     ds = load_dataset(ckpt.card.params["data"], ckpt.card.params.get("data_dir"))
     x_np, y_np = ds.x_test[: args.samples], ds.y_test[: args.samples]
-    x, y = torch.from_numpy(x_np), torch.from_numpy(y_np)
-    ours = TorchModel(ckpt)
+    x, y = torch.from_numpy(x_np).to(args.device), torch.from_numpy(y_np).to(args.device)
+    ours = TorchModel(ckpt, args.device)
     plain_model, _ = load_checkpoint(ckpt)
-    plain_model = copy.deepcopy(plain_model).eval()  # parameters keep requires_grad=True, as in typical code
+    plain_model = copy.deepcopy(plain_model).eval().to(args.device)  # parameters keep requires_grad=True
     eps = 0.25
-    print(f"lenet on {ds.name}: {len(y)} images, batch {args.batch_size}, eps {eps}, "
+    print(f"lenet on {ds.name}: {len(y)} images, batch {args.batch_size}, eps {eps}, device {args.device}, "
           f"{torch.get_num_threads()} threads, {args.rounds} alternating rounds")
 
     cases = {
         "FGSM": (lambda: ours.attack(FGSM(), x_np, y_np, eps=eps, value_range=(0, 1), batch_size=args.batch_size),
-                 lambda: batched(lambda a, b: plain_fgsm(plain_model, a, b, eps), x, y, args.batch_size).numpy()),
+                 lambda: batched(lambda a, b: plain_fgsm(plain_model, a, b, eps), x, y, args.batch_size).cpu().numpy()),
         "PGD-10": (lambda: ours.attack(PGD(steps=10, seed=0), x_np, y_np, eps=eps, value_range=(0, 1),
                                        batch_size=args.batch_size),
-                   lambda: batched(lambda a, b: plain_pgd(plain_model, a, b, eps, 10, 0), x, y, args.batch_size).numpy()),
+                   lambda: batched(lambda a, b: plain_pgd(plain_model, a, b, eps, 10, 0), x, y,
+                                   args.batch_size).cpu().numpy()),
     }
     for name, (dl, plain) in cases.items():
         times = {"dlforge": [], "plain": []}
         for _ in range(args.rounds):
             for label, fn in (("dlforge", dl), ("plain", plain)):
                 start = time.perf_counter()
-                adv = fn()
+                adv = fn()  # both return host arrays: the device work is complete when they return
                 times[label].append(time.perf_counter() - start)
                 acc = float((ours.predict(adv).argmax(1) == y_np).mean())
                 times.setdefault(f"{label}_acc", acc)

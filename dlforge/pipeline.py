@@ -53,7 +53,10 @@ def run_pipeline(
                            torch_checkpoint=artifacts["checkpoint"].path, batch_sizes=(1, 64), accuracy=True,
                            duration=0.5, rounds=3)
         artifacts["bench"] = write_bench_artifact(report, out / "bench", force=force)
-    if audit:
+    if audit and artifacts["checkpoint"].card.model.task != "classification":
+        on_stage(f"audit skipped: {model} is a {artifacts['checkpoint'].card.model.task} model, and robust "
+                 "accuracy needs class labels (use it as an input filter: dlforge audit --detectors autoencoder=DIR)")
+    elif audit:
         from dlforge.adversarial import write_audit_artifact
         from dlforge.adversarial.audit import run_audit
 

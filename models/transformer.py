@@ -67,5 +67,5 @@ class VisionTransformer(nn.Module):
 def transformer(*, input_shape, num_classes, patch=None, dim=64, depth=4, heads=4, mlp=128, dropout=0.1) -> nn.Module:
     """Small vision transformer: patch embedding, class token, self-attention encoder."""
     size = input_shape[-1]
-    patch = patch or (4 if size % 4 == 0 and size >= 16 else 2)
+    patch = patch or (7 if size % 7 == 0 else 4 if size % 4 == 0 and size >= 16 else 2)  # 28x28: 16 patches
     return VisionTransformer(input_shape, num_classes, patch, dim, depth, heads, mlp, dropout)

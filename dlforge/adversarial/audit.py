@@ -124,7 +124,8 @@ def run_audit(
 ) -> dict:
     """Audit the robustness of one or more engines of one model; returns the JSON report.
 
-    ``detectors`` (``"feature-squeezing"``) are input-filter defences evaluated on each engine:
+    ``detectors`` (``"feature-squeezing"``, ``"autoencoder=ENGINE_DIR"``) are input-filter defences
+    evaluated on each engine:
     their threshold is set on held-out clean images, and the report gives the share of
     *successful* adversarial examples each detects, per attack and eps.
     """
@@ -138,8 +139,9 @@ def run_audit(
     for e in (*eps, *eps_l2):
         if e < 0:
             raise InputError(f"eps must be >= 0, got {e}")
-    if any(d != "feature-squeezing" for d in detectors):
-        raise InputError(f"unknown detector in {', '.join(detectors)}; expected feature-squeezing")
+    from dlforge.adversarial.squeezing import make_detector
+
+    detector_objects = [make_detector(d) for d in detectors]
     if samples < 1 or batch_size < 1 or pgd_steps < 1 or square_queries < 1:
         raise InputError("--samples, --batch-size, --pgd-steps and --square-queries must be positive")
     engines = [_open_engine(t, batch_size) for t in targets]
@@ -248,24 +250,21 @@ def run_audit(
         "comparisons": _comparisons(engines, adv_examples, x, y, clean),
         "checks": checks,
     }
-    if detectors:
-        report["detections"] = _detections(engines, adv_examples, x, y, clean, dataset, samples)
+    if detector_objects:
+        report["detections"] = _detections(detector_objects, engines, adv_examples, x, y, clean, dataset, samples)
     report["gallery"] = _gallery(adv_examples, engines[0], x, y, clean, dataset.labels, gallery)
     return report
 
 
-def _detections(engines, adv_examples, x, y, clean, dataset, samples) -> list[dict]:
-    """Feature squeezing on each engine: threshold at 5% FPR on held-out clean images, then the share
+def _detections(detectors, engines, adv_examples, x, y, clean, dataset, samples) -> list[dict]:
+    """Each detector on each engine: threshold at its FPR (5%) on held-out clean images, then the share
     of successful adversarial examples it flags (and its false-positive rate on the audited images)."""
-    from dlforge.adversarial.squeezing import FeatureSqueezing
-
     held_out = dataset.x_test[samples:samples + 1000].astype(np.float32)
     if len(held_out) < 100:
         raise InputError(f"feature squeezing needs >= 100 held-out clean test images beyond --samples {samples}; "
                          f"{dataset.name} has {len(dataset.x_test)} test images: lower --samples")
     out = []
-    for eng in engines:
-        detector = FeatureSqueezing()
+    for eng, detector in ((e, d) for e in engines for d in detectors):
         detector.fit(eng.predict, held_out)
         fpr = float(detector.detect(eng.predict, x[clean[eng.label] == y]).mean())
         for key, x_adv in adv_examples.items():

@@ -59,3 +59,41 @@ class FeatureSqueezing:
         if self.threshold is None:
             raise ValueError("fit the detector on clean data first")
         return self.score(predict, x) > self.threshold
+
+
+class ReconstructionFilter:
+    """Detector from a reconstruction model (dlforge's ``autoencoder``): inputs it reconstructs badly
+    are off the data manifold. Score: per-image mean squared reconstruction error; threshold at a
+    chosen false-positive rate on clean data. The classifier's own ``predict`` is not used."""
+
+    name = "autoencoder"
+
+    def __init__(self, engine_path, *, fpr: float = 0.05):
+        from dlforge.runtime import open_session
+
+        self.session = open_session(engine_path)
+        if self.session.model is not None and self.session.model.task != "reconstruction":
+            raise ValueError(f"{engine_path} is a {self.session.model.task} model, not an autoencoder")
+        self.fpr, self.threshold = fpr, None
+
+    def score(self, predict, x: np.ndarray) -> np.ndarray:
+        out = np.concatenate([self.session.predict(x[i:i + 256]) for i in range(0, len(x), 256)])
+        return ((out - x) ** 2).reshape(len(x), -1).mean(1)
+
+    fit = FeatureSqueezing.fit
+    detect = FeatureSqueezing.detect
+
+
+def make_detector(spec: str):
+    """``feature-squeezing`` or ``autoencoder=ENGINE_DIR``."""
+    from dlforge.errors import InputError
+
+    name, _, arg = spec.partition("=")
+    if name == "feature-squeezing" and not arg:
+        return FeatureSqueezing()
+    if name == "autoencoder" and arg:
+        try:
+            return ReconstructionFilter(arg)
+        except ValueError as exc:
+            raise InputError(str(exc)) from exc
+    raise InputError(f"unknown detector {spec!r}; expected feature-squeezing or autoencoder=ENGINE_DIR")

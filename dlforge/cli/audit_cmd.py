@@ -34,7 +34,7 @@ def _floats(text: str, flag: str) -> tuple[float, ...]:
 @click.option("--pgd-steps", type=int, default=40, show_default=True)
 @click.option("--square-queries", type=int, default=1000, show_default=True, help="Query budget per image.")
 @click.option("--seed", type=int, default=0, show_default=True)
-@click.option("--detectors", default="", help="Input-filter defences to evaluate on the engines: feature-squeezing.")
+@click.option("--detectors", default="", help="Input filters to evaluate: feature-squeezing, autoencoder=ENGINE_DIR (comma-separated).")
 @click.option("--fail-under", multiple=True, metavar="EPS:ACC",
               help="Exit 1 when robust accuracy at EPS on an engine is below ACC (a CI gate); repeatable.")
 @click.option("-o", "--output", "out_dir", type=click.Path(), default=None,

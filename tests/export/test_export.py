@@ -16,11 +16,14 @@ def test_every_zoo_model_exports_and_verifies(name, tmp_path):
     ckpt = checkpoint_from_training(name, tmp_path / "ckpt", epochs=1, progress=False)
     art = onnx_from_checkpoint(ckpt.path, tmp_path / "onnx")
     v = art.card.sections["verification"]
-    assert v["passed"] and v["max_abs_diff"] <= 1e-4 and v["top1_agreement"] == 1.0
+    classifier = ckpt.card.model.task == "classification"
+    assert v["passed"] and v["max_abs_diff"] <= 1e-4
+    assert v["top1_agreement"] == (1.0 if classifier else None)
     assert art.card.parent == ckpt.lineage()
     with open_session(art.path) as session:
         assert session.inputs[0].shape == ("batch", 1, 8, 8)
-        assert session.predict(np.zeros((3, 1, 8, 8), np.float32)).shape == (3, 10)
+        out = session.predict(np.zeros((3, 1, 8, 8), np.float32))
+        assert out.shape == ((3, 10) if classifier else (3, 1, 8, 8))
 
 
 def test_graph_passes_checker_and_carries_model_facts(digits_onnx):
