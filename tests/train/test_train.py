@@ -49,3 +49,21 @@ def test_weights_file_holds_only_tensors(digits_lenet):
     model, _ = load_checkpoint(digits_lenet.path)
     assert sorted(keys) == sorted(model.state_dict())
     assert np.isfinite(model.state_dict()[keys[0]].numpy()).all()
+
+
+def test_dbn_pretrains_its_rbms_and_records_reconstruction_error(tmp_path):
+    ckpt = checkpoint_from_training("dbn", tmp_path / "dbn", progress=False)
+    pre = ckpt.card.sections["metrics"]["pretraining"]
+    assert [layer["hidden"] for layer in pre["layers"]] == [500, 500] and pre["cd_k"] == 1
+    for layer in pre["layers"]:
+        errors = layer["reconstruction_error"]
+        assert len(errors) == 3 and errors[-1] < errors[0]
+    assert ckpt.card.sections["metrics"]["test_accuracy"] >= 0.93
+
+
+def test_autoencoder_beats_the_mean_image_by_5x(tmp_path):
+    ckpt = checkpoint_from_training("autoencoder", tmp_path / "ae", epochs=30, progress=False)
+    m = ckpt.card.sections["metrics"]
+    assert ckpt.card.model.task == "reconstruction" and m["test_accuracy"] is None
+    assert m["test_mse"] * 5 < m["mean_image_mse"]
+    assert "val_mse" in m["history"][-1] and "val_accuracy" not in m["history"][-1]
