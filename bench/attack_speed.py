@@ -20,6 +20,7 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+from common import SHARED_MNIST
 
 
 def plain_fgsm(model, x, y, eps):
@@ -72,8 +73,7 @@ def main() -> None:
     if args.run:
         ckpt = open_artifact(Path(args.run) / "checkpoint", ["checkpoint"])
     else:
-        mnist = Path(__file__).resolve().parents[2] / "shared" / "data" / "mnist"
-        data = {"data": "mnist", "data_dir": mnist, "epochs": 1} if mnist.is_dir() else {"data": "digits"}
+        data = {"data": "mnist", "data_dir": SHARED_MNIST, "epochs": 1} if SHARED_MNIST.is_dir() else {"data": "digits"}
         print(f"training lenet on {data['data']} for the benchmark ...")
         ckpt = checkpoint_from_training("lenet", Path(tmp.name) / "ckpt", progress=False, **data)
     ds = load_dataset(ckpt.card.params["data"], ckpt.card.params.get("data_dir"))

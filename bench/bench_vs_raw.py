@@ -16,6 +16,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+from common import lenet_run
 
 
 def raw_median_ms(path: Path, x: np.ndarray, threads: int, calls: int) -> float:
@@ -44,17 +45,9 @@ def main() -> None:
 
     from dlforge.bench.runner import artifact_target, run_bench
     from dlforge.data import load_dataset
-    from dlforge.pipeline import run_pipeline
 
     tmp = tempfile.TemporaryDirectory(prefix="dlforge-bench-")
-    if args.run:
-        run = Path(args.run)
-    else:
-        mnist = Path(__file__).resolve().parents[2] / "shared" / "data" / "mnist"
-        run = Path(tmp.name) / "lenet"
-        data = {"data": "mnist", "data_dir": mnist, "epochs": 1} if mnist.is_dir() else {"data": "digits"}
-        print(f"building lenet on {data['data']} for the benchmark ...")
-        run_pipeline("lenet", run, bench=False, **data)
+    run = lenet_run(args.run, tmp.name)
     engines = [run / "engine-ort-fp32", run / "engine-ort-int8"]
     batch_sizes = (1, 64)
     data_name, data_dir = artifact_target(engines[0], args.threads).dataset

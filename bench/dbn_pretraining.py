@@ -17,13 +17,13 @@ import time
 from pathlib import Path
 
 import numpy as np
+from common import SHARED_MNIST
 
 
 def main() -> None:
-    default_dir = Path(__file__).resolve().parents[2] / "shared" / "data" / "mnist"
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--labels", type=int, default=1000)
-    ap.add_argument("--data-dir", default=str(default_dir))
+    ap.add_argument("--data-dir", default=str(SHARED_MNIST))
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args()
 

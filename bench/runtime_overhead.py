@@ -16,9 +16,9 @@ from __future__ import annotations
 
 import argparse
 import tempfile
-from pathlib import Path
 
 import numpy as np
+from common import lenet_run
 
 
 def interleaved(contenders: dict, rounds: int, iterations: int) -> dict[str, float]:
@@ -45,19 +45,11 @@ def main() -> None:
     import onnxruntime as ort
     import torch
 
-    from dlforge.pipeline import run_pipeline
     from dlforge.runtime import open_session
     from dlforge.train import load_checkpoint
 
     tmp = tempfile.TemporaryDirectory(prefix="dlforge-bench-")
-    if args.run:
-        run = Path(args.run)
-    else:
-        mnist = Path(__file__).resolve().parents[2] / "shared" / "data" / "mnist"
-        run = Path(tmp.name) / "lenet"
-        data = {"data": "mnist", "data_dir": mnist, "epochs": 1} if mnist.is_dir() else {"data": "digits"}
-        print(f"training lenet on {data['data']} for the benchmark ...")
-        run_pipeline("lenet", run, **data)
+    run = lenet_run(args.run, tmp.name)
     engine_dir = run / "engine-ort-fp32"
     torch.set_num_threads(args.threads)
     session = open_session(engine_dir, threads=args.threads)

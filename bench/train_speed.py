@@ -16,6 +16,7 @@ import time
 from pathlib import Path
 
 import torch
+from common import SHARED_MNIST
 from torch import nn
 
 from dlforge.data import load_dataset
@@ -41,12 +42,11 @@ def plain_loop(model, x, y, *, batch_size, lr, seed):
 
 
 def main() -> None:
-    default_dir = Path(__file__).resolve().parents[2] / "shared" / "data" / "mnist"
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--model", default="lenet")
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--samples", type=int, default=12800, help="training images per epoch")
-    ap.add_argument("--data-dir", default=str(default_dir))
+    ap.add_argument("--data-dir", default=str(SHARED_MNIST))
     args = ap.parse_args()
 
     data = load_dataset("mnist", args.data_dir) if Path(args.data_dir).is_dir() else load_dataset("digits")
@@ -58,12 +58,15 @@ def main() -> None:
     print(f"{args.model} on {data.name}: {len(y)} images/epoch, batch {batch_size}, {torch.get_num_threads()} threads")
 
     dl_rates, plain_rates = [], []
-    for r in range(args.rounds):
+    for r in range(-1, args.rounds):  # round -1 warms up allocators and kernels; it is not counted
         m = copy.deepcopy(initial)
         result = fit(m, x.numpy(), y.numpy(), data.x_val[:1], data.y_val[:1], epochs=1, batch_size=batch_size,
-                     lr=lr, seed=r, progress=False)
+                     lr=lr, seed=max(r, 0), progress=False)
+        plain = plain_loop(copy.deepcopy(initial), x, y, batch_size=batch_size, lr=lr, seed=max(r, 0))
+        if r < 0:
+            continue
         dl_rates.append(result.samples_per_s)
-        plain_rates.append(plain_loop(copy.deepcopy(initial), x, y, batch_size=batch_size, lr=lr, seed=r))
+        plain_rates.append(plain)
         print(f"round {r + 1}: dlforge {dl_rates[-1]:8.0f} samples/s   plain {plain_rates[-1]:8.0f} samples/s")
     dl, plain = statistics.median(dl_rates), statistics.median(plain_rates)
     ratio = dl / plain

@@ -20,7 +20,7 @@ from typing import Callable
 
 import numpy as np
 
-from dlforge.adversarial.attacks import GradientAttack, QueryAttack, make_attack
+from dlforge.adversarial.attacks import GradientAttack, make_attack
 from dlforge.adversarial.projection import project
 from dlforge.artifact import Artifact, is_artifact, open_artifact
 from dlforge.env import environment

@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from dlforge.adversarial.poisoning.attacks import armed_test_set, poison, stamp
+from dlforge.adversarial.poisoning.attacks import armed_test_set, poison
 from dlforge.adversarial.poisoning.defences import detection_rates, spectral_signatures, strip_detection
 from dlforge.adversarial.poisoning.run import run_poison
 from dlforge.cli import cli
