@@ -214,21 +214,42 @@ def _umask() -> int:
     return mask
 
 
-def write_json_atomic(path: str | os.PathLike, obj: Any) -> None:
-    """Write JSON to a temp file beside ``path``, fsync, then rename over it."""
+def write_atomic(path: str | os.PathLike, data: bytes) -> None:
+    """Write ``data`` to a temp file beside ``path``, fsync, then rename over it."""
     path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.chmod(tmp, 0o666 & ~_umask())  # mkstemp's 0600 would make cards unreadable to other users
     try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            json.dump(obj, fh, indent=2, sort_keys=False)
-            fh.write("\n")
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def write_json_atomic(path: str | os.PathLike, obj: Any) -> None:
+    write_atomic(path, (json.dumps(obj, indent=2) + "\n").encode("utf-8"))
+
+
+def source_checkpoint(artifact: Artifact, max_depth: int = 4) -> Artifact | None:
+    """The checkpoint an artifact descends from (itself, if it is one), found by following ``parent``
+    paths; None when the chain is broken or leads elsewhere."""
+    node = artifact
+    for _ in range(max_depth):
+        if node.kind == "checkpoint":
+            return node
+        parent = node.card.parent
+        if not parent or not parent.get("path") or not Path(parent["path"]).is_dir():
+            return None
+        try:
+            node = open_artifact(parent["path"], verify=False)
+        except ArtifactError:
+            return None
+    return None
 
 
 class ArtifactWriter:

@@ -22,7 +22,7 @@ import numpy as np
 
 from dlforge.adversarial.attacks import GradientAttack, make_attack
 from dlforge.adversarial.projection import project
-from dlforge.artifact import Artifact, is_artifact, open_artifact
+from dlforge.artifact import Artifact, is_artifact, open_artifact, source_checkpoint
 from dlforge.env import environment
 from dlforge.errors import InputError
 
@@ -73,23 +73,11 @@ def _open_engine(path: str | os.PathLike, batch_size: int) -> Engine:
     return Engine(str(path), label, precision, predict, value_range, card)
 
 
-def _lineage_checkpoint(artifact: Artifact) -> Artifact | None:
-    node = artifact
-    for _ in range(4):
-        if node.kind == "checkpoint":
-            return node
-        parent = node.card.parent
-        if not parent or not parent.get("path") or not Path(parent["path"]).is_dir():
-            return None
-        node = open_artifact(parent["path"], verify=False)
-    return None
-
-
 def _check_source(source: Artifact, engine: Engine) -> None:
     """``--source`` must be the checkpoint the engine was built from (a different model is a surrogate)."""
     if engine.card is None:
         return
-    own = _lineage_checkpoint(Artifact(Path(engine.path), engine.card))
+    own = source_checkpoint(Artifact(Path(engine.path), engine.card))
     if own is not None:
         if own.card.sha256 != source.card.sha256:
             raise InputError(f"--source {source.path} is not the checkpoint {engine.path} was built from "
@@ -163,7 +151,7 @@ def run_audit(
                 _check_source(ckpt, e)
         crafter, crafted_on = ckpt, "source" if source else "surrogate"
     elif gradient_attacks and engines[0].card is not None:
-        crafter = _lineage_checkpoint(Artifact(Path(engines[0].path), engines[0].card))
+        crafter = source_checkpoint(Artifact(Path(engines[0].path), engines[0].card))
         crafted_on = "source" if crafter else None
         if crafter is not None:
             for e in engines[1:]:
@@ -297,7 +285,7 @@ def _audit_dataset(data, data_dir, engines, crafter):
     for art in [crafter] + [Artifact(Path(e.path), e.card) for e in engines if e.card is not None]:
         if art is None:
             continue
-        ckpt = art if art.kind == "checkpoint" else _lineage_checkpoint(art)
+        ckpt = source_checkpoint(art)
         if ckpt is not None:
             return load_dataset(ckpt.card.params["data"], data_dir or ckpt.card.params.get("data_dir"))
     raise InputError("cannot tell which dataset to attack on: pass --data (and --data-dir), e.g. --data mnist "

@@ -25,7 +25,7 @@ def median_filter(x: np.ndarray, size: int) -> np.ndarray:
     return scipy_median(x, size=(1, 1, size, size), mode="reflect").astype(np.float32)
 
 
-def _softmax(logits: np.ndarray) -> np.ndarray:
+def softmax(logits: np.ndarray) -> np.ndarray:
     z = logits - logits.max(1, keepdims=True)
     e = np.exp(z)
     return e / e.sum(1, keepdims=True)
@@ -47,9 +47,9 @@ class FeatureSqueezing:
         self.threshold: float | None = None
 
     def score(self, predict: Callable[[np.ndarray], np.ndarray], x: np.ndarray) -> np.ndarray:
-        base = _softmax(predict(x))
+        base = softmax(predict(x))
         squeezed = [reduce_bit_depth(x, self.bits), median_filter(x, self.median)]
-        return np.max([np.abs(base - _softmax(predict(s))).sum(1) for s in squeezed], axis=0)
+        return np.max([np.abs(base - softmax(predict(s))).sum(1) for s in squeezed], axis=0)
 
     def fit(self, predict, x_clean: np.ndarray) -> float:
         self.threshold = float(np.quantile(self.score(predict, x_clean), 1 - self.fpr))

@@ -125,16 +125,11 @@ def artifact_target(path: str | os.PathLike, threads: int | None, *, mode: str =
 
 def _dataset_of(artifact) -> tuple[str, str | None] | None:
     """The (dataset, data_dir) a model was trained on, read up its lineage."""
-    from dlforge.artifact import open_artifact
+    from dlforge.artifact import source_checkpoint
 
-    node = artifact
-    for _ in range(4):
-        if node.kind == "checkpoint":
-            return node.card.params.get("data"), node.card.params.get("data_dir")
-        parent = node.card.parent
-        if not parent or not Path(parent["path"]).is_dir():
-            break
-        node = open_artifact(parent["path"], verify=False)
+    ckpt = source_checkpoint(artifact)
+    if ckpt is not None:
+        return ckpt.card.params.get("data"), ckpt.card.params.get("data_dir")
     return (artifact.card.model.dataset, None) if artifact.card.model.dataset else None
 
 

@@ -17,7 +17,7 @@ from typing import Callable
 
 import numpy as np
 
-from dlforge.artifact import Artifact, ArtifactWriter, Card, open_artifact
+from dlforge.artifact import Artifact, ArtifactWriter, Card, open_artifact, source_checkpoint
 from dlforge.build.compilers import Compiler, OrtCompiler, TrtCompiler
 from dlforge.data import load_dataset
 from dlforge.env import environment
@@ -90,7 +90,8 @@ def engine_from_onnx(
                          + ("; fp16 needs --backend tensorrt" if precision == "fp16" else ""))
     with ArtifactWriter(out_dir, force=force) as writer:
         params = parent.card.params
-        ckpt_params = _checkpoint_params(parent)
+        ckpt = source_checkpoint(parent)
+        ckpt_params = ckpt.card.params if ckpt is not None else {}
         dataset = _model_dataset(ckpt_params.get("data") or info.dataset, data_dir or ckpt_params.get("data_dir"),
                                  info, "--data-dir")
         calib = _model_dataset(calib_data, data_dir, info, "--calib-data") if calib_data else dataset
@@ -157,17 +158,6 @@ def _model_dataset(name, data_dir, info, flag: str):
         raise InputError(f"dataset {dataset.name} has images {dataset.input_shape}; the model expects "
                          f"{tuple(info.inputs[0].shape[1:])}: check {flag}")
     return dataset
-
-
-def _checkpoint_params(onnx_artifact: Artifact) -> dict:
-    """The training parameters recorded up the lineage (dataset name and directory)."""
-    parent = onnx_artifact.card.parent
-    if parent and parent.get("path") and Path(parent["path"]).is_dir():
-        try:
-            return open_artifact(parent["path"], ["checkpoint"], verify=False).card.params
-        except InputError:
-            return {}
-    return {}
 
 
 def _evaluate(session, parent: Artifact, x, y, task: str) -> dict:

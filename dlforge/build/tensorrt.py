@@ -9,11 +9,10 @@ from __future__ import annotations
 
 import os
 import shutil
-import tempfile
 import time
 from pathlib import Path
 
-from dlforge.artifact import sha256_file
+from dlforge.artifact import sha256_file, write_atomic
 from dlforge.tensorrt_plan import (
     PrecisionPlan,
     ShapeProfile,
@@ -100,17 +99,9 @@ def build_engine(onnx_path: Path, engine_path: Path, profiles: list[ShapeProfile
         raise StageFailed("TensorRT could not build an engine from this network (see the TensorRT log above); "
                           "try a larger --workspace or another precision")
     engine_path.write_bytes(bytes(serialized))
-    _write_atomic(tcache_path, bytes(config.get_timing_cache().serialize()))
-    _write_atomic(cached, engine_path.read_bytes())
+    write_atomic(tcache_path, bytes(config.get_timing_cache().serialize()))
+    write_atomic(cached, engine_path.read_bytes())
     return {**record, "cache_hit": False, "build_seconds": round(seconds, 3), "timing_cache": str(tcache_path)}
-
-
-def _write_atomic(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    with os.fdopen(fd, "wb") as fh:
-        fh.write(data)
-    os.replace(tmp, path)
 
 
 __all__ = ["build_engine", "convert_fp16"]

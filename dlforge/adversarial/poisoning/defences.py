@@ -122,13 +122,14 @@ def strip_entropy(predict: Callable[[np.ndarray], np.ndarray], x: np.ndarray, ov
                   copies: int = 20, seed: int = 0) -> np.ndarray:
     """Gao et al. 2019 (STRIP): mean prediction entropy of each input blended with ``copies`` clean
     images. A trigger survives the blending and keeps predictions confident: low entropy."""
+    from dlforge.adversarial.squeezing import softmax
+
     rng = np.random.default_rng(seed)
     entropy = np.zeros(len(x))
     for _ in range(copies):
         pick = overlays[rng.integers(0, len(overlays), len(x))]
         logits = predict(((x + pick) / 2).astype(np.float32))
-        z = logits - logits.max(1, keepdims=True)
-        p = np.exp(z) / np.exp(z).sum(1, keepdims=True)
+        p = softmax(logits)
         entropy += -(p * np.log(np.clip(p, 1e-12, 1))).sum(1)
     return entropy / copies
 

@@ -9,7 +9,6 @@ import tempfile
 from pathlib import Path
 from typing import Callable
 
-import numpy as np
 
 from dlforge.adversarial.poisoning.attacks import armed_test_set, poison
 from dlforge.adversarial.poisoning.defences import DEFENCES
@@ -28,12 +27,9 @@ def _rates(predict, dataset, p) -> dict:
 
 
 def _torch_predict(model):
-    import torch
+    from dlforge.train.loop import predict_logits
 
-    def predict(x):
-        with torch.inference_mode():
-            return np.concatenate([model(torch.from_numpy(x[i:i + 1024])).numpy() for i in range(0, len(x), 1024)])
-    return predict
+    return lambda x: predict_logits(model, x, batch_size=1024).numpy()
 
 
 def run_poison(
