@@ -2,27 +2,49 @@
 
 Library code raises these; only the CLI turns them into one line on stderr and an exit code.
 An error message says what was expected, what was found, and how to fix it.
+
+Exit codes (the CLI's contract, also in ``dlforge --help``):
+
+====  =====================================================================================
+0     success
+1     a stage or gate judged the model: export beyond ``--atol``, build beyond
+      ``--max-accuracy-drop``, an audit below ``--fail-under``
+2     bad input: a path, a flag, a file's contents; nothing was written
+3     internal error: a bug in dlforge (rerun with ``--debug`` and report the traceback)
+130   interrupted (Ctrl-C, SIGTERM); temporary files were removed, nothing was written
+====  =====================================================================================
 """
 
 from __future__ import annotations
 
+EXIT_OK = 0
+EXIT_JUDGED = 1
+EXIT_BAD_INPUT = 2
+EXIT_INTERNAL = 3
+EXIT_INTERRUPTED = 130
+
+EXIT_CODES_HELP = (
+    "Exit codes: 0 ok; 1 the model failed a stage's bar or a gate (--atol, --max-accuracy-drop, "
+    "--fail-under); 2 bad input; 3 internal error (a bug: rerun with --debug); 130 interrupted."
+)
+
 
 class DlforgeError(Exception):
-    """Base class. ``exit_code`` is what the CLI exits with (2: bad input, 1: a stage failed)."""
+    """Base class. ``exit_code`` is what the CLI exits with (see the module docstring)."""
 
-    exit_code = 1
+    exit_code = EXIT_JUDGED
 
 
 class InputError(DlforgeError):
     """The user's input is wrong: a path, a flag, a file's contents. Fixable by the user."""
 
-    exit_code = 2
+    exit_code = EXIT_BAD_INPUT
 
 
 class StageFailed(DlforgeError):
     """A stage ran on valid input and its result did not meet its bar (e.g. export verification)."""
 
-    exit_code = 1
+    exit_code = EXIT_JUDGED
 
 
 class ArtifactError(InputError):

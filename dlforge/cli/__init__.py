@@ -1,25 +1,37 @@
 """The ``dlforge`` command line: click wiring only; each command imports its stage when it runs.
 
 Errors follow one contract: library code raises :class:`~dlforge.errors.DlforgeError`; here it
-becomes one line on stderr and an exit code (2 bad input, 1 failure), never a traceback unless
-``--debug`` is given (or ``DLFORGE_DEBUG=1`` is set).
+becomes one line on stderr and an exit code (see :mod:`dlforge.errors`: 1 the model was judged,
+2 bad input, 3 internal error, 130 interrupted), never a traceback unless ``--debug`` is given (or
+``DLFORGE_DEBUG=1`` is set). SIGTERM is handled like Ctrl-C: the stack unwinds, so every staging
+directory and temporary file is removed before the process exits.
 """
 
 from __future__ import annotations
 
 import os
+import signal
 import sys
 
 import click
 
 from dlforge import __version__
-from dlforge.errors import DlforgeError
+from dlforge.errors import EXIT_CODES_HELP, EXIT_INTERNAL, EXIT_INTERRUPTED, DlforgeError
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised where the process is so that ``with`` blocks clean up on the way out."""
+
+
+def _on_sigterm(signum, frame):
+    raise Terminated()
 
 
 class DlforgeGroup(click.Group):
     def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra):
         args = list(sys.argv[1:] if args is None else args)
         debug = "--debug" in args or os.environ.get("DLFORGE_DEBUG") == "1"
+        previous = signal.signal(signal.SIGTERM, _on_sigterm)
         try:
             return super().main(args, prog_name or "dlforge", complete_var, standalone_mode=False, **extra)
         except click.UsageError as exc:
@@ -35,12 +47,16 @@ class DlforgeGroup(click.Group):
             if debug:
                 raise
             _fail(str(exc), exc.exit_code)
-        except (click.Abort, KeyboardInterrupt):
-            _fail("interrupted; nothing was written", 130)
+        except (click.Abort, KeyboardInterrupt) as exc:
+            what = "terminated" if isinstance(exc, Terminated) else "interrupted"
+            _fail(f"{what}; temporary files were removed and no partial artifact was written", EXIT_INTERRUPTED)
         except Exception as exc:  # a bug, not bad input: still one line unless --debug
             if debug:
                 raise
-            _fail(f"internal error: {type(exc).__name__}: {exc} (rerun with --debug for the traceback)", 1)
+            _fail(f"internal error: {type(exc).__name__}: {exc} (a bug in dlforge; rerun with --debug for the "
+                  "traceback)", EXIT_INTERNAL)
+        finally:
+            signal.signal(signal.SIGTERM, previous)
 
 
 def _fail(message: str, code: int) -> None:
@@ -48,7 +64,8 @@ def _fail(message: str, code: int) -> None:
     sys.exit(code)
 
 
-@click.group(name="dlforge", cls=DlforgeGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(name="dlforge", cls=DlforgeGroup, context_settings={"help_option_names": ["-h", "--help"]},
+             epilog=EXIT_CODES_HELP)
 @click.version_option(__version__, prog_name="dlforge")
 @click.option("--debug", is_flag=True, help="Show tracebacks instead of one-line errors.")
 def cli(debug: bool) -> None:

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import click
 
 from dlforge.errors import InputError
+from dlforge.options import choices_of
 
 json_option = click.option("--json", "as_json", is_flag=True, help="Print the result as JSON on stdout (nothing else).")
 force_option = click.option("--force", is_flag=True, help="Replace the output directory if it exists.")
@@ -21,13 +23,48 @@ def say(message: str) -> None:
     click.echo(message, err=True)
 
 
-def table(rows: list[dict], columns: list[str]) -> str:
-    """A plain left-aligned text table."""
-    cells = [[str(r.get(c, "")) for c in columns] for r in rows]
-    widths = [max([len(c)] + [len(row[i]) for row in cells]) for i, c in enumerate(columns)]
-    lines = ["  ".join(c.ljust(w) for c, w in zip(columns, widths)).rstrip()]
-    lines += ["  ".join(v.ljust(w) for v, w in zip(row, widths)).rstrip() for row in cells]
-    return "\n".join(lines)
+class CommaList(click.ParamType):
+    """A comma-separated list (``0,0.1,0.3``) parsed into a tuple of ``item`` values."""
+
+    def __init__(self, item: type = str):
+        self.item = item
+        self.name = f"{item.__name__},..."
+
+    def convert(self, value, param, ctx):
+        if isinstance(value, tuple):
+            return value
+        try:
+            return tuple(self.item(s.strip()) for s in str(value).split(",") if s.strip())
+        except ValueError:
+            self.fail(f"expects comma-separated {self.item.__name__} values such as "
+                      f"{'1,8,64' if self.item is int else '0,0.1,0.3' if self.item is float else 'a,b'}, got {value!r}",
+                      param, ctx)
+
+
+def option_for(options_cls, name: str, *decls: str, **kwargs):
+    """A click option whose default, help and listed choices come from ``options_cls``'s field ``name``.
+
+    Tuple fields become comma-separated lists; the library's options object validates the value,
+    so the CLI and the Python API reject the same inputs with the same message.
+    """
+    field = next(f for f in dataclasses.fields(options_cls) if f.name == name)
+    default = field.default if field.default is not dataclasses.MISSING else field.default_factory()
+    help_text = field.metadata.get("help", "")
+    choices = choices_of(field)
+    if choices and "expected" not in help_text:
+        help_text = f"{help_text} One of: {', '.join(choices)}." if not isinstance(default, tuple) else \
+            f"{help_text} Any of: {', '.join(choices)}."
+    if isinstance(default, tuple):
+        item = type(default[0]) if default else str
+        kwargs.setdefault("type", CommaList(item))
+        kwargs.setdefault("show_default", ",".join(map(str, default)) if default else "none")
+        default = ",".join(map(str, default))
+    elif default is not None and not isinstance(default, bool):
+        kwargs.setdefault("show_default", True)
+    if isinstance(default, bool) and not any("/" in d for d in decls):
+        kwargs.setdefault("is_flag", True)
+    decls = decls or ("--" + name.replace("_", "-"),)
+    return click.option(*decls, name, default=default, help=help_text, **kwargs)
 
 
 def parse_overrides(pairs: tuple[str, ...]) -> dict:

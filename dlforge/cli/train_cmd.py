@@ -5,7 +5,8 @@ from __future__ import annotations
 import click
 
 from dlforge.cli import cli
-from dlforge.cli.common import emit_json, force_option, json_option, parse_overrides, say, table
+from dlforge.cli.common import emit_json, force_option, json_option, parse_overrides, say
+from dlforge.reporting import format_table as table
 
 
 @cli.command("models")

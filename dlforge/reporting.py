@@ -1,0 +1,86 @@
+"""One text-table formatter and one report-artifact writer, shared by every reporting stage.
+
+``format_table`` renders rows of dicts through :class:`Column` descriptions (header, format,
+alignment); ``write_report_artifact`` writes a report's JSON payload plus its rendered files
+(HTML, markdown, plots) as one artifact directory, with the lineage of the first target verified.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Iterable, Mapping
+
+
+@dataclass(frozen=True)
+class Column:
+    """A table column: ``key`` into each row, its ``header``, and how a value prints.
+
+    ``fmt`` is a format spec (``".4f"``) or a callable; ``None`` values print as ``missing``.
+    """
+
+    key: str
+    header: str | None = None
+    fmt: str | Callable[[Any], str] = ""
+    align: str = "<"
+    missing: str = "-"
+
+    def render(self, row: Mapping) -> str:
+        value = row.get(self.key)
+        if value is None:
+            return self.missing
+        if callable(self.fmt):
+            return self.fmt(value)
+        return format(value, self.fmt)
+
+
+def format_table(rows: Iterable[Mapping], columns: Iterable[Column | str]) -> str:
+    """A plain text table, two spaces between columns, each column as wide as its widest cell."""
+    cols = [c if isinstance(c, Column) else Column(c) for c in columns]
+    heads = [c.header if c.header is not None else c.key for c in cols]
+    body = [[c.render(r) for c in cols] for r in rows]
+    widths = [max([len(h)] + [len(line[i]) for line in body]) for i, h in enumerate(heads)]
+
+    def line(cells: list[str]) -> str:
+        return "  ".join(cell.rjust(w) if c.align == ">" else cell.ljust(w)
+                         for cell, w, c in zip(cells, widths, cols)).rstrip()
+
+    return "\n".join([line(heads)] + [line(cells) for cells in body])
+
+
+def to_json_text(obj: Any) -> str:
+    return json.dumps(obj, indent=1) + "\n"
+
+
+def write_report_artifact(kind: str, report: dict, out_dir: str | os.PathLike, *, payload: str,
+                          files: Mapping[str, str | bytes | Callable[[Path], None]] | None = None,
+                          parent: str | os.PathLike | None = None, params: dict | None = None,
+                          sections: dict | None = None, force: bool = False):
+    """Write ``report`` as the JSON ``payload`` of a ``kind`` artifact at ``out_dir``.
+
+    Args:
+        files: extra files by name: text, bytes, or a callable writing the file at the path it gets.
+        parent: an artifact directory the report is about; its lineage is recorded (verified).
+        params: the stage's options (the card's ``params``).
+        sections: extra top-level card fields (e.g. ``checks``).
+    """
+    from dlforge.artifact import ArtifactWriter, Card, is_artifact, open_artifact
+
+    with ArtifactWriter(out_dir, force=force) as writer:
+        writer.file(payload).write_text(to_json_text(report), encoding="utf-8")
+        for name, content in (files or {}).items():
+            target = writer.file(name)
+            if callable(content):
+                content(target)
+            elif isinstance(content, bytes):
+                target.write_bytes(content)
+            else:
+                target.write_text(content, encoding="utf-8")
+        lineage = None
+        if parent is not None and Path(parent).is_dir() and is_artifact(parent):
+            lineage = open_artifact(parent).lineage()
+        card = Card(kind=kind, payload=payload, model=None, parent=lineage, params=params or {},
+                    env=report.get("env", {}), sections=sections or {})
+        return writer.commit(card)
