@@ -4,14 +4,25 @@ Every stage writes a directory holding its payload file and ``card.json``: what 
 where it came from (the parent's sha256, the stage's parameters) and what built it. A directory is
 assembled in a hidden staging directory beside its destination and renamed into place only when
 complete, with ``card.json`` written last, so a crash never leaves an artifact that loads.
+
+Integrity rules, enforced when an artifact is opened:
+
+- the card's values are checked (kinds, dtypes, shapes, value range, labels), not only its keys;
+- the payload, and every external-data file the card lists, is a regular file inside the directory
+  (no symbolic links, no ``..``) whose sha256 matches the card;
+- a parent is trusted only when its payload's sha256 equals what the child recorded
+  (:func:`parent_artifact`, :func:`source_checkpoint`).
 """
 
 from __future__ import annotations
 
+import ctypes
 import hashlib
 import json
+import math
 import os
 import shutil
+import sys
 import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -167,47 +178,203 @@ def is_artifact(path: str | os.PathLike) -> bool:
     return (Path(path) / CARD_NAME).is_file()
 
 
+# -- card validation ---------------------------------------------------------------------------
+TASKS = ("classification", "reconstruction")
+DTYPES = ("float32", "float16", "bfloat16", "float64", "int8", "uint8", "int16", "int32", "int64", "bool")
+ENGINE_PRECISIONS = ("fp32", "fp16", "bf16", "int8", "mixed")
+_PAYLOAD_KINDS = ("checkpoint", "onnx", "engine")  # a 0-byte payload is never a valid model
+
+
+def _expect(ok: bool, card_path: Path, what: str) -> None:
+    if not ok:
+        raise ArtifactError(f"{card_path}: {what}; the card is corrupt or was edited by hand: rebuild the artifact")
+
+
+def _check_tensor(t: Any, card_path: Path, where: str) -> None:
+    _expect(isinstance(t, dict) and isinstance(t.get("name"), str) and t["name"] != "", card_path,
+            f"{where} must be an object with a non-empty 'name'")
+    shape = t.get("shape")
+    _expect(isinstance(shape, list) and all(isinstance(d, str) or (type(d) is int and d > 0) for d in shape),
+            card_path, f"{where} {t['name']!r} has shape {shape!r}; expected a list of positive ints or names")
+    _expect(t.get("dtype") in DTYPES, card_path,
+            f"{where} {t['name']!r} has dtype {t.get('dtype')!r}; expected one of {', '.join(DTYPES)}")
+
+
+def _check_model(m: Any, card_path: Path) -> None:
+    _expect(isinstance(m, dict), card_path, "'model' must be an object")
+    _expect(isinstance(m.get("name"), str), card_path, "model.name must be a string")
+    _expect(m.get("task", "classification") in TASKS, card_path,
+            f"model.task is {m.get('task')!r}; expected one of {', '.join(TASKS)}")
+    for key in ("inputs", "outputs"):
+        _expect(isinstance(m.get(key), list) and len(m[key]) > 0, card_path, f"model.{key} must be a non-empty list")
+        for t in m[key]:
+            _check_tensor(t, card_path, f"model.{key[:-1]}")
+    vr = m.get("value_range", [0.0, 1.0])
+    _expect(isinstance(vr, list) and len(vr) == 2
+            and all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in vr)
+            and vr[0] < vr[1], card_path, f"model.value_range is {vr!r}; expected [low, high] with low < high")
+    labels = m.get("labels", [])
+    _expect(isinstance(labels, list) and all(isinstance(x, str) for x in labels), card_path,
+            "model.labels must be a list of strings")
+
+
+def validate_card(d: Any, card_path: Path) -> None:
+    """Check a card's values, not only its keys; raise :class:`ArtifactError` naming the bad field."""
+    _expect(isinstance(d, dict), card_path, "the card is not a JSON object")
+    _expect(type(d.get("schema_version")) is int, card_path, "schema_version must be an integer")
+    _expect(d.get("kind") in KINDS, card_path, f"kind is {d.get('kind')!r}; expected one of {', '.join(KINDS)}")
+    _expect(isinstance(d.get("payload"), str) and d["payload"] not in ("", ".", ".."), card_path,
+            "payload must be a file name")
+    _expect(d.get("sha256") is None or (isinstance(d["sha256"], str) and len(d["sha256"]) == 64), card_path,
+            "sha256 must be a 64-character hex digest")
+    parent = d.get("parent")
+    _expect(parent is None or (isinstance(parent, dict) and isinstance(parent.get("path"), str)
+                               and (parent.get("sha256") is None or isinstance(parent["sha256"], str))),
+            card_path, "parent must be null or {path, sha256}")
+    for key in ("params", "env"):
+        _expect(isinstance(d.get(key, {}), dict), card_path, f"{key} must be an object")
+    if d.get("model") is not None:
+        _check_model(d["model"], card_path)
+    _expect(d["kind"] not in _PAYLOAD_KINDS or d.get("model") is not None, card_path,
+            f"a {d['kind']} card needs a 'model' section")
+    if d["kind"] == "engine":
+        _expect(d.get("precision") in ENGINE_PRECISIONS, card_path,
+                f"precision is {d.get('precision')!r}; expected one of {', '.join(ENGINE_PRECISIONS)}")
+        _expect(isinstance(d.get("backend"), str) and d["backend"] != "", card_path, "backend must be a name")
+    external = d.get("external_data", {})
+    _expect(isinstance(external, dict) and all(isinstance(v, str) for v in external.values()), card_path,
+            "external_data must map file names to sha256 digests")
+
+
+def _inside(directory: Path, name: str, card_path: Path, what: str) -> Path:
+    """``directory/name``, refused unless it is a regular file (not a link) inside ``directory``."""
+    path = directory / name
+    if os.path.isabs(name) or ".." in Path(name).parts:
+        raise ArtifactError(f"{card_path} names a {what} outside its directory ({name!r}); refusing it")
+    current = directory
+    for part in Path(name).parts:
+        current = current / part
+        if current.is_symlink():
+            raise ArtifactError(f"{what} {current} is a symbolic link; an artifact's files must be regular files "
+                                "inside its directory: copy the real file there or rebuild the artifact")
+    if not path.is_file():
+        raise ArtifactError(f"{directory} is incomplete: its {what} {name} is missing or not a regular file; "
+                            "rebuild the artifact")
+    return path
+
+
+def _verify_hash(path: Path, expected: str | None, what: str) -> None:
+    actual = sha256_file(path)
+    if actual != expected:
+        raise ArtifactError(
+            f"{what} {path} does not match its card (sha256 {actual[:12]}..., card says {(expected or 'none')[:12]}...): "
+            "the file was modified or corrupted; rebuild the artifact")
+
+
+def _read_card(path: Path, want: str) -> Card:
+    card_path = path / CARD_NAME
+    if not path.exists():
+        raise ArtifactError(f"{path} does not exist; expected a {want} directory")
+    if not card_path.is_file() or card_path.is_symlink():
+        raise ArtifactError(f"{path} is not a dlforge artifact (no regular {CARD_NAME}); expected a {want} directory")
+    try:
+        raw = json.loads(card_path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise ArtifactError(f"{card_path} is unreadable or not JSON ({exc}); rebuild the artifact") from exc
+    if isinstance(raw, dict) and type(raw.get("schema_version")) is int and raw["schema_version"] > SCHEMA_VERSION:
+        raise ArtifactError(f"{card_path} has schema version {raw['schema_version']}, newer than this dlforge "
+                            f"understands ({SCHEMA_VERSION}); upgrade dlforge")
+    validate_card(raw, card_path)
+    return Card.from_dict(raw)
+
+
 def open_artifact(
     path: str | os.PathLike, kinds: Iterable[str] | None = None, *, verify: bool = True
 ) -> Artifact:
-    """Open an artifact directory, check its kind and (by default) its payload's sha256.
+    """Open an artifact directory, check its card, its kind and (by default) its files' sha256.
+
+    ``verify=False`` skips only the hashing (for a quick look, e.g. ``inspect``); the card and the
+    files' locations are always checked.
 
     Raises:
-        ArtifactError: the directory is missing, has no readable card, is of another kind, or
-            its payload does not match the sha256 in its card.
+        ArtifactError: the directory is missing, its card is unreadable or invalid, it is of another
+            kind, a file is missing, outside the directory or a link, or does not match its sha256.
     """
     path = Path(path)
     wanted = tuple(kinds) if kinds else None
     want = " or ".join(f"{k} artifact (from `{PRODUCED_BY[k]}`)" for k in wanted) if wanted else "artifact"
-    if not path.exists():
-        raise ArtifactError(f"{path} does not exist; expected a {want} directory")
+    card = _read_card(path, want)
     card_path = path / CARD_NAME
-    if not card_path.is_file():
-        raise ArtifactError(f"{path} is not a dlforge artifact (no {CARD_NAME}); expected a {want} directory")
-    try:
-        card = Card.from_dict(json.loads(card_path.read_text(encoding="utf-8")))
-    except (OSError, ValueError, KeyError, TypeError) as exc:
-        raise ArtifactError(f"{card_path} is unreadable or malformed ({exc}); rebuild the artifact") from exc
-    if card.schema_version > SCHEMA_VERSION:
-        raise ArtifactError(
-            f"{card_path} has schema version {card.schema_version}, newer than this dlforge "
-            f"understands ({SCHEMA_VERSION}); upgrade dlforge"
-        )
     if wanted and card.kind not in wanted:
         raise ArtifactError(f"{path} is a {card.kind} artifact; expected a {want}")
-    payload = path / card.payload
-    if os.path.isabs(card.payload) or Path(os.path.normpath(payload)).parent != Path(os.path.normpath(path)):
-        raise ArtifactError(f"{card_path} names a payload outside its directory ({card.payload!r}); refusing it")
-    if not payload.is_file():
-        raise ArtifactError(f"{path} is incomplete: its payload {card.payload} is missing; rebuild the artifact")
-    if verify and card.sha256 != (actual := sha256_file(payload)):
-        raise ArtifactError(
-            f"{payload} does not match its card (sha256 {actual[:12]}..., card says "
-            f"{(card.sha256 or 'none')[:12]}...): the file was modified or corrupted; rebuild the artifact"
-        )
+    payload = _inside(path, card.payload, card_path, "payload")
+    if card.kind in _PAYLOAD_KINDS and payload.stat().st_size == 0:
+        raise ArtifactError(f"{payload} is empty (0 bytes); rebuild the artifact")
+    external = {name: _inside(path, name, card_path, "external-data file")
+                for name in card.sections.get("external_data", {})}
+    if verify:
+        _verify_hash(payload, card.sha256, "payload")
+        for name, file in external.items():
+            _verify_hash(file, card.sections["external_data"][name], "external-data file")
     return Artifact(path=path, card=card)
 
 
+# -- lineage -------------------------------------------------------------------------------------
+def parent_artifact(artifact: Artifact) -> Artifact | None:
+    """The artifact ``artifact`` was made from, verified: its payload's sha256 must equal what the
+    child recorded. None when the card names no parent or the parent no longer exists.
+
+    A parent recorded at an absolute path that is gone is also looked for beside the child (a run
+    directory that was moved or copied); the hash check makes that safe.
+
+    Raises:
+        ArtifactError: the parent exists but is not the one the child was made from (modified,
+            retrained at the same path, or replaced).
+    """
+    record = artifact.card.parent
+    if not record or not record.get("path"):
+        return None
+    candidates = [Path(record["path"]), artifact.path.parent / Path(record["path"]).name]
+    path = next((c for c in candidates if c.is_dir() and is_artifact(c)), None)
+    if path is None:
+        return None
+    parent = open_artifact(path)
+    if record.get("sha256") != parent.card.sha256:
+        raise ArtifactError(
+            f"{artifact.path} was made from {record['path']} with sha256 {str(record.get('sha256'))[:12]}..., but "
+            f"{path} now holds sha256 {str(parent.card.sha256)[:12]}... (retrained, modified or replaced): its "
+            "lineage cannot be trusted; rebuild the artifact from the current parent or restore the original")
+    return parent
+
+
+def lineage(artifact: Artifact, max_depth: int = 8) -> list[Artifact]:
+    """``artifact`` and its verified ancestors, nearest first (see :func:`parent_artifact`)."""
+    chain = [artifact]
+    while len(chain) < max_depth and (parent := parent_artifact(chain[-1])) is not None:
+        chain.append(parent)
+    return chain
+
+
+def source_checkpoint(artifact: Artifact) -> Artifact | None:
+    """The checkpoint an artifact descends from (itself, if it is one), every hop verified; None when
+    the chain ends before a checkpoint (a plain ONNX, a parent that no longer exists)."""
+    return next((a for a in lineage(artifact) if a.kind == "checkpoint"), None)
+
+
+def training_data(artifact: Artifact) -> tuple[str, str | None] | None:
+    """``(dataset, data_dir)`` the model was trained on: the one rule every stage uses.
+
+    The source checkpoint's ``params`` (``data``, ``data_dir``) when the lineage reaches one, else the
+    dataset named in the card's model section; None when neither says.
+    """
+    ckpt = source_checkpoint(artifact)
+    if ckpt is not None and ckpt.card.params.get("data"):
+        return ckpt.card.params["data"], ckpt.card.params.get("data_dir")
+    model = artifact.card.model
+    return (model.dataset, None) if model is not None and model.dataset else None
+
+
+# -- writing -------------------------------------------------------------------------------------
 def _umask() -> int:
     mask = os.umask(0)
     os.umask(mask)
@@ -235,21 +402,40 @@ def write_json_atomic(path: str | os.PathLike, obj: Any) -> None:
     write_atomic(path, (json.dumps(obj, indent=2) + "\n").encode("utf-8"))
 
 
-def source_checkpoint(artifact: Artifact, max_depth: int = 4) -> Artifact | None:
-    """The checkpoint an artifact descends from (itself, if it is one), found by following ``parent``
-    paths; None when the chain is broken or leads elsewhere."""
-    node = artifact
-    for _ in range(max_depth):
-        if node.kind == "checkpoint":
-            return node
-        parent = node.card.parent
-        if not parent or not parent.get("path") or not Path(parent["path"]).is_dir():
-            return None
-        try:
-            node = open_artifact(parent["path"], verify=False)
-        except ArtifactError:
-            return None
-    return None
+_RENAME_EXCHANGE = 2
+
+
+def exchange(a: Path, b: Path) -> bool:
+    """Atomically swap two directories (Linux ``renameat2(RENAME_EXCHANGE)``); False where unsupported."""
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        renameat2 = ctypes.CDLL(None, use_errno=True).renameat2
+    except (OSError, AttributeError):
+        return False
+    at_fdcwd = -100
+    result = renameat2(at_fdcwd, os.fsencode(a), at_fdcwd, os.fsencode(b), _RENAME_EXCHANGE)
+    if result != 0:
+        err = ctypes.get_errno()
+        if err in (22, 38, 95):  # EINVAL, ENOSYS, EOPNOTSUPP: this kernel or file system cannot
+            return False
+        raise OSError(err, os.strerror(err), str(b))
+    return True
+
+
+def _check_replaceable(out_dir: Path, protect: Iterable[str | os.PathLike]) -> None:
+    """``--force`` replaces a dlforge artifact only: never the input, a directory holding it, or other files."""
+    resolved = out_dir.resolve()
+    for p in protect:
+        p = Path(p).resolve()
+        if p == resolved or resolved in p.parents:
+            raise InputError(f"-o {out_dir} {'is' if p == resolved else 'holds'} this command's input {p}; "
+                             "--force never replaces an input: choose another -o")
+    if resolved in Path.cwd().resolve().parents or resolved == Path.cwd().resolve():
+        raise InputError(f"-o {out_dir} holds the current directory; choose another -o")
+    if not is_artifact(out_dir):
+        raise InputError(f"output directory {out_dir} exists and is not a dlforge artifact (no {CARD_NAME}); "
+                         "--force only replaces dlforge artifacts: choose another -o or remove it yourself")
 
 
 class ArtifactWriter:
@@ -257,22 +443,29 @@ class ArtifactWriter:
 
     Create it *before* the expensive work so an unusable output path fails fast::
 
-        with ArtifactWriter(out_dir) as writer:
+        with ArtifactWriter(out_dir, protect=[input_dir]) as writer:
             save_weights(model, writer.file("model.safetensors"))
             artifact = writer.commit(card)
 
-    Leaving the ``with`` block without ``commit`` (an error, Ctrl-C) removes the staging
-    directory; the destination is untouched.
+    Leaving the ``with`` block without ``commit`` (an error, Ctrl-C, SIGTERM under the CLI) removes
+    the staging directory; the destination is untouched. ``force`` replaces an existing *artifact*
+    only (never a directory of other files, an input named in ``protect`` or a directory holding one),
+    and the swap is atomic where the OS allows it, so ``out_dir`` holds the old artifact or the new
+    one at every instant.
     """
 
-    def __init__(self, out_dir: str | os.PathLike, *, force: bool = False):
+    def __init__(self, out_dir: str | os.PathLike, *, force: bool = False,
+                 protect: Iterable[str | os.PathLike] = ()):
         self.out_dir = Path(out_dir)
         self.force = force
         if self.out_dir.exists() and not self.out_dir.is_dir():
             raise InputError(f"output path {self.out_dir} exists and is not a directory; choose another -o")
-        if self.out_dir.is_dir() and any(self.out_dir.iterdir()) and not force:
+        occupied = self.out_dir.is_dir() and any(self.out_dir.iterdir())
+        if occupied and not force:
             raise InputError(f"output directory {self.out_dir} already exists and is not empty; "
                              "choose another -o or pass --force to replace it")
+        if occupied:
+            _check_replaceable(self.out_dir, protect)
         parent = self.out_dir.resolve().parent
         try:
             parent.mkdir(parents=True, exist_ok=True)
@@ -287,17 +480,26 @@ class ArtifactWriter:
         return self.staging / name
 
     def commit(self, card: Card) -> Artifact:
-        """Hash the payload, write ``card.json`` last, and move the directory into place."""
+        """Hash the payload (and listed external data), write ``card.json`` last, move into place."""
         card.sha256 = sha256_file(self.staging / card.payload)
+        if card.payload.endswith(".onnx"):
+            from dlforge.onnx_external import check_external_data
+
+            files = check_external_data(self.staging / card.payload)
+            if files:
+                card.sections["external_data"] = {f.relative_to(self.staging).as_posix(): sha256_file(f) for f in files}
         write_json_atomic(self.staging / CARD_NAME, card.to_dict())
         os.chmod(self.staging, 0o777 & ~_umask())
-        old = None
-        if self.out_dir.exists():
-            old = self.out_dir.with_name(f".{self.out_dir.name}.{os.getpid()}.old")
-            os.replace(self.out_dir, old)
-        os.replace(self.staging, self.out_dir)
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
+        if self.out_dir.is_dir() and exchange(self.staging, self.out_dir):
+            shutil.rmtree(self.staging, ignore_errors=True)  # now holds the old artifact
+        else:
+            if self.out_dir.is_dir():  # no atomic swap here: a brief window with the old one aside
+                old = self.out_dir.with_name(f".{self.out_dir.name}.{os.getpid()}.old")
+                os.replace(self.out_dir, old)
+                os.replace(self.staging, self.out_dir)
+                shutil.rmtree(old, ignore_errors=True)
+            else:
+                os.replace(self.staging, self.out_dir)
         self._committed = True
         return Artifact(path=self.out_dir, card=card)
 

@@ -7,8 +7,8 @@ Thin by design: every decision (profiles, precision plan, flags, workspace, cach
 
 from __future__ import annotations
 
+import hashlib
 import os
-import shutil
 import time
 from pathlib import Path
 
@@ -30,6 +30,28 @@ from dlforge.errors import StageFailed, require
 def cache_root() -> Path:
     home = os.environ.get("DLFORGE_HOME") or os.path.join(os.path.expanduser("~"), ".cache", "dlforge")
     return Path(home) / "tensorrt"
+
+
+def load_cached_engine(cached: Path, destination: Path) -> bool:
+    """Copy a cached engine to ``destination`` if its bytes still match the sha256 stored beside it.
+
+    A cache entry without its digest, or whose bytes changed since it was stored (disk corruption,
+    tampering), is not used: the engine is rebuilt and the entry replaced.
+    """
+    digest = cached.with_suffix(".sha256")
+    if not (cached.is_file() and digest.is_file()) or cached.is_symlink():
+        return False
+    data = cached.read_bytes()
+    if hashlib.sha256(data).hexdigest() != digest.read_text(encoding="ascii").strip():
+        return False
+    destination.write_bytes(data)
+    return True
+
+
+def store_cached_engine(cached: Path, data: bytes) -> None:
+    """Store an engine in the cache with its sha256 beside it (digest written last)."""
+    write_atomic(cached, data)
+    write_atomic(cached.with_suffix(".sha256"), hashlib.sha256(data).hexdigest().encode("ascii"))
 
 
 def convert_fp16(src: Path, dst: Path) -> dict:
@@ -63,8 +85,7 @@ def build_engine(onnx_path: Path, engine_path: Path, profiles: list[ShapeProfile
     record = {"tensorrt": trt.__version__, **device, "profiles": [p.to_dict() for p in profiles],
               "plan": plan.to_dict(), "workspace_bytes": workspace, "optimization_level": optimization_level,
               "cache_key": key}
-    if cached.is_file():
-        shutil.copyfile(cached, engine_path)
+    if load_cached_engine(cached, engine_path):
         return {**record, "cache_hit": True, "build_seconds": 0.0}
 
     logger = trt.Logger(trt.Logger.WARNING)
@@ -100,8 +121,8 @@ def build_engine(onnx_path: Path, engine_path: Path, profiles: list[ShapeProfile
                           "try a larger --workspace or another precision")
     engine_path.write_bytes(bytes(serialized))
     write_atomic(tcache_path, bytes(config.get_timing_cache().serialize()))
-    write_atomic(cached, engine_path.read_bytes())
+    store_cached_engine(cached, engine_path.read_bytes())
     return {**record, "cache_hit": False, "build_seconds": round(seconds, 3), "timing_cache": str(tcache_path)}
 
 
-__all__ = ["build_engine", "convert_fp16"]
+__all__ = ["build_engine", "convert_fp16", "load_cached_engine", "store_cached_engine"]

@@ -20,6 +20,10 @@ class Session:
     """A loaded model. Safe to call from several threads; use as a context manager to release it."""
 
     backend = "abstract"
+    # What a backend can do beyond run(): "device-resident" (prepare/execute/fetch, so compute can
+    # be timed without host copies) and "cuda-graph" (capture_graph/launch_graph). Callers check
+    # capabilities, never backend names.
+    capabilities: frozenset[str] = frozenset()
 
     def __init__(self, inputs: tuple[TensorSpec, ...], outputs: tuple[TensorSpec, ...],
                  model: ModelInfo | None = None, precision: str | None = None):
@@ -28,17 +32,31 @@ class Session:
         self.model = model
         self.precision = precision
         self._checks = None
+        self._batch_limit: tuple[int, int | None] | None = None
+        self._closed = False
 
     # -- the contract ---------------------------------------------------------------------------
     def run(self, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         """Run the model on ``feeds`` (input name -> array); returns output name -> array."""
+        if self._closed:
+            raise InputError(f"this {self.backend} session was closed; open a new one to run the model")
+        if not isinstance(feeds, Mapping):
+            names = ", ".join(t.name for t in self.inputs)
+            raise InputError(f"run() takes a dict of input name -> numpy array (inputs: {names}), got "
+                             f"{type(feeds).__name__}; for a single-input model use predict(x)")
         return self._run(self.check_feeds(feeds))
 
     def _run(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         raise NotImplementedError
 
     def close(self) -> None:
-        """Release the backend's resources. The session cannot be used afterwards."""
+        """Release the backend's resources. The session cannot be used afterwards; closing twice is harmless."""
+        if not self._closed:
+            self._closed = True
+            self._close()
+
+    def _close(self) -> None:
+        """Backend hook: release resources."""
 
     # -- conveniences ---------------------------------------------------------------------------
     def predict(self, x: np.ndarray) -> np.ndarray:
@@ -105,5 +123,22 @@ class Session:
             f"inputs {sorted(feeds)} do not match the model's ({', '.join(map(str, self.inputs))})"
             + (f"; missing {missing}" if missing else "") + (f"; unexpected {unexpected}" if unexpected else ""))
 
+    @property
+    def batch_range(self) -> tuple[int, int | None]:
+        """Smallest and largest batch the first input accepts (None: no upper limit)."""
+        limit = self._batch_limit
+        if limit is not None:
+            return limit
+        first = self.inputs[0].shape[0] if self.inputs and self.inputs[0].shape else None
+        return (first, first) if isinstance(first, int) else (1, None)
+
     def check_shape(self, spec: TensorSpec, shape: tuple[int, ...]) -> None:
-        """Backend hook for limits beyond the spec (e.g. a TensorRT optimization profile)."""
+        """Limits beyond the spec: a batch range (an engine built with one, as TensorRT profiles impose)."""
+        limit = self._batch_limit
+        if limit is None or not shape:
+            return
+        lo, hi = limit
+        if shape[0] < lo or (hi is not None and shape[0] > hi):
+            raise InputError(f"input {spec.name!r} has batch {shape[0]}; this engine accepts batches {lo} to "
+                             f"{hi if hi is not None else 'any'} (its batch range): split the input, or use "
+                             "dlforge.runtime.open_deployed(...).predict, which batches for you")

@@ -8,6 +8,7 @@ from pathlib import Path
 from dlforge.artifact import Artifact, open_artifact
 from dlforge.errors import InputError, MissingDependency
 from dlforge.runtime.base import Session
+from dlforge.onnx_external import check_external_data
 
 BACKENDS = ("auto", "ort", "ort-tensorrt", "tensorrt")
 
@@ -47,13 +48,15 @@ def open_session(source: str | os.PathLike | Artifact, backend: str = "auto", *,
         except ImportError as exc:
             raise MissingDependency("tensorrt", "tensorrt", "running a TensorRT engine") from exc
         return TrtSession(artifact)
-    return _ort(artifact.payload_path, card.model, card.sections.get("precision", "fp32"), backend, threads, device)
+    return _ort(artifact.payload_path, card.model, card.sections.get("precision", "fp32"), backend, threads, device,
+                card.sections.get("batch_range"))
 
 
-def _ort(path: Path, model, precision, backend: str, threads, device) -> Session:
+def _ort(path: Path, model, precision, backend: str, threads, device, batch_range=None) -> Session:
     try:
         from dlforge.runtime.ort import OrtSession
     except ImportError as exc:
         raise MissingDependency("onnxruntime", None, "running an ONNX model") from exc
+    check_external_data(path)
     return OrtSession(path, model=model, precision=precision, threads=threads, device=device,
-                      tensorrt=backend == "ort-tensorrt")
+                      tensorrt=backend == "ort-tensorrt", batch_range=batch_range)

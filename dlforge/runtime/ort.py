@@ -72,7 +72,7 @@ class OrtSession(Session):
 
     def __init__(self, path: str | os.PathLike, *, model: ModelInfo | None = None, precision: str | None = None,
                  threads: int | None = None, device: str = "cpu", tensorrt: bool = False,
-                 cache_dir: str | os.PathLike | None = None):
+                 cache_dir: str | os.PathLike | None = None, batch_range: tuple[int, int | None] | None = None):
         path = Path(path)
         if not path.is_file():
             raise InputError(f"{path} does not exist or is not a file; expected an .onnx model")
@@ -105,6 +105,8 @@ class OrtSession(Session):
         self.path = path
         self.providers = self._session.get_providers()
         self._output_names = [o.name for o in outputs]
+        if batch_range is not None:
+            self._batch_limit = (int(batch_range[0]), None if batch_range[1] is None else int(batch_range[1]))
         if tensorrt:
             self.backend = "ort-tensorrt"
         elif device == "cuda":
@@ -113,5 +115,5 @@ class OrtSession(Session):
     def _run(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         return dict(zip(self._output_names, self._session.run(self._output_names, feeds)))
 
-    def close(self) -> None:
+    def _close(self) -> None:
         self._session = None

@@ -26,6 +26,7 @@ _LOGGER = trt.Logger(trt.Logger.WARNING)
 
 class TrtSession(Session):
     backend = "tensorrt"
+    capabilities = frozenset({"device-resident", "cuda-graph"})
 
     def __init__(self, artifact: Artifact, *, device: int = 0):
         card = artifact.card
@@ -48,6 +49,9 @@ class TrtSession(Session):
                               TRT_TO_NUMPY[self._engine.get_tensor_dtype(name).name])
             (inputs if self._engine.get_tensor_mode(name) == trt.TensorIOMode.INPUT else outputs).append(spec)
         super().__init__(tuple(inputs), tuple(outputs), model=card.model, precision=card.sections.get("precision"))
+        first = self.profiles.get(inputs[0].name) if inputs else None
+        if first is not None:
+            self._batch_limit = (first.min[0], first.max[0])
         self._stream = Stream()
         self._lock = threading.Lock()
         self._host: dict[str, PinnedBuffer] = {}
@@ -113,7 +117,7 @@ class TrtSession(Session):
             self.execute(synchronize=False)
             return self.fetch()
 
-    def close(self) -> None:
+    def _close(self) -> None:
         for buf in (*self._host.values(), *self._device.values()):
             buf.free()
         self._host, self._device = {}, {}
