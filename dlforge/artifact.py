@@ -438,6 +438,28 @@ def _check_replaceable(out_dir: Path, protect: Iterable[str | os.PathLike]) -> N
                          "--force only replaces dlforge artifacts: choose another -o or remove it yourself")
 
 
+def check_output(out_dir: str | os.PathLike, *, force: bool = False, protect: Iterable[str | os.PathLike] = ()) -> None:
+    """Raise :class:`InputError` now if ``out_dir`` cannot receive an artifact; creates nothing.
+
+    Stages call this before any work, so bad input never leaves a directory behind.
+    """
+    out_dir = Path(out_dir)
+    if out_dir.exists() and not out_dir.is_dir():
+        raise InputError(f"output path {out_dir} exists and is not a directory; choose another -o")
+    occupied = out_dir.is_dir() and any(out_dir.iterdir())
+    if occupied and not force:
+        raise InputError(f"output directory {out_dir} already exists and is not empty; "
+                         "choose another -o or pass --force to replace it")
+    if occupied:
+        _check_replaceable(out_dir, protect)
+    ancestor = out_dir.resolve().parent
+    while not ancestor.exists():
+        ancestor = ancestor.parent
+    if not ancestor.is_dir() or not os.access(ancestor, os.W_OK | os.X_OK):
+        raise InputError(f"cannot write the output directory {out_dir}: {ancestor} is not a writable directory; "
+                         "choose a writable -o")
+
+
 class ArtifactWriter:
     """Assemble an artifact directory in a staging directory and move it into place on commit.
 
@@ -458,14 +480,7 @@ class ArtifactWriter:
                  protect: Iterable[str | os.PathLike] = ()):
         self.out_dir = Path(out_dir)
         self.force = force
-        if self.out_dir.exists() and not self.out_dir.is_dir():
-            raise InputError(f"output path {self.out_dir} exists and is not a directory; choose another -o")
-        occupied = self.out_dir.is_dir() and any(self.out_dir.iterdir())
-        if occupied and not force:
-            raise InputError(f"output directory {self.out_dir} already exists and is not empty; "
-                             "choose another -o or pass --force to replace it")
-        if occupied:
-            _check_replaceable(self.out_dir, protect)
+        check_output(self.out_dir, force=force, protect=protect)
         parent = self.out_dir.resolve().parent
         try:
             parent.mkdir(parents=True, exist_ok=True)

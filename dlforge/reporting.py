@@ -57,7 +57,8 @@ def to_json_text(obj: Any) -> str:
 def write_report_artifact(kind: str, report: dict, out_dir: str | os.PathLike, *, payload: str,
                           files: Mapping[str, str | bytes | Callable[[Path], None]] | None = None,
                           parent: str | os.PathLike | None = None, params: dict | None = None,
-                          sections: dict | None = None, force: bool = False):
+                          sections: dict | None = None, force: bool = False,
+                          protect: Iterable[str | os.PathLike] = ()):
     """Write ``report`` as the JSON ``payload`` of a ``kind`` artifact at ``out_dir``.
 
     Args:
@@ -65,10 +66,11 @@ def write_report_artifact(kind: str, report: dict, out_dir: str | os.PathLike, *
         parent: an artifact directory the report is about; its lineage is recorded (verified).
         params: the stage's options (the card's ``params``).
         sections: extra top-level card fields (e.g. ``checks``).
+        protect: the inputs, which ``force`` must never replace.
     """
     from dlforge.artifact import ArtifactWriter, Card, is_artifact, open_artifact
 
-    with ArtifactWriter(out_dir, force=force) as writer:
+    with ArtifactWriter(out_dir, force=force, protect=protect) as writer:
         writer.file(payload).write_text(to_json_text(report), encoding="utf-8")
         for name, content in (files or {}).items():
             target = writer.file(name)

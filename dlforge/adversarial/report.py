@@ -8,32 +8,40 @@ import io
 
 import numpy as np
 
+from dlforge.errors import InputError
+from dlforge.reporting import Column, format_table
+
+
+_ROWS = [Column("attack"), Column("norm"), Column("eps", fmt="g", align=">"), Column("route"),
+         Column("target", fmt=lambda t: t[:32]), Column("robust_accuracy", "robust acc", ".4f", ">"),
+         Column("attack_success_rate", "success", ".3f", ">"),
+         Column("queries_per_sample", "queries", ".0f", ">")]
+_COMPARISONS = [Column("between"), Column("attack"), Column("eps", fmt="g", align=">"),
+                Column("robust_accuracy_diff", "robust acc diff", lambda v: f"{v * 100:+.2f}%", ">"),
+                Column("disagreement", "disagreement", lambda v: f"{v * 100:.2f}%", ">")]
+_DETECTIONS = [Column("detector"), Column("engine", fmt=lambda t: t[:32]), Column("attack"),
+               Column("eps", fmt="g", align=">"), Column("detection_rate", "detected", ".3f", ">"),
+               Column("successful_examples", "of", "d", ">"), Column("false_positive_rate", "clean FPR", ".3f", ">")]
+
+
+def check_line(c: dict) -> str:
+    """``[pass]``, ``[FAIL]`` or ``[n/a]`` and the check's name and detail."""
+    mark = {"pass": "pass", "fail": "FAIL"}.get(c["status"], c["status"])
+    return f"[{mark}] {c['name']}: {c['detail']}"
+
 
 def table(report: dict) -> str:
     lines = [f"audit of {', '.join(e['label'] for e in report['engines'])} on {report['samples']} {report['data']} "
              f"test images (clean accuracy: "
-             + ", ".join(f"{e['label']} {e['clean_accuracy']:.4f}" for e in report["engines"]) + ")"]
-    head = f"{'attack':<8}{'norm':<6}{'eps':>6}  {'route':<10}{'target':<24}{'robust acc':>11}{'success':>9}{'queries':>9}"
-    lines.append(head)
-    for r in report["rows"]:
-        q = f"{r['queries_per_sample']:.0f}" if "queries_per_sample" in r else "-"
-        lines.append(f"{r['attack']:<8}{r['norm']:<6}{r['eps']:>6g}  {r['route']:<10}{r['target'][:23]:<24}"
-                     f"{r['robust_accuracy']:>11.4f}{r['attack_success_rate']:>9.3f}{q:>9}")
+             + ", ".join(f"{e['label']} {e['clean_accuracy']:.4f}" for e in report["engines"]) + ")",
+             format_table(report["rows"], _ROWS)]
     if report["comparisons"]:
-        lines.append("")
-        lines.append(f"{'between':<40}{'attack':<8}{'eps':>6}{'robust acc diff':>17}{'disagreement':>14}")
-        for c in report["comparisons"]:
-            lines.append(f"{c['a'] + ' vs ' + c['b']:<40}{c['attack']:<8}{c['eps']:>6g}"
-                         f"{c['robust_accuracy_diff'] * 100:>+16.2f}%{c['disagreement'] * 100:>13.2f}%")
+        rows = [{**c, "between": f"{c['a']} vs {c['b']}"} for c in report["comparisons"]]
+        lines += ["", format_table(rows, _COMPARISONS)]
     if report.get("detections"):
-        lines.append("")
-        lines.append(f"{'detector':<20}{'engine':<24}{'attack':<8}{'eps':>6}{'detected':>10}{'of':>6}{'clean FPR':>11}")
-        for d in report["detections"]:
-            lines.append(f"{d['detector']:<20}{d['engine'][:23]:<24}{d['attack']:<8}{d['eps']:>6g}"
-                         f"{d['detection_rate']:>10.3f}{d['successful_examples']:>6}{d['false_positive_rate']:>11.3f}")
+        lines += ["", format_table(report["detections"], _DETECTIONS)]
     lines.append("")
-    for c in report["checks"]:
-        lines.append(f"[{'pass' if c['passed'] else 'FAIL'}] {c['name']}: {c['detail']}")
+    lines += [check_line(c) for c in report["checks"]]
     return "\n".join(lines)
 
 
@@ -101,8 +109,8 @@ def to_html(report: dict) -> str:
         f"<td>{esc(r['target'])}</td><td>{r['robust_accuracy']:.4f}</td><td>{r['attack_success_rate']:.3f}</td>"
         f"<td>{r.get('queries_per_sample', '') and format(r['queries_per_sample'], '.0f')}</td></tr>"
         for r in report["rows"])
-    checks = "".join(f"<li class={'pass' if c['passed'] else 'fail'}><b>{'pass' if c['passed'] else 'FAIL'}</b> "
-                     f"{esc(c['name'])}: {esc(c['detail'])}</li>" for c in report["checks"])
+    checks = "".join(f"<li class={'fail' if c['status'] == 'fail' else 'pass' if c['status'] == 'pass' else 'na'}>"
+                     f"<b>{esc(c['status'])}</b> {esc(c['name'])}: {esc(c['detail'])}</li>" for c in report["checks"])
     comps = "".join(f"<tr><td>{esc(c['a'])} vs {esc(c['b'])}</td><td>{esc(c['attack'])}</td><td>{c['eps']:g}</td>"
                     f"<td>{c['robust_accuracy_diff'] * 100:+.2f}%</td><td>{c['disagreement'] * 100:.2f}%</td></tr>"
                     for c in report["comparisons"])
@@ -113,7 +121,7 @@ def to_html(report: dict) -> str:
 <html><head><meta charset="utf-8"><title>dlforge robustness audit</title>
 <style>body{{font-family:sans-serif;margin:2em;max-width:1100px}} table{{border-collapse:collapse}}
 td,th{{border:1px solid #ccc;padding:3px 8px;text-align:right}} td:nth-child(-n+5){{text-align:left}}
-.pass{{color:#176f2c}} .fail{{color:#b00020}} img{{max-width:100%}}</style></head><body>
+.pass{{color:#176f2c}} .fail{{color:#b00020}} .na{{color:#666}} img{{max-width:100%}}</style></head><body>
 <h1>Robustness audit</h1>
 <p>Engines: {engines}. Data: {report['samples']} {esc(report['data'])} test images, value range
 {report['value_range']}. Gradient attacks crafted on: {esc(str(report.get('crafted_on')))} {esc(str(report.get('source')))}.
@@ -128,8 +136,9 @@ Every candidate is projected onto the eps-ball and the value range by the audit 
 """
 
 
-def parse_fail_under(specs: tuple[str, ...]) -> list[tuple[float, float]]:
-    from dlforge.errors import InputError
+def parse_fail_under(specs: tuple[str, ...], audited_eps: tuple[float, ...] | None = None) -> list[tuple[float, float]]:
+    """``EPS:ACC`` gates; each EPS must be one the audit runs (else exit 2 before any work)."""
+    import math
 
     out = []
     for spec in specs:
@@ -138,19 +147,20 @@ def parse_fail_under(specs: tuple[str, ...]) -> list[tuple[float, float]]:
             pair = (float(eps), float(acc))
         except ValueError:
             pair = None
-        if not sep or pair is None or not 0 <= pair[1] <= 1:
-            raise InputError(f"--fail-under expects EPS:ACC with ACC in [0, 1], e.g. 0.1:0.5; got {spec!r}")
+        if not sep or pair is None or not math.isfinite(pair[0]) or pair[0] < 0 or not 0 <= pair[1] <= 1:
+            raise InputError(f"--fail-under expects EPS:ACC with EPS >= 0 and ACC in [0, 1], e.g. 0.1:0.5; got {spec!r}")
+        if audited_eps is not None and not any(abs(pair[0] - e) < 1e-9 for e in audited_eps):
+            raise InputError(f"--fail-under {spec}: eps {pair[0]:g} is not among the audited --eps "
+                             f"({','.join(f'{e:g}' for e in audited_eps)}); add it")
         out.append(pair)
     return out
 
 
 def gate(report: dict, thresholds: list[tuple[float, float]]) -> list[str]:
-    """Rows on the engines (transfer and query routes) whose robust accuracy at EPS is below ACC."""
+    """Rows on the engines (not the white-box source rows) whose robust accuracy at EPS is below ACC."""
     failures = []
     for eps, acc in thresholds:
         rows = [r for r in report["rows"] if r["route"] != "white-box" and abs(r["eps"] - eps) < 1e-9]
-        if not rows:
-            failures.append(f"no result at eps {eps:g} (add it to --eps)")
         failures += [f"{r['attack']} on {r['target']} at eps {eps:g}: robust accuracy {r['robust_accuracy']:.4f} < {acc:g}"
                      for r in rows if r["robust_accuracy"] < acc]
     return failures

@@ -9,9 +9,10 @@ Needs only forward passes, so it runs on the engine.
 
 from __future__ import annotations
 
-from typing import Callable
-
 import numpy as np
+
+from dlforge.adversarial.detectors import DETECTORS, Detector
+from dlforge.errors import InputError
 
 
 def reduce_bit_depth(x: np.ndarray, bits: int) -> np.ndarray:
@@ -31,8 +32,10 @@ def softmax(logits: np.ndarray) -> np.ndarray:
     return e / e.sum(1, keepdims=True)
 
 
-class FeatureSqueezing:
-    """Detector: ``score(predict, x)`` per input, ``fit`` a threshold on clean data, ``detect``.
+@DETECTORS.register("feature-squeezing")
+class FeatureSqueezing(Detector):
+    """Feature squeezing (Xu et al. 2018): the L1 change of the softmax under bit-depth reduction and
+    a median filter.
 
     Args:
         bits: bit depth of the first squeezer (1 for MNIST-like images, as Xu et al.).
@@ -42,58 +45,36 @@ class FeatureSqueezing:
 
     name = "feature-squeezing"
 
-    def __init__(self, *, bits: int = 1, median: int = 2, fpr: float = 0.05):
-        self.bits, self.median, self.fpr = bits, median, fpr
-        self.threshold: float | None = None
+    def __init__(self, argument: str | None = None, *, bits: int = 1, median: int = 2, fpr: float = 0.05):
+        super().__init__(argument, fpr=fpr)
+        self.bits, self.median = bits, median
 
-    def score(self, predict: Callable[[np.ndarray], np.ndarray], x: np.ndarray) -> np.ndarray:
+    def score(self, predict, x: np.ndarray) -> np.ndarray:
         base = softmax(predict(x))
         squeezed = [reduce_bit_depth(x, self.bits), median_filter(x, self.median)]
         return np.max([np.abs(base - softmax(predict(s))).sum(1) for s in squeezed], axis=0)
 
-    def fit(self, predict, x_clean: np.ndarray) -> float:
-        self.threshold = float(np.quantile(self.score(predict, x_clean), 1 - self.fpr))
-        return self.threshold
 
-    def detect(self, predict, x: np.ndarray) -> np.ndarray:
-        if self.threshold is None:
-            raise ValueError("fit the detector on clean data first")
-        return self.score(predict, x) > self.threshold
-
-
-class ReconstructionFilter:
-    """Detector from a reconstruction model (dlforge's ``autoencoder``): inputs it reconstructs badly
-    are off the data manifold. Score: per-image mean squared reconstruction error; threshold at a
-    chosen false-positive rate on clean data. The classifier's own ``predict`` is not used."""
+@DETECTORS.register("autoencoder")
+class ReconstructionFilter(Detector):
+    """Reconstruction error of an autoencoder engine (``autoencoder=ENGINE_DIR``): inputs it
+    reconstructs badly are off the data manifold. The classifier's own ``predict`` is not used."""
 
     name = "autoencoder"
+    takes_argument = True
 
-    def __init__(self, engine_path, *, fpr: float = 0.05):
-        from dlforge.runtime import open_session
+    def __init__(self, argument: str | None = None, *, fpr: float = 0.05):
+        from dlforge.runtime import open_deployed
 
-        self.session = open_session(engine_path)
-        if self.session.model is not None and self.session.model.task != "reconstruction":
-            raise ValueError(f"{engine_path} is a {self.session.model.task} model, not an autoencoder")
-        self.fpr, self.threshold = fpr, None
+        super().__init__(argument, fpr=fpr)
+        self.model = open_deployed(argument)
+        if self.model.task != "reconstruction":
+            self.model.close()
+            raise InputError(f"{argument} is a {self.model.task} model, not an autoencoder (task reconstruction)")
 
     def score(self, predict, x: np.ndarray) -> np.ndarray:
-        out = np.concatenate([self.session.predict(x[i:i + 256]) for i in range(0, len(x), 256)])
+        out = self.model.predict(x)
         return ((out - x) ** 2).reshape(len(x), -1).mean(1)
 
-    fit = FeatureSqueezing.fit
-    detect = FeatureSqueezing.detect
-
-
-def make_detector(spec: str):
-    """``feature-squeezing`` or ``autoencoder=ENGINE_DIR``."""
-    from dlforge.errors import InputError
-
-    name, _, arg = spec.partition("=")
-    if name == "feature-squeezing" and not arg:
-        return FeatureSqueezing()
-    if name == "autoencoder" and arg:
-        try:
-            return ReconstructionFilter(arg)
-        except ValueError as exc:
-            raise InputError(str(exc)) from exc
-    raise InputError(f"unknown detector {spec!r}; expected feature-squeezing or autoencoder=ENGINE_DIR")
+    def close(self) -> None:
+        self.model.close()

@@ -1,5 +1,10 @@
-"""Build stage: onnx artifact -> engine artifact, checked against its parent before it is saved."""
+"""Build stage: onnx artifact -> engine artifact, checked against its parent before it is saved.
 
-from dlforge.build.engine import PRECISIONS, engine_from_onnx
+One module per backend (``ort``, ``tensorrt``), each registered in :data:`BACKENDS`.
+"""
 
-__all__ = ["PRECISIONS", "engine_from_onnx"]
+from dlforge.build.backends import BACKENDS, Backend
+from dlforge.build.engine import engine_from_onnx
+from dlforge.build.options import PRECISIONS, BuildOptions
+
+__all__ = ["BACKENDS", "PRECISIONS", "Backend", "BuildOptions", "engine_from_onnx"]

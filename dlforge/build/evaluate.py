@@ -4,23 +4,20 @@ from __future__ import annotations
 
 import numpy as np
 
-from dlforge.runtime.base import Session
+from dlforge.errors import StageFailed
+from dlforge.runtime.deployed import DeployedModel
 
 
-def batched_outputs(session: Session, x: np.ndarray, batch_size: int = 256) -> np.ndarray:
-    """The session's first output over ``x``, batch by batch (one by one for a static batch of 1)."""
-    batch_dim = session.inputs[0].shape[0]
-    if isinstance(batch_dim, int):
-        batch_size = batch_dim
-    return np.concatenate([session.predict(x[i:i + batch_size]) for i in range(0, len(x), batch_size)])
-
-
-def compare(engine: Session, parent: Session, x: np.ndarray, y: np.ndarray | None, task: str) -> dict:
+def compare(engine: DeployedModel, parent: DeployedModel, x: np.ndarray, y: np.ndarray | None, task: str) -> dict:
     """Accuracy (or reconstruction MSE) of engine and parent on the same inputs, and their agreement.
 
+    Both are run through :meth:`DeployedModel.predict`, so any batch range is respected.
     ``accuracy_drop`` is in percentage points: (parent - engine) * 100.
     """
-    got, ref = batched_outputs(engine, x), batched_outputs(parent, x)
+    got, ref = engine.predict(x), parent.predict(x)
+    if not np.isfinite(got).all():
+        raise StageFailed(f"the compiled engine produced NaN or inf on {int((~np.isfinite(got)).any(axis=tuple(range(1, got.ndim))).sum())} "
+                          "of the evaluation samples; nothing was saved (is the parent model itself finite?)")
     diff = np.abs(got.astype(np.float64) - ref.astype(np.float64))
     out = {"samples": int(len(x)), "max_abs_diff": float(diff.max()), "mean_abs_diff": float(diff.mean())}
     if task == "classification":

@@ -12,9 +12,9 @@ from pathlib import Path
 
 import numpy as np
 
+from dlforge.build.backends import BACKENDS, Backend
+from dlforge.build.options import CALIBRATION_METHODS
 from dlforge.errors import InputError, StageFailed, require
-
-CALIBRATION_METHODS = ("minmax", "entropy", "percentile")
 
 
 def optimize_fp32(src: Path, dst: Path) -> dict:
@@ -76,3 +76,32 @@ def quantize_int8(src: Path, dst: Path, calib_x: np.ndarray, *, method: str = "m
             raise StageFailed(f"INT8 quantization failed: {first}") from exc
     return {"format": "QDQ", "activations": "int8 symmetric", "weights": "int8 symmetric",
             "per_channel": per_channel, "method": method, "samples": int(len(calib_x))}
+
+
+@BACKENDS.register("ort")
+class OrtBackend(Backend):
+    """ONNX Runtime on CPU: the engine is an ONNX file (offline-optimized fp32, or INT8 QDQ).
+
+    The batch range given with ``--min-batch`` / ``--max-batch`` is recorded in the card and enforced
+    by the runtime, the same rule a TensorRT profile imposes.
+    """
+
+    precisions = ("fp32", "int8")
+    payload = "model.onnx"
+
+    def compile(self, precision, src, dst, calibration):
+        if precision == "fp32":
+            return optimize_fp32(src, dst)
+        return quantize_int8(src, dst, calibration["calib_x"], method=calibration["calib_method"],
+                             per_channel=calibration["per_channel"], static_batch=calibration["static_batch"])
+
+    def batch_range(self, details):
+        o = self.options
+        if o.max_batch is None and o.min_batch == 1:
+            return None
+        return (o.min_batch, o.max_batch)
+
+    def open(self, path, details, info):
+        from dlforge.runtime.ort import OrtSession
+
+        return OrtSession(path, model=info, batch_range=self.batch_range(details))

@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 
 from dlforge.artifact import sha256_file, write_atomic
+from dlforge.build.backends import BACKENDS, Backend
 from dlforge.tensorrt_plan import (
     PrecisionPlan,
     ShapeProfile,
@@ -24,7 +25,9 @@ from dlforge.tensorrt_plan import (
     timing_cache_path,
     workspace_bytes,
 )
-from dlforge.errors import StageFailed, require
+from dlforge.errors import InputError, StageFailed, require
+
+DEFAULT_MAX_BATCH = 64
 
 
 def cache_root() -> Path:
@@ -125,4 +128,68 @@ def build_engine(onnx_path: Path, engine_path: Path, profiles: list[ShapeProfile
     return {**record, "cache_hit": False, "build_seconds": round(seconds, 3), "timing_cache": str(tcache_path)}
 
 
-__all__ = ["build_engine", "convert_fp16", "load_cached_engine", "store_cached_engine"]
+
+
+@BACKENDS.register("tensorrt")
+class TrtBackend(Backend):
+    """TensorRT: precision is applied to the ONNX graph first (fp16 casts, INT8 QDQ), then built strongly
+    typed with one optimization profile."""
+
+    precisions = ("fp32", "fp16", "int8")
+    payload = "model.engine"
+
+    def __init__(self, options, info):
+        super().__init__(options, info)
+        from dlforge.tensorrt_plan import profile_from_batches, profiles_from_shape_specs
+
+        require("tensorrt", "tensorrt", "building a TensorRT engine")
+        if options.shapes:
+            self.profiles = profiles_from_shape_specs(*options.shapes)
+            names = {t.name for t in info.inputs}
+            unknown = [p.name for p in self.profiles if p.name not in names]
+            if unknown:
+                raise InputError(f"shapes name {unknown}, but the model's inputs are {sorted(names)}")
+        else:
+            top = options.max_batch or DEFAULT_MAX_BATCH
+            self.profiles = [profile_from_batches(t.name, t.shape, options.min_batch, options.opt, top)
+                             for t in info.inputs]
+        workspace_bytes(options.workspace_mib)
+        check_optimization_level(options.optimization_level)
+
+    def compile(self, precision, src, dst, calibration):
+        from dlforge.build.ort import quantize_int8
+        from dlforge.tensorrt_plan import precision_plan
+
+        plan = precision_plan(precision)
+        graph = dst.with_suffix(".onnx")
+        if plan.onnx_transform == "fp16":
+            transform = convert_fp16(src, graph)
+        elif plan.onnx_transform == "int8-qdq":
+            transform = quantize_int8(src, graph, calibration["calib_x"], method=calibration["calib_method"],
+                                      per_channel=calibration["per_channel"], static_batch=calibration["static_batch"])
+        else:
+            graph.write_bytes(src.read_bytes())
+            transform = {}
+        built = build_engine(graph, dst, self.profiles, plan, workspace_mib=self.options.workspace_mib,
+                             optimization_level=self.options.optimization_level)
+        return {**transform, **built}
+
+    def batch_range(self, details):
+        first = details["profiles"][0]
+        return (first["min"][0], first["max"][0])
+
+    def open(self, path, details, info):
+        from dlforge.runtime.tensorrt import TrtSession
+
+        return TrtSession(path, model=info, precision=details.get("precision"), profiles=details["profiles"],
+                          env=self.card_env(details))
+
+    def card_sections(self, details):
+        return {"profiles": details["profiles"]}
+
+    def card_env(self, details):
+        keys = ("tensorrt", "gpu", "compute_capability", "cuda_driver", "cuda_runtime")
+        return {k: details[k] for k in keys if k in details}
+
+
+__all__ = ["TrtBackend", "build_engine", "convert_fp16", "load_cached_engine", "store_cached_engine"]

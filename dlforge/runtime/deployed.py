@@ -55,10 +55,13 @@ class DeployedModel:
     path: Path
     session: Session
     artifact: Artifact | None = None
+    name: str | None = None  # how reports call it (default: the directory or file name)
 
     # -- what it is -----------------------------------------------------------------------------
     @property
     def label(self) -> str:
+        if self.name:
+            return self.name
         return self.path.name if self.path.is_dir() else self.path.stem
 
     @property

@@ -1,4 +1,8 @@
-"""``open_session``: one call from an artifact directory (or a bare ``.onnx``) to a running Session."""
+"""``open_session``: one call from an artifact directory (or a bare ``.onnx``) to a running Session.
+
+Engines are opened by the runtime registered under the backend name their card records
+(:data:`RUNTIMES`); a new backend registers its opener beside its build module.
+"""
 
 from __future__ import annotations
 
@@ -7,10 +11,29 @@ from pathlib import Path
 
 from dlforge.artifact import Artifact, open_artifact
 from dlforge.errors import InputError, MissingDependency
-from dlforge.runtime.base import Session
 from dlforge.onnx_external import check_external_data
+from dlforge.registry import Registry
+from dlforge.runtime.base import Session
 
-BACKENDS = ("auto", "ort", "ort-tensorrt", "tensorrt")
+# name -> opener(artifact, threads=, device=) -> Session
+RUNTIMES: Registry = Registry("runtime")
+
+
+@RUNTIMES.register("ort")
+def open_ort(artifact: Artifact, *, threads: int | None = None, device: str = "cpu",
+             execution_provider: str | None = None) -> Session:
+    card = artifact.card
+    return _ort(artifact.payload_path, card.model, card.sections.get("precision", "fp32"), execution_provider,
+                threads, device, card.sections.get("batch_range"))
+
+
+@RUNTIMES.register("tensorrt")
+def open_tensorrt(artifact: Artifact, *, threads: int | None = None, device: str = "cpu") -> Session:
+    try:
+        from dlforge.runtime.tensorrt import TrtSession
+    except ImportError as exc:
+        raise MissingDependency("tensorrt", "tensorrt", "running a TensorRT engine") from exc
+    return TrtSession.from_artifact(artifact)
 
 
 def open_session(source: str | os.PathLike | Artifact, backend: str = "auto", *, threads: int | None = None,
@@ -19,13 +42,14 @@ def open_session(source: str | os.PathLike | Artifact, backend: str = "auto", *,
 
     Args:
         source: an artifact directory (or :class:`Artifact`), or a path to an ``.onnx`` file.
-        backend: ``"auto"`` (what the card says; ONNX Runtime for ONNX), ``"ort"``, ``"ort-tensorrt"``
-            (ONNX Runtime's TensorRT execution provider) or ``"tensorrt"``.
+        backend: ``"auto"`` (the runtime the card names; ONNX Runtime for ONNX), a registered runtime
+            name (``"ort"``, ``"tensorrt"``, ...), or ``"ort-tensorrt"`` (ONNX Runtime's TensorRT
+            execution provider, for ONNX payloads).
         threads: intra-op threads for CPU backends (default: the backend's own choice).
         device: ``"cpu"`` or ``"cuda"`` for ONNX Runtime.
     """
-    if backend not in BACKENDS:
-        raise InputError(f"unknown backend {backend!r}; expected one of {', '.join(BACKENDS)}")
+    if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int) or threads < 1):
+        raise InputError(f"threads must be a positive integer, got {threads!r}")
     if isinstance(source, Artifact):
         artifact = source
     else:
@@ -33,30 +57,28 @@ def open_session(source: str | os.PathLike | Artifact, backend: str = "auto", *,
         if path.is_file():
             if path.suffix != ".onnx":
                 raise InputError(f"{path} is not an .onnx file or an artifact directory")
-            return _ort(path, None, None, backend, threads, device)
+            provider = "tensorrt" if backend == "ort-tensorrt" else None
+            if backend not in ("auto", "ort", "ort-tensorrt"):
+                raise InputError(f"{path} is a plain ONNX file; open it with backend 'ort' or 'ort-tensorrt'")
+            return _ort(path, None, None, provider, threads, device)
         artifact = open_artifact(path, ["engine", "onnx"])
-    card = artifact.card
-    engine_backend = card.sections.get("backend", "ort")
-    if backend == "auto":
-        backend = "tensorrt" if engine_backend == "tensorrt" else "ort"
-    if engine_backend == "tensorrt" or backend == "tensorrt":
-        if engine_backend != "tensorrt":
-            raise InputError(f"{artifact.path} is an ONNX Runtime artifact, not a TensorRT engine; build one with "
-                             f"`dlforge build {artifact.path} --backend tensorrt` or open it with backend='ort'")
-        try:
-            from dlforge.runtime.tensorrt import TrtSession
-        except ImportError as exc:
-            raise MissingDependency("tensorrt", "tensorrt", "running a TensorRT engine") from exc
-        return TrtSession(artifact)
-    return _ort(artifact.payload_path, card.model, card.sections.get("precision", "fp32"), backend, threads, device,
-                card.sections.get("batch_range"))
+    engine_backend = artifact.card.sections.get("backend", "ort")
+    if backend == "ort-tensorrt":
+        if not artifact.payload_path.suffix == ".onnx":
+            raise InputError(f"{artifact.path} holds a {engine_backend} engine, not ONNX; backend 'ort-tensorrt' runs "
+                             "ONNX payloads")
+        return open_ort(artifact, threads=threads, device=device, execution_provider="tensorrt")
+    if backend not in ("auto", engine_backend):
+        raise InputError(f"{artifact.path} is a {engine_backend} engine, not {backend}; build one with "
+                         f"`dlforge build {artifact.path} --backend {backend}`, or open it with backend='auto'")
+    return RUNTIMES.get(engine_backend)(artifact, threads=threads, device=device)
 
 
-def _ort(path: Path, model, precision, backend: str, threads, device, batch_range=None) -> Session:
+def _ort(path: Path, model, precision, execution_provider, threads, device, batch_range=None) -> Session:
     try:
         from dlforge.runtime.ort import OrtSession
     except ImportError as exc:
         raise MissingDependency("onnxruntime", None, "running an ONNX model") from exc
     check_external_data(path)
     return OrtSession(path, model=model, precision=precision, threads=threads, device=device,
-                      tensorrt=backend == "ort-tensorrt", batch_range=batch_range)
+                      tensorrt=execution_provider == "tensorrt", batch_range=batch_range)

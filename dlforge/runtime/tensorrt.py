@@ -9,6 +9,7 @@ execution context is not thread-safe, so calls are serialized with a lock.
 from __future__ import annotations
 
 import threading
+from pathlib import Path
 
 import numpy as np
 import tensorrt as trt
@@ -28,19 +29,19 @@ class TrtSession(Session):
     backend = "tensorrt"
     capabilities = frozenset({"device-resident", "cuda-graph"})
 
-    def __init__(self, artifact: Artifact, *, device: int = 0):
-        card = artifact.card
+    def __init__(self, engine_path, *, model=None, precision: str | None = None, profiles: list[dict] = (),
+                 env: dict | None = None, source: str = "ONNX_DIR", device: int = 0):
+        """Open a serialized engine; ``env`` (the card's) is checked against this machine first."""
         running = device_info(device)
-        source = (card.parent or {}).get("path", "ONNX_DIR")
-        check_engine_compatibility(card.env, trt_version=trt.__version__, gpu=running["gpu"],
+        check_engine_compatibility(env or {}, trt_version=trt.__version__, gpu=running["gpu"],
                                    compute_capability=running["compute_capability"], source=source)
         runtime = trt.Runtime(_LOGGER)
-        self._engine = runtime.deserialize_cuda_engine(artifact.payload_path.read_bytes())
+        self._engine = runtime.deserialize_cuda_engine(Path(engine_path).read_bytes())
         if self._engine is None:
-            raise InputError(f"TensorRT could not deserialize {artifact.payload_path}; rebuild it with "
+            raise InputError(f"TensorRT could not deserialize {engine_path}; rebuild it with "
                              f"dlforge build {source} --backend tensorrt")
         self._context = self._engine.create_execution_context()
-        self.profiles = {p["name"]: ShapeProfile.from_dict(p) for p in card.sections.get("profiles", [])}
+        self.profiles = {p["name"]: ShapeProfile.from_dict(p) for p in profiles}
         inputs, outputs = [], []
         for i in range(self._engine.num_io_tensors):
             name = self._engine.get_tensor_name(i)
@@ -48,7 +49,7 @@ class TrtSession(Session):
             spec = TensorSpec(name, tuple("batch" if d < 0 and j == 0 else d for j, d in enumerate(dims)),
                               TRT_TO_NUMPY[self._engine.get_tensor_dtype(name).name])
             (inputs if self._engine.get_tensor_mode(name) == trt.TensorIOMode.INPUT else outputs).append(spec)
-        super().__init__(tuple(inputs), tuple(outputs), model=card.model, precision=card.sections.get("precision"))
+        super().__init__(tuple(inputs), tuple(outputs), model=model, precision=precision)
         first = self.profiles.get(inputs[0].name) if inputs else None
         if first is not None:
             self._batch_limit = (first.min[0], first.max[0])
@@ -72,6 +73,13 @@ class TrtSession(Session):
         if profile is not None and not profile.contains(shape):
             raise InputError(f"input {spec.name!r} shape {shape} is outside the engine's optimization profile "
                              f"(min {profile.min}, max {profile.max}); rebuild with a wider --min-batch/--max-batch")
+
+    @classmethod
+    def from_artifact(cls, artifact: Artifact, device: int = 0) -> TrtSession:
+        card = artifact.card
+        return cls(artifact.payload_path, model=card.model, precision=card.sections.get("precision"),
+                   profiles=card.sections.get("profiles", []), env=card.env,
+                   source=(card.parent or {}).get("path", "ONNX_DIR"), device=device)
 
     # -- the three steps, public so bench can time compute alone (device-resident I/O) ----------
     def prepare(self, feeds: dict[str, np.ndarray]) -> None:

@@ -1,27 +1,75 @@
-"""Attacks, one small class per file. ``make_attack(name, **settings)`` builds one by name."""
+"""Attacks, one small class per module, registered in :data:`ATTACKS` by name.
+
+An attack spec names a registered attack and, optionally, its keyword hyper-parameters:
+``pgd``, ``pgd:steps=100``, ``square:queries=5000:p_init=0.3``. The audit builds each attack with
+:func:`make_attack`; the CLI lists names, kinds, norms and options from the registry
+(:func:`describe_attacks`).
+"""
 
 from __future__ import annotations
 
+import inspect
+import json
+
 from dlforge.adversarial.attacks.base import Attack, GradientAttack, QueryAttack, QueryResult
 from dlforge.errors import InputError
+from dlforge.registry import Registry
 
-ATTACK_NAMES = ("fgsm", "pgd", "pgd-l2", "square")
-
-
-def make_attack(name: str, *, pgd_steps: int = 40, square_queries: int = 1000, seed: int = 0) -> Attack:
-    if name == "fgsm":
-        from dlforge.adversarial.attacks.fgsm import FGSM
-
-        return FGSM()
-    if name in ("pgd", "pgd-l2"):
-        from dlforge.adversarial.attacks.pgd import PGD
-
-        return PGD(norm="l2" if name == "pgd-l2" else "linf", steps=pgd_steps, seed=seed)
-    if name == "square":
-        from dlforge.adversarial.attacks.square import Square
-
-        return Square(queries=square_queries, seed=seed)
-    raise InputError(f"unknown attack {name!r}; expected one of {', '.join(ATTACK_NAMES)}")
+ATTACKS: Registry[type[Attack]] = Registry("attack", [
+    "dlforge.adversarial.attacks.fgsm",
+    "dlforge.adversarial.attacks.pgd",
+    "dlforge.adversarial.attacks.square",
+])
 
 
-__all__ = ["ATTACK_NAMES", "Attack", "GradientAttack", "QueryAttack", "QueryResult", "make_attack"]
+def attack_options(cls: type[Attack]) -> dict:
+    """An attack's keyword hyper-parameters and their defaults, read from its ``__init__``."""
+    params = inspect.signature(cls.__init__).parameters.values()
+    return {p.name: p.default for p in params if p.kind is p.KEYWORD_ONLY}
+
+
+def parse_spec(spec: str) -> tuple[str, dict]:
+    """``"pgd:steps=100:seed=1"`` -> ``("pgd", {"steps": 100, "seed": 1})``; values parse as JSON where they can."""
+    name, *pairs = [part.strip() for part in spec.split(":")]
+    settings = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise InputError(f"attack spec {spec!r}: expected NAME:KEY=VALUE[:KEY=VALUE...], got {pair!r}")
+        try:
+            settings[key] = json.loads(value)
+        except json.JSONDecodeError:
+            settings[key] = value
+    return name, settings
+
+
+def make_attack(spec: str, **defaults) -> Attack:
+    """Build the attack a spec names. ``defaults`` (e.g. ``steps``, ``queries``, ``seed`` from the
+    audit's options) apply where the attack takes them and the spec does not set them."""
+    name, settings = parse_spec(spec)
+    cls = ATTACKS.get(name)
+    known = attack_options(cls)
+    unknown = sorted(set(settings) - set(known))
+    if unknown:
+        raise InputError(f"attack {name!r} has no option {unknown[0]!r}; its options: "
+                         f"{', '.join(f'{k}={v!r}' for k, v in known.items()) or 'none'}")
+    kwargs = {k: v for k, v in defaults.items() if k in known and v is not None}
+    kwargs.update(settings)
+    try:
+        return cls(**kwargs)
+    except (TypeError, ValueError) as exc:
+        raise InputError(f"attack {spec!r}: {exc}") from exc
+
+
+def describe_attacks() -> list[dict]:
+    """Name, kind, norm, summary and options of every registered attack (for help and reports)."""
+    out = []
+    for name, cls in ATTACKS.items():
+        doc = (cls.__doc__ or "").strip().splitlines()
+        out.append({"name": name, "kind": cls.kind, "norm": cls.norm, "summary": doc[0] if doc else "",
+                    "options": attack_options(cls)})
+    return out
+
+
+__all__ = ["ATTACKS", "Attack", "GradientAttack", "QueryAttack", "QueryResult", "attack_options", "describe_attacks",
+           "make_attack", "parse_spec"]

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import torch
 
+from dlforge.adversarial.attacks import ATTACKS
 from dlforge.adversarial.attacks.base import GradientAttack
 from dlforge.adversarial.projection import project
 
 
+@ATTACKS.register("fgsm")
 class FGSM(GradientAttack):
     """FGSM: one step of size eps along the sign of the loss gradient.
 

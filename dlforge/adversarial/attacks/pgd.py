@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import torch
 
+from dlforge.adversarial.attacks import ATTACKS
 from dlforge.adversarial.attacks.base import GradientAttack
 from dlforge.adversarial.attacks.fgsm import input_gradient
 from dlforge.adversarial.projection import NORMS, linf_box, project
 
 
+@ATTACKS.register("pgd")
 class PGD(GradientAttack):
     """PGD: iterated gradient steps, each projected back onto the eps-ball and the valid range.
 
@@ -41,8 +43,6 @@ class PGD(GradientAttack):
             raise ValueError(f"steps must be >= 1, got {steps}")
         self.norm, self.steps, self.random_start, self.seed = norm, steps, random_start, seed
         self.rel_stepsize = rel_stepsize if rel_stepsize is not None else 2.5 / steps
-        if norm == "l2":
-            self.name = "pgd-l2"
 
     def run(self, model, x, y, *, eps, value_range=(0.0, 1.0), target=None):
         if eps == 0:
@@ -68,3 +68,15 @@ class PGD(GradientAttack):
             direction = grad / grad.reshape(len(x), -1).norm(dim=1).clamp_min(1e-12).reshape(-1, *[1] * (x.ndim - 1))
             x_adv = project(x_adv + step * direction, x, eps, self.norm, value_range)
         return x_adv
+
+
+@ATTACKS.register("pgd-l2")
+class PGDL2(PGD):
+    """PGD in the L2 norm: normalized gradient steps, projection onto the L2 ball (Madry et al. 2018)."""
+
+    name = "pgd-l2"
+    norm = "l2"
+
+    def __init__(self, *, steps: int = 40, rel_stepsize: float | None = None, random_start: bool = True,
+                 seed: int = 0):
+        super().__init__(norm="l2", steps=steps, rel_stepsize=rel_stepsize, random_start=random_start, seed=seed)

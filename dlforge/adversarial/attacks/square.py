@@ -7,6 +7,7 @@ from typing import Callable
 
 import numpy as np
 
+from dlforge.adversarial.attacks import ATTACKS
 from dlforge.adversarial.attacks.base import QueryAttack, QueryResult
 
 # Andriushchenko et al.'s schedule: the square's area halves at these fractions (out of 10,000)
@@ -29,6 +30,7 @@ def margin(logits: np.ndarray, y: np.ndarray) -> np.ndarray:
     return true - other.max(1)
 
 
+@ATTACKS.register("square")
 class Square(QueryAttack):
     """Square Attack (L-inf): random search over square patches at the corners of the eps-ball.
 

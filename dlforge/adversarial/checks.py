@@ -1,0 +1,81 @@
+"""Sanity checks on an audit's evaluation: is its robust accuracy a number to trust?
+
+Each check returns ``{"name", "status", "passed", "detail"}`` where ``status`` is ``"pass"``,
+``"fail"`` or ``"n/a"`` (nothing to judge: ``passed`` is then ``None``, never ``True``).
+Following Carlini et al., "On Evaluating Adversarial Robustness" (2019), §5: logits not
+probabilities, finite non-zero gradients, near-zero accuracy at an unbounded budget, curves that
+do not rise with eps, and no query-only attack stronger than the gradient attacks.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+PASS, FAIL, NA = "pass", "fail", "n/a"
+
+
+def check(name: str, status: str, detail: str) -> dict:
+    return {"name": name, "status": status, "passed": None if status == NA else status == PASS, "detail": detail}
+
+
+def logits_check(out: np.ndarray) -> dict:
+    name = "model outputs logits, not probabilities"
+    probs = bool((out >= 0).all() and (out <= 1).all() and np.allclose(out.sum(1), 1.0, atol=1e-3))
+    if probs:
+        return check(name, FAIL, "outputs are non-negative and sum to 1: a softmax output saturates and masks "
+                                 "gradients; export the logits")
+    return check(name, PASS, f"output range [{out.min():.3g}, {out.max():.3g}], row sums "
+                             f"{out.sum(1).min():.3g}..{out.sum(1).max():.3g}")
+
+
+def gradient_check(grad: np.ndarray | None) -> dict:
+    name = "input gradients are finite and non-zero"
+    if grad is None:
+        return check(name, NA, "no differentiable model (no PyTorch source and no engine graph): no gradients")
+    finite = bool(np.isfinite(grad).all())
+    zero = float((np.abs(grad).reshape(len(grad), -1).max(1) == 0).mean())
+    ok = finite and zero <= 0.01
+    return check(name, PASS if ok else FAIL, f"{'no' if finite else 'some'} NaN/inf; {zero * 100:.1f}% of samples with "
+                                             "all-zero gradient (bar: <= 1%)")
+
+
+def full_range_check(result: tuple[str, float, float] | None, bar: float = 0.1) -> dict:
+    """``result``: (attack, eps covering the whole value range, robust accuracy there)."""
+    name = "white-box accuracy at eps = full range is near 0"
+    if result is None:
+        return check(name, NA, "no gradient attack was run: nothing to judge")
+    attack, eps, acc = result
+    return check(name, PASS if acc <= bar else FAIL,
+                 f"{attack} at eps {eps:g}: robust accuracy {acc:.4f} (bar: <= {bar:.2f})")
+
+
+def monotone_check(rows: list[dict], tolerance: float = 0.005) -> dict:
+    name = "robust accuracy does not increase with eps"
+    curves: dict = {}
+    for r in rows:
+        curves.setdefault((r["attack"], r["route"], r["target"]), []).append((r["eps"], r["robust_accuracy"]))
+    judged = {k: sorted(v) for k, v in curves.items() if len({e for e, _ in v}) >= 2}
+    if not judged:
+        return check(name, NA, "no curve has two or more eps values: nothing to judge (give several --eps)")
+    bad = [f"{'/'.join(key)}: {a0:.4f} at eps {e0:g} -> {a1:.4f} at eps {e1:g}"
+           for key, points in judged.items() for (e0, a0), (e1, a1) in zip(points, points[1:]) if a1 > a0 + tolerance]
+    return check(name, FAIL if bad else PASS,
+                 "; ".join(bad) if bad else f"{len(judged)} curves non-increasing (tolerance {tolerance})")
+
+
+def masking_check(rows: list[dict], tolerance: float = 0.02) -> dict:
+    """A query-only attack beating every gradient attack on the same engine signals gradient masking."""
+    name = "query attack is not stronger than the gradient attacks (no gradient masking)"
+    pairs = []
+    for q in (r for r in rows if r["route"] == "query" and r["eps"] > 0):
+        grads = [r for r in rows if r["route"] in ("transfer", "white-box (engine)") and r["target"] == q["target"]
+                 and r["eps"] == q["eps"] and r["norm"] == q["norm"]]
+        if grads:
+            pairs.append((q, min(grads, key=lambda g: g["robust_accuracy"])))
+    if not pairs:
+        return check(name, NA, "needs a query attack and a gradient attack on the same engine, norm and eps "
+                               "(e.g. --attacks pgd,square): nothing to compare")
+    found = [f"{q['target']} eps {q['eps']:g}: {q['attack']} {q['robust_accuracy']:.4f} < {g['attack']} "
+             f"{g['robust_accuracy']:.4f}" for q, g in pairs if q["robust_accuracy"] < g["robust_accuracy"] - tolerance]
+    return check(name, FAIL if found else PASS, "; ".join(found) if found else
+                 f"{len(pairs)} comparisons: query robust accuracy >= gradient-attack robust accuracy - {tolerance}")

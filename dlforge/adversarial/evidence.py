@@ -1,0 +1,87 @@
+"""What an audit shows beside its robust-accuracy rows: engines compared on the same adversarial
+inputs, input-filter detectors scored, and a gallery of successful examples."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from dlforge.errors import InputError
+
+
+def comparisons(run) -> list[dict]:
+    """Between the first engine and each other: robust-accuracy difference and top-1 disagreement on
+    the *same* adversarial inputs (quantization shifts robustness; reported per eps)."""
+    if len(run.engines) < 2:
+        return []
+    base, y, bs = run.engines[0], run.y, run.options.batch_size
+    out = []
+    for other in run.engines[1:]:
+        ca, cb = run.clean[base.label], run.clean[other.label]
+        out.append({"a": base.label, "b": other.label, "attack": "clean", "eps": 0.0,
+                    "robust_accuracy_diff": float((cb == y).mean() - (ca == y).mean()),
+                    "disagreement": float((cb != ca).mean())})
+        for key, x_adv in run.adv.items():
+            if len(key) != 2:  # query examples are specific to the engine they were found on
+                continue
+            pa, pb = base.predict(x_adv, bs).argmax(1), other.predict(x_adv, bs).argmax(1)
+            out.append({"a": base.label, "b": other.label, "attack": key[0], "eps": float(key[1]),
+                        "robust_accuracy_diff": float((pb == y).mean() - (pa == y).mean()),
+                        "disagreement": float((pa != pb).mean())})
+    return out
+
+
+def detections(run, fpr_examples: int = 1000) -> list[dict]:
+    """Each detector on each engine: threshold at its FPR on held-out clean images, then the share of
+    successful adversarial examples it flags (and its false-positive rate on the audited images)."""
+    from dlforge.adversarial.detectors import make_detector
+
+    held_out = run.dataset.x_test[run.options.samples:run.options.samples + fpr_examples].astype(np.float32)
+    if len(held_out) < 100:
+        raise InputError(f"detectors need >= 100 held-out clean test images beyond --samples {run.options.samples}; "
+                         f"{run.dataset.name} has {len(run.dataset.x_test)} test images: lower --samples")
+    out = []
+    for spec in run.options.detectors:
+        detector = make_detector(spec)
+        try:
+            for engine in run.engines:
+                out += _detect_on(detector, engine, held_out, run)
+        finally:
+            detector.close()
+    return out
+
+
+def _detect_on(detector, engine, held_out, run) -> list[dict]:
+    predict = lambda z: engine.predict(z, run.options.batch_size)  # noqa: E731
+    correct = run.clean[engine.label] == run.y
+    detector.fit(predict, held_out)
+    fpr = float(detector.detect(predict, run.x[correct]).mean()) if correct.any() else None
+    rows = []
+    for key, x_adv in run.adv.items():
+        if len(key) == 3 and key[2] != engine.label:
+            continue
+        success = correct & (predict(x_adv).argmax(1) != run.y)
+        if not success.any():
+            continue
+        flagged = detector.detect(predict, x_adv[success])
+        rows.append({"detector": detector.name, "engine": engine.label, "attack": key[0], "eps": float(key[1]),
+                     "successful_examples": int(success.sum()), "detection_rate": float(flagged.mean()),
+                     "false_positive_rate": fpr, "threshold": detector.threshold})
+    return rows
+
+
+def gallery(run, labels, count: int | None = None) -> list[dict]:
+    """A few clean/adversarial pairs at the largest eps, with the first engine's predictions."""
+    count = run.options.gallery if count is None else count
+    if not run.adv or count <= 0:
+        return []
+    key = max((k for k in run.adv if len(k) == 2), key=lambda k: k[1], default=None)
+    key = key or max(run.adv, key=lambda k: k[1])
+    engine, x, y = run.engines[0], run.x, run.y
+    x_adv = run.adv[key]
+    clean = run.clean[engine.label]
+    pred = engine.predict(x_adv, run.options.batch_size).argmax(1)
+    idx = np.flatnonzero((clean == y) & (pred != y))[:count]
+    name = (lambda i: labels[int(i)] if int(i) < len(labels) else str(int(i)))
+    return [{"index": int(i), "attack": key[0], "eps": float(key[1]), "label": name(y[i]),
+             "clean_prediction": name(clean[i]), "adversarial_prediction": name(pred[i]),
+             "clean": x[i].tolist(), "adversarial": x_adv[i].tolist()} for i in idx]

@@ -1,0 +1,54 @@
+"""``--precision auto``: measure each candidate's latency, interleaved, and keep the fastest within budget."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from dlforge.reporting import Column, format_table
+
+_COLUMNS = [Column("precision"), Column("median_ms", "median ms", ".4f", ">"), Column("p90_ms", "p90 ms", ".4f", ">"),
+            Column("speedup_vs_fp32", "speedup", lambda v: f"{v:.2f}x", ">"),
+            Column("accuracy", "accuracy", ".4f", ">"), Column("accuracy_drop", "drop pts", ".2f", ">"),
+            Column("verdict")]
+
+
+def time_candidates(engines: dict, x: np.ndarray, rounds: int = 5) -> dict[str, np.ndarray]:
+    """Per-call latencies (ms) of each engine on ``x``; rounds alternate so machine drift hits all alike."""
+    from dlforge.bench.stats import time_calls, warm_up
+
+    name_of = {n: e.session.inputs[0].name for n, e in engines.items()}
+    calls = {n: (lambda e=e, feeds={name_of[n]: x}: e.session.run(feeds)) for n, e in engines.items()}
+    for call in calls.values():
+        warm_up(call, iterations=20, duration_s=0.3)
+    samples: dict[str, list] = {n: [] for n in engines}
+    for _ in range(rounds):
+        for n, call in calls.items():
+            samples[n].append(time_calls(call, iterations=20, duration_s=0.2))
+    return {n: np.concatenate(s) for n, s in samples.items()}
+
+
+def choose(engines: dict, evaluations: dict, x_eval: np.ndarray, options, report) -> tuple[str, dict]:
+    """The fastest candidate whose accuracy drop is within ``options.budget``; fp32 when none is."""
+    from dlforge.bench.stats import summarize
+
+    lo, hi = engines["fp32"].batch_range
+    batch = min(max(options.opt, lo), hi) if hi is not None else max(options.opt, lo)
+    x = np.ascontiguousarray(np.resize(x_eval, (batch, *x_eval.shape[1:])))
+    latencies = time_candidates(engines, x)
+    rows = []
+    for name, ev in evaluations.items():
+        stats = summarize(latencies[name])
+        rows.append({"precision": name, "median_ms": stats["median"], "p90_ms": stats["p90"],
+                     "accuracy": ev["accuracy"], "accuracy_drop": ev["accuracy_drop"],
+                     "within_budget": (ev["accuracy_drop"] or 0.0) <= options.budget})
+    fp32 = next(r for r in rows if r["precision"] == "fp32")
+    for r in rows:
+        r["speedup_vs_fp32"] = fp32["median_ms"] / r["median_ms"]
+    chosen = min([r for r in rows if r["within_budget"]] or [fp32], key=lambda r: r["median_ms"])["precision"]
+    for r in rows:
+        r["verdict"] = "chosen" if r["precision"] == chosen else ("over budget" if not r["within_budget"] else "slower")
+    report(f"precision auto: batch {batch}, accuracy budget {options.budget:g} points")
+    report(format_table(rows, _COLUMNS))
+    if chosen == "fp32" and any(r["precision"] != "fp32" and r["within_budget"] for r in rows):
+        report("a lower precision is within the accuracy budget but not faster on this machine; keeping fp32")
+    return chosen, {"batch_size": batch, "budget_points": options.budget, "candidates": rows, "chosen": chosen}

@@ -1,0 +1,60 @@
+"""``BuildOptions``: every setting of ``dlforge build``, validated in one place."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from dlforge.errors import InputError
+from dlforge.options import Options, option
+
+PRECISIONS = ("fp32", "fp16", "int8", "auto")
+CALIBRATION_METHODS = ("minmax", "entropy", "percentile")
+AUTO_DEFAULT_BUDGET = 1.0  # percentage points
+
+
+def _backend_names() -> tuple[str, ...]:
+    from dlforge.build.backends import BACKENDS
+
+    return BACKENDS.names()
+
+
+@dataclass
+class BuildOptions(Options):
+    backend: str = option("ort", "Backend that compiles the engine.", choices=_backend_names)
+    precision: str = option("fp32", "fp16 needs --backend tensorrt; auto measures the candidates and keeps the "
+                                    "fastest within the accuracy budget.", choices=PRECISIONS)
+    calib_data: str | None = option(None, "INT8 calibration dataset (default: the model's own).")
+    data_dir: str | None = option(None, "Directory of the dataset's files (MNIST, Fashion-MNIST).")
+    calib_samples: int = option(512, "Calibration images, from the training split.", min=1)
+    calib_method: str = option("minmax", "INT8 calibration method.", choices=CALIBRATION_METHODS)
+    per_channel: bool = option(True, "INT8 weight scales per output channel (else per tensor).")
+    max_accuracy_drop: float | None = option(None, "Fail when accuracy drops more than this many percentage "
+                                                   "points below the parent's.", min=0, max=100)
+    eval_samples: int | None = option(None, "Held-out images to evaluate on (default: the whole test split).", min=1)
+    min_batch: int = option(1, "Smallest batch the engine accepts (TensorRT profile; recorded for ORT).", min=1)
+    opt_batch: int | None = option(None, "Batch to optimize for; also the batch --precision auto times "
+                                         "(default: --min-batch).", min=1)
+    max_batch: int | None = option(None, "Largest batch the engine accepts (TensorRT default 64; ORT: unlimited "
+                                         "unless given).", min=1)
+    shapes: tuple[str, ...] | None = option(None, "TensorRT profile as trtexec shape specs (min, opt, max).",
+                                             cli=False)
+    workspace_mib: int | None = option(None, "TensorRT workspace limit in MiB.", min=1)
+    optimization_level: int = option(3, "TensorRT builder optimization level.", min=0, max=5)
+
+    @property
+    def opt(self) -> int:
+        """The batch to optimize for: ``opt_batch``, or ``min_batch`` when not given."""
+        return self.opt_batch if self.opt_batch is not None else self.min_batch
+
+    def check(self) -> None:
+        top = self.max_batch if self.max_batch is not None else max(self.min_batch, self.opt)
+        if not self.min_batch <= self.opt <= top:
+            raise InputError(f"batch range must satisfy --min-batch <= --opt-batch <= --max-batch, got "
+                             f"{self.min_batch} <= {self.opt} <= {self.max_batch}")
+        if self.shapes is not None and len(self.shapes) != 3:
+            raise InputError("--min-shapes, --opt-shapes and --max-shapes go together; give all three")
+
+    @property
+    def budget(self) -> float:
+        """The accuracy budget of ``auto``: ``max_accuracy_drop``, or 1 point."""
+        return AUTO_DEFAULT_BUDGET if self.max_accuracy_drop is None else self.max_accuracy_drop
