@@ -8,6 +8,8 @@ from typing import Callable
 
 from dlforge.artifact import Artifact
 
+STAGES = ("checkpoint", "onnx", "engine-ort-fp32", "engine-ort-int8", "bench", "audit")
+
 
 def run_pipeline(
     model: str,
@@ -28,11 +30,16 @@ def run_pipeline(
 
     Returns the artifacts by stage name.
     """
+    from dlforge.artifact import check_output
     from dlforge.build import engine_from_onnx
     from dlforge.export import onnx_from_checkpoint
     from dlforge.train import checkpoint_from_training
+    from dlforge_models import get_entry
 
+    get_entry(model)
     out = Path(out_dir)
+    for stage in STAGES:  # every output checked before any work, so bad input writes nothing
+        check_output(out / stage, force=force)
     artifacts: dict[str, Artifact] = {}
     on_stage("train")
     artifacts["checkpoint"] = checkpoint_from_training(

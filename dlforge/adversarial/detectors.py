@@ -48,7 +48,8 @@ class Detector(ABC):
         """Release anything the detector opened."""
 
 
-DETECTORS: Registry[type[Detector]] = Registry("detector", ["dlforge.adversarial.squeezing"])
+DETECTORS: Registry[type[Detector]] = Registry("detector", ["dlforge.adversarial.squeezing",
+                                                             "dlforge.adversarial.poisoning.defences"])
 
 
 def make_detector(spec: str) -> Detector:

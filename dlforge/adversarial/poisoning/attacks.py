@@ -69,7 +69,7 @@ def poison(dataset: Dataset, *, attack: str, mode: str = "single", rate: float =
     badnets/all-to-all: images of class i get the trigger and label i+1.
     label-flip: images of other classes keep their pixels and get label ``target``.
     """
-    trigger_size = trigger_size or max(2, dataset.input_shape[-1] // 9)
+    trigger_size = max(2, dataset.input_shape[-1] // 9) if trigger_size is None else trigger_size
     validate(dataset, attack, mode, rate, target, trigger_size)
     rng = np.random.default_rng(seed)
     y = dataset.y_train

@@ -3,11 +3,14 @@ the engine at inference time. Each is scored against the known poisoned indices.
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from typing import Callable
 
 import numpy as np
 
-DEFENCES = ("activation-clustering", "spectral-signatures", "strip")
+from dlforge.adversarial.detectors import DETECTORS, Detector
+from dlforge.registry import Registry
+
 
 
 def penultimate(model, x: np.ndarray, *, batch_size: int = 512, device: str = "cpu") -> np.ndarray:
@@ -140,3 +143,59 @@ def strip_detection(clean_entropy: np.ndarray, armed_entropy: np.ndarray, fpr: f
     return {"threshold": threshold, "target_false_positive_rate": fpr,
             "false_positive_rate": float((clean_entropy < threshold).mean()),
             "true_positive_rate": float((armed_entropy < threshold).mean())}
+
+
+class DatasetDefence(ABC):
+    """A defence that inspects the (possibly poisoned) training set and flags samples to remove.
+
+    ``flag`` receives the trained model's last-hidden-layer features of every training sample, the
+    samples, their labels and the number of poisons the defender expects; it returns a boolean mask
+    of flagged samples and per-class details for the report.
+    """
+
+    name = ""
+
+    @abstractmethod
+    def flag(self, features: np.ndarray, x: np.ndarray, y: np.ndarray, *, expected_poisons: int,
+             seed: int = 0) -> tuple[np.ndarray, list[dict]]:
+        """Boolean mask of flagged samples, and details."""
+
+
+DATASET_DEFENCES: Registry[type[DatasetDefence]] = Registry("dataset defence",
+                                                             ["dlforge.adversarial.poisoning.defences"])
+
+
+@DATASET_DEFENCES.register("activation-clustering")
+class ActivationClustering(DatasetDefence):
+    """Activation clustering (Chen et al. 2018); see :func:`activation_clustering`."""
+
+    def flag(self, features, x, y, *, expected_poisons, seed=0):
+        return activation_clustering(features, x, y, seed=seed)
+
+
+@DATASET_DEFENCES.register("spectral-signatures")
+class SpectralSignatures(DatasetDefence):
+    """Spectral signatures (Tran et al. 2018); see :func:`spectral_signatures`."""
+
+    def flag(self, features, x, y, *, expected_poisons, seed=0):
+        return spectral_signatures(features, y, expected_poisons)
+
+
+@DETECTORS.register("strip")
+class Strip(Detector):
+    """STRIP (Gao et al. 2019) as an input filter on the engine: the score is minus the mean prediction
+    entropy of the input blended with clean images (a trigger keeps predictions confident). ``fit``
+    takes held-out clean images: they are the blending pool and set the threshold at ``fpr``."""
+
+    def __init__(self, argument: str | None = None, *, fpr: float = 0.01, copies: int = 20, seed: int = 0):
+        super().__init__(argument, fpr=fpr)
+        self.copies, self.seed, self.overlays = copies, seed, None
+
+    def fit(self, predict, x_clean):
+        self.overlays = x_clean
+        return super().fit(predict, x_clean)
+
+    def score(self, predict, x):
+        if self.overlays is None:
+            raise ValueError("fit STRIP on held-out clean images first")
+        return -strip_entropy(predict, x, self.overlays, copies=self.copies, seed=self.seed)
