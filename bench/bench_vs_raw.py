@@ -43,24 +43,26 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=3)
     args = ap.parse_args()
 
-    from dlforge.bench.runner import artifact_target, run_bench
+    from dlforge.bench import BenchOptions, run_bench
     from dlforge.data import load_dataset
+    from dlforge.runtime import open_deployed
 
     tmp = tempfile.TemporaryDirectory(prefix="dlforge-bench-")
     run = lenet_run(args.run, tmp.name)
     engines = [run / "engine-ort-fp32", run / "engine-ort-int8"]
-    batch_sizes = (1, 64)
-    data_name, data_dir = artifact_target(engines[0], args.threads).dataset
+    options = BenchOptions(batch_sizes=(1, 64), threads=args.threads, iterations=200, duration=1.0)
+    with open_deployed(engines[0]) as model:
+        data_name, data_dir = model.training_data()
     test_images = load_dataset(data_name, data_dir).x_test
     ours: dict = {}
     raw: dict = {}
     for _ in range(args.repeats):
-        report = run_bench(engines, batch_sizes=batch_sizes, threads=args.threads, iterations=200, duration=1.0)
+        report = run_bench(engines, options)
         for r in report["results"]:
             ours.setdefault((r["artifact"], r["batch_size"]), []).append(r["latency_ms"]["median"])
         for engine in engines:
             payload = engine / "model.onnx"
-            for b in batch_sizes:
+            for b in options.batch_sizes:
                 x = np.ascontiguousarray(np.resize(test_images, (b, *test_images.shape[1:])))
                 raw.setdefault((str(engine), b), []).append(raw_median_ms(payload, x, args.threads, 2000 // b))
     print(f"{'engine':<22}{'batch':>6}{'dlforge ms':>12}{'raw ms':>10}{'ratio':>8}")

@@ -1,11 +1,17 @@
-"""Bench reports: terminal table, markdown, latency plot, and ``--compare`` of two runs."""
+"""Bench reports: terminal table, markdown, latency plot, and ``--compare`` of two runs.
+
+The columns are defined once (:data:`COLUMNS`, :data:`COMPARE_COLUMNS`); the terminal renders them
+with :func:`dlforge.reporting.format_table`, the markdown report as a markdown table.
+"""
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Iterable, Mapping
 
-from dlforge.bench.runner import COV_WARNING
+from dlforge.bench.stats import COV_WARNING
 from dlforge.errors import InputError
+from dlforge.reporting import Column, format_table
 
 
 def short(name: str) -> str:
@@ -14,40 +20,92 @@ def short(name: str) -> str:
     return "/".join(parts[-2:]) if len(parts) > 1 else name
 
 
+def _percent(flag_noisy: bool):
+    return lambda v: f"{v * 100:.1f}%" + ("!" if flag_noisy and v > COV_WARNING else "")
+
+
+def _latency(stat: str):
+    return lambda v: f"{v[stat]:.4f}"
+
+
+COLUMNS = {
+    "artifact": Column("artifact", "artifact", short),
+    "backend": Column("backend", "backend"),
+    "precision": Column("precision", "precision"),
+    "mode": Column("mode", "mode"),
+    "batch": Column("batch_size", "batch", "d", ">"),
+    "median": Column("latency_ms", "median ms", _latency("median"), ">"),
+    "p90": Column("latency_ms", "p90 ms", _latency("p90"), ">"),
+    "p99": Column("latency_ms", "p99 ms", _latency("p99"), ">"),
+    "throughput": Column("throughput_per_s", "items/s", ".0f", ">"),
+    "cov": Column("cov", "cov", _percent(True), ">"),
+    "speedup": Column("speedup", "speedup", lambda v: f"{v:.2f}x", ">"),
+    "accuracy": Column("accuracy", "accuracy", ".4f", ">"),
+}
+TERMINAL = ("artifact", "backend", "precision", "mode", "batch", "median", "p99", "throughput", "cov", "speedup",
+            "accuracy")
+MARKDOWN = ("artifact", "backend", "precision", "mode", "batch", "median", "p90", "p99", "throughput", "cov",
+            "speedup", "accuracy")
+
+COMPARE_COLUMNS = [
+    Column("artifact", "artifact"),
+    Column("precision", "precision"),
+    Column("batch_size", "batch", "d", ">"),
+    Column("old_median_ms", "old ms", ".4f", ">"),
+    Column("new_median_ms", "new ms", ".4f", ">"),
+    Column("change", "change", lambda v: f"{v * 100:+.1f}%", ">"),
+    Column("noise_band", "noise", _percent(False), ">"),
+    Column("verdict", "verdict"),
+]
+
+
+def columns_for(rows: list[dict], names: Iterable[str]) -> list[Column]:
+    """The named columns, without ``mode`` when every row was timed end to end and without
+    ``accuracy`` when none was measured."""
+    skip = set()
+    if all(r.get("mode", "end-to-end") == "end-to-end" for r in rows):
+        skip.add("mode")
+    if all(r.get("accuracy") is None for r in rows):
+        skip.add("accuracy")
+    return [COLUMNS[n] for n in names if n not in skip]
+
+
+def markdown_table(rows: Iterable[Mapping], columns: list[Column]) -> list[str]:
+    """The same columns as :func:`format_table`, in markdown syntax."""
+    lines = ["| " + " | ".join(c.header for c in columns) + " |",
+             "|" + "|".join("---:" if c.align == ">" else "---" for c in columns) + "|"]
+    return lines + ["| " + " | ".join(c.render(r) for c in columns) + " |" for r in rows]
+
+
+def resolve_baseline(names: list[str], baseline: str | None) -> str:
+    """The target ``baseline`` names (its path, or its last two path components); the first if None."""
+    if baseline is None:
+        return names[0]
+    matches = [n for n in names if n == baseline or short(n) == baseline or Path(n) == Path(baseline)]
+    if not matches:
+        raise InputError(f"--baseline {baseline} is not one of the benchmarked artifacts: {', '.join(names)}")
+    return matches[0]
+
+
 def with_ratios(report: dict, baseline: str | None = None) -> list[dict]:
-    """Rows with ``speedup`` = baseline median latency / row median latency, per batch size."""
+    """Rows with ``speedup`` = baseline median latency / row median latency, per batch size.
+
+    ``baseline`` None: the one the report was measured with (``--baseline``, else the first artifact).
+    """
     rows = report["results"]
     names = list(dict.fromkeys(r["artifact"] for r in rows))
-    base = names[0]
-    if baseline is not None:
-        matches = [n for n in names if n == baseline or short(n) == baseline or Path(n) == Path(baseline)]
-        if not matches:
-            raise InputError(f"--baseline {baseline} is not one of the benchmarked artifacts: {', '.join(names)}")
-        base = matches[0]
+    base = resolve_baseline(names, baseline if baseline is not None else report["settings"].get("baseline"))
     ref = {r["batch_size"]: r["latency_ms"]["median"] for r in rows if r["artifact"] == base}
     return [{**r, "speedup": ref[r["batch_size"]] / r["latency_ms"]["median"], "baseline": base} for r in rows]
 
 
 def table(report: dict, baseline: str | None = None) -> str:
+    """The terminal table, with what the ratios mean, the inputs, the notes and a noise warning."""
     rows = with_ratios(report, baseline)
-    has_acc = any(r.get("accuracy") is not None for r in rows)
-    head = ["artifact", "backend", "precision", "batch", "median ms", "p99 ms", "items/s", "cov", "speedup"]
-    if has_acc:
-        head.append("accuracy")
-    body = []
-    for r in rows:
-        lat = r["latency_ms"]
-        line = [short(r["artifact"]), r["backend"], r["precision"], str(r["batch_size"]), f"{lat['median']:.4f}",
-                f"{lat['p99']:.4f}", f"{r['throughput_per_s']:.0f}", f"{r['cov'] * 100:.1f}%" + ("!" if r["cov"] > COV_WARNING else ""),
-                f"{r['speedup']:.2f}x"]
-        if has_acc:
-            line.append(f"{r['accuracy']:.4f}" if r.get("accuracy") is not None else "-")
-        body.append(line)
-    widths = [max(len(h), *(len(b[i]) for b in body)) for i, h in enumerate(head)]
-    out = ["  ".join(h.ljust(w) for h, w in zip(head, widths))]
-    out += ["  ".join(c.ljust(w) for c, w in zip(b, widths)) for b in body]
-    out.append(f"speedup: median latency of {short(rows[0]['baseline'])} / this row's, per batch size. "
-               f"inputs: {report['settings']['inputs']}.")
+    out = [format_table(rows, columns_for(rows, TERMINAL)),
+           f"speedup: median latency of {short(rows[0]['baseline'])} / this row's, per batch size. "
+           f"inputs: {report['settings']['inputs']}."]
+    out += [f"note: {note}" for note in report.get("notes", [])]
     noisy = [r for r in rows if r["cov"] > COV_WARNING]
     if noisy:
         out.append(f"warning: {len(noisy)} row(s) marked ! have a coefficient of variation above "
@@ -62,15 +120,10 @@ def markdown(report: dict, baseline: str | None = None) -> str:
     lines = ["# dlforge bench", "",
              f"CPU: {env['cpu']} x{env['cpu_count']}; threads: {env.get('threads') or 'default'}; "
              f"packages: {', '.join(f'{k} {v}' for k, v in env['packages'].items())}.", "",
-             f"Inputs: {report['settings']['inputs']}. Interleaved rounds: {report['settings']['rounds']}.", "",
-             "| artifact | backend | precision | batch | median ms | p90 ms | p99 ms | items/s | CoV | speedup | accuracy |",
-             "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
-    for r in rows:
-        lat = r["latency_ms"]
-        acc = f"{r['accuracy']:.4f}" if r.get("accuracy") is not None else "-"
-        lines.append(f"| {short(r['artifact'])} | {r['backend']} | {r['precision']} | {r['batch_size']} | "
-                     f"{lat['median']:.4f} | {lat['p90']:.4f} | {lat['p99']:.4f} | {r['throughput_per_s']:.0f} | "
-                     f"{r['cov'] * 100:.1f}% | {r['speedup']:.2f}x | {acc} |")
+             f"Inputs: {report['settings']['inputs']}. Interleaved rounds: {report['settings']['rounds']}. "
+             f"Speedup relative to {short(rows[0]['baseline'])}.", ""]
+    lines += markdown_table(rows, columns_for(rows, MARKDOWN))
+    lines += [""] + [f"- Note: {note}" for note in report.get("notes", [])]
     lines += ["", "![latency percentiles vs batch size](latency.png)", ""]
     return "\n".join(lines)
 
@@ -131,10 +184,4 @@ def compare(old: dict, new: dict) -> list[dict]:
 
 
 def compare_table(rows: list[dict]) -> str:
-    lines = [f"{'artifact':<28}{'precision':<12}{'batch':>6}{'old ms':>11}{'new ms':>11}{'change':>9}{'noise':>8}  verdict"]
-    for r in rows:
-        lines.append(f"{r['artifact']:<28}{r['precision']:<12}{r['batch_size']:>6}{r['old_median_ms']:>11.4f}"
-                     f"{r['new_median_ms']:>11.4f}{r['change'] * 100:>+8.1f}%{r['noise_band'] * 100:>7.1f}%  {r['verdict']}")
-    return "\n".join(lines)
-
-
+    return format_table(rows, COMPARE_COLUMNS)

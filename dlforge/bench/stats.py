@@ -7,6 +7,9 @@ from typing import Callable
 
 import numpy as np
 
+# trtexec-style stability flag: a coefficient of variation above this marks a noisy measurement.
+COV_WARNING = 0.025
+
 
 def summarize(latencies_ms: np.ndarray) -> dict:
     """min, mean, median, p90, p95, p99, max and std of latencies in milliseconds."""

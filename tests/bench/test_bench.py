@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
+from dlforge.bench import BenchOptions
 from dlforge.bench.report import compare
 from dlforge.bench.runner import run_bench
 from dlforge.bench.stats import summarize, time_calls
@@ -62,7 +63,7 @@ def test_batch_beyond_a_static_model_is_refused():
 
 
 @pytest.mark.parametrize("kwargs, message", [
-    (dict(batch_sizes=(0,)), "must be positive"),
+    (dict(batch_sizes=(0,)), "--batch-sizes must be a finite number >= 1"),
     (dict(iterations=0, duration=0.0), "both zero"),
 ])
 def test_bad_settings(digits_engines, kwargs, message):
@@ -100,12 +101,89 @@ def test_cli_writes_report_json_markdown_and_plot(digits_engines, tmp_path):
     report = json.loads(result.stdout)
     assert report["schema_version"] == 1 and "cpu" in report["env"]
     assert {p.name for p in out.iterdir()} == {"bench.json", "report.md", "latency.png", "card.json"}
+    card = json.loads((out / "card.json").read_text())
+    assert card["kind"] == "bench" and card["parent"]["path"] == str(digits_engines["fp32"].path)
+    assert card["params"] == BenchOptions(batch_sizes=(1, 4), iterations=5, duration=0.05, rounds=2).params()
     assert (out / "latency.png").read_bytes()[:4] == b"\x89PNG"
     assert "| artifact | backend | precision | batch |" in (out / "report.md").read_text()
     compared = CliRunner().invoke(cli, ["bench", "--compare", str(out / "bench.json"), str(out / "bench.json")])
     assert compared.exit_code == 0 and "within noise" in compared.stdout
 
 
-def test_cli_batch_size_zero_is_one_line_error(digits_engines):
-    result = CliRunner().invoke(cli, ["bench", str(digits_engines["fp32"].path), "--batch-sizes", "0"])
-    assert result.exit_code == 2 and result.stderr.strip().count("\n") == 0
+# -- engines with a restricted batch: bench batches accuracy within their range ------------------
+@pytest.fixture(scope="module")
+def static_engine(digits_lenet, tmp_path_factory):
+    """An ORT engine of an ONNX exported with --static-batch (batch 1)."""
+    from dlforge.build import engine_from_onnx
+    from dlforge.export import onnx_from_checkpoint
+
+    root = tmp_path_factory.mktemp("static")
+    onnx = onnx_from_checkpoint(digits_lenet.path, root / "onnx", dynamic_batch=False)
+    return engine_from_onnx(onnx.path, root / "engine", precision="fp32")
+
+
+@pytest.fixture(scope="module")
+def narrow_engine(digits_engines, tmp_path_factory):
+    """The fp32 engine with a card saying it accepts batches 1 to 64 (as `dlforge build --max-batch 64`)."""
+    import shutil
+
+    path = tmp_path_factory.mktemp("narrow") / "engine"
+    shutil.copytree(digits_engines["fp32"].path, path)
+    card = json.loads((path / "card.json").read_text())
+    card["batch_range"] = [1, 64]
+    (path / "card.json").write_text(json.dumps(card))
+    return path
+
+
+def direct_accuracy(onnx_path, x, y) -> float:
+    """Top-1 accuracy computed with onnxruntime alone, one sample per call."""
+    import onnxruntime as ort
+
+    session = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
+    name = session.get_inputs()[0].name
+    logits = np.concatenate([session.run(None, {name: x[i:i + 1]})[0] for i in range(len(x))])
+    return float((logits.argmax(1) == y).mean())
+
+
+@pytest.mark.parametrize("which, batch_sizes", [("static", "1"), ("narrow", "1,64")])
+def test_accuracy_of_batch_limited_engines_equals_direct(static_engine, narrow_engine, which, batch_sizes):
+    from dlforge.data import load_dataset
+
+    path = static_engine.path if which == "static" else narrow_engine
+    ds = load_dataset("digits")
+    assert len(ds.x_test) > 64  # so a single unbatched call would break the range
+    result = CliRunner().invoke(cli, ["bench", str(path), "--accuracy", "--batch-sizes", batch_sizes, "--iterations",
+                                      "3", "--duration", "0.02", "--rounds", "1", "--json"])
+    assert result.exit_code == 0, result.output
+    rows = json.loads(result.stdout)["results"]
+    expected = direct_accuracy(path / "model.onnx", ds.x_test, ds.y_test)
+    assert expected > 0.8
+    assert [r["accuracy"] for r in rows] == [pytest.approx(expected, abs=1e-12)] * len(rows)
+
+
+@pytest.mark.parametrize("which, batch_sizes, message", [
+    ("static", "1,8", "static batch of 1; --batch-sizes 8 cannot run"),
+    ("narrow", "8,128", "accepts batches 1 to 64 (its batch range); --batch-sizes 128 is outside it"),
+])
+def test_batch_size_outside_an_engines_range_exits_2(static_engine, narrow_engine, tmp_path, which, batch_sizes,
+                                                      message):
+    path = static_engine.path if which == "static" else narrow_engine
+    result = CliRunner().invoke(cli, ["bench", str(path), "--batch-sizes", batch_sizes, "-o", str(tmp_path / "b")])
+    assert result.exit_code == 2 and message in result.stderr
+    assert result.stderr.strip().count("\n") == 0 and not (tmp_path / "b").exists()
+
+
+def test_device_modes_on_an_engine_without_them_are_noted(digits_engines):
+    result = CliRunner().invoke(cli, ["bench", str(digits_engines["fp32"].path), "--trt-mode", "compute",
+                                      "--cuda-graph", "--batch-sizes", "1", "--iterations", "3", "--duration", "0.02"])
+    assert result.exit_code == 0, result.output
+    assert "--trt-mode compute and --cuda-graph ignored" in result.stdout
+    report = run_bench([digits_engines["fp32"].path], trt_mode="compute", batch_sizes=(1,), **QUICK)
+    assert [r["mode"] for r in report["results"]] == ["end-to-end"]
+    assert len(report["notes"]) == 1 and str(digits_engines["fp32"].path) in report["notes"][0]
+
+
+def test_baseline_must_name_a_target_and_is_checked_before_timing(digits_engines, tmp_path):
+    result = CliRunner().invoke(cli, ["bench", str(digits_engines["fp32"].path), "--baseline", "nope",
+                                      "--duration", "3600", "-o", str(tmp_path / "b")])
+    assert result.exit_code == 2 and "--baseline nope is not one of" in result.stderr
