@@ -48,7 +48,7 @@ class DlforgeGroup(click.Group):
                 raise
             _fail(str(exc), exc.exit_code)
         except (click.Abort, KeyboardInterrupt) as exc:
-            what = "terminated" if isinstance(exc, Terminated) else "interrupted"
+            what = "terminated" if isinstance(exc, Terminated) or isinstance(exc.__cause__, Terminated) else "interrupted"
             _fail(f"{what}; temporary files were removed and no partial artifact was written", EXIT_INTERRUPTED)
         except Exception as exc:  # a bug, not bad input: still one line unless --debug
             if debug:

@@ -57,8 +57,9 @@ def option_for(options_cls, name: str, *decls: str, **kwargs):
     if isinstance(default, tuple):
         item = type(default[0]) if default else str
         kwargs.setdefault("type", CommaList(item))
-        kwargs.setdefault("show_default", ",".join(map(str, default)) if default else "none")
         default = ",".join(map(str, default))
+        help_text = f"{help_text}  [default: {default or 'none'}]"
+        kwargs.setdefault("show_default", False)
     elif default is not None and not isinstance(default, bool):
         kwargs.setdefault("show_default", True)
     if isinstance(default, bool) and not any("/" in d for d in decls):

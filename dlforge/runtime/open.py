@@ -50,6 +50,9 @@ def open_session(source: str | os.PathLike | Artifact, backend: str = "auto", *,
     """
     if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int) or threads < 1):
         raise InputError(f"threads must be a positive integer, got {threads!r}")
+    if backend not in ("auto", "ort-tensorrt") and backend not in RUNTIMES:
+        raise InputError(f"unknown backend {backend!r}; expected auto, ort-tensorrt or one of "
+                         f"{', '.join(RUNTIMES.names())}")
     if isinstance(source, Artifact):
         artifact = source
     else:

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from dlforge.adversarial.attacks import ATTACK_NAMES, GradientAttack, make_attack
+from dlforge.adversarial.attacks import ATTACKS, GradientAttack, make_attack
 from dlforge.adversarial.attacks.fgsm import FGSM
 from dlforge.adversarial.attacks.pgd import PGD
 from dlforge.adversarial.attacks.square import Square, square_fraction
@@ -35,10 +35,10 @@ def _run(attack, model, session, x, y, eps):
     return attack.run(session.predict, x, y, eps=eps).x_adv
 
 
-@pytest.mark.parametrize("name", ATTACK_NAMES)
+@pytest.mark.parametrize("name", ATTACKS.names())
 def test_contract_stays_in_ball_and_range_and_weakens_accuracy(name, model, digits_engines, digits):
     x, y = digits
-    attack = make_attack(name, pgd_steps=10, square_queries=200)
+    attack = make_attack(name, steps=10, queries=200)
     eps_list = (0.0, 1.0, 3.0) if attack.norm == "l2" else (0.0, 0.1, 0.3)
     session = open_session(digits_engines["fp32"].path)
     accs = []
