@@ -12,6 +12,9 @@ from dlforge.errors import InputError
 
 SPLIT_SEED = 0
 VAL_FRACTION = 0.1
+# More classes than this is a labelling mistake, not a dataset: a stray label of 10**9 would
+# otherwise ask for a terabyte-sized output layer.
+MAX_CLASSES = 10_000
 
 
 @dataclass(frozen=True)
@@ -27,6 +30,16 @@ class Dataset:
     y_test: np.ndarray
     labels: tuple[str, ...]
     source: str
+
+    def __post_init__(self) -> None:
+        """Refuse a dataset that cannot be trained or evaluated on: an empty split, too few classes."""
+        for split in ("train", "val", "test"):
+            if len(getattr(self, f"y_{split}")) == 0:
+                raise InputError(f"dataset {self.name} ({self.source}) has no {split} images; "
+                                 "give it enough images for the train, validation and test splits")
+        if not 2 <= len(self.labels) <= MAX_CLASSES:
+            raise InputError(f"dataset {self.name} ({self.source}) has {len(self.labels)} class(es); "
+                             f"dlforge trains on 2 to {MAX_CLASSES} classes")
 
     @property
     def input_shape(self) -> tuple[int, int, int]:
@@ -81,6 +94,38 @@ def load_dataset(name: str, data_dir: str | os.PathLike | None = None) -> Datase
     raise InputError(
         f"unknown dataset {name!r}; expected one of {', '.join(dataset_names())} or a path to a .npz file"
     )
+
+
+def training_data_of(artifact) -> tuple[str, str | None] | None:
+    """``(data, data_dir)`` the model in ``artifact`` (any stage) was trained on, or None if unknown.
+
+    The one rule, shared by every stage that needs the model's own data: the source checkpoint's
+    ``params`` (``data``, ``data_dir``), found up the artifact's lineage; failing that, the dataset
+    name the card's model records (with no directory).
+    """
+    from dlforge.artifact import source_checkpoint
+
+    ckpt = source_checkpoint(artifact)
+    if ckpt is not None and ckpt.card.params.get("data"):
+        return ckpt.card.params["data"], ckpt.card.params.get("data_dir")
+    model = artifact.card.model
+    return (model.dataset, None) if model is not None and model.dataset else None
+
+
+def load_training_data(artifact, data: str | None = None, data_dir: str | os.PathLike | None = None,
+                       *, flag: str = "--data") -> Dataset:
+    """The dataset the model in ``artifact`` was trained on; ``data`` / ``data_dir`` override it.
+
+    Raises:
+        InputError: the lineage does not say, and ``data`` was not given; or the data is unusable.
+    """
+    found = training_data_of(artifact)
+    if data is None and found is None:
+        raise InputError(f"cannot tell which dataset {artifact.path} was trained on; pass {flag} "
+                         "(and --data-dir), e.g. --data mnist --data-dir DIR")
+    name = data or found[0]
+    directory = data_dir or (found[1] if found and name == found[0] else None)
+    return load_dataset(name, directory)
 
 
 def default_data_dir(name: str) -> Path:
