@@ -44,10 +44,12 @@ def data_options(fn):
 
 
 def train_options(fn):
-    overrides_help = next(f for f in TrainOptions.__dataclass_fields__.values() if f.name == "overrides").metadata["help"]
+    overrides_help = TrainOptions.__dataclass_fields__["overrides"].metadata["help"]
     for opt in reversed([
-        *(option_for(TrainOptions, name) for name in
-          ("epochs", "batch_size", "lr", "weight_decay", "seed", "device", "adv_train", "adv_eps", "adv_steps")),
+        # fields whose default is None carry no type for click to read: name it here
+        *(option_for(TrainOptions, name, type=kind) for name, kind in
+          (("epochs", int), ("batch_size", int), ("lr", float), ("weight_decay", float))),
+        *(option_for(TrainOptions, name) for name in ("seed", "device", "adv_train", "adv_eps", "adv_steps")),
         click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help=overrides_help),
     ]):
         fn = opt(fn)
@@ -84,7 +86,7 @@ def download_command(dataset, data_dir) -> None:
     from pathlib import Path
 
     from dlforge.data.dataset import default_data_dir
-    from dlforge.data.idx import SOURCES, download_idx
+    from dlforge.data.idx import download_idx
 
     target = Path(data_dir) if data_dir else default_data_dir(dataset)
     for path in download_idx(dataset, target):

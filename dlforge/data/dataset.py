@@ -96,30 +96,17 @@ def load_dataset(name: str, data_dir: str | os.PathLike | None = None) -> Datase
     )
 
 
-def training_data_of(artifact) -> tuple[str, str | None] | None:
-    """``(data, data_dir)`` the model in ``artifact`` (any stage) was trained on, or None if unknown.
-
-    The one rule, shared by every stage that needs the model's own data: the source checkpoint's
-    ``params`` (``data``, ``data_dir``), found up the artifact's lineage; failing that, the dataset
-    name the card's model records (with no directory).
-    """
-    from dlforge.artifact import source_checkpoint
-
-    ckpt = source_checkpoint(artifact)
-    if ckpt is not None and ckpt.card.params.get("data"):
-        return ckpt.card.params["data"], ckpt.card.params.get("data_dir")
-    model = artifact.card.model
-    return (model.dataset, None) if model is not None and model.dataset else None
-
-
 def load_training_data(artifact, data: str | None = None, data_dir: str | os.PathLike | None = None,
                        *, flag: str = "--data") -> Dataset:
-    """The dataset the model in ``artifact`` was trained on; ``data`` / ``data_dir`` override it.
+    """The dataset the model in ``artifact`` was trained on (the rule is
+    :func:`dlforge.artifact.training_data`); ``data`` / ``data_dir`` override it.
 
     Raises:
         InputError: the lineage does not say, and ``data`` was not given; or the data is unusable.
     """
-    found = training_data_of(artifact)
+    from dlforge.artifact import training_data
+
+    found = training_data(artifact)
     if data is None and found is None:
         raise InputError(f"cannot tell which dataset {artifact.path} was trained on; pass {flag} "
                          "(and --data-dir), e.g. --data mnist --data-dir DIR")

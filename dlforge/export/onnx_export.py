@@ -54,7 +54,7 @@ def onnx_from_checkpoint(
 
     model, ckpt = load_checkpoint(checkpoint)
     info = ckpt.card.model
-    with ArtifactWriter(out_dir, force=force) as writer:
+    with ArtifactWriter(out_dir, force=force, protect=[checkpoint]) as writer:
         x = _verification_images(ckpt, options)
         _check_outputs(torch, model, ckpt, x[:2])
         path = writer.file(PAYLOAD)

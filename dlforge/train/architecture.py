@@ -71,6 +71,7 @@ def build_model(entry, dataset, overrides: dict):
     except (ValueError, TypeError, RuntimeError, IndexError, ZeroDivisionError) as exc:
         given = ", ".join(f"--set {k}={json.dumps(v)}" for k, v in overrides.items())
         what = f" with {given}" if given else ""
+        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise InputError(f"cannot build {entry.name} for {dataset.name} (images {tuple(dataset.input_shape)}, "
-                         f"{dataset.num_classes} classes){what}: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}"
-                         f"; see `dlforge models --json` for {entry.name}'s options") from exc
+                         f"{dataset.num_classes} classes){what}: {reason}; see `dlforge models --json` for "
+                         f"{entry.name}'s options") from exc

@@ -32,7 +32,8 @@ class TrainOptions(Options):
                                    choices=ADV_TRAIN_METHODS)
     adv_eps: float = option(0.25, "L-inf budget of --adv-train.", min=0, min_open=True, max=1)
     adv_steps: int = option(7, "PGD steps of --adv-train pgd.", min=1, max=1000)
-    overrides: dict = option({}, "Architecture option, e.g. --set hidden=256 (see `dlforge models --json`).",
+    overrides: dict = option({}, "Architecture option as JSON, e.g. --set dropout=0.2 or --set hidden=[256,128] "
+                             "(see `dlforge models --json`).",
                              flag="--set", cli=False)
 
     def check(self) -> None:
