@@ -15,14 +15,15 @@ import json
 import logging
 import os
 import warnings
-
-import numpy as np
+from typing import TYPE_CHECKING
 
 from dlforge.artifact import Artifact, ArtifactWriter, Card, ModelInfo, TensorSpec
-from dlforge.data import load_training_data
 from dlforge.env import environment
 from dlforge.errors import ArtifactError, InputError, StageFailed, require
 from dlforge.export.options import ExportOptions
+
+if TYPE_CHECKING:  # numpy and the datasets load when a model exports, not when the CLI starts
+    import numpy as np
 
 PAYLOAD = "model.onnx"
 
@@ -77,6 +78,8 @@ def onnx_from_checkpoint(
 
 def _verification_images(ckpt: Artifact, options: ExportOptions) -> np.ndarray:
     """Up to ``options.samples`` test images of the checkpoint's dataset, checked against its input."""
+    from dlforge.data import load_training_data
+
     info = ckpt.card.model
     dataset = load_training_data(ckpt, options.data, options.data_dir)
     expected = tuple(info.inputs[0].shape[1:])
@@ -188,6 +191,7 @@ def verify_against_torch(model, onnx_path, x: np.ndarray, *, atol: float, dynami
     Raises:
         InputError: PyTorch's own outputs are not finite (the checkpoint is broken: nothing to verify).
     """
+    import numpy as np
     import onnxruntime as ort
     import torch
 

@@ -8,14 +8,16 @@ from __future__ import annotations
 
 import dataclasses
 import os
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 from dlforge.artifact import Artifact, ArtifactWriter, Card, ModelInfo, TensorSpec, open_artifact
-from dlforge.data import Dataset, load_dataset
 from dlforge.env import environment
 from dlforge.errors import ArtifactError, InputError, require
 from dlforge.train.architecture import build_model, check_architecture
 from dlforge.train.options import TrainOptions
+
+if TYPE_CHECKING:  # numpy and the datasets load when a model trains, not when the CLI starts
+    from dlforge.data import Dataset
 
 WEIGHTS = "model.safetensors"
 
@@ -72,6 +74,8 @@ def checkpoint_from_training(
         StageFailed: the training diverged (nothing is written).
     """
     from dlforge_models import get_entry
+
+    from dlforge.data import load_dataset
 
     options = TrainOptions.build(options, **settings)
     entry = get_entry(model)
