@@ -6,6 +6,7 @@ import click
 
 from dlforge.cli import cli
 from dlforge.cli.common import emit_json, force_option, json_option, option_for, parse_overrides, say
+from dlforge.data.dataset import IDX_DATASETS
 from dlforge.reporting import Column, format_table
 from dlforge.train.options import TrainOptions
 
@@ -78,7 +79,7 @@ def train_command(model, out_dir, force, as_json, overrides, **settings) -> None
 
 
 @cli.command("download")
-@click.argument("dataset", type=click.Choice(["mnist", "fashion-mnist"]))
+@click.argument("dataset", type=click.Choice(IDX_DATASETS))
 @click.option("--data-dir", type=click.Path(file_okay=False), default=None,
               help="Where to put the IDX files (default: $DLFORGE_HOME/data/DATASET).")
 def download_command(dataset, data_dir) -> None:

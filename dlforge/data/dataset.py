@@ -15,6 +15,7 @@ VAL_FRACTION = 0.1
 # More classes than this is a labelling mistake, not a dataset: a stray label of 10**9 would
 # otherwise ask for a terabyte-sized output layer.
 MAX_CLASSES = 10_000
+IDX_DATASETS = ("mnist", "fashion-mnist")  # downloadable IDX datasets (dlforge.data.idx.SOURCES)
 
 
 @dataclass(frozen=True)
@@ -68,7 +69,7 @@ class Dataset:
 
 
 def dataset_names() -> tuple[str, ...]:
-    return ("digits", "mnist", "fashion-mnist")
+    return ("digits", *IDX_DATASETS)
 
 
 def load_dataset(name: str, data_dir: str | os.PathLike | None = None) -> Dataset:
@@ -83,7 +84,7 @@ def load_dataset(name: str, data_dir: str | os.PathLike | None = None) -> Datase
         from dlforge.data.digits import load_digits
 
         return load_digits()
-    if name in ("mnist", "fashion-mnist"):
+    if name in IDX_DATASETS:
         from dlforge.data.idx import load_idx_dataset
 
         return load_idx_dataset(name, Path(data_dir) if data_dir else default_data_dir(name))
