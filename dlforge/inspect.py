@@ -106,44 +106,60 @@ def _fmt(v) -> str:
     return f"{v:.4g}" if isinstance(v, float) else str(v)
 
 
+def _model_lines(model: dict) -> list[str]:
+    lines = [f"  model      {model['name']} ({model['task']}), trained on {model.get('dataset')}"]
+    for t in model["inputs"]:
+        lines.append(f"  input      {t['name']}: {t['dtype']}{t['shape']}  range {model['value_range']}")
+    for t in model["outputs"]:
+        lines.append(f"  output     {t['name']}: {t['dtype']}{t['shape']}")
+    if model.get("labels"):
+        lines.append(f"  labels     {', '.join(model['labels'])}")
+    return lines
+
+
+def _metrics_lines(metrics: dict) -> list[str]:
+    quality = (f"test acc   {metrics['test_accuracy']:.4f}" if metrics.get("test_accuracy") is not None
+               else f"test MSE   {metrics['test_mse']:.5f} (mean-image baseline {metrics['mean_image_mse']:.5f})")
+    lines = [f"  {quality} after {len(metrics['history'])} epochs ({metrics['train_seconds']:.1f} s)"]
+    for layer in metrics.get("pretraining", {}).get("layers", []):
+        lines.append(f"  pretrain   RBM {layer['layer']} ({layer['visible']}->{layer['hidden']}): reconstruction "
+                     f"error {' -> '.join(f'{e:.4f}' for e in layer['reconstruction_error'])}")
+    return lines
+
+
+def _graph_lines(graph: dict, with_io: bool) -> list[str]:
+    lines = [f"  graph      opset {graph['opset']}, {graph['nodes']} nodes, producer {graph['producer'] or '?'}",
+             "  ops        " + ", ".join(f"{op} x{n}" for op, n in graph["ops"].items())]
+    if with_io:
+        for t in graph["inputs"]:
+            lines.append(f"  input      {t['name']}: {t['dtype']}{t['shape']}")
+        for t in graph["outputs"]:
+            lines.append(f"  output     {t['name']}: {t['dtype']}{t['shape']}")
+    return lines
+
+
 def render(info: dict) -> str:
-    """``describe()``'s result as text for the terminal."""
+    """``describe()``'s result as text for the terminal (an artifact, or a plain ``.onnx`` file)."""
     lines = [f"{info['path']}: {info['kind']}"]
     model = info.get("model")
     if model:
-        lines.append(f"  model      {model['name']} ({model['task']}), trained on {model.get('dataset')}")
-        for t in model["inputs"]:
-            lines.append(f"  input      {t['name']}: {t['dtype']}{t['shape']}  range {model['value_range']}")
-        for t in model["outputs"]:
-            lines.append(f"  output     {t['name']}: {t['dtype']}{t['shape']}")
-        if model.get("labels"):
-            lines.append(f"  labels     {', '.join(model['labels'])}")
-    if "size_bytes" in info:
+        lines += _model_lines(model)
+    if "payload" in info:
         lines.append(f"  payload    {info['payload']} ({info['size_bytes'] / 1024:.1f} KiB, sha256 {info['sha256'][:12]})")
+    elif "size_bytes" in info:
+        lines.append(f"  size       {info['size_bytes'] / 1024:.1f} KiB")
     for key in ("backend", "precision"):
         if key in info:
             lines.append(f"  {key:<10} {info[key]}")
-    metrics = info.get("metrics")
-    if metrics:
-        quality = (f"test acc   {metrics['test_accuracy']:.4f}" if metrics.get("test_accuracy") is not None
-                   else f"test MSE   {metrics['test_mse']:.5f} (mean-image baseline {metrics['mean_image_mse']:.5f})")
-        lines.append(f"  {quality} after {len(metrics['history'])} epochs ({metrics['train_seconds']:.1f} s)")
-        for layer in metrics.get("pretraining", {}).get("layers", []):
-            lines.append(f"  pretrain   RBM {layer['layer']} ({layer['visible']}->{layer['hidden']}): reconstruction "
-                         f"error {' -> '.join(f'{e:.4f}' for e in layer['reconstruction_error'])}")
+    if info.get("metrics"):
+        lines += _metrics_lines(info["metrics"])
     for section in ("verification", "evaluation"):
         if section in info:
             body = ", ".join(f"{k} {_fmt(v)}" for k, v in info[section].items() if not isinstance(v, (dict, list)))
             lines.append(f"  {section[:10]:<10} {body}")
     graph = info.get("graph") or (info if "ops" in info else None)
     if graph:
-        lines.append(f"  graph      opset {graph['opset']}, {graph['nodes']} nodes, producer {graph['producer']}")
-        lines.append("  ops        " + ", ".join(f"{op} x{n}" for op, n in graph["ops"].items()))
-        if "inputs" in graph and not model:
-            for t in graph["inputs"]:
-                lines.append(f"  input      {t['name']}: {t['dtype']}{t['shape']}")
-            for t in graph["outputs"]:
-                lines.append(f"  output     {t['name']}: {t['dtype']}{t['shape']}")
+        lines += _graph_lines(graph, with_io="inputs" in graph and not model)
     for p in info.get("lineage", []):
         lines.append(f"  parent     {p.get('kind', '?')} {p['path']} ({p['status']})")
     return "\n".join(lines)

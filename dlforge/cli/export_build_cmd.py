@@ -1,4 +1,4 @@
-"""``dlforge export`` and ``dlforge build``."""
+"""``dlforge build``."""
 
 from __future__ import annotations
 
@@ -8,33 +8,6 @@ from dlforge.cli import cli
 from dlforge.build.options import BuildOptions
 from dlforge.cli.common import emit_json, force_option, json_option, option_for, say
 from dlforge.inspect import headline
-
-
-@cli.command("export")
-@click.argument("checkpoint", type=click.Path())
-@click.option("-o", "--output", "out_dir", required=True, type=click.Path(), help="ONNX artifact directory to write.")
-@click.option("--opset", type=int, default=18, show_default=True)
-@click.option("--dynamic-batch/--static-batch", default=True, show_default=True,
-              help="Export the batch dimension as dynamic, or fixed at 1.")
-@click.option("--atol", type=float, default=1e-4, show_default=True,
-              help="Largest allowed |ONNX - PyTorch| on real samples; beyond it the export fails.")
-@click.option("--samples", type=int, default=512, show_default=True, help="Test images to verify on.")
-@click.option("--exporter", type=click.Choice(["dynamo", "torchscript"]), default="dynamo", show_default=True)
-@click.option("--data", default=None, help="The model's dataset, if not where training found it.")
-@click.option("--data-dir", type=click.Path(file_okay=False), default=None)
-@force_option
-@json_option
-def export_command(checkpoint, out_dir, opset, dynamic_batch, atol, samples, exporter, data, data_dir, force,
-                   as_json) -> None:
-    """Export CHECKPOINT to ONNX and verify it against PyTorch (fails beyond --atol)."""
-    from dlforge.export import onnx_from_checkpoint
-
-    artifact = onnx_from_checkpoint(checkpoint, out_dir, opset=opset, dynamic_batch=dynamic_batch, atol=atol,
-                                    samples=samples, exporter=exporter, data=data, data_dir=data_dir, force=force)
-    if as_json:
-        emit_json(artifact.card.to_dict())
-    else:
-        click.echo(f"{artifact.path}: {headline(artifact)}")
 
 
 @cli.command("build")

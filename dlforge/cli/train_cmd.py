@@ -5,8 +5,13 @@ from __future__ import annotations
 import click
 
 from dlforge.cli import cli
-from dlforge.cli.common import emit_json, force_option, json_option, parse_overrides, say
-from dlforge.reporting import format_table as table
+from dlforge.cli.common import emit_json, force_option, json_option, option_for, parse_overrides, say
+from dlforge.data.dataset import IDX_DATASETS
+from dlforge.reporting import Column, format_table
+from dlforge.train.options import TrainOptions
+
+MODEL_COLUMNS = [Column("name"), Column("task"), Column("epochs", align=">"), Column("batch_size", align=">"),
+                 Column("lr", fmt="g", align=">"), Column("summary")]
 
 
 @cli.command("models")
@@ -24,7 +29,7 @@ def models_command(as_json: bool) -> None:
     if as_json:
         emit_json({"models": rows})
     else:
-        click.echo(table(rows, ["name", "task", "epochs", "batch_size", "lr", "summary"]))
+        click.echo(format_table(rows, MODEL_COLUMNS))
 
 
 def epoch_printer(record) -> None:
@@ -34,26 +39,19 @@ def epoch_printer(record) -> None:
 
 
 def data_options(fn):
-    fn = click.option("--data-dir", type=click.Path(file_okay=False), default=None,
-                      help="Directory of the IDX files (MNIST, Fashion-MNIST).")(fn)
-    return click.option("--data", default="digits", show_default=True,
-                        help="digits, mnist, fashion-mnist, or a .npz file with x and y.")(fn)
+    """``--data`` and ``--data-dir``, as :class:`TrainOptions` declares them."""
+    fn = option_for(TrainOptions, "data_dir", type=click.Path(file_okay=False))(fn)
+    return option_for(TrainOptions, "data")(fn)
 
 
 def train_options(fn):
+    overrides_help = TrainOptions.__dataclass_fields__["overrides"].metadata["help"]
     for opt in reversed([
-        click.option("--epochs", type=int, default=None, help="Passes over the data (default: the model's)."),
-        click.option("--batch-size", type=int, default=None, help="Default: the model's."),
-        click.option("--lr", type=float, default=None, help="Peak learning rate (AdamW, cosine decay)."),
-        click.option("--weight-decay", type=float, default=None, help="Decoupled weight decay (AdamW)."),
-        click.option("--seed", type=int, default=0, show_default=True),
-        click.option("--device", type=click.Choice(["cpu", "cuda"]), default="cpu", show_default=True),
-        click.option("--adv-train", type=click.Choice(["fgsm", "pgd"]), default=None,
-                     help="Adversarial training: Goodfellow's FGSM mixed objective, or Madry's PGD."),
-        click.option("--adv-eps", type=float, default=0.25, show_default=True, help="L-inf budget of --adv-train."),
-        click.option("--adv-steps", type=int, default=7, show_default=True, help="PGD steps of --adv-train pgd."),
-        click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
-                     help="Architecture option, e.g. --set hidden=256 (see `dlforge models --json`)."),
+        # fields whose default is None carry no type for click to read: name it here
+        *(option_for(TrainOptions, name, type=kind) for name, kind in
+          (("epochs", int), ("batch_size", int), ("lr", float), ("weight_decay", float))),
+        *(option_for(TrainOptions, name) for name in ("seed", "device", "adv_train", "adv_eps", "adv_steps")),
+        click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help=overrides_help),
     ]):
         fn = opt(fn)
     return fn
@@ -66,16 +64,12 @@ def train_options(fn):
 @click.option("-o", "--output", "out_dir", required=True, type=click.Path(), help="Checkpoint directory to write.")
 @force_option
 @json_option
-def train_command(model, data, data_dir, epochs, batch_size, lr, weight_decay, seed, device, adv_train, adv_eps,
-                  adv_steps, overrides, out_dir, force, as_json) -> None:
+def train_command(model, out_dir, force, as_json, overrides, **settings) -> None:
     """Train MODEL from the zoo and write a checkpoint artifact."""
     from dlforge.train import checkpoint_from_training
 
-    artifact = checkpoint_from_training(
-        model, out_dir, data=data, data_dir=data_dir, epochs=epochs, batch_size=batch_size, lr=lr,
-        weight_decay=weight_decay, seed=seed, device=device, overrides=parse_overrides(overrides),
-        force=force, on_epoch=epoch_printer, on_message=say, adv_train=adv_train, adv_eps=adv_eps,
-        adv_steps=adv_steps)
+    options = TrainOptions(overrides=parse_overrides(overrides), **settings)
+    artifact = checkpoint_from_training(model, out_dir, options, force=force, on_epoch=epoch_printer, on_message=say)
     if as_json:
         emit_json(artifact.card.to_dict())
     else:
@@ -85,7 +79,7 @@ def train_command(model, data, data_dir, epochs, batch_size, lr, weight_decay, s
 
 
 @cli.command("download")
-@click.argument("dataset", type=click.Choice(["mnist", "fashion-mnist"]))
+@click.argument("dataset", type=click.Choice(IDX_DATASETS))
 @click.option("--data-dir", type=click.Path(file_okay=False), default=None,
               help="Where to put the IDX files (default: $DLFORGE_HOME/data/DATASET).")
 def download_command(dataset, data_dir) -> None:

@@ -7,6 +7,6 @@ so it is the same whatever seed the training uses.
 
 from __future__ import annotations
 
-from dlforge.data.dataset import Dataset, dataset_names, load_dataset
+from dlforge.data.dataset import Dataset, dataset_names, load_dataset, load_training_data
 
-__all__ = ["Dataset", "dataset_names", "load_dataset"]
+__all__ = ["Dataset", "dataset_names", "load_dataset", "load_training_data"]

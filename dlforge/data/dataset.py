@@ -12,6 +12,10 @@ from dlforge.errors import InputError
 
 SPLIT_SEED = 0
 VAL_FRACTION = 0.1
+# More classes than this is a labelling mistake, not a dataset: a stray label of 10**9 would
+# otherwise ask for a terabyte-sized output layer.
+MAX_CLASSES = 10_000
+IDX_DATASETS = ("mnist", "fashion-mnist")  # downloadable IDX datasets (dlforge.data.idx.SOURCES)
 
 
 @dataclass(frozen=True)
@@ -27,6 +31,16 @@ class Dataset:
     y_test: np.ndarray
     labels: tuple[str, ...]
     source: str
+
+    def __post_init__(self) -> None:
+        """Refuse a dataset that cannot be trained or evaluated on: an empty split, too few classes."""
+        for split in ("train", "val", "test"):
+            if len(getattr(self, f"y_{split}")) == 0:
+                raise InputError(f"dataset {self.name} ({self.source}) has no {split} images; "
+                                 "give it enough images for the train, validation and test splits")
+        if not 2 <= len(self.labels) <= MAX_CLASSES:
+            raise InputError(f"dataset {self.name} ({self.source}) has {len(self.labels)} class(es); "
+                             f"dlforge trains on 2 to {MAX_CLASSES} classes")
 
     @property
     def input_shape(self) -> tuple[int, int, int]:
@@ -55,7 +69,7 @@ class Dataset:
 
 
 def dataset_names() -> tuple[str, ...]:
-    return ("digits", "mnist", "fashion-mnist")
+    return ("digits", *IDX_DATASETS)
 
 
 def load_dataset(name: str, data_dir: str | os.PathLike | None = None) -> Dataset:
@@ -70,7 +84,7 @@ def load_dataset(name: str, data_dir: str | os.PathLike | None = None) -> Datase
         from dlforge.data.digits import load_digits
 
         return load_digits()
-    if name in ("mnist", "fashion-mnist"):
+    if name in IDX_DATASETS:
         from dlforge.data.idx import load_idx_dataset
 
         return load_idx_dataset(name, Path(data_dir) if data_dir else default_data_dir(name))
@@ -81,6 +95,25 @@ def load_dataset(name: str, data_dir: str | os.PathLike | None = None) -> Datase
     raise InputError(
         f"unknown dataset {name!r}; expected one of {', '.join(dataset_names())} or a path to a .npz file"
     )
+
+
+def load_training_data(artifact, data: str | None = None, data_dir: str | os.PathLike | None = None,
+                       *, flag: str = "--data") -> Dataset:
+    """The dataset the model in ``artifact`` was trained on (the rule is
+    :func:`dlforge.artifact.training_data`); ``data`` / ``data_dir`` override it.
+
+    Raises:
+        InputError: the lineage does not say, and ``data`` was not given; or the data is unusable.
+    """
+    from dlforge.artifact import training_data
+
+    found = training_data(artifact)
+    if data is None and found is None:
+        raise InputError(f"cannot tell which dataset {artifact.path} was trained on; pass {flag} "
+                         "(and --data-dir), e.g. --data mnist --data-dir DIR")
+    name = data or found[0]
+    directory = data_dir or (found[1] if found and name == found[0] else None)
+    return load_dataset(name, directory)
 
 
 def default_data_dir(name: str) -> Path:

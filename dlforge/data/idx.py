@@ -115,7 +115,7 @@ def load_idx_dataset(name: str, data_dir: Path) -> Dataset:
                              "the files do not belong together")
     labels = SOURCES[name]["labels"]
     for key in ("train_labels", "test_labels"):
-        if arrays[key].max() >= len(labels):
+        if len(arrays[key]) and arrays[key].max() >= len(labels):
             raise InputError(f"{paths[key]} has label {arrays[key].max()}, beyond the {len(labels)} "
                              f"classes of {name}")
 

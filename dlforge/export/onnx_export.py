@@ -8,57 +8,46 @@ is worse than no model.
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import io
 import json
 import logging
 import os
 import warnings
-
-import numpy as np
+from typing import TYPE_CHECKING
 
 from dlforge.artifact import Artifact, ArtifactWriter, Card, ModelInfo, TensorSpec
-from dlforge.data import load_dataset
 from dlforge.env import environment
-from dlforge.errors import InputError, StageFailed, require
+from dlforge.errors import ArtifactError, InputError, StageFailed, require
+from dlforge.export.options import ExportOptions
+
+if TYPE_CHECKING:  # numpy and the datasets load when a model exports, not when the CLI starts
+    import numpy as np
 
 PAYLOAD = "model.onnx"
-EXPORTERS = ("dynamo", "torchscript")
-DEFAULT_OPSET = 18
 
 
 def onnx_from_checkpoint(
     checkpoint: str | os.PathLike,
     out_dir: str | os.PathLike,
+    options: ExportOptions | None = None,
     *,
-    opset: int = DEFAULT_OPSET,
-    dynamic_batch: bool = True,
-    atol: float = 1e-4,
-    samples: int = 512,
-    exporter: str = "dynamo",
-    data: str | None = None,
-    data_dir: str | os.PathLike | None = None,
     force: bool = False,
+    **settings,
 ) -> Artifact:
     """Export a checkpoint to ONNX and verify it; write an onnx artifact to ``out_dir``.
 
-    Args:
-        opset: ONNX opset to target.
-        dynamic_batch: export the batch dimension as dynamic (``"batch"``); otherwise fixed at 1.
-        atol: largest allowed absolute difference between ONNX Runtime and eager PyTorch outputs.
-        samples: how many test images to verify on.
-        exporter: ``"dynamo"`` (torch.export based) or, as an explicit fallback, ``"torchscript"``.
-        data, data_dir: where to find the model's dataset, if not where training found it.
+    ``options`` (or ``settings``, its fields as keywords: ``opset=17``) says how; see
+    :class:`ExportOptions`. The graph is verified against eager PyTorch on ``samples`` test images
+    of the model's own dataset (see :func:`dlforge.data.load_training_data`).
 
     Raises:
-        StageFailed: the verification exceeded ``atol`` (nothing is written).
+        InputError: a bad option, checkpoint or dataset; a checkpoint whose PyTorch outputs are not
+            finite (nothing to verify against).
+        StageFailed: the export failed, or the verification exceeded ``atol`` (nothing is written).
     """
-    if exporter not in EXPORTERS:
-        raise InputError(f"unknown exporter {exporter!r}; expected one of {', '.join(EXPORTERS)}")
-    if not 7 <= opset <= 23:
-        raise InputError(f"--opset {opset} is outside the range dlforge exports (7..23)")
-    if atol <= 0 or samples <= 0:
-        raise InputError("--atol and --samples must be positive")
+    options = ExportOptions.build(options, **settings)
     torch = require("torch", "toolkit", "export")
     onnx = require("onnx", "toolkit", "export")
     require("onnxscript", "toolkit", "export")
@@ -66,48 +55,87 @@ def onnx_from_checkpoint(
 
     model, ckpt = load_checkpoint(checkpoint)
     info = ckpt.card.model
-    with ArtifactWriter(out_dir, force=force) as writer:
-        dataset = load_dataset(data or ckpt.card.params["data"], data_dir or ckpt.card.params.get("data_dir"))
-        if tuple(dataset.input_shape) != tuple(info.inputs[0].shape[1:]):
-            raise InputError(f"dataset {dataset.name} has images {dataset.input_shape}, the model expects "
-                             f"{tuple(info.inputs[0].shape[1:])}; pass the --data it was trained on")
-        x = dataset.x_test[:samples]
+    with ArtifactWriter(out_dir, force=force, protect=[checkpoint]) as writer:
+        x = _verification_images(ckpt, options)
+        _check_outputs(torch, model, ckpt, x[:2])
         path = writer.file(PAYLOAD)
-        _export(torch, model, x[:2] if dynamic_batch else x[:1], path, opset, dynamic_batch, exporter)
-        proto = onnx.load(str(path))
-        try:
-            onnx.checker.check_model(proto, full_check=True)
-            proto = onnx.shape_inference.infer_shapes(proto, check_type=True, strict_mode=True)
-        except (onnx.checker.ValidationError, onnx.shape_inference.InferenceError) as exc:
-            raise StageFailed(f"the exported graph fails the ONNX checker: {exc}".splitlines()[0]) from exc
-        batch = "batch" if dynamic_batch else 1
-        model_info = ModelInfo(
-            name=info.name, task=info.task,
-            inputs=(TensorSpec("input", (batch, *info.inputs[0].shape[1:]), "float32"),),
-            outputs=(TensorSpec(info.outputs[0].name, (batch, *info.outputs[0].shape[1:]), "float32"),),
-            value_range=info.value_range, labels=info.labels, dataset=info.dataset,
-            preprocessing=info.preprocessing, config=info.config,
-        )
+        _export(torch, model, x[:2] if options.dynamic_batch else x[:1], path, options.opset, options.dynamic_batch,
+                options.exporter)
+        proto = _checked_graph(onnx, path)
+        model_info = _exported_info(info, options.dynamic_batch)
         _write_metadata(proto, model_info)
         onnx.save(proto, str(path))
-        verification = verify_against_torch(model, path, x, atol=atol, dynamic_batch=dynamic_batch)
-        if not verification["passed"]:
-            raise StageFailed(
-                f"ONNX output differs from PyTorch by up to {verification['max_abs_diff']:.3g} "
-                f"(> --atol {atol:g}; top-1 agreement {verification['top1_agreement']:.4f}); nothing was "
-                f"saved. Try another --opset or --exporter, or raise --atol if the difference is acceptable")
-        counts = {}
-        for node in proto.graph.node:
-            counts[node.op_type] = counts.get(node.op_type, 0) + 1
-        card = Card(
-            kind="onnx", payload=PAYLOAD, model=model_info, parent=ckpt.lineage(),
-            params={"opset": opset, "dynamic_batch": dynamic_batch, "atol": atol, "exporter": exporter,
-                    "samples": len(x)},
-            env=environment(),
-            sections={"verification": verification,
-                      "graph": {"opset": opset, "nodes": len(proto.graph.node), "ops": counts}},
-        )
+        verification = verify_against_torch(model, path, x, atol=options.atol, dynamic_batch=options.dynamic_batch,
+                                            classifier=info.task == "classification")
+        _judge(verification, options.atol)
+        counts = dict(collections.Counter(node.op_type for node in proto.graph.node))
+        card = Card(kind="onnx", payload=PAYLOAD, model=model_info, parent=ckpt.lineage(),
+                    params={**options.params(), "samples": len(x)}, env=environment(),
+                    sections={"verification": verification,
+                              "graph": {"opset": options.opset, "nodes": len(proto.graph.node), "ops": counts}})
         return writer.commit(card)
+
+
+def _verification_images(ckpt: Artifact, options: ExportOptions) -> np.ndarray:
+    """Up to ``options.samples`` test images of the checkpoint's dataset, checked against its input."""
+    from dlforge.data import load_training_data
+
+    info = ckpt.card.model
+    dataset = load_training_data(ckpt, options.data, options.data_dir)
+    expected = tuple(info.inputs[0].shape[1:])
+    if tuple(dataset.input_shape) != expected:
+        raise InputError(f"dataset {dataset.name} has images {dataset.input_shape}, the model expects "
+                         f"{expected}; pass the --data it was trained on")
+    return dataset.x_test[:options.samples]
+
+
+def _check_outputs(torch, model, ckpt: Artifact, x: np.ndarray) -> None:
+    """The model must produce what its card says (a classifier's logits, an autoencoder's images)."""
+    info = ckpt.card.model
+    with torch.inference_mode():
+        got = tuple(model(torch.from_numpy(x)).shape[1:])
+    promised = tuple(info.outputs[0].shape[1:])
+    if got != promised:
+        raise ArtifactError(f"{ckpt.path}: the card says {info.name} is a {info.task} model with outputs "
+                            f"{info.outputs[0].name} {list(promised)} per image, but it produces {list(got)}; "
+                            "the card does not belong to these weights: retrain the checkpoint")
+
+
+def _checked_graph(onnx, path):
+    """The exported graph, after ``onnx.checker`` and strict shape inference."""
+    proto = onnx.load(str(path))
+    try:
+        onnx.checker.check_model(proto, full_check=True)
+        return onnx.shape_inference.infer_shapes(proto, check_type=True, strict_mode=True)
+    except (onnx.checker.ValidationError, onnx.shape_inference.InferenceError) as exc:
+        raise StageFailed(f"the exported graph fails the ONNX checker: {exc}".splitlines()[0]) from exc
+
+
+def _exported_info(info: ModelInfo, dynamic_batch: bool) -> ModelInfo:
+    """The checkpoint's model description with the batch dimension the export fixed."""
+    batch = "batch" if dynamic_batch else 1
+    return ModelInfo(
+        name=info.name, task=info.task,
+        inputs=(TensorSpec("input", (batch, *info.inputs[0].shape[1:]), "float32"),),
+        outputs=(TensorSpec(info.outputs[0].name, (batch, *info.outputs[0].shape[1:]), "float32"),),
+        value_range=info.value_range, labels=info.labels, dataset=info.dataset,
+        preprocessing=info.preprocessing, config=info.config,
+    )
+
+
+def _judge(verification: dict, atol: float) -> None:
+    """Raise :class:`StageFailed` unless ONNX Runtime matched PyTorch within ``atol``."""
+    if verification["passed"]:
+        return
+    agreement = verification.get("top1_agreement")
+    agreement = f"; top-1 agreement {agreement:.4f}" if agreement is not None else ""
+    if not verification["onnx_finite"]:
+        raise StageFailed(f"ONNX Runtime's output holds NaN or infinite values where PyTorch's is finite; nothing "
+                          f"was saved. Try another --opset or --exporter")
+    raise StageFailed(
+        f"ONNX output differs from PyTorch by up to {verification['max_abs_diff']:.3g} "
+        f"(> --atol {atol:g}{agreement}); nothing was "
+        f"saved. Try another --opset or --exporter, or raise --atol if the difference is acceptable")
 
 
 def _export(torch, model, example: np.ndarray, path, opset: int, dynamic_batch: bool, exporter: str) -> None:
@@ -154,32 +182,43 @@ def _write_metadata(proto, info: ModelInfo) -> None:
         entry.key, entry.value = key, value
 
 
-def verify_against_torch(model, onnx_path, x: np.ndarray, *, atol: float, dynamic_batch: bool) -> dict:
-    """Compare ONNX Runtime with eager PyTorch on ``x``: max abs diff and top-1 agreement."""
+def verify_against_torch(model, onnx_path, x: np.ndarray, *, atol: float, dynamic_batch: bool,
+                         classifier: bool = True) -> dict:
+    """Compare ONNX Runtime with eager PyTorch on ``x``: max abs diff and (classifiers) top-1 agreement.
+
+    ``passed`` needs every output finite and within ``atol``: a NaN difference never passes.
+
+    Raises:
+        InputError: PyTorch's own outputs are not finite (the checkpoint is broken: nothing to verify).
+    """
+    import numpy as np
     import onnxruntime as ort
     import torch
 
-    session = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
-    name = session.get_inputs()[0].name
     with torch.inference_mode():
         expected = model(torch.from_numpy(x)).numpy()
+    if not np.isfinite(expected).all():
+        bad = int((~np.isfinite(expected.reshape(len(x), -1))).any(1).sum())
+        raise InputError(f"the checkpoint's own PyTorch outputs are NaN or infinite on {bad} of {len(x)} test images "
+                         "(its weights hold NaN/inf, or training diverged): there is nothing to verify the export "
+                         "against; retrain the checkpoint")
+    session = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
+    name = session.get_inputs()[0].name
     if dynamic_batch:
         chunks = [x[:1], x[1:8], x[8:]]  # batch 1, a small batch and a large one exercise the dynamic dim
-        got = np.concatenate([session.run(None, {name: c})[0] for c in chunks if len(c)])
     else:
-        got = np.concatenate([session.run(None, {name: x[i:i + 1]})[0] for i in range(len(x))])
+        chunks = [x[i:i + 1] for i in range(len(x))]
+    got = np.concatenate([session.run(None, {name: c})[0] for c in chunks if len(c)])
+    finite = bool(np.isfinite(got).all())
     diff = np.abs(got.astype(np.float64) - expected.astype(np.float64))
     result = {
-        "max_abs_diff": float(diff.max()),
-        "mean_abs_diff": float(diff.mean()),
+        "max_abs_diff": float(diff.max()) if finite else None,
+        "mean_abs_diff": float(diff.mean()) if finite else None,
         "samples": int(len(x)),
         "atol": atol,
+        "onnx_finite": finite,
+        # not a classifier: the numerics alone decide
+        "top1_agreement": float((got.argmax(1) == expected.argmax(1)).mean()) if classifier else None,
     }
-    if expected.ndim == 2:
-        result["top1_agreement"] = float((got.argmax(1) == expected.argmax(1)).mean())
-    else:
-        result["top1_agreement"] = None  # not a classifier: the numerics alone decide
-    result["passed"] = bool(result["max_abs_diff"] <= atol and np.isfinite(got).all())
+    result["passed"] = bool(finite and result["max_abs_diff"] <= atol)
     return result
-
-

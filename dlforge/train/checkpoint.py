@@ -6,14 +6,18 @@ architecture is rebuilt from the zoo by the name and config recorded in the card
 
 from __future__ import annotations
 
+import dataclasses
 import os
-
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 from dlforge.artifact import Artifact, ArtifactWriter, Card, ModelInfo, TensorSpec, open_artifact
-from dlforge.data import Dataset, load_dataset
 from dlforge.env import environment
 from dlforge.errors import ArtifactError, InputError, require
+from dlforge.train.architecture import build_model, check_architecture
+from dlforge.train.options import TrainOptions
+
+if TYPE_CHECKING:  # numpy and the datasets load when a model trains, not when the CLI starts
+    from dlforge.data import Dataset
 
 WEIGHTS = "model.safetensors"
 
@@ -47,99 +51,103 @@ def resolve_device(device: str) -> str:
 def checkpoint_from_training(
     model: str,
     out_dir: str | os.PathLike,
+    options: TrainOptions | None = None,
     *,
-    data: str = "digits",
-    data_dir: str | os.PathLike | None = None,
-    epochs: int | None = None,
-    batch_size: int | None = None,
-    lr: float | None = None,
-    weight_decay: float | None = None,
-    seed: int = 0,
-    device: str = "cpu",
-    overrides: dict | None = None,
     force: bool = False,
     progress: bool | None = None,
     on_epoch: Callable | None = None,
-    dataset: Dataset | None = None,
-    adv_train: str | None = None,
-    adv_eps: float = 0.25,
-    adv_steps: int = 7,
-    pretrain_data=None,
     on_message: Callable[[str], None] = lambda line: None,
+    dataset: Dataset | None = None,
+    pretrain_data=None,
+    **settings,
 ) -> Artifact:
-    """Train zoo model ``model`` on ``data`` and write a checkpoint artifact to ``out_dir``.
+    """Train zoo model ``model`` and write a checkpoint artifact to ``out_dir``.
 
-    Settings left as ``None`` take the model's defaults. Every input is checked, and the output
-    directory claimed, before any data is loaded or any step is taken. ``dataset`` trains on an
-    in-memory dataset (e.g. a poisoned one) instead of loading ``data``; ``adv_train`` (``"fgsm"`` or
-    ``"pgd"``) with ``adv_eps`` turns on adversarial training. Models with a pretraining phase (the
-    DBN) pretrain on ``pretrain_data`` (unlabelled images; default: the training images) first.
+    ``options`` (or ``settings``, the same fields as keywords: ``epochs=3``) says how; settings left
+    as ``None`` take the model's defaults. Every input is checked, and the output directory
+    claimed, before any data is loaded or any step is taken. ``dataset`` trains on an in-memory
+    dataset (e.g. a poisoned one) instead of loading ``options.data``. Models with a pretraining
+    phase (the DBN) pretrain on ``pretrain_data`` (unlabelled images; default: the training images).
+
+    Raises:
+        InputError: a bad option, model, architecture override or dataset (nothing is written).
+        StageFailed: the training diverged (nothing is written).
     """
-    from dlforge_models import create_model, get_entry
+    from dlforge_models import get_entry
 
+    from dlforge.data import load_dataset
+
+    options = TrainOptions.build(options, **settings)
     entry = get_entry(model)
-    _check_positive(epochs=epochs, batch_size=batch_size, lr=lr)
-    if weight_decay is not None and weight_decay < 0:
-        raise InputError(f"--weight-decay must be >= 0, got {weight_decay}")
-    device = resolve_device(device)
-    if adv_train not in (None, "fgsm", "pgd"):
-        raise InputError(f"unknown adversarial training {adv_train!r}; expected fgsm or pgd")
-    if adv_train and not 0 < adv_eps <= 1:
-        raise InputError(f"--adv-eps must be within (0, 1], got {adv_eps}")
-    if adv_train and entry.task != "classification":
-        raise InputError(f"adversarial training needs a classifier; {model} is a {entry.task} model")
+    check_architecture(entry, options.overrides)
+    resolve_device(options.device)
+    if options.adv_train and entry.task != "classification":
+        raise InputError(f"--adv-train needs a classifier; {model} is a {entry.task} model")
     with ArtifactWriter(out_dir, force=force) as writer:
-        dataset = dataset if dataset is not None else load_dataset(data, data_dir)
-        defaults = entry.defaults
-        settings = {
-            "epochs": epochs or defaults.epochs_for(len(dataset.y_train)),
-            "batch_size": batch_size or defaults.batch_size,
-            "lr": lr or defaults.lr,
-            "weight_decay": defaults.weight_decay if weight_decay is None else weight_decay,
-        }
-        from dlforge.train.loop import accuracy, fit, reconstruction_mse, seed_everything
+        dataset = dataset if dataset is not None else load_dataset(options.data, options.data_dir)
+        options = _with_model_defaults(options, entry, len(dataset.y_train))
+        from dlforge.train.loop import seed_everything
 
-        seed_everything(seed)
-        try:
-            net = create_model(model, input_shape=dataset.input_shape, num_classes=dataset.num_classes,
-                               **(overrides or {}))
-        except ValueError as exc:
-            raise InputError(f"cannot build {model} for {dataset.name}: {exc}") from exc
-        pretraining = None
-        if entry.pretrain is not None and net.config.get("pretrain_epochs", 0) > 0:
-            net.to(device)
-            pretraining = entry.pretrain(net, dataset.x_train if pretrain_data is None else pretrain_data,
-                                         batch_size=settings["batch_size"], seed=seed, device=device,
-                                         progress=progress, report=on_message)
-        result = fit(net, dataset.x_train, dataset.y_train, dataset.x_val, dataset.y_val,
-                     seed=seed, device=device, progress=progress, on_epoch=on_epoch, adv_train=adv_train,
-                     adv_eps=adv_eps, adv_steps=adv_steps, task=entry.task, **settings)
-        if entry.task == "classification":
-            quality = {"test_accuracy": round(accuracy(net, dataset.x_test, dataset.y_test, device=device), 6)}
-        else:
-            mean_image = dataset.x_train.mean(0, keepdims=True)
-            quality = {"test_accuracy": None,
-                       "test_mse": round(reconstruction_mse(net, dataset.x_test, device=device), 6),
-                       "mean_image_mse": round(float(((dataset.x_test - mean_image) ** 2).mean()), 6)}
+        seed_everything(options.seed)
+        net = build_model(entry, dataset, options.overrides)
+        metrics = _train(net, entry, dataset, options, progress=progress, on_epoch=on_epoch,
+                         on_message=on_message, pretrain_data=pretrain_data)
         save_weights(net, writer.file(WEIGHTS))
-        card = Card(
-            kind="checkpoint",
-            payload=WEIGHTS,
-            model=model_info_for(model, entry.task, dataset, net.config),
-            params={"model": model, "data": data, "data_dir": str(data_dir) if data_dir else None,
-                    "seed": seed, "device": device, "overrides": overrides or {}, **settings,
-                    "adv_train": {"method": adv_train, "eps": adv_eps,
-                                  "steps": adv_steps if adv_train == "pgd" else None} if adv_train else None},
-            env=environment(),
-            sections={"dataset": dataset.describe(), "metrics": {
-                **quality,
-                **({"pretraining": pretraining} if pretraining else {}),
-                "train_seconds": round(result.seconds, 3),
-                "samples_per_s": round(result.samples_per_s, 1),
-                "history": [r.to_dict() for r in result.history],
-            }},
-        )
+        card = Card(kind="checkpoint", payload=WEIGHTS, model=model_info_for(model, entry.task, dataset, net.config),
+                    params={"model": model, **options.params()}, env=environment(),
+                    sections={"dataset": dataset.describe(), "metrics": metrics})
         return writer.commit(card)
+
+
+def _with_model_defaults(options: TrainOptions, entry, n_train: int) -> TrainOptions:
+    """``options`` with every setting left as ``None`` replaced by the model's default."""
+    d = entry.defaults
+    return dataclasses.replace(
+        options,
+        epochs=options.epochs or d.epochs_for(n_train),
+        batch_size=options.batch_size or d.batch_size,
+        lr=options.lr or d.lr,
+        weight_decay=d.weight_decay if options.weight_decay is None else options.weight_decay,
+    )
+
+
+def _train(net, entry, dataset: Dataset, options: TrainOptions, *, progress, on_epoch, on_message,
+           pretrain_data) -> dict:
+    """Pretrain (where the model has a phase for it), fit, and measure: the card's ``metrics``."""
+    from dlforge.train.loop import fit
+
+    pretraining = None
+    if entry.pretrain is not None and net.config.get("pretrain_epochs", 0) > 0:
+        net.to(options.device)
+        pretraining = entry.pretrain(net, dataset.x_train if pretrain_data is None else pretrain_data,
+                                     batch_size=options.batch_size, seed=options.seed, device=options.device,
+                                     progress=progress, report=on_message)
+    objective = None
+    if options.adv_train:
+        from dlforge.train.adversarial import adversarial_objective
+
+        objective = adversarial_objective(options.adv_train, options.adv_eps, options.adv_steps)
+    result = fit(net, dataset.x_train, dataset.y_train, dataset.x_val, dataset.y_val, epochs=options.epochs,
+                 batch_size=options.batch_size, lr=options.lr, weight_decay=options.weight_decay, seed=options.seed,
+                 device=options.device, progress=progress, on_epoch=on_epoch, objective=objective, task=entry.task)
+    return {
+        **_test_quality(net, entry.task, dataset, options.device),
+        **({"pretraining": pretraining} if pretraining else {}),
+        "train_seconds": round(result.seconds, 3),
+        "samples_per_s": round(result.samples_per_s, 1),
+        "history": [r.to_dict() for r in result.history],
+    }
+
+
+def _test_quality(net, task: str, dataset: Dataset, device: str) -> dict:
+    from dlforge.train.loop import accuracy, reconstruction_mse
+
+    if task == "classification":
+        return {"test_accuracy": round(accuracy(net, dataset.x_test, dataset.y_test, device=device), 6)}
+    mean_image = dataset.x_train.mean(0, keepdims=True)
+    return {"test_accuracy": None,
+            "test_mse": round(reconstruction_mse(net, dataset.x_test, device=device), 6),
+            "mean_image_mse": round(float(((dataset.x_test - mean_image) ** 2).mean()), 6)}
 
 
 def save_weights(model, path) -> None:
@@ -153,29 +161,44 @@ def load_checkpoint(path: str | os.PathLike | Artifact):
     """Rebuild a checkpoint's model from the zoo and load its weights; returns ``(model, artifact)``.
 
     The model is returned in eval mode on the CPU.
+
+    Raises:
+        ArtifactError: the card does not describe a zoo model, or the weights are not a safetensors
+            file that fits it.
     """
     require("safetensors", "toolkit", "loading a checkpoint")
+    from safetensors import SafetensorError
     from safetensors.torch import load_file
 
-    from dlforge_models import create_model
-
     artifact = path if isinstance(path, Artifact) else open_artifact(path, ["checkpoint"])
-    info = artifact.card.model
-    config = dict(info.config)
-    model = create_model(info.name, input_shape=config.pop("input_shape"),
-                         num_classes=config.pop("num_classes"), **config)
+    model = _model_from_card(artifact)
     try:
-        model.load_state_dict(load_file(str(artifact.payload_path)), strict=True)
+        state = load_file(str(artifact.payload_path))
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise ArtifactError(f"{artifact.payload_path} is not a safetensors weights file "
+                            f"({str(exc).splitlines()[0] if str(exc) else type(exc).__name__}); "
+                            "retrain the checkpoint") from exc
+    try:
+        model.load_state_dict(state, strict=True)
     except (RuntimeError, OSError) as exc:
-        raise ArtifactError(f"{artifact.path}: weights do not fit model {info.name} "
+        raise ArtifactError(f"{artifact.path}: weights do not fit model {artifact.card.model.name} "
                             f"({str(exc).splitlines()[0]}); retrain the checkpoint") from exc
     return model.eval(), artifact
 
 
-def _check_positive(**values) -> None:
-    for name, value in values.items():
-        if value is not None and value <= 0:
-            flag = "--" + name.replace("_", "-")
-            raise InputError(f"{flag} must be positive, got {value}")
+def _model_from_card(artifact: Artifact):
+    """The untrained zoo model a checkpoint's card describes."""
+    from dlforge_models import create_model
 
-
+    info = artifact.card.model
+    if info is None or not isinstance(info.config, dict):
+        raise ArtifactError(f"{artifact.path}/card.json has no model description; retrain the checkpoint")
+    config = dict(info.config)
+    try:
+        return create_model(info.name, input_shape=config.pop("input_shape"), num_classes=config.pop("num_classes"),
+                            **config)
+    except InputError as exc:
+        raise ArtifactError(f"{artifact.path}/card.json: {exc}") from exc
+    except (KeyError, TypeError, ValueError, RuntimeError) as exc:
+        raise ArtifactError(f"{artifact.path}/card.json: model.config does not build {info.name} "
+                            f"({type(exc).__name__}: {exc}); retrain the checkpoint") from exc

@@ -6,6 +6,7 @@ processes), which keeps the loop as fast as a hand-written one and reproducible 
 
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import dataclass, field
 from typing import Callable
@@ -13,6 +14,8 @@ from typing import Callable
 import numpy as np
 import torch
 from torch import nn
+
+from dlforge.errors import StageFailed
 
 
 @dataclass
@@ -79,24 +82,6 @@ def predict_logits(model: nn.Module, x: np.ndarray | torch.Tensor, *, batch_size
     return torch.cat(outs) if outs else torch.empty(0)
 
 
-def adversarial_loss(model, x, y, loss_fn, method: str, eps: float, steps: int, value_range) -> torch.Tensor:
-    """The training loss of one batch under adversarial training (see :func:`fit`)."""
-    lo, hi = value_range
-    if method == "fgsm":
-        x = x.detach().requires_grad_(True)
-        clean = loss_fn(model(x), y)
-        (grad,) = torch.autograd.grad(clean, x, retain_graph=True)
-        x_adv = (x + eps * grad.sign()).clamp(lo, hi).detach()
-        return 0.5 * clean + 0.5 * loss_fn(model(x_adv), y)
-    from dlforge.adversarial.attacks.pgd import PGD
-
-    model.eval()
-    x_adv = PGD(steps=steps, seed=int(torch.randint(0, 2**31 - 1, ()))).run(model, x, y, eps=eps,
-                                                                           value_range=value_range).detach()
-    model.train()
-    return loss_fn(model(x_adv), y)
-
-
 def fit(
     model: nn.Module,
     x_train: np.ndarray,
@@ -112,68 +97,75 @@ def fit(
     device: str = "cpu",
     progress: bool | None = None,
     on_epoch: Callable[[EpochRecord], None] | None = None,
-    adv_train: str | None = None,
-    adv_eps: float = 0.25,
-    adv_steps: int = 7,
-    value_range: tuple[float, float] = (0.0, 1.0),
+    objective: Callable[[nn.Module, torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
     task: str = "classification",
 ) -> TrainResult:
     """Train ``model`` with AdamW and a cosine learning-rate decay over all steps.
 
-    Adversarial training (``adv_train``): ``"fgsm"`` is Goodfellow et al.'s mixed objective,
-    0.5 * J(x) + 0.5 * J(x + eps * sign(grad_x J)), the example made from the same forward pass;
-    ``"pgd"`` is Madry et al.'s: train on PGD examples (``adv_steps`` steps, random start) only.
-
     Args:
         progress: show a tqdm bar per epoch; ``None`` shows it only on a terminal.
         on_epoch: called with each epoch's record (loss, validation accuracy, time).
-        adv_train, adv_eps, adv_steps: adversarial training method, its L-inf budget and PGD steps.
-        task: ``"classification"`` (cross-entropy, validation accuracy) or ``"reconstruction"``
-            (mean squared error against the input itself, validation MSE).
-    """
-    from tqdm.auto import tqdm
+        objective: the loss of one batch, ``objective(model, x, y)``; default cross-entropy (or, for
+            reconstruction, the mean squared error against the input). Adversarial training injects
+            one from :mod:`dlforge.train.adversarial`.
+        task: ``"classification"`` (validation accuracy) or ``"reconstruction"`` (validation MSE).
 
+    Raises:
+        StageFailed: the training loss became NaN or infinite (the run diverged).
+    """
     model.to(device)
     x = torch.as_tensor(x_train).to(device)
     y = torch.as_tensor(y_train).to(device)
     optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
     steps_per_epoch = -(-len(y) // batch_size)
     scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=epochs * steps_per_epoch)
-    reconstruct = task == "reconstruction"
-    loss_fn = nn.MSELoss() if reconstruct else nn.CrossEntropyLoss()
+    objective = objective or default_objective(task)
     generator = torch.Generator().manual_seed(seed)
     result = TrainResult()
     for epoch in range(1, epochs + 1):
-        model.train()
         start = time.perf_counter()
-        order = torch.randperm(len(y), generator=generator).to(device)
-        loss_sum = torch.zeros((), device=device)
-        bar = tqdm(range(0, len(y), batch_size), desc=f"epoch {epoch}/{epochs}", unit="batch",
-                   disable=None if progress is None else not progress, leave=False)
-        for i in bar:
-            idx = order[i:i + batch_size]
-            xb, yb = x[idx], y[idx]
-            optimizer.zero_grad(set_to_none=True)
-            if reconstruct:
-                loss = loss_fn(model(xb), xb)
-            elif adv_train is None:
-                loss = loss_fn(model(xb), yb)
-            else:
-                loss = adversarial_loss(model, xb, yb, loss_fn, adv_train, adv_eps, adv_steps, value_range)
-            loss.backward()
-            optimizer.step()
-            scheduler.step()
-            loss_sum += loss.detach() * len(idx)
+        loss = _epoch(model, x, y, objective, optimizer, scheduler, generator, batch_size,
+                      desc=f"epoch {epoch}/{epochs}", progress=progress)
+        if not math.isfinite(loss):
+            raise StageFailed(f"training diverged: the loss is {loss} in epoch {epoch}; nothing was saved. "
+                              f"Lower --lr (it was {lr:g}) or check the data")
         seconds = time.perf_counter() - start
         result.seconds += seconds
         result.samples += len(y)
-        if reconstruct:
-            record = EpochRecord(epoch, float(loss_sum) / len(y), None, seconds, optimizer.param_groups[0]["lr"],
-                                 val_mse=reconstruction_mse(model, x_val, device=device))
+        record = EpochRecord(epoch, loss, None, seconds, optimizer.param_groups[0]["lr"])
+        if task == "reconstruction":
+            record.val_mse = reconstruction_mse(model, x_val, device=device)
         else:
-            record = EpochRecord(epoch, float(loss_sum) / len(y), accuracy(model, x_val, y_val, device=device),
-                                 seconds, optimizer.param_groups[0]["lr"])
+            record.val_accuracy = accuracy(model, x_val, y_val, device=device)
         result.history.append(record)
         if on_epoch:
             on_epoch(record)
     return result
+
+
+def default_objective(task: str) -> Callable[[nn.Module, torch.Tensor, torch.Tensor], torch.Tensor]:
+    """Cross-entropy for a classifier; for an autoencoder, MSE against the (clean) input itself."""
+    if task == "reconstruction":
+        return lambda model, x, y: nn.functional.mse_loss(model(x), x)
+    return lambda model, x, y: nn.functional.cross_entropy(model(x), y)
+
+
+def _epoch(model, x, y, objective, optimizer, scheduler, generator, batch_size: int, *, desc: str,
+           progress: bool | None) -> float:
+    """One pass over ``x`` in a seeded random order; returns the mean training loss."""
+    from tqdm.auto import tqdm
+
+    model.train()
+    order = torch.randperm(len(y), generator=generator).to(x.device)
+    loss_sum = torch.zeros((), device=x.device)
+    bar = tqdm(range(0, len(y), batch_size), desc=desc, unit="batch",
+               disable=None if progress is None else not progress, leave=False)
+    for i in bar:
+        idx = order[i:i + batch_size]
+        optimizer.zero_grad(set_to_none=True)
+        loss = objective(model, x[idx], y[idx])
+        loss.backward()
+        optimizer.step()
+        scheduler.step()
+        loss_sum += loss.detach() * len(idx)
+    return float(loss_sum) / len(y)

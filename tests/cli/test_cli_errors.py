@@ -56,10 +56,11 @@ def test_unwritable_output(tmp_path):
     assert_clean_failure(result, tmp_path, "cannot write the output directory")
 
 
-@pytest.mark.parametrize("flag, value", [("--epochs", "-1"), ("--epochs", "0"), ("--batch-size", "0"), ("--lr", "-0.1")])
-def test_non_positive_numbers(tmp_path, flag, value):
+@pytest.mark.parametrize("flag, value, bound", [("--epochs", "-1", ">= 1"), ("--epochs", "0", ">= 1"),
+                                               ("--batch-size", "0", ">= 1"), ("--lr", "-0.1", "> 0")])
+def test_non_positive_numbers(tmp_path, flag, value, bound):
     result = run("train", "mlp", flag, value, "-o", str(tmp_path / "o"))
-    assert_clean_failure(result, tmp_path, f"{flag} must be positive")
+    assert_clean_failure(result, tmp_path, f"{flag} must be a finite number {bound}, got {value}")
 
 
 def test_usage_error_is_one_line(tmp_path):
