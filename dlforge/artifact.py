@@ -274,9 +274,9 @@ def _verify_hash(path: Path, expected: str | None, what: str) -> None:
 def _read_card(path: Path, want: str) -> Card:
     card_path = path / CARD_NAME
     if not path.exists():
-        raise ArtifactError(f"{path} does not exist; expected a {want} directory")
+        raise ArtifactError(f"{path} does not exist; expected {want} directory")
     if not card_path.is_file() or card_path.is_symlink():
-        raise ArtifactError(f"{path} is not a dlforge artifact (no regular {CARD_NAME}); expected a {want} directory")
+        raise ArtifactError(f"{path} is not a dlforge artifact (no regular {CARD_NAME}); expected {want} directory")
     try:
         raw = json.loads(card_path.read_text(encoding="utf-8"))
     except (OSError, ValueError) as exc:
@@ -302,11 +302,12 @@ def open_artifact(
     """
     path = Path(path)
     wanted = tuple(kinds) if kinds else None
-    want = " or ".join(f"{k} artifact (from `{PRODUCED_BY[k]}`)" for k in wanted) if wanted else "artifact"
+    want = " or ".join(f"{'an' if k[0] in 'aeio' else 'a'} {k} artifact (from `{PRODUCED_BY[k]}`)" for k in wanted) \
+        if wanted else "an artifact"
     card = _read_card(path, want)
     card_path = path / CARD_NAME
     if wanted and card.kind not in wanted:
-        raise ArtifactError(f"{path} is a {card.kind} artifact; expected a {want}")
+        raise ArtifactError(f"{path} is a {card.kind} artifact; expected {want}")
     payload = _inside(path, card.payload, card_path, "payload")
     if card.kind in _PAYLOAD_KINDS and payload.stat().st_size == 0:
         raise ArtifactError(f"{payload} is empty (0 bytes); rebuild the artifact")

@@ -40,7 +40,7 @@ def test_modified_payload_is_refused(tmp_path):
 
 def test_wrong_kind_names_the_command_that_makes_the_right_one(tmp_path):
     _write(tmp_path / "a")
-    with pytest.raises(ArtifactError, match=r"is a checkpoint artifact; expected a onnx artifact \(from `dlforge export`\)"):
+    with pytest.raises(ArtifactError, match=r"is a checkpoint artifact; expected an onnx artifact \(from `dlforge export`\)"):
         open_artifact(tmp_path / "a", ["onnx"])
 
 

@@ -42,7 +42,7 @@ class CommaList(click.ParamType):
 
 
 def option_for(options_cls, name: str, *decls: str, **kwargs):
-    """A click option whose default, help and listed choices come from ``options_cls``'s field ``name``.
+    """A click option whose default, help, type and listed choices come from ``options_cls``'s field ``name``.
 
     Tuple fields become comma-separated lists; the library's options object validates the value,
     so the CLI and the Python API reject the same inputs with the same message.
@@ -62,6 +62,10 @@ def option_for(options_cls, name: str, *decls: str, **kwargs):
         kwargs.setdefault("show_default", False)
     elif default is not None and not isinstance(default, bool):
         kwargs.setdefault("show_default", True)
+    annotation = str(field.type).replace(" ", "")
+    for name_, type_ in (("int", int), ("float", float)):
+        if annotation in (name_, f"{name_}|None", f"Optional[{name_}]"):
+            kwargs.setdefault("type", type_)
     if isinstance(default, bool) and not any("/" in d for d in decls):
         kwargs.setdefault("is_flag", True)
     decls = decls or ("--" + name.replace("_", "-"),)

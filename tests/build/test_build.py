@@ -49,7 +49,7 @@ def test_calibration_set_smaller_than_requested(digits_onnx, tmp_path):
 
 
 def test_checkpoint_is_not_an_onnx_artifact(digits_lenet, tmp_path):
-    with pytest.raises(InputError, match="is a checkpoint artifact; expected a onnx artifact"):
+    with pytest.raises(InputError, match="is a checkpoint artifact; expected an onnx artifact"):
         engine_from_onnx(digits_lenet.path, tmp_path / "e")
 
 
