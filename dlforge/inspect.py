@@ -91,14 +91,16 @@ def headline(artifact: Artifact) -> str:
 
         report = json.loads(artifact.payload_path.read_text(encoding="utf-8"))
         checks = report["checks"]
+        eps = report["settings"]["eps"]
+        at = max([e for e in eps if e <= 0.1] or [min(eps)])
         worst = {}
         for r in report["rows"]:
-            if r["route"] != "white-box" and r["eps"] == max(e for e in report["settings"]["eps"] if e <= 0.1):
+            if r["route"] != "white-box" and r["eps"] == at:
                 worst[r["target"]] = min(worst.get(r["target"], 1.0), r["robust_accuracy"])
-        at = max(e for e in report["settings"]["eps"] if e <= 0.1)
         return (f"{report['samples']} images; worst robust accuracy at eps {at:g}: "
                 + ", ".join(f"{t} {a:.3f}" for t, a in worst.items())
-                + f"; checks {sum(c['passed'] for c in checks)}/{len(checks)} passed (see report.html)")
+                + "; checks " + ", ".join(f"{sum(c.get('status') == s for c in checks)} {s}"
+                                          for s in ("pass", "fail", "n/a")) + " (see report.html)")
     return artifact.kind
 
 

@@ -90,6 +90,23 @@ def _check_value(f: dataclasses.Field, value: Any) -> None:
         _check_number(f, value)
 
 
+def parse_key_values(pairs: Iterable[str], what: str) -> dict:
+    """``KEY=VALUE`` strings as a dict; values parse as JSON where they can (``3``, ``0.5``, ``[32,64]``),
+    else stay strings. ``what`` names the flag or spec in the error."""
+    import json
+
+    out = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key.strip():
+            raise InputError(f"{what} expects KEY=VALUE, got {pair!r}")
+        try:
+            out[key.strip()] = json.loads(value)
+        except json.JSONDecodeError:
+            out[key.strip()] = value
+    return out
+
+
 class Options:
     """Base of every stage's options dataclass: validates on construction."""
 
@@ -135,4 +152,4 @@ class Options:
         return dataclasses.replace(options, **overrides) if overrides else options
 
 
-__all__ = ["Options", "choices_of", "dataclass", "flag_of", "option"]
+__all__ = ["Options", "choices_of", "dataclass", "flag_of", "option", "parse_key_values"]

@@ -8,7 +8,7 @@ import json
 import click
 
 from dlforge.errors import InputError
-from dlforge.options import choices_of
+from dlforge.options import choices_of, parse_key_values
 
 json_option = click.option("--json", "as_json", is_flag=True, help="Print the result as JSON on stdout (nothing else).")
 force_option = click.option("--force", is_flag=True, help="Replace the output directory if it exists.")
@@ -74,13 +74,4 @@ def option_for(options_cls, name: str, *decls: str, **kwargs):
 
 def parse_overrides(pairs: tuple[str, ...]) -> dict:
     """``--set key=value`` pairs as a dict; values are parsed as JSON where they parse."""
-    out = {}
-    for pair in pairs:
-        key, sep, value = pair.partition("=")
-        if not sep or not key:
-            raise InputError(f"--set expects KEY=VALUE, got {pair!r}")
-        try:
-            out[key] = json.loads(value)
-        except json.JSONDecodeError:
-            out[key] = value
-    return out
+    return parse_key_values(pairs, "--set")

@@ -27,10 +27,10 @@ def pipeline_command(model, data, data_dir, epochs, seed, out_dir, force, as_jso
     if as_json:
         emit_json({stage: describe(a.path) for stage, a in artifacts.items()})
     else:
-        width = max(len(stage) for stage in artifacts)
-        path_width = max(len(str(a.path)) for a in artifacts.values())
-        for stage, a in artifacts.items():
-            click.echo(f"{stage:<{width}}  {str(a.path):<{path_width}}  {headline(a)}")
+        from dlforge.reporting import format_table
+
+        rows = [{"stage": stage, "artifact": str(a.path), "result": headline(a)} for stage, a in artifacts.items()]
+        click.echo(format_table(rows, ["stage", "artifact", "result"]))
         if "bench" in artifacts:
             import json
 

@@ -9,10 +9,10 @@ An attack spec names a registered attack and, optionally, its keyword hyper-para
 from __future__ import annotations
 
 import inspect
-import json
 
 from dlforge.adversarial.attacks.base import Attack, GradientAttack, QueryAttack, QueryResult
 from dlforge.errors import InputError
+from dlforge.options import parse_key_values
 from dlforge.registry import Registry
 
 ATTACKS: Registry[type[Attack]] = Registry("attack", [
@@ -31,16 +31,7 @@ def attack_options(cls: type[Attack]) -> dict:
 def parse_spec(spec: str) -> tuple[str, dict]:
     """``"pgd:steps=100:seed=1"`` -> ``("pgd", {"steps": 100, "seed": 1})``; values parse as JSON where they can."""
     name, *pairs = [part.strip() for part in spec.split(":")]
-    settings = {}
-    for pair in pairs:
-        key, sep, value = pair.partition("=")
-        if not sep or not key:
-            raise InputError(f"attack spec {spec!r}: expected NAME:KEY=VALUE[:KEY=VALUE...], got {pair!r}")
-        try:
-            settings[key] = json.loads(value)
-        except json.JSONDecodeError:
-            settings[key] = value
-    return name, settings
+    return name, parse_key_values(pairs, f"attack spec {spec!r}")
 
 
 def make_attack(spec: str, **defaults) -> Attack:
