@@ -32,14 +32,56 @@ def test_calibration_on_dark_images_breaks_accuracy_and_the_gate_catches_it(digi
     assert not (tmp_path / "e").exists()
 
 
-def test_auto_picks_fastest_within_budget(digits_onnx, tmp_path):
-    lines = []
-    art = engine_from_onnx(digits_onnx.path, tmp_path / "auto", precision="auto", report=lines.append)
+def _slowed_backend(slow: str):
+    """The ORT backend, with every call of the ``slow`` candidate's session delayed by 3 ms."""
+    import time
+
+    from dlforge.build.ort import OrtBackend
+
+    class Slowed(OrtBackend):
+        def open(self, path, details, info):
+            session = super().open(path, details, info)
+            if path.parent.name == slow:
+                run = session._run
+                session._run = lambda feeds: (time.sleep(0.003), run(feeds))[1]
+            return session
+
+    return Slowed
+
+
+@pytest.mark.parametrize("slow, expected", [("int8", "fp32"), ("fp32", "int8")])
+def test_auto_measures_and_picks_the_fastest_within_budget(slow, expected, digits_onnx, tmp_path):
+    """The choice follows measured latency: slowing one candidate down flips it (constant timings cannot pass)."""
+    from dlforge.build import BACKENDS
+
+    BACKENDS.register("slowed")(_slowed_backend(slow))
+    try:
+        lines = []
+        art = engine_from_onnx(digits_onnx.path, tmp_path / "auto", backend="slowed", precision="auto",
+                               report=lines.append)
+    finally:
+        BACKENDS.unregister("slowed")
     sel = art.card.sections["selection"]
-    eligible = [r for r in sel["candidates"] if r["within_budget"]]
-    assert sel["chosen"] == min(eligible, key=lambda r: r["median_ms"])["precision"]
-    assert art.card.sections["precision"] == sel["chosen"]
-    assert any("median ms" in line for line in lines) and any("chosen" in line for line in lines)
+    by_name = {r["precision"]: r for r in sel["candidates"]}
+    assert by_name[slow]["median_ms"] >= 3.0 > by_name[expected]["median_ms"]
+    assert sel["chosen"] == art.card.sections["precision"] == expected
+    assert by_name[slow]["verdict"] == "slower" and by_name[expected]["verdict"] == "chosen"
+    assert any("median ms" in line for line in lines)
+
+
+def test_auto_keeps_fp32_when_int8_is_over_budget(digits_onnx, tmp_path):
+    from dlforge.build import BACKENDS
+
+    BACKENDS.register("slowed")(_slowed_backend("fp32"))
+    try:
+        art = engine_from_onnx(digits_onnx.path, tmp_path / "auto", backend="slowed", precision="auto",
+                               max_accuracy_drop=0.0, eval_samples=300)
+    finally:
+        BACKENDS.unregister("slowed")
+    int8 = next(r for r in art.card.sections["selection"]["candidates"] if r["precision"] == "int8")
+    if int8["accuracy_drop"] <= 0:
+        pytest.skip("int8 lost no accuracy on these samples; the budget cannot exclude it")
+    assert int8["verdict"] == "over budget" and art.card.sections["precision"] == "fp32"
 
 
 def test_calibration_set_smaller_than_requested(digits_onnx, tmp_path):
