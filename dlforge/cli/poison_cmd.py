@@ -23,6 +23,8 @@ from dlforge.cli.common import emit_json, force_option, json_option, option_for,
 @option_for(PoisonOptions, "epochs", type=int)
 @option_for(PoisonOptions, "seed", type=int)
 @option_for(PoisonOptions, "baseline", "--baseline/--no-baseline")
+@option_for(PoisonOptions, "dynamic_batch", "--dynamic-batch/--static-batch")
+@option_for(PoisonOptions, "max_batch")
 @click.option("-o", "--output", "out_dir", required=True, type=click.Path(), help="Run directory.")
 @force_option
 @json_option

@@ -43,6 +43,8 @@ class PoisonOptions(Options):
     epochs: int | None = option(None, "Training epochs (default: the model's).", min=1)
     seed: int = option(0, "Seed of the poisoning and the training.", min=0)
     baseline: bool = option(True, "Also train the clean model for comparison.")
+    dynamic_batch: bool = option(True, "Export the batch dimension as dynamic, or fixed at 1.")
+    max_batch: int | None = option(None, "Largest batch the engines accept (their batch range).", min=1)
 
 
 def _rates(predict, dataset, p) -> dict:
@@ -114,11 +116,12 @@ def _deploy(ckpt, out, o, force, dataset, p, report) -> dict:
     from dlforge.export import onnx_from_checkpoint
     from dlforge.runtime import open_deployed
 
-    onnx = onnx_from_checkpoint(ckpt.path, out / "onnx", force=force, data=o.data, data_dir=o.data_dir)
+    onnx = onnx_from_checkpoint(ckpt.path, out / "onnx", force=force, data=o.data, data_dir=o.data_dir,
+                                dynamic_batch=o.dynamic_batch)
     engines, report["engines"] = {}, []
     for precision in ("fp32", "int8"):
         built = engine_from_onnx(onnx.path, out / f"engine-ort-{precision}", precision=precision, force=force,
-                                 data_dir=o.data_dir)
+                                 data_dir=o.data_dir, max_batch=o.max_batch)
         engine = engines[precision] = open_deployed(built)
         report["engines"].append({"precision": precision, "path": str(built.path), **_rates(engine.predict, dataset, p)})
     return engines
