@@ -34,17 +34,17 @@ def run_pipeline(
     from dlforge.build import engine_from_onnx
     from dlforge.export import onnx_from_checkpoint
     from dlforge.train import checkpoint_from_training
+    from dlforge.train.options import TrainOptions
     from dlforge_models import get_entry
 
     get_entry(model)
+    train = TrainOptions(data=data, data_dir=None if data_dir is None else str(data_dir), epochs=epochs, seed=seed)
     out = Path(out_dir)
     for stage in STAGES:  # every output checked before any work, so bad input writes nothing
         check_output(out / stage, force=force)
     artifacts: dict[str, Artifact] = {}
     on_stage("train")
-    artifacts["checkpoint"] = checkpoint_from_training(
-        model, out / "checkpoint", data=data, data_dir=data_dir, epochs=epochs, seed=seed, force=force,
-        on_epoch=on_epoch)
+    artifacts["checkpoint"] = checkpoint_from_training(model, out / "checkpoint", train, force=force, on_epoch=on_epoch)
     on_stage("export")
     artifacts["onnx"] = onnx_from_checkpoint(artifacts["checkpoint"].path, out / "onnx", force=force)
     for precision in ("fp32", "int8"):

@@ -3,7 +3,7 @@
 
 import pytest
 
-from dlforge.artifact import ArtifactWriter, Card
+from dlforge.artifact import ArtifactWriter, Card, ModelInfo, TensorSpec
 from dlforge.errors import InputError
 from dlforge.runtime import open_session
 from dlforge.runtime.dtypes import TRT_TO_NUMPY, numpy_dtype
@@ -110,7 +110,9 @@ def test_crafted_tensorrt_card_is_refused_before_anything_is_deserialized(tmp_pa
     TensorRT, the compatibility check refuses it before the (garbage) payload is deserialized."""
     with ArtifactWriter(tmp_path / "engine") as w:
         w.file("model.engine").write_bytes(b"not an engine")
-        w.commit(Card(kind="engine", payload="model.engine", model=None, params={},
+        info = ModelInfo("lenet", "classification", (TensorSpec("input", ("batch", 1, 8, 8), "float32"),),
+                         (TensorSpec("logits", ("batch", 10), "float32"),))
+        w.commit(Card(kind="engine", payload="model.engine", model=info, params={},
                       env={"tensorrt": "9.9.9", "gpu": "Imaginary GPU", "compute_capability": "1.0"},
                       sections={"backend": "tensorrt", "precision": "fp16", "profiles": []}))
 

@@ -5,15 +5,16 @@ from __future__ import annotations
 import click
 
 from dlforge.cli import cli
-from dlforge.cli.common import emit_json, force_option, json_option, say
+from dlforge.cli.common import emit_json, force_option, json_option, option_for, say
 from dlforge.cli.train_cmd import data_options, epoch_printer
+from dlforge.train.options import TrainOptions
 
 
 @cli.command("pipeline")
 @click.argument("model", default="lenet")
 @data_options
-@click.option("--epochs", type=int, default=None, help="Training epochs (default: the model's).")
-@click.option("--seed", type=int, default=0, show_default=True)
+@option_for(TrainOptions, "epochs")
+@option_for(TrainOptions, "seed")
 @click.option("-o", "--output", "out_dir", required=True, type=click.Path(), help="Run directory.")
 @force_option
 @json_option

@@ -1,0 +1,129 @@
+"""The exit-code contract of build, bench, audit, poison and pipeline: 2 for bad input (one line, no
+traceback, nothing written), 1 when a gate judges the model, 3 for an internal error."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+from onnx import TensorProto, helper, numpy_helper
+
+from dlforge.artifact import sha256_file
+from dlforge.cli import cli
+
+
+def _invoke(args):
+    result = CliRunner().invoke(cli, [str(a) for a in args])
+    return result
+
+
+def _assert_bad_input(result, message, out=None):
+    assert result.exit_code == 2, (result.exit_code, result.output)
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("Error: ") and "Traceback" not in result.output, result.stderr
+    assert message in lines[0], lines[0]
+    if out is not None:
+        assert not out.exists()
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--max-accuracy-drop", "nan"], "--max-accuracy-drop must be a finite number"),
+    (["--eval-samples", "-3"], "--eval-samples must be a finite number >= 1"),
+    (["--calib-samples", "0"], "--calib-samples must be"),
+    (["--precision", "banana"], "unknown value 'banana'"),
+    (["--backend", "tvm"], "unknown value 'tvm'"),
+    (["--min-batch", "8", "--max-batch", "4"], "--min-batch <= --opt-batch <= --max-batch"),
+])
+def test_build_bad_flags(digits_onnx, tmp_path, args, message):
+    out = tmp_path / "deep" / "engine"
+    _assert_bad_input(_invoke(["build", digits_onnx.path, "-o", out, *args]), message, out.parent)
+
+
+def test_build_of_garbage_onnx(digits_onnx, tmp_path):
+    import shutil
+
+    bad = tmp_path / "onnx"
+    shutil.copytree(digits_onnx.path, bad)
+    (bad / "model.onnx").write_bytes(b"\x08garbage" * 50)
+    card = json.loads((bad / "card.json").read_text())
+    card["sha256"] = sha256_file(bad / "model.onnx")
+    (bad / "card.json").write_text(json.dumps(card))
+    _assert_bad_input(_invoke(["build", bad, "-o", tmp_path / "e"]), "not a readable ONNX model", tmp_path / "e")
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--eps", "nan"], "--eps must be a finite number >= 0"),
+    (["--eps", "0.1,-1"], "--eps must be a finite number >= 0"),
+    (["--attacks", ""], "--attacks must not be empty"),
+    (["--attacks", "deepfool"], "unknown attack 'deepfool'"),
+    (["--attacks", "pgd:steps=0"], "steps must be >= 1"),
+    (["--attacks", "pgd:stepz=3"], "has no option 'stepz'"),
+    (["--samples", "0"], "--samples must be"),
+    (["--detectors", "magic"], "unknown detector 'magic'"),
+    (["--fail-under", "nan:0.5"], "--fail-under expects EPS:ACC"),
+    (["--fail-under", "0.25:0.5"], "is not among the audited --eps"),
+])
+def test_audit_bad_flags(digits_engines, tmp_path, args, message):
+    out = tmp_path / "audit"
+    _assert_bad_input(_invoke(["audit", digits_engines["fp32"].path, "-o", out, *args]), message, out)
+
+
+def _onnx(path, output_shape, nodes, initializers=()):
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["N", 1, 8, 8])],
+                              [helper.make_tensor_value_info("out", TensorProto.FLOAT, output_shape)], list(initializers))
+    path.write_bytes(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]).SerializeToString())
+    return path
+
+
+def test_audit_refuses_models_that_are_not_classifiers(tmp_path):
+    image = _onnx(tmp_path / "image.onnx", ["N", 1, 8, 8], [helper.make_node("Identity", ["input"], ["out"])])
+    _assert_bad_input(_invoke(["audit", image, "--attacks", "square", "--data", "digits"]), "not (batch, classes) logits")
+    axes = numpy_helper.from_array(np.array([1, 2, 3], np.int64), "axes")
+    rank1 = _onnx(tmp_path / "rank1.onnx", ["N"], [helper.make_node("ReduceSum", ["input", "axes"], ["out"],
+                                                                   keepdims=0)], [axes])
+    _assert_bad_input(_invoke(["audit", rank1, "--attacks", "square", "--data", "digits"]), "not (batch, classes)")
+
+
+def test_audit_refuses_a_model_with_nan_outputs(tmp_path):
+    w = numpy_helper.from_array(np.full((64, 10), np.nan, np.float32), "W")
+    shape = numpy_helper.from_array(np.array([-1, 64], np.int64), "shape")
+    nan = _onnx(tmp_path / "nan.onnx", ["N", 10], [helper.make_node("Reshape", ["input", "shape"], ["flat"]),
+                                                    helper.make_node("MatMul", ["flat", "W"], ["out"])], [w, shape])
+    _assert_bad_input(_invoke(["audit", nan, "--attacks", "square", "--data", "digits"]), "outputs NaN or inf")
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--trigger-size", "0"], "--trigger-size must be a finite number >= 1"),
+    (["--rate", "1.5"], "--rate must be"),
+    (["--rate", "nan"], "--rate must be"),
+    (["--defences", "prayer"], "unknown value 'prayer'"),
+    (["--strip-fpr", "0"], "--strip-fpr must be"),
+])
+def test_poison_validates_before_writing(tmp_path, args, message):
+    out = tmp_path / "run"
+    _assert_bad_input(_invoke(["poison", "lenet", "-o", out, *args]), message, out)
+
+
+def test_pipeline_validates_before_writing(tmp_path):
+    out = tmp_path / "run"
+    _assert_bad_input(_invoke(["pipeline", "resnet", "-o", out]), "unknown model 'resnet'", out)
+    _assert_bad_input(_invoke(["pipeline", "lenet", "--epochs", "0", "-o", out]), "--epochs must be", out)
+
+
+def test_internal_error_exits_3_without_traceback(digits_engines, monkeypatch):
+    import dlforge.adversarial.audit as audit
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("a bug")
+
+    monkeypatch.setattr(audit, "_prepare", broken)
+    result = _invoke(["audit", digits_engines["fp32"].path, "--attacks", "square"])
+    assert result.exit_code == 3
+    assert "internal error: RuntimeError: a bug" in result.stderr and "Traceback" not in result.output
+
+
+def test_exit_codes_are_documented():
+    result = _invoke(["--help"])
+    assert "Exit codes: 0 ok; 1 " in result.output and "2 bad input; 3 internal error" in result.output
