@@ -47,7 +47,7 @@ def choose(engines: dict, evaluations: dict, x_eval: np.ndarray, options, report
     chosen = min([r for r in rows if r["within_budget"]] or [fp32], key=lambda r: r["median_ms"])["precision"]
     for r in rows:
         r["verdict"] = "chosen" if r["precision"] == chosen else ("over budget" if not r["within_budget"] else "slower")
-    report(f"precision auto: batch {batch}, accuracy budget {options.budget:g} points")
+    report(f"precision auto: batch {batch}, accuracy budget {options.budget:g} percentage points")
     report(format_table(rows, _COLUMNS))
     if chosen == "fp32" and any(r["precision"] != "fp32" and r["within_budget"] for r in rows):
         report("a lower precision is within the accuracy budget but not faster on this machine; keeping fp32")
