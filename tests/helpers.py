@@ -28,3 +28,44 @@ def shared_path(*parts: str) -> Path:
         skip_unless_ci(f"needs {path} (the shared MNIST / ONNX Model Zoo data beside the repo; "
                        "set DLFORGE_SHARED_DATA to its location)")
     return path
+
+
+# The directory of handed-over fixtures for a test run without the toolkit (see tests/conftest.py).
+HANDOFF_ENV = "DLFORGE_TEST_HANDOFF"
+
+
+def write_handoff(out: Path, digits_onnx, digits_engines) -> Path:
+    """Copy the digits ONNX and engine artifacts into ``out`` and save the digits dataset beside them."""
+    import shutil
+
+    from dlforge.data import load_dataset
+
+    out.mkdir(parents=True, exist_ok=True)
+    shutil.copytree(digits_onnx.path, out / "onnx")
+    for precision, engine in digits_engines.items():
+        shutil.copytree(engine.path, out / f"engine-{precision}")
+    save_dataset_npz(load_dataset("digits"), out / "digits.npz")
+    return out
+
+
+def save_dataset_npz(ds, path: Path) -> None:
+    import dataclasses
+
+    import numpy as np
+
+    np.savez(path, **{f.name: np.asarray(getattr(ds, f.name)) for f in dataclasses.fields(ds)})
+
+
+def load_dataset_npz(path: Path):
+    """The :class:`dlforge.data.Dataset` that :func:`save_dataset_npz` saved, exactly."""
+    import dataclasses
+
+    import numpy as np
+
+    from dlforge.data import Dataset
+
+    with np.load(path, allow_pickle=False) as arrays:
+        values = {f.name: arrays[f.name] for f in dataclasses.fields(Dataset)}
+    values["name"], values["source"] = str(values["name"]), str(values["source"])
+    values["labels"] = tuple(str(label) for label in values["labels"])
+    return Dataset(**values)
