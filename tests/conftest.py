@@ -1,12 +1,22 @@
-"""Shared fixtures. ``DLFORGE_HOME`` points at a temp dir so tests never touch the user's home."""
+"""Shared fixtures. ``DLFORGE_HOME`` points at a temp dir so tests never touch the user's home.
+
+Handed-over fixtures: tests/test_packaging.py runs tests/runtime/test_session_contract.py in a virtual
+environment holding only the base install (numpy + onnxruntime), where nothing can be trained or
+exported (no torch, no onnx) and the digits dataset cannot be loaded (no scikit-learn). The suite's
+own run builds those with the toolkit (tests.helpers.write_handoff) and names the directory in
+``DLFORGE_TEST_HANDOFF``; with it set, the fixtures below open that directory instead.
+"""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
 
-from tests.helpers import shared_path
+from tests.helpers import HANDOFF_ENV, load_dataset_npz, shared_path
+
+HANDOFF = Path(os.environ[HANDOFF_ENV]) if os.environ.get(HANDOFF_ENV) else None
 
 
 @pytest.fixture(autouse=True)
@@ -38,18 +48,41 @@ def mnist_lenet(tmp_path_factory):
                                     data_dir=data_dir, epochs=3, progress=False)
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _handed_over_digits():
+    """With a handover, ``load_dataset("digits")`` reads the handed-over arrays (no scikit-learn needed)."""
+    if HANDOFF is None:
+        yield
+        return
+    import dlforge.data.digits
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(dlforge.data.digits, "load_digits", lambda: load_dataset_npz(HANDOFF / "digits.npz"))
+        yield
+
+
 @pytest.fixture(scope="session")
-def digits_onnx(digits_lenet, tmp_path_factory):
+def digits_onnx(request, tmp_path_factory):
+    if HANDOFF is not None:
+        from dlforge.artifact import open_artifact
+
+        return open_artifact(HANDOFF / "onnx", ["onnx"])
     from dlforge.export import onnx_from_checkpoint
 
+    digits_lenet = request.getfixturevalue("digits_lenet")
     return onnx_from_checkpoint(digits_lenet.path, tmp_path_factory.mktemp("digits-onnx") / "onnx")
 
 
 @pytest.fixture(scope="session")
-def digits_engines(digits_onnx, tmp_path_factory):
+def digits_engines(request, tmp_path_factory):
     """fp32 and int8 ONNX Runtime engines of the digits LeNet."""
+    if HANDOFF is not None:
+        from dlforge.artifact import open_artifact
+
+        return {p: open_artifact(HANDOFF / f"engine-{p}", ["engine"]) for p in ("fp32", "int8")}
     from dlforge.build import engine_from_onnx
 
+    digits_onnx = request.getfixturevalue("digits_onnx")
     root = tmp_path_factory.mktemp("digits-engines")
     return {p: engine_from_onnx(digits_onnx.path, root / p, precision=p) for p in ("fp32", "int8")}
 
