@@ -17,14 +17,13 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import numpy as np
 
 from dlforge.adversarial import checks
 from dlforge.adversarial.attacks import Attack, GradientAttack, make_attack
 from dlforge.adversarial.projection import project
-from dlforge.artifact import Artifact, open_artifact, source_checkpoint
+from dlforge.artifact import Artifact, open_artifact
 from dlforge.env import environment
 from dlforge.errors import InputError
 from dlforge.options import Options, option
@@ -318,4 +317,4 @@ def _report(run: AuditRun, full: tuple[str, float, float] | None) -> dict:
     return report
 
 
-__all__ = ["AuditOptions", "DEFAULT_EPS", "DEFAULT_EPS_L2", "run_audit", "source_checkpoint"]
+__all__ = ["AuditOptions", "DEFAULT_EPS", "DEFAULT_EPS_L2", "run_audit"]

@@ -7,7 +7,6 @@ import json
 
 import click
 
-from dlforge.errors import InputError
 from dlforge.options import choices_of, parse_key_values
 
 json_option = click.option("--json", "as_json", is_flag=True, help="Print the result as JSON on stdout (nothing else).")
