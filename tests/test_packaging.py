@@ -207,6 +207,15 @@ def test_base_install_has_no_toolkit(base_python, tmp_path):
     assert _in_venv(base_python, code, _outside_repo(tmp_path)) == []
 
 
+def test_base_install_command_says_what_to_install(base_python, tmp_path):
+    """The console script ships with the base install; without the toolkit it explains itself in one line."""
+    proc = subprocess.run([str(base_python.parent / "dlforge"), "models"], cwd=_outside_repo(tmp_path), env=_env(),
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 2, proc.stderr
+    assert proc.stderr.strip().splitlines() == [proc.stderr.strip()] and "pip install 'dlforge[toolkit]'" in proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
 def test_base_runtime_runs_and_imports_no_toolkit(base_python, handoff, tmp_path):
     code = (
         "import json, sys\n"
