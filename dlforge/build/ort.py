@@ -78,6 +78,12 @@ def quantize_int8(src: Path, dst: Path, calib_x: np.ndarray, *, method: str = "m
             "per_channel": per_channel, "method": method, "samples": int(len(calib_x))}
 
 
+def quantize_calibrated(src: Path, dst: Path, calibration: dict) -> dict:
+    """:func:`quantize_int8` with the build's calibration settings (see :meth:`Backend.compile`)."""
+    return quantize_int8(src, dst, calibration["calib_x"], method=calibration["calib_method"],
+                         per_channel=calibration["per_channel"], static_batch=calibration["static_batch"])
+
+
 @BACKENDS.register("ort")
 class OrtBackend(Backend):
     """ONNX Runtime on CPU: the engine is an ONNX file (offline-optimized fp32, or INT8 QDQ).
@@ -92,8 +98,7 @@ class OrtBackend(Backend):
     def compile(self, precision, src, dst, calibration):
         if precision == "fp32":
             return optimize_fp32(src, dst)
-        return quantize_int8(src, dst, calibration["calib_x"], method=calibration["calib_method"],
-                             per_channel=calibration["per_channel"], static_batch=calibration["static_batch"])
+        return quantize_calibrated(src, dst, calibration)
 
     def batch_range(self, details):
         o = self.options

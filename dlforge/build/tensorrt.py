@@ -157,7 +157,7 @@ class TrtBackend(Backend):
         check_optimization_level(options.optimization_level)
 
     def compile(self, precision, src, dst, calibration):
-        from dlforge.build.ort import quantize_int8
+        from dlforge.build.ort import quantize_calibrated
         from dlforge.tensorrt_plan import precision_plan
 
         plan = precision_plan(precision)
@@ -165,8 +165,7 @@ class TrtBackend(Backend):
         if plan.onnx_transform == "fp16":
             transform = convert_fp16(src, graph)
         elif plan.onnx_transform == "int8-qdq":
-            transform = quantize_int8(src, graph, calibration["calib_x"], method=calibration["calib_method"],
-                                      per_channel=calibration["per_channel"], static_batch=calibration["static_batch"])
+            transform = quantize_calibrated(src, graph, calibration)
         else:
             graph.write_bytes(src.read_bytes())
             transform = {}
