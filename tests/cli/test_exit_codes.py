@@ -12,6 +12,7 @@ from onnx import TensorProto, helper, numpy_helper
 
 from dlforge.artifact import sha256_file
 from dlforge.cli import cli
+from tests.cli.test_cli_errors import assert_clean_failure
 
 
 def _invoke(args):
@@ -19,13 +20,10 @@ def _invoke(args):
     return result
 
 
-def _assert_bad_input(result, message, out=None):
-    assert result.exit_code == 2, (result.exit_code, result.output)
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("Error: ") and "Traceback" not in result.output, result.stderr
-    assert message in lines[0], lines[0]
-    if out is not None:
-        assert not out.exists()
+def _assert_bad_input(result, message, out):
+    """Exit 2, one ``Error:`` line naming the problem, no traceback, and no ``out`` (or partial artifact)."""
+    assert_clean_failure(result, out.parent, message)
+    assert not out.exists()
 
 
 @pytest.mark.parametrize("args, message", [
@@ -50,7 +48,8 @@ def test_build_of_garbage_onnx(digits_onnx, tmp_path):
     card = json.loads((bad / "card.json").read_text())
     card["sha256"] = sha256_file(bad / "model.onnx")
     (bad / "card.json").write_text(json.dumps(card))
-    _assert_bad_input(_invoke(["build", bad, "-o", tmp_path / "e"]), "not a readable ONNX model", tmp_path / "e")
+    out = tmp_path / "out" / "e"
+    _assert_bad_input(_invoke(["build", bad, "-o", out]), "not a readable ONNX model", out)
 
 
 @pytest.mark.parametrize("args, message", [
@@ -79,11 +78,13 @@ def _onnx(path, output_shape, nodes, initializers=()):
 
 def test_audit_refuses_models_that_are_not_classifiers(tmp_path):
     image = _onnx(tmp_path / "image.onnx", ["N", 1, 8, 8], [helper.make_node("Identity", ["input"], ["out"])])
-    _assert_bad_input(_invoke(["audit", image, "--attacks", "square", "--data", "digits"]), "not (batch, classes) logits")
+    _assert_bad_input(_invoke(["audit", image, "--attacks", "square", "--data", "digits"]), "not (batch, classes) logits",
+                      tmp_path / "out")
     axes = numpy_helper.from_array(np.array([1, 2, 3], np.int64), "axes")
     rank1 = _onnx(tmp_path / "rank1.onnx", ["N"], [helper.make_node("ReduceSum", ["input", "axes"], ["out"],
                                                                    keepdims=0)], [axes])
-    _assert_bad_input(_invoke(["audit", rank1, "--attacks", "square", "--data", "digits"]), "not (batch, classes)")
+    _assert_bad_input(_invoke(["audit", rank1, "--attacks", "square", "--data", "digits"]), "not (batch, classes)",
+                      tmp_path / "out")
 
 
 def test_audit_refuses_a_model_with_nan_outputs(tmp_path):
@@ -91,7 +92,8 @@ def test_audit_refuses_a_model_with_nan_outputs(tmp_path):
     shape = numpy_helper.from_array(np.array([-1, 64], np.int64), "shape")
     nan = _onnx(tmp_path / "nan.onnx", ["N", 10], [helper.make_node("Reshape", ["input", "shape"], ["flat"]),
                                                     helper.make_node("MatMul", ["flat", "W"], ["out"])], [w, shape])
-    _assert_bad_input(_invoke(["audit", nan, "--attacks", "square", "--data", "digits"]), "outputs NaN or inf")
+    _assert_bad_input(_invoke(["audit", nan, "--attacks", "square", "--data", "digits"]), "outputs NaN or inf",
+                      tmp_path / "out")
 
 
 @pytest.mark.parametrize("args, message", [
