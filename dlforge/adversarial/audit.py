@@ -81,6 +81,7 @@ class AuditRun:
     x: np.ndarray
     y: np.ndarray
     dataset: object
+    attacks: list[Attack] = field(default_factory=list)  # built once from options.attacks
     model: object | None = None  # TorchModel crafting gradient attacks
     crafter: Artifact | None = None
     crafted_on: str | None = None
@@ -110,8 +111,8 @@ def run_audit(targets: list[str | os.PathLike], options: AuditOptions | None = N
         from tqdm.auto import tqdm
 
         with tqdm(total=_work(run), desc="audit", unit="run", disable=None if progress is None else not progress) as bar:
-            for spec in options.attacks:
-                _run_attack(run, options.attack(spec), bar)
+            for attack in run.attacks:
+                _run_attack(run, attack, bar)
             full = _full_range(run, bar)
         return _report(run, full)
     finally:
@@ -190,7 +191,8 @@ def _audit_dataset(options: AuditOptions, engines: list[DeployedModel], crafter:
 
 def _prepare(engines: list[DeployedModel], options: AuditOptions) -> AuditRun:
     """Pick the crafting model, load the data, measure clean predictions; refuse what cannot be audited."""
-    gradient = [s for s in options.attacks if isinstance(options.attack(s), GradientAttack)]
+    attacks = [options.attack(spec) for spec in options.attacks]
+    gradient = [s for s, a in zip(options.attacks, attacks) if isinstance(a, GradientAttack)]
     crafter, crafted_on = _crafting_model(engines, options)
     if gradient and crafter is None:
         raise InputError(f"attacks {', '.join(gradient)} need gradients from a PyTorch model: pass --source "
@@ -202,7 +204,7 @@ def _prepare(engines: list[DeployedModel], options: AuditOptions) -> AuditRun:
     if x.shape[1:] != engines[0].input_shape:
         raise InputError(f"dataset {dataset.name} images are {x.shape[1:]}, the engine expects "
                          f"{engines[0].input_shape}; pass the right --data")
-    run = AuditRun(options, engines, x, y, dataset, crafter=crafter, crafted_on=crafted_on)
+    run = AuditRun(options, engines, x, y, dataset, attacks, crafter=crafter, crafted_on=crafted_on)
     for e in engines:
         logits = e.predict(x, options.batch_size)
         _check_outputs(e, logits, y)
@@ -227,8 +229,7 @@ def _check_outputs(engine: DeployedModel, logits: np.ndarray, y: np.ndarray) -> 
 
 def _work(run: AuditRun) -> int:
     total = 0
-    for spec in run.options.attacks:
-        attack = run.options.attack(spec)
+    for attack in run.attacks:
         total += len(run.options.eps_for(attack)) * (1 if isinstance(attack, GradientAttack) else len(run.engines))
     return total + (1 if run.model is not None else 0)
 
@@ -282,9 +283,8 @@ def _full_range(run: AuditRun, bar) -> tuple[str, float, float] | None:
     """The strongest gradient attack at an eps covering the whole value range (its accuracy should be ~0)."""
     if run.model is None:
         return None
-    names = [s for s in run.options.attacks if isinstance(run.options.attack(s), GradientAttack)]
-    spec = next((s for s in names if s.split(":")[0] == "pgd"), names[0])
-    attack = run.options.attack(spec)
+    gradient = [a for a in run.attacks if isinstance(a, GradientAttack)]
+    attack = next((a for a in gradient if a.name == "pgd"), gradient[0])
     width = run.value_range[1] - run.value_range[0]
     eps = width * (float(np.prod(run.x.shape[1:])) ** 0.5 if attack.norm == "l2" else 1.0)
     x_full = run.model.attack(attack, run.x, run.y, eps=eps, value_range=run.value_range,
