@@ -79,7 +79,7 @@ def main() -> None:
     ds = load_dataset(ckpt.card.params["data"], ckpt.card.params.get("data_dir"))
     x_np, y_np = ds.x_test[: args.samples], ds.y_test[: args.samples]
     x, y = torch.from_numpy(x_np).to(args.device), torch.from_numpy(y_np).to(args.device)
-    ours = TorchModel(ckpt, args.device)
+    ours = TorchModel.from_checkpoint(ckpt, args.device)
     plain_model, _ = load_checkpoint(ckpt)
     plain_model = copy.deepcopy(plain_model).eval().to(args.device)  # parameters keep requires_grad=True
     eps = 0.25

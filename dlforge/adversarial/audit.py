@@ -4,6 +4,10 @@ Routes, as the report names them:
 
 - *white-box*: crafted with the PyTorch source's gradients, measured on the source;
 - *transfer*: the same examples (or a surrogate's), measured on each engine;
+- *white-box (engine)*: crafted with the gradients of each engine's own graph (its ONNX made
+  differentiable, straight-through through INT8 quantization: :mod:`dlforge.adversarial.engine_graph`),
+  measured on that engine. The *transfer gap* (transfer minus engine white-box robust accuracy)
+  says how much a transfer-only audit would overstate the engine's robustness;
 - *query*: query-only attacks run against each engine itself, no gradients needed.
 
 The audit, not the attack, projects every candidate onto the eps-ball and the valid range before
@@ -29,9 +33,11 @@ from dlforge.errors import InputError
 from dlforge.options import Options, option
 from dlforge.runtime.deployed import DeployedModel, open_deployed
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
+ENGINE_ROUTE = checks.ENGINE_ROUTE
 DEFAULT_EPS = (0.0, 0.05, 0.1, 0.2, 0.3)
 DEFAULT_EPS_L2 = (0.0, 0.5, 1.0, 2.0, 3.0)
+ENGINE_GRADIENTS = ("auto", "require", "off")
 
 
 @dataclass
@@ -54,6 +60,11 @@ class AuditOptions(Options):
     seed: int = option(0, "Seed of every random choice.", min=0)
     gallery: int = option(6, "Clean/adversarial pairs shown in the report.", min=0)
     detectors: tuple[str, ...] = option((), "Input filters to evaluate: feature-squeezing, autoencoder=ENGINE_DIR.")
+    engine_gradients: str = option("auto", "Gradient attacks on each engine's own graph: auto (where the graph can "
+                                   "be differentiated and matches the engine), require (exit 2 where it cannot), "
+                                   "off.", choices=ENGINE_GRADIENTS)
+    gap_bar: float = option(0.05, "Flag a transfer gap (transfer minus engine white-box robust accuracy) above this.",
+                            min=0, max=1)
 
     def check(self) -> None:
         from dlforge.adversarial.detectors import DETECTORS
@@ -83,6 +94,7 @@ class AuditRun:
     dataset: object
     attacks: list[Attack] = field(default_factory=list)  # built once from options.attacks
     model: object | None = None  # TorchModel crafting gradient attacks
+    graphs: list = field(default_factory=list)  # EngineGraph per engine (white-box (engine) route)
     crafter: Artifact | None = None
     crafted_on: str | None = None
     clean: dict = field(default_factory=dict)
@@ -194,9 +206,9 @@ def _prepare(engines: list[DeployedModel], options: AuditOptions) -> AuditRun:
     attacks = [options.attack(spec) for spec in options.attacks]
     gradient = [s for s, a in zip(options.attacks, attacks) if isinstance(a, GradientAttack)]
     crafter, crafted_on = _crafting_model(engines, options)
-    if gradient and crafter is None:
-        raise InputError(f"attacks {', '.join(gradient)} need gradients from a PyTorch model: pass --source "
-                         "CHECKPOINT (or --surrogate), or audit with query attacks only (--attacks square)")
+    if gradient and crafter is None and options.engine_gradients == "off":
+        raise InputError(f"attacks {', '.join(gradient)} need gradients: pass --source CHECKPOINT (or --surrogate), "
+                         "drop --engine-gradients off, or audit with query attacks only (--attacks square)")
     dataset = _audit_dataset(options, engines, crafter)
     x, y = dataset.x_test[:options.samples].astype(np.float32), dataset.y_test[:options.samples]
     if len(y) == 0:
@@ -209,12 +221,31 @@ def _prepare(engines: list[DeployedModel], options: AuditOptions) -> AuditRun:
         logits = e.predict(x, options.batch_size)
         _check_outputs(e, logits, y)
         run.clean[e.label] = logits.argmax(1)
-    if crafter is not None and gradient:
-        from dlforge.adversarial.torch_model import TorchModel
-
-        run.model = TorchModel(crafter, options.device)
-        run.clean["source"] = run.model.predict(x).argmax(1)
+    if gradient:
+        _gradient_models(run, gradient)
     return run
+
+
+def _gradient_models(run: AuditRun, gradient: list[str]) -> None:
+    """The source model (when there is one) and each engine's own differentiable graph."""
+    from dlforge.adversarial.engine_graph import engine_graph, require_graphs
+    from dlforge.adversarial.torch_model import TorchModel
+
+    o = run.options
+    if run.crafter is not None:
+        run.model = TorchModel.from_checkpoint(run.crafter, o.device)
+        run.clean["source"] = run.model.predict(run.x).argmax(1)
+    if o.engine_gradients != "off":
+        noise = min(max(o.eps), run.value_range[1] - run.value_range[0])
+        run.graphs = [engine_graph(e, run.x, noise=noise, value_range=run.value_range, device=o.device, seed=o.seed)
+                      for e in run.engines]
+        if o.engine_gradients == "require":
+            require_graphs(run.graphs)
+    if run.model is None and not any(g.model for g in run.graphs):
+        reasons = "; ".join(g.reason for g in run.graphs)
+        raise InputError(f"attacks {', '.join(gradient)} need gradients, but there is no PyTorch source and no engine "
+                         f"graph could be differentiated ({reasons}); pass --source CHECKPOINT (or --surrogate), or "
+                         "audit with query attacks only (--attacks square)")
 
 
 def _check_outputs(engine: DeployedModel, logits: np.ndarray, y: np.ndarray) -> None:
@@ -229,9 +260,11 @@ def _check_outputs(engine: DeployedModel, logits: np.ndarray, y: np.ndarray) -> 
 
 def _work(run: AuditRun) -> int:
     total = 0
+    graphs = sum(1 for g in run.graphs if g.model is not None)
     for attack in run.attacks:
-        total += len(run.options.eps_for(attack)) * (1 if isinstance(attack, GradientAttack) else len(run.engines))
-    return total + (1 if run.model is not None else 0)
+        per_eps = (int(run.model is not None) + graphs) if isinstance(attack, GradientAttack) else len(run.engines)
+        total += len(run.options.eps_for(attack)) * per_eps
+    return total + (1 if _full_range_model(run) is not None else 0)
 
 
 def _row(attack: Attack, eps: float, route: str, target: str, path: str, logits: np.ndarray, y: np.ndarray,
@@ -248,8 +281,13 @@ def _row(attack: Attack, eps: float, route: str, target: str, path: str, logits:
 def _run_attack(run: AuditRun, attack: Attack, bar) -> None:
     for eps in run.options.eps_for(attack):
         if isinstance(attack, GradientAttack):
-            _gradient_rows(run, attack, eps)
-            bar.update(1)
+            if run.model is not None:
+                _gradient_rows(run, attack, eps)
+                bar.update(1)
+            for engine, graph in zip(run.engines, run.graphs):
+                if graph.model is not None:
+                    _engine_row(run, attack, eps, engine, graph.model)
+                    bar.update(1)
             continue
         for engine in run.engines:
             _query_row(run, attack, eps, engine)
@@ -269,6 +307,16 @@ def _gradient_rows(run: AuditRun, attack: Attack, eps: float) -> None:
                              run.clean[e.label], crafted_on=run.crafted_on))
 
 
+def _engine_row(run: AuditRun, attack: Attack, eps: float, engine: DeployedModel, model) -> None:
+    """Crafted with the engine graph's own gradients, judged on the engine."""
+    o = run.options
+    x_adv = model.attack(attack, run.x, run.y, eps=eps, value_range=run.value_range, batch_size=o.batch_size)
+    x_adv = project(x_adv, run.x, eps, attack.norm, run.value_range)
+    run.adv[(attack.name, eps, engine.label)] = x_adv
+    run.rows.append(_row(attack, eps, ENGINE_ROUTE, engine.label, str(engine.path), engine.predict(x_adv, o.batch_size),
+                         run.y, run.clean[engine.label]))
+
+
 def _query_row(run: AuditRun, attack: Attack, eps: float, engine: DeployedModel) -> None:
     predict = lambda z: engine.predict(z, run.options.batch_size)  # noqa: E731
     result = attack.run(predict, run.x, run.y, eps=eps, value_range=run.value_range)
@@ -279,26 +327,40 @@ def _query_row(run: AuditRun, attack: Attack, eps: float, engine: DeployedModel)
     run.adv[(attack.name, eps, engine.label)] = x_adv
 
 
+def _full_range_model(run: AuditRun):
+    """``(crafting model, judge)`` of the full-range check: the source, else the first engine graph."""
+    if run.model is not None:
+        return run.model, run.model.predict
+    for engine, graph in zip(run.engines, run.graphs):
+        if graph.model is not None:
+            return graph.model, lambda z, e=engine: e.predict(z, run.options.batch_size)
+    return None
+
+
 def _full_range(run: AuditRun, bar) -> tuple[str, float, float] | None:
     """The strongest gradient attack at an eps covering the whole value range (its accuracy should be ~0)."""
-    if run.model is None:
+    pair = _full_range_model(run)
+    if pair is None:
         return None
+    model, judge = pair
     gradient = [a for a in run.attacks if isinstance(a, GradientAttack)]
     attack = next((a for a in gradient if a.name == "pgd"), gradient[0])
     width = run.value_range[1] - run.value_range[0]
     eps = width * (float(np.prod(run.x.shape[1:])) ** 0.5 if attack.norm == "l2" else 1.0)
-    x_full = run.model.attack(attack, run.x, run.y, eps=eps, value_range=run.value_range,
-                              batch_size=run.options.batch_size)
+    x_full = model.attack(attack, run.x, run.y, eps=eps, value_range=run.value_range,
+                          batch_size=run.options.batch_size)
     x_full = project(x_full, run.x, eps, attack.norm, run.value_range)
     bar.update(1)
-    return attack.name, eps, float((run.model.predict(x_full).argmax(1) == run.y).mean())
+    return attack.name, eps, float((judge(x_full).argmax(1) == run.y).mean())
 
 
 def _report(run: AuditRun, full: tuple[str, float, float] | None) -> dict:
     from dlforge.adversarial.evidence import comparisons, detections, gallery
 
     o, y = run.options, run.y
-    grad = run.model.input_gradients(run.x[:256], y[:256]) if run.model is not None else None
+    pair = _full_range_model(run)
+    grad = pair[0].input_gradients(run.x[:256], y[:256]) if pair is not None else None
+    gaps = checks.transfer_gaps(run.rows, o.gap_bar)
     first = run.engines[0]
     report = {
         "schema_version": SCHEMA_VERSION, "env": environment(), "target": [str(e.path) for e in run.engines],
@@ -308,8 +370,10 @@ def _report(run: AuditRun, full: tuple[str, float, float] | None) -> dict:
         "data": run.dataset.name, "samples": int(len(y)), "value_range": list(run.value_range),
         "clean_accuracy": float((run.clean[first.label] == y).mean()), "settings": o.params(),
         "rows": run.rows, "comparisons": comparisons(run),
+        "engine_graphs": [g.describe() for g in run.graphs], "transfer_gaps": gaps,
         "checks": [checks.logits_check(first.predict(run.x[:64])), checks.gradient_check(grad),
-                   checks.full_range_check(full), checks.monotone_check(run.rows), checks.masking_check(run.rows)],
+                   checks.full_range_check(full), checks.monotone_check(run.rows), checks.masking_check(run.rows),
+                   checks.transfer_gap_check(gaps, o.gap_bar)],
     }
     if o.detectors:
         report["detections"] = detections(run)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import numpy as np
 
 PASS, FAIL, NA = "pass", "fail", "n/a"
+ENGINE_ROUTE = "white-box (engine)"
 
 
 def check(name: str, status: str, detail: str) -> dict:
@@ -68,7 +69,7 @@ def masking_check(rows: list[dict], tolerance: float = 0.02) -> dict:
     name = "query attack is not stronger than the gradient attacks (no gradient masking)"
     pairs = []
     for q in (r for r in rows if r["route"] == "query" and r["eps"] > 0):
-        grads = [r for r in rows if r["route"] in ("transfer", "white-box (engine)") and r["target"] == q["target"]
+        grads = [r for r in rows if r["route"] in ("transfer", ENGINE_ROUTE) and r["target"] == q["target"]
                  and r["eps"] == q["eps"] and r["norm"] == q["norm"]]
         if grads:
             pairs.append((q, min(grads, key=lambda g: g["robust_accuracy"])))
@@ -79,3 +80,38 @@ def masking_check(rows: list[dict], tolerance: float = 0.02) -> dict:
              f"{g['robust_accuracy']:.4f}" for q, g in pairs if q["robust_accuracy"] < g["robust_accuracy"] - tolerance]
     return check(name, FAIL if found else PASS, "; ".join(found) if found else
                  f"{len(pairs)} comparisons: query robust accuracy >= gradient-attack robust accuracy - {tolerance}")
+
+
+def transfer_gaps(rows: list[dict], bar: float) -> list[dict]:
+    """Per engine, attack and eps > 0: transfer robust accuracy minus engine white-box robust accuracy.
+
+    A large positive gap means examples crafted on the source do not carry over to the engine (a
+    quantized engine often blunts them), so a transfer-only audit would overstate its robustness.
+    """
+    engine = {(r["target"], r["attack"], r["eps"]): r for r in rows if r["route"] == ENGINE_ROUTE}
+    out = []
+    for t in (r for r in rows if r["route"] == "transfer" and r["eps"] > 0):
+        e = engine.get((t["target"], t["attack"], t["eps"]))
+        if e is not None:
+            gap = t["robust_accuracy"] - e["robust_accuracy"]
+            out.append({"engine": t["target"], "attack": t["attack"], "norm": t["norm"], "eps": t["eps"],
+                        "transfer": t["robust_accuracy"], "engine_white_box": e["robust_accuracy"],
+                        "gap": gap, "large": gap > bar})
+    return out
+
+
+def transfer_gap_check(gaps: list[dict], bar: float) -> dict:
+    """Flags a transfer gap above ``bar``: the transfer rows are not a robustness figure for that engine."""
+    name = "transfer attacks do not overstate the engines' robustness (transfer gap)"
+    if not gaps:
+        return check(name, NA, "needs transfer and white-box (engine) rows for the same engine, attack and eps: "
+                               "nothing to compare")
+    large = [g for g in gaps if g["large"]]
+    worst = max(gaps, key=lambda g: g["gap"])
+    if large:
+        return check(name, FAIL, "; ".join(f"{g['engine']} {g['attack']} eps {g['eps']:g}: transfer {g['transfer']:.4f}"
+                                           f" vs engine white-box {g['engine_white_box']:.4f} (gap {g['gap']:+.4f})"
+                                           for g in large[:4]) + (f" and {len(large) - 4} more" if len(large) > 4 else "")
+                     + f" (bar: <= {bar:g}); trust the white-box (engine) rows")
+    return check(name, PASS, f"{len(gaps)} comparisons; largest gap {worst['gap']:+.4f} ({worst['engine']} "
+                             f"{worst['attack']} eps {worst['eps']:g}; bar: <= {bar:g})")

@@ -19,6 +19,9 @@ _ROWS = [Column("attack"), Column("norm"), Column("eps", fmt="g", align=">"), Co
 _COMPARISONS = [Column("between"), Column("attack"), Column("eps", fmt="g", align=">"),
                 Column("robust_accuracy_diff", "robust acc diff", lambda v: f"{v * 100:+.2f}%", ">"),
                 Column("disagreement", "disagreement", lambda v: f"{v * 100:.2f}%", ">")]
+_GAPS = [Column("engine", fmt=lambda t: t[:32]), Column("attack"), Column("eps", fmt="g", align=">"),
+         Column("transfer", "transfer", ".4f", ">"), Column("engine_white_box", "engine white-box", ".4f", ">"),
+         Column("gap", "gap", "+.4f", ">"), Column("large", "", lambda v: "LARGE" if v else "")]
 _DETECTIONS = [Column("detector"), Column("engine", fmt=lambda t: t[:32]), Column("attack"),
                Column("eps", fmt="g", align=">"), Column("detection_rate", "detected", ".3f", ">"),
                Column("successful_examples", "of", "d", ">"), Column("false_positive_rate", "clean FPR", ".3f", ">")]
@@ -35,6 +38,13 @@ def table(report: dict) -> str:
              f"test images (clean accuracy: "
              + ", ".join(f"{e['label']} {e['clean_accuracy']:.4f}" for e in report["engines"]) + ")",
              format_table(report["rows"], _ROWS)]
+    if report.get("engine_graphs"):
+        from dlforge.adversarial.engine_graph import describe_match
+
+        lines += ["", *(f"engine gradients: {describe_match(g)}" for g in report["engine_graphs"])]
+    if report.get("transfer_gaps"):
+        lines += ["", "transfer gap (transfer minus white-box (engine) robust accuracy):",
+                  format_table(report["transfer_gaps"], _GAPS)]
     if report["comparisons"]:
         rows = [{**c, "between": f"{c['a']} vs {c['b']}"} for c in report["comparisons"]]
         lines += ["", format_table(rows, _COMPARISONS)]
@@ -114,6 +124,13 @@ def to_html(report: dict) -> str:
     comps = "".join(f"<tr><td>{esc(c['a'])} vs {esc(c['b'])}</td><td>{esc(c['attack'])}</td><td>{c['eps']:g}</td>"
                     f"<td>{c['robust_accuracy_diff'] * 100:+.2f}%</td><td>{c['disagreement'] * 100:.2f}%</td></tr>"
                     for c in report["comparisons"])
+    gaps = "".join(f"<tr><td>{esc(g['engine'])}</td><td>{esc(g['attack'])}</td><td>{g['eps']:g}</td>"
+                   f"<td>{g['transfer']:.4f}</td><td>{g['engine_white_box']:.4f}</td>"
+                   f"<td class={'fail' if g['large'] else 'pass'}>{g['gap']:+.4f}</td></tr>"
+                   for g in report.get("transfer_gaps", []))
+    from dlforge.adversarial.engine_graph import describe_match
+
+    graphs = "".join(f"<li>{esc(describe_match(g))}</li>" for g in report.get("engine_graphs", []))
     gallery = gallery_png(report)
     engines = ", ".join(f"{esc(e['label'])} ({esc(e['precision'])}, clean accuracy {e['clean_accuracy']:.4f})"
                         for e in report["engines"])
@@ -130,6 +147,8 @@ Every candidate is projected onto the eps-ball and the value range by the audit 
 <h2>Robust accuracy vs eps</h2><img alt="robust accuracy curves" src="data:image/png;base64,{curves_png(report)}">
 <h2>Results</h2><table><tr><th>attack</th><th>norm</th><th>eps</th><th>route</th><th>target</th>
 <th>robust accuracy</th><th>attack success</th><th>queries/sample</th></tr>{rows}</table>
+{"<h2>Engine gradients (white-box (engine) route)</h2><ul>" + graphs + "</ul>" if graphs else ""}
+{"<h2>Transfer gap</h2><p>Transfer minus white-box (engine) robust accuracy: how much a transfer-only audit overstates the engine's robustness.</p><table><tr><th>engine</th><th>attack</th><th>eps</th><th>transfer</th><th>engine white-box</th><th>gap</th></tr>" + gaps + "</table>" if gaps else ""}
 {"<h2>Engines compared on the same adversarial inputs</h2><table><tr><th>engines</th><th>attack</th><th>eps</th><th>robust accuracy difference</th><th>top-1 disagreement</th></tr>" + comps + "</table>" if comps else ""}
 {f'<h2>Gallery</h2><img alt="clean and adversarial examples" src="data:image/png;base64,{gallery}">' if gallery else ""}
 </body></html>

@@ -1,4 +1,8 @@
-"""The PyTorch model gradient attacks are crafted on: eval mode, frozen parameters, batched."""
+"""The PyTorch model gradient attacks are crafted on: eval mode, frozen parameters, batched.
+
+It wraps any classifier module: a checkpoint's model (:meth:`TorchModel.from_checkpoint`) or an
+engine's own graph made differentiable (:mod:`dlforge.onnx_torch`).
+"""
 
 from __future__ import annotations
 
@@ -9,17 +13,13 @@ from dlforge.errors import InputError, require
 
 
 class TorchModel:
-    def __init__(self, checkpoint: Artifact, device: str = "cpu"):
+    def __init__(self, module, device: str = "cpu"):
         torch = require("torch", "toolkit", "gradient attacks")
-        from dlforge.train import load_checkpoint
         from dlforge.train.checkpoint import resolve_device
 
         self.torch = torch
         self.device = resolve_device(device)
-        model, _ = load_checkpoint(checkpoint)
-        if checkpoint.card.model.task != "classification":
-            raise InputError(f"{checkpoint.path} is a {checkpoint.card.model.task} model; attacks need a classifier")
-        self.model = model.eval().to(self.device)
+        self.model = module.eval().to(self.device)
         for p in self.model.parameters():  # only input gradients are needed: skip weight gradients entirely
             p.requires_grad_(False)
         # Convolutions run markedly faster in channels-last layout on oneDNN (CPU) and cuDNN (GPU).
@@ -27,6 +27,17 @@ class TorchModel:
         if any(isinstance(m, torch.nn.Conv2d) for m in self.model.modules()):
             self.layout = torch.channels_last
             self.model = self.model.to(memory_format=self.layout)
+
+    @classmethod
+    def from_checkpoint(cls, checkpoint: Artifact, device: str = "cpu") -> TorchModel:
+        """The checkpoint's model, rebuilt without running pickled code (:func:`load_checkpoint`)."""
+        require("torch", "toolkit", "gradient attacks")
+        from dlforge.train import load_checkpoint
+
+        if checkpoint.card.model is not None and checkpoint.card.model.task != "classification":
+            raise InputError(f"{checkpoint.path} is a {checkpoint.card.model.task} model; attacks need a classifier")
+        model, _ = load_checkpoint(checkpoint)
+        return cls(model, device)
 
     def predict(self, x: np.ndarray, batch_size: int = 512) -> np.ndarray:
         torch = self.torch

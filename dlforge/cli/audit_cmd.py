@@ -41,6 +41,8 @@ def _list_attacks(ctx, param, value) -> None:
 @option_for(AuditOptions, "square_queries", type=int)
 @option_for(AuditOptions, "seed", type=int)
 @option_for(AuditOptions, "detectors")
+@option_for(AuditOptions, "engine_gradients")
+@option_for(AuditOptions, "gap_bar", type=float)
 @click.option("--fail-under", multiple=True, metavar="EPS:ACC",
               help="Exit 1 when robust accuracy at EPS on an engine is below ACC (a CI gate); repeatable.")
 @click.option("-o", "--output", "out_dir", type=click.Path(), default=None,
