@@ -77,6 +77,12 @@ class ModelInfo:
     preprocessing: str | None = None
     config: dict = field(default_factory=dict)
 
+    @property
+    def image_shape(self) -> tuple[int, ...] | None:
+        """The first input's shape without the batch dimension, when every dimension is fixed."""
+        shape = tuple(self.inputs[0].shape[1:]) if self.inputs else ()
+        return shape if shape and all(type(d) is int for d in shape) else None
+
     def to_dict(self) -> dict:
         d = asdict(self)
         d["inputs"] = [t.to_dict() for t in self.inputs]
@@ -295,8 +301,8 @@ def source_checkpoint(artifact: Artifact) -> Artifact | None:
 
 
 class DatasetSpec(NamedTuple):
-    """A model's training data: its name and directory, and for an image folder how it was read
-    (the ``(C, H, W)`` the images became, the split seed, the content fingerprint)."""
+    """A model's training data: its name and directory, and for an image folder how to read it (the
+    ``(C, H, W)`` of the model's input, the split seed, the content fingerprint: None where unknown)."""
 
     name: str
     data_dir: str | None = None
@@ -321,7 +327,9 @@ def dataset_spec(artifact: Artifact) -> DatasetSpec | None:
                                 "and how they were read; retrain the checkpoint")
         return DatasetSpec(folder["path"], None, tuple(shape), folder.get("split_seed"), folder.get("fingerprint"))
     model = artifact.card.model
-    return DatasetSpec(model.dataset) if model is not None and model.dataset else None
+    if model is None or not model.dataset:
+        return None
+    return DatasetSpec(model.dataset, input_shape=model.image_shape)
 
 
 def training_data(artifact: Artifact) -> tuple[str, str | None] | None:

@@ -104,12 +104,17 @@ def load_dataset(name: str, data_dir: str | os.PathLike | None = None, *, input_
         from dlforge.data.npz import load_npz
 
         return load_npz(Path(name))
-    if os.path.isdir(name):
+    if is_image_folder(name):
         from dlforge.data.image_folder import load_image_folder
 
         return load_image_folder(Path(name), input_shape=input_shape, split_seed=split_seed)
     raise InputError(f"unknown dataset {name!r}; expected one of {', '.join(dataset_names())}, a path to a .npz "
                      "file, or an image folder (one sub-folder of images per class)")
+
+
+def is_image_folder(name: str) -> bool:
+    """Whether :func:`load_dataset` reads ``name`` as an image folder (a dataset's name wins over a folder)."""
+    return name not in dataset_names() and not name.endswith(".npz") and os.path.isdir(name)
 
 
 def load_training_data(artifact, data: str | None = None, data_dir: str | os.PathLike | None = None,
@@ -133,8 +138,7 @@ def load_training_data(artifact, data: str | None = None, data_dir: str | os.Pat
     if found is not None and (data is None or _same_data(data, found.name)):
         return load_spec(found._replace(data_dir=data_dir or found.data_dir))
     model = artifact.card.model
-    shape = tuple(model.inputs[0].shape[1:]) if model is not None and model.inputs else ()
-    return load_spec(DatasetSpec(data, data_dir, input_shape=shape if all(type(d) is int for d in shape) else None,
+    return load_spec(DatasetSpec(data, data_dir, input_shape=model.image_shape if model else None,
                                  split_seed=found.split_seed if found else None))
 
 
@@ -155,7 +159,7 @@ def load_spec(spec) -> Dataset:
 
 
 def _same_data(data: str, name: str) -> bool:
-    return data == name or (os.path.isdir(data) and Path(data).resolve() == Path(name).resolve())
+    return data == name or (is_image_folder(data) and Path(data).resolve() == Path(name).resolve())
 
 
 def default_data_dir(name: str) -> Path:

@@ -101,7 +101,7 @@ def load_image_folder(root: Path, *, input_shape: tuple | None = None, split_see
             "fingerprint": "sha256:" + fingerprint.hexdigest(),
         }
     }
-    return Dataset(name=root.name, x_train=x[train], y_train=y[train], x_val=x[val], y_val=y[val],
+    return Dataset(name=str(root), x_train=x[train], y_train=y[train], x_val=x[val], y_val=y[val],
                    x_test=x[test], y_test=y[test], labels=tuple(classes), source=str(root), details=details)
 
 
