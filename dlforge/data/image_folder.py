@@ -18,7 +18,9 @@ Pixels: 8-bit images scale as uint8 / 255, 16-bit grayscale PNGs as uint16 / 655
 ``input_shape`` ``(C, H, W)`` every image is converted to C channels (Pillow's ``"L"`` or ``"RGB"``)
 and resized to HxW with Pillow's bilinear filter: the same as
 ``Image.open(f).convert("L").resize((W, H), Image.BILINEAR)`` in an application. Without it the
-images must share one size, and the channels are 1 when every image is grayscale, else 3.
+images must share one size, and the channels are 1 when every image is grayscale, else 3. EXIF
+orientation is not applied (as with a plain ``Image.open``). ``train/`` and ``test/`` match in any case
+(``Train/``).
 """
 
 from __future__ import annotations
@@ -129,18 +131,19 @@ def _scan(root: Path) -> tuple[list[str], list[ImageFile]]:
     if not root.is_dir():
         raise InputError(f"image folder {root} does not exist; pass a folder with one sub-folder per class")
     folders = _subfolders(root)
-    if set(SPLITS) <= set(folders):
-        extra = sorted(set(folders) - set(SPLITS))
+    split_dirs = {name.lower(): root / name for name in folders if name.lower() in SPLITS}  # Train/ too
+    if len(split_dirs) == len(SPLITS):
+        extra = [name for name in folders if name.lower() not in SPLITS]
         if extra:
             raise InputError(f"{root} has train/ and test/ folders and also {extra[0]}/; move every class folder "
-                             "into train/ and test/, or use class folders only")
-        per_split = {s: _classes(root / s) for s in SPLITS}
+                             "into train/ and test/ (validation is carved from train/), or use class folders only")
+        per_split = {s: _classes(split_dirs[s]) for s in SPLITS}
         if per_split["train"] != per_split["test"]:
             differ = sorted(set(per_split["train"]) ^ set(per_split["test"]))
             raise InputError(f"{root}: train/ and test/ hold different class folders ({', '.join(differ[:5])} "
                              "only in one); give both the same class sub-folders")
         classes = per_split["train"]
-        files = [f for s in SPLITS for f in _class_files(root, root / s, classes, s)]
+        files = [f for s in SPLITS for f in _class_files(root, split_dirs[s], classes, s)]
     else:
         classes = _classes(root)
         files = _class_files(root, root, classes, None)

@@ -117,11 +117,12 @@ def test_the_split_is_stratified_seeded_and_recorded(tmp_path, digits):
     assert a.describe()["image_folder"]["fingerprint"] == b.describe()["image_folder"]["fingerprint"]
 
 
-def test_train_and_test_folders_are_the_splits(tmp_path, digits):
+@pytest.mark.parametrize("train, test", [("train", "test"), ("Train", "Test")])
+def test_train_and_test_folders_are_the_splits(tmp_path, digits, train, test):
     images, labels = digits
     is_test = np.arange(len(labels)) % PER_CLASS < 3
-    write_folder(tmp_path / "train", images[~is_test], labels[~is_test])
-    write_folder(tmp_path / "test", images[is_test], labels[is_test])
+    write_folder(tmp_path / train, images[~is_test], labels[~is_test])
+    write_folder(tmp_path / test, images[is_test], labels[is_test])
     ds = load_dataset(str(tmp_path))
     assert ds.describe()["image_folder"]["layout"] == "train/ and test/ folders"
     assert sorted(map(bytes, (ds.x_test * 255).round().astype(np.uint8))) == \
