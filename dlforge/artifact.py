@@ -25,7 +25,7 @@ import sys
 import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Iterable, NamedTuple
 
 from dlforge.card_validation import PAYLOAD_KINDS, validate_card
 from dlforge.errors import ArtifactError, InputError
@@ -76,6 +76,12 @@ class ModelInfo:
     dataset: str | None = None
     preprocessing: str | None = None
     config: dict = field(default_factory=dict)
+
+    @property
+    def image_shape(self) -> tuple[int, ...] | None:
+        """The first input's shape without the batch dimension, when every dimension is fixed."""
+        shape = tuple(self.inputs[0].shape[1:]) if self.inputs else ()
+        return shape if shape and all(type(d) is int for d in shape) else None
 
     def to_dict(self) -> dict:
         d = asdict(self)
@@ -294,17 +300,47 @@ def source_checkpoint(artifact: Artifact) -> Artifact | None:
     return next((a for a in lineage(artifact) if a.kind == "checkpoint"), None)
 
 
+class DatasetSpec(NamedTuple):
+    """A model's training data: its name and directory, and for an image folder how to read it (the
+    ``(C, H, W)`` of the model's input, the split seed, the content fingerprint: None where unknown)."""
+
+    name: str
+    data_dir: str | None = None
+    input_shape: tuple[int, int, int] | None = None
+    split_seed: int | None = None
+    fingerprint: str | None = None
+
+
+def dataset_spec(artifact: Artifact) -> DatasetSpec | None:
+    """The dataset the model was trained on, by the rule of :func:`training_data`, with what it takes
+    to reload an image folder exactly (recorded in the checkpoint card's ``dataset`` section)."""
+    ckpt = source_checkpoint(artifact)
+    if ckpt is not None and ckpt.card.params.get("data"):
+        section = ckpt.card.sections.get("dataset")
+        folder = section.get("image_folder") if isinstance(section, dict) else None
+        if folder is None:
+            return DatasetSpec(ckpt.card.params["data"], ckpt.card.params.get("data_dir"))
+        shape = section.get("input_shape")
+        if not (isinstance(folder, dict) and isinstance(folder.get("path"), str) and isinstance(shape, list)
+                and len(shape) == 3 and all(type(d) is int for d in shape)):
+            raise ArtifactError(f"{ckpt.path}/{CARD_NAME}: dataset.image_folder does not say where the images are "
+                                "and how they were read; retrain the checkpoint")
+        return DatasetSpec(folder["path"], None, tuple(shape), folder.get("split_seed"), folder.get("fingerprint"))
+    model = artifact.card.model
+    if model is None or not model.dataset:
+        return None
+    return DatasetSpec(model.dataset, input_shape=model.image_shape)
+
+
 def training_data(artifact: Artifact) -> tuple[str, str | None] | None:
     """``(dataset, data_dir)`` the model was trained on: the one rule every stage uses.
 
-    The source checkpoint's ``params`` (``data``, ``data_dir``) when the lineage reaches one, else the
-    dataset named in the card's model section; None when neither says.
+    The source checkpoint's ``params`` (``data``, ``data_dir``; for an image folder its recorded
+    absolute path) when the lineage reaches one, else the dataset named in the card's model section;
+    None when neither says. :func:`dataset_spec` adds how to read an image folder again.
     """
-    ckpt = source_checkpoint(artifact)
-    if ckpt is not None and ckpt.card.params.get("data"):
-        return ckpt.card.params["data"], ckpt.card.params.get("data_dir")
-    model = artifact.card.model
-    return (model.dataset, None) if model is not None and model.dataset else None
+    spec = dataset_spec(artifact)
+    return None if spec is None else (spec.name, spec.data_dir)
 
 
 # -- writing -------------------------------------------------------------------------------------

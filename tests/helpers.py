@@ -53,7 +53,8 @@ def save_dataset_npz(ds, path: Path) -> None:
 
     import numpy as np
 
-    np.savez(path, **{f.name: np.asarray(getattr(ds, f.name)) for f in dataclasses.fields(ds)})
+    arrays = [f.name for f in dataclasses.fields(ds) if f.name != "details"]  # details: a dict, not an array
+    np.savez(path, **{name: np.asarray(getattr(ds, name)) for name in arrays})
 
 
 def load_dataset_npz(path: Path):
@@ -65,7 +66,7 @@ def load_dataset_npz(path: Path):
     from dlforge.data import Dataset
 
     with np.load(path, allow_pickle=False) as arrays:
-        values = {f.name: arrays[f.name] for f in dataclasses.fields(Dataset)}
+        values = {f.name: arrays[f.name] for f in dataclasses.fields(Dataset) if f.name != "details"}
     values["name"], values["source"] = str(values["name"]), str(values["source"])
     values["labels"] = tuple(str(label) for label in values["labels"])
     return Dataset(**values)

@@ -189,14 +189,15 @@ def _check_source(source: Artifact, engine: DeployedModel) -> None:
 
 
 def _audit_dataset(options: AuditOptions, engines: list[DeployedModel], crafter: Artifact | None):
-    from dlforge.artifact import training_data
-    from dlforge.data import load_dataset
+    from dlforge.artifact import DatasetSpec, dataset_spec
+    from dlforge.data import load_spec
 
-    if options.data:
-        return load_dataset(options.data, options.data_dir)
-    for found in [training_data(crafter) if crafter else None, *(e.training_data() for e in engines)]:
+    if options.data:  # an image folder is read at the engine's input shape
+        info = engines[0].info
+        return load_spec(DatasetSpec(options.data, options.data_dir, info.image_shape if info else None))
+    for found in [dataset_spec(crafter) if crafter else None, *(e.dataset_spec() for e in engines)]:
         if found:
-            return load_dataset(found[0], options.data_dir or found[1])
+            return load_spec(found._replace(data_dir=options.data_dir or found.data_dir))
     raise InputError("cannot tell which dataset to attack on: pass --data (and --data-dir), e.g. --data mnist "
                      "--data-dir ../shared/data/mnist")
 

@@ -22,6 +22,7 @@ from typing import Callable
 
 import numpy as np
 
+from dlforge.artifact import DatasetSpec
 from dlforge.bench.options import BenchOptions
 from dlforge.bench.report import resolve_baseline
 from dlforge.bench.stats import coefficient_of_variation, summarize, time_calls, warm_up
@@ -53,7 +54,7 @@ class Target:
     batch_range: tuple[int, int | None] = (1, None)
     model_bytes: int | None = None
     task: str | None = "classification"
-    dataset: tuple[str, str | None] | None = None  # (name, data_dir) of the model's dataset
+    dataset: DatasetSpec | None = None  # the model's dataset (dlforge.artifact.dataset_spec)
     mode: str = "end-to-end"
     note: str | None = None  # a requested timing mode this target cannot honour
     runner: Runner | None = field(default=None, repr=False)
@@ -116,7 +117,7 @@ def artifact_target(path: str | os.PathLike, options: BenchOptions) -> Target:
         return Target(
             name=str(path), backend=probe.backend, precision=probe.precision, input_shape=probe.input_shape,
             value_range=probe.value_range, batch_range=probe.batch_range, model_bytes=payload.stat().st_size,
-            task=probe.task, dataset=probe.training_data(), mode=mode + (" + cuda graph" if graph else ""),
+            task=probe.task, dataset=probe.dataset_spec(), mode=mode + (" + cuda graph" if graph else ""),
             note=f"{path}: {note}" if note else None,
             open=lambda: _deployed_runner(open_deployed(source, threads=options.threads), mode, graph))
 
@@ -152,7 +153,7 @@ def _device_resident(session, name: str, mode: str, cuda_graph: bool) -> Callabl
 
 def torch_target(checkpoint: str | os.PathLike, options: BenchOptions) -> Target:
     """Eager PyTorch on a checkpoint, as a baseline row."""
-    from dlforge.artifact import open_artifact, training_data
+    from dlforge.artifact import dataset_spec, open_artifact
 
     artifact = open_artifact(checkpoint, ["checkpoint"])
     _, _, note = timing_mode(frozenset(), options.trt_mode, options.cuda_graph)
@@ -160,7 +161,7 @@ def torch_target(checkpoint: str | os.PathLike, options: BenchOptions) -> Target
                   open=lambda: _torch_runner(artifact, options.threads),
                   input_shape=tuple(artifact.card.model.inputs[0].shape[1:]),
                   value_range=tuple(artifact.card.model.value_range), model_bytes=artifact.payload_path.stat().st_size,
-                  task=artifact.card.model.task, dataset=training_data(artifact),
+                  task=artifact.card.model.task, dataset=dataset_spec(artifact),
                   note=f"{checkpoint} (torch): {note}" if note else None)
 
 
@@ -220,11 +221,11 @@ def _load(targets: list[Target]) -> None:
         t.memory_mb = max(0.0, _rss_mb() - before)
 
 
-def _dataset(source: tuple[str, str | None], cache: dict):
+def _dataset(source: DatasetSpec, cache: dict):
     if source not in cache:
-        from dlforge.data import load_dataset
+        from dlforge.data import load_spec
 
-        cache[source] = load_dataset(source[0], source[1])
+        cache[source] = load_spec(source)
     return cache[source]
 
 
@@ -233,7 +234,8 @@ def _inputs(targets: list[Target], batch: int, options: BenchOptions, cache: dic
     shape = targets[0].input_shape
     source = None
     if not options.random_inputs:
-        source = (options.data, options.data_dir) if options.data else next((t.dataset for t in targets if t.dataset), None)
+        source = DatasetSpec(options.data, options.data_dir, shape) if options.data else \
+            next((t.dataset for t in targets if t.dataset), None)
     if source:
         x = _dataset(source, cache).x_test
         if tuple(x.shape[1:]) != shape:
@@ -274,7 +276,7 @@ def _measure_batch(targets: list[Target], x: np.ndarray, options: BenchOptions, 
 
 def _accuracy(t: Target, options: BenchOptions, cache: dict) -> tuple[float | None, str | None]:
     """Top-1 accuracy of a classifier on its held-out test split, or None and why not."""
-    source = (options.data, options.data_dir) if options.data else t.dataset
+    source = DatasetSpec(options.data, options.data_dir, t.input_shape) if options.data else t.dataset
     if t.task != "classification":
         return None, f"{t.name}: no accuracy (a {t.task or 'model of unknown task'}, not a classifier)"
     if not source:

@@ -15,10 +15,10 @@ import time
 from pathlib import Path
 from typing import Callable
 
-from dlforge.artifact import Artifact, ArtifactWriter, Card, open_artifact, training_data
+from dlforge.artifact import Artifact, ArtifactWriter, Card, DatasetSpec, dataset_spec, open_artifact
 from dlforge.build.backends import BACKENDS, Backend
 from dlforge.build.options import BuildOptions
-from dlforge.data import load_dataset
+from dlforge.data import load_spec
 from dlforge.env import environment
 from dlforge.errors import InputError, StageFailed
 
@@ -52,8 +52,8 @@ def engine_from_onnx(onnx_dir: str | os.PathLike, out_dir: str | os.PathLike, op
         return writer.commit(card)
 
 
-def _model_dataset(name, data_dir, info, flag: str):
-    dataset = load_dataset(name, data_dir)
+def _model_dataset(spec: DatasetSpec, info, flag: str):
+    dataset = load_spec(spec)
     if tuple(dataset.input_shape) != tuple(info.inputs[0].shape[1:]):
         raise InputError(f"dataset {dataset.name} has images {dataset.input_shape}; the model expects "
                          f"{tuple(info.inputs[0].shape[1:])}: check {flag}")
@@ -63,13 +63,13 @@ def _model_dataset(name, data_dir, info, flag: str):
 def _build_data(parent: Artifact, options: BuildOptions) -> dict:
     """The evaluation split (the model's own test data) and the calibration images."""
     info = parent.card.model
-    trained_on = training_data(parent) or ((options.calib_data, None) if options.calib_data else None)
+    calib_spec = DatasetSpec(options.calib_data, options.data_dir, info.image_shape) if options.calib_data else None
+    trained_on = dataset_spec(parent) or calib_spec
     if trained_on is None:
         raise InputError(f"{parent.path} does not say which dataset its model was trained on; pass --calib-data "
                          "(and --data-dir) naming one with the model's input shape")
-    dataset = _model_dataset(trained_on[0], options.data_dir or trained_on[1], info, "--data-dir")
-    calib = _model_dataset(options.calib_data, options.data_dir, info, "--calib-data") if options.calib_data \
-        else dataset
+    dataset = _model_dataset(trained_on._replace(data_dir=options.data_dir or trained_on.data_dir), info, "--data-dir")
+    calib = _model_dataset(calib_spec, info, "--calib-data") if calib_spec else dataset
     if options.precision in ("int8", "auto") and options.calib_samples > len(calib.y_train):
         raise InputError(f"--calib-samples {options.calib_samples} asks for more images than the calibration set "
                          f"({calib.name} training split) has: {len(calib.y_train)}")

@@ -50,6 +50,8 @@ def train_options(fn):
         # fields whose default is None carry no type for click to read: name it here
         *(option_for(TrainOptions, name, type=kind) for name, kind in
           (("epochs", int), ("batch_size", int), ("lr", float), ("weight_decay", float))),
+        option_for(TrainOptions, "image_size", type=str, metavar="H[xW]"),
+        option_for(TrainOptions, "channels"),
         *(option_for(TrainOptions, name) for name in ("seed", "device", "adv_train", "adv_eps", "adv_steps")),
         click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help=overrides_help),
     ]):

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -20,7 +20,11 @@ IDX_DATASETS = ("mnist", "fashion-mnist")  # downloadable IDX datasets (dlforge.
 
 @dataclass(frozen=True)
 class Dataset:
-    """Images in [0, 1] as float32 ``(N, C, H, W)``, labels as int64, in three splits."""
+    """Images in [0, 1] as float32 ``(N, C, H, W)``, labels as int64, in three splits.
+
+    ``details`` is what :meth:`describe` adds for the card beyond the common fields: an image folder
+    records how to reload exactly the same images and splits (``image_folder``).
+    """
 
     name: str
     x_train: np.ndarray
@@ -31,6 +35,7 @@ class Dataset:
     y_test: np.ndarray
     labels: tuple[str, ...]
     source: str
+    details: dict = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         """Refuse a dataset that cannot be trained or evaluated on: an empty split, too few classes."""
@@ -65,6 +70,7 @@ class Dataset:
             "train": len(self.y_train),
             "val": len(self.y_val),
             "test": len(self.y_test),
+            **self.details,
         }
 
 
@@ -72,13 +78,19 @@ def dataset_names() -> tuple[str, ...]:
     return ("digits", *IDX_DATASETS)
 
 
-def load_dataset(name: str, data_dir: str | os.PathLike | None = None) -> Dataset:
-    """Load a dataset by name (``digits``, ``mnist``, ``fashion-mnist``) or from a ``.npz`` path.
+def load_dataset(name: str, data_dir: str | os.PathLike | None = None, *, input_shape: tuple | None = None,
+                 split_seed: int | None = None) -> Dataset:
+    """Load a dataset by name (``digits``, ``mnist``, ``fashion-mnist``), from a ``.npz`` path, or from a
+    folder of images with one sub-folder per class (:mod:`dlforge.data.image_folder`).
 
     Args:
-        name: a dataset name, or the path of a ``.npz`` file with ``x`` and ``y`` arrays.
+        name: a dataset name, the path of a ``.npz`` file with ``x`` and ``y`` arrays, or an image folder.
         data_dir: directory of the IDX files for MNIST / Fashion-MNIST. Default:
             ``$DLFORGE_HOME/data/<name>`` (``~/.cache/dlforge/data/<name>``).
+        input_shape: image folders only: the ``(C, H, W)`` to convert and resize every image to (C or
+            H, W may be None: the images' own). Other datasets ignore it (their shape is checked
+            against the model's where they are used).
+        split_seed: image folders only: seed of the test and validation splits (default 0).
     """
     if name == "digits":
         from dlforge.data.digits import load_digits
@@ -92,28 +104,62 @@ def load_dataset(name: str, data_dir: str | os.PathLike | None = None) -> Datase
         from dlforge.data.npz import load_npz
 
         return load_npz(Path(name))
-    raise InputError(
-        f"unknown dataset {name!r}; expected one of {', '.join(dataset_names())} or a path to a .npz file"
-    )
+    if is_image_folder(name):
+        from dlforge.data.image_folder import load_image_folder
+
+        return load_image_folder(Path(name), input_shape=input_shape, split_seed=split_seed)
+    raise InputError(f"unknown dataset {name!r}; expected one of {', '.join(dataset_names())}, a path to a .npz "
+                     "file, or an image folder (one sub-folder of images per class)")
+
+
+def is_image_folder(name: str) -> bool:
+    """Whether :func:`load_dataset` reads ``name`` as an image folder (a dataset's name wins over a folder)."""
+    return name not in dataset_names() and not name.endswith(".npz") and os.path.isdir(name)
 
 
 def load_training_data(artifact, data: str | None = None, data_dir: str | os.PathLike | None = None,
                        *, flag: str = "--data") -> Dataset:
     """The dataset the model in ``artifact`` was trained on (the rule is
-    :func:`dlforge.artifact.training_data`); ``data`` / ``data_dir`` override it.
+    :func:`dlforge.artifact.dataset_spec`); ``data`` / ``data_dir`` override it.
+
+    An image folder is read as it was for training (same channels, size and split seed); another
+    folder given as ``data`` is resized to the model's input.
 
     Raises:
-        InputError: the lineage does not say, and ``data`` was not given; or the data is unusable.
+        InputError: the lineage does not say, and ``data`` was not given; the data is unusable; or
+            the image folder changed since the model was trained on it.
     """
-    from dlforge.artifact import training_data
+    from dlforge.artifact import DatasetSpec, dataset_spec
 
-    found = training_data(artifact)
+    found = dataset_spec(artifact)
     if data is None and found is None:
         raise InputError(f"cannot tell which dataset {artifact.path} was trained on; pass {flag} "
                          "(and --data-dir), e.g. --data mnist --data-dir DIR")
-    name = data or found[0]
-    directory = data_dir or (found[1] if found and name == found[0] else None)
-    return load_dataset(name, directory)
+    if found is not None and (data is None or _same_data(data, found.name)):
+        return load_spec(found._replace(data_dir=data_dir or found.data_dir))
+    model = artifact.card.model
+    return load_spec(DatasetSpec(data, data_dir, input_shape=model.image_shape if model else None,
+                                 split_seed=found.split_seed if found else None))
+
+
+def load_spec(spec) -> Dataset:
+    """Load the dataset a :class:`dlforge.artifact.DatasetSpec` names, as it says to read it.
+
+    Raises:
+        InputError: as :func:`load_dataset`; or the image folder's content no longer matches the
+            fingerprint recorded at training (its test split would no longer be held out).
+    """
+    dataset = load_dataset(spec.name, spec.data_dir, input_shape=spec.input_shape, split_seed=spec.split_seed)
+    actual = dataset.details.get("image_folder", {}).get("fingerprint")
+    if spec.fingerprint and actual and actual != spec.fingerprint:
+        raise InputError(f"image folder {dataset.source} changed since the model was trained on it (fingerprint "
+                         f"{actual[7:19]}..., the card says {spec.fingerprint[7:19]}...): images were added, removed "
+                         "or edited, so its test split is no longer held out; restore the folder or retrain")
+    return dataset
+
+
+def _same_data(data: str, name: str) -> bool:
+    return data == name or (is_image_folder(data) and Path(data).resolve() == Path(name).resolve())
 
 
 def default_data_dir(name: str) -> Path:

@@ -21,7 +21,8 @@ from pathlib import Path
 
 import numpy as np
 
-from dlforge.artifact import Artifact, is_artifact, lineage, open_artifact, source_checkpoint, training_data
+from dlforge.artifact import Artifact, DatasetSpec, dataset_spec, is_artifact, lineage, open_artifact
+from dlforge.artifact import source_checkpoint, training_data
 from dlforge.errors import InputError
 from dlforge.runtime.base import Session
 from dlforge.runtime.dtypes import numpy_dtype
@@ -118,6 +119,10 @@ class DeployedModel:
     def training_data(self) -> tuple[str, str | None] | None:
         """``(dataset, data_dir)`` the model was trained on, or None when nothing says."""
         return training_data(self.artifact) if self.artifact else None
+
+    def dataset_spec(self) -> DatasetSpec | None:
+        """:meth:`training_data` with how to read an image folder again (:func:`dlforge.artifact.dataset_spec`)."""
+        return dataset_spec(self.artifact) if self.artifact else None
 
     # -- running it -----------------------------------------------------------------------------
     def predict(self, x: np.ndarray, batch_size: int = DEFAULT_BATCH) -> np.ndarray:

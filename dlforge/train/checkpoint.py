@@ -84,7 +84,8 @@ def checkpoint_from_training(
     if options.adv_train and entry.task != "classification":
         raise InputError(f"--adv-train needs a classifier; {model} is a {entry.task} model")
     with ArtifactWriter(out_dir, force=force) as writer:
-        dataset = dataset if dataset is not None else load_dataset(options.data, options.data_dir)
+        dataset = dataset if dataset is not None else load_dataset(options.data, options.data_dir,
+                                                                         input_shape=options.input_shape)
         options = _with_model_defaults(options, entry, len(dataset.y_train))
         from dlforge.train.loop import seed_everything
 

@@ -19,8 +19,13 @@ class TrainOptions(Options):
     how it was trained.
     """
 
-    data: str = option("digits", "digits, mnist, fashion-mnist, or a .npz file with x and y.", nonempty=True)
+    data: str = option("digits", "digits, mnist, fashion-mnist, a .npz file with x and y, or an image folder "
+                       "(one sub-folder of PNG/JPEG images per class).", nonempty=True)
     data_dir: str | os.PathLike | None = option(None, "Directory of the IDX files (MNIST, Fashion-MNIST).")
+    image_size: tuple[int, int] | None = option(None, "Image folders: resize every image to H or HxW, bilinear "
+                                                "(default: the images' own size, which must then agree).", min=1)
+    channels: int | None = option(None, "Image folders: 1 (grayscale) or 3 (RGB) channels (default: 1 if every "
+                                  "image is grayscale, else 3).", min=1, max=3)
     epochs: int | None = option(None, "Passes over the data (default: the model's).", min=1)
     batch_size: int | None = option(None, "Images per step (default: the model's).", min=1)
     lr: float | None = option(None, "Peak learning rate, AdamW with cosine decay (default: the model's).",
@@ -39,9 +44,35 @@ class TrainOptions(Options):
     def check(self) -> None:
         if not isinstance(self.overrides, dict):
             raise InputError(f"--set expects KEY=VALUE pairs, got {self.overrides!r}")
+        self.image_size = parse_image_size(self.image_size)
+        if self.channels not in (None, 1, 3):
+            raise InputError(f"--channels must be 1 (grayscale) or 3 (RGB), got {self.channels!r}")
+        from dlforge.data.dataset import is_image_folder
+
+        if (self.image_size or self.channels) and not is_image_folder(self.data):
+            raise InputError(f"--image-size and --channels apply to image folders, and --data {self.data} is not "
+                             "one: drop them, or pass --data FOLDER (./NAME for a folder named like a dataset)")
+
+    @property
+    def input_shape(self) -> tuple[int | None, int | None, int | None] | None:
+        """``(C, H, W)`` for an image folder, None where the images decide; None when neither is set."""
+        if self.image_size is None and self.channels is None:
+            return None
+        return (self.channels, *(self.image_size or (None, None)))
 
     def params(self) -> dict:
         out = super().params()
         if not self.adv_train:  # the budget of an adversarial training that did not run is noise
             out["adv_eps"] = out["adv_steps"] = None
         return out
+
+
+def parse_image_size(value) -> tuple[int, int] | None:
+    """``28`` / ``"28"`` / ``"28x32"`` (HxW) / ``(28, 32)`` as ``(H, W)``; None stays None."""
+    if value is None:
+        return None
+    parts = value.lower().split("x") if isinstance(value, str) else value if isinstance(value, tuple) else (value,)
+    sizes = [int(p) if isinstance(p, str) and p.strip().isdigit() else p for p in parts]
+    if not (len(sizes) in (1, 2) and all(type(s) is int and s >= 1 for s in sizes)):
+        raise InputError(f"--image-size expects H or HxW in pixels, e.g. 28 or 28x32, got {value!r}")
+    return sizes[0], sizes[-1]

@@ -25,6 +25,9 @@ def test_the_card_records_the_options_with_the_model_defaults_filled_in(tmp_path
     ({"epochs": 0}, "--epochs must be a finite number >= 1"),
     ({"adv_train": "cw"}, "--adv-train: unknown value 'cw'"),
     ({"overrides": ["hidden=3"]}, "--set expects KEY=VALUE pairs"),
+    ({"image_size": "28x"}, "--image-size expects H or HxW in pixels, e.g. 28 or 28x32, got '28x'"),
+    ({"channels": 2}, "--channels must be 1 "),
+    ({"image_size": 16}, "--image-size and --channels apply to image folders, and --data digits is not one"),
 ])
 def test_the_python_api_refuses_what_the_cli_refuses(tmp_path, settings, message):
     with pytest.raises(InputError, match=message.replace("(", r"\(")):
