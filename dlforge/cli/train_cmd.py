@@ -51,6 +51,7 @@ def train_options(fn):
         *(option_for(TrainOptions, name, type=kind) for name, kind in
           (("epochs", int), ("batch_size", int), ("lr", float), ("weight_decay", float))),
         *(option_for(TrainOptions, name) for name in ("seed", "device", "adv_train", "adv_eps", "adv_steps")),
+        option_for(TrainOptions, "normalize", metavar="none|auto|MEAN/STD"),
         click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help=overrides_help),
     ]):
         fn = opt(fn)

@@ -32,6 +32,9 @@ class TrainOptions(Options):
                                    choices=ADV_TRAIN_METHODS)
     adv_eps: float = option(0.25, "L-inf budget of --adv-train.", min=0, min_open=True, max=1)
     adv_steps: int = option(7, "PGD steps of --adv-train pgd.", min=1, max=1000)
+    normalize: str = option("none", "Normalization the model applies to its pixels, inside the checkpoint and every "
+                            "export: none, auto (per-channel mean/std of the training split) or MEAN/STD, e.g. "
+                            "0.1307/0.3081 or per channel 0.49,0.48,0.45/0.25,0.24,0.26.", nonempty=True)
     overrides: dict = option({}, "Architecture option as JSON, e.g. --set dropout=0.2 or --set hidden=[256,128] "
                              "(see `dlforge models --json`).",
                              flag="--set", cli=False)
@@ -39,9 +42,43 @@ class TrainOptions(Options):
     def check(self) -> None:
         if not isinstance(self.overrides, dict):
             raise InputError(f"--set expects KEY=VALUE pairs, got {self.overrides!r}")
+        parse_normalize(self.normalize, allow_auto=True)
 
     def params(self) -> dict:
         out = super().params()
         if not self.adv_train:  # the budget of an adversarial training that did not run is noise
             out["adv_eps"] = out["adv_steps"] = None
         return out
+
+
+def parse_normalize(spec: str, *, allow_auto: bool = False,
+                    flag: str = "--normalize") -> tuple[tuple[float, ...], tuple[float, ...]] | str | None:
+    """``--normalize``'s value: None for ``none``, ``"auto"`` (where allowed), else ``(mean, std)``.
+
+    ``MEAN/STD`` holds one number per channel on each side (``0.49,0.48,0.45/0.25,0.24,0.26``), or
+    one number for every channel; std must be positive.
+    """
+    import math
+
+    spec = str(spec).strip()
+    if spec == "none":
+        return None
+    if spec == "auto" and allow_auto:
+        return "auto"
+    expected = (f"{flag} expects none{', auto' if allow_auto else ''} or MEAN/STD such as 0.1307/0.3081 "
+                f"(per channel: 0.49,0.48,0.45/0.25,0.24,0.26), got {spec!r}")
+    mean_text, sep, std_text = spec.partition("/")
+    try:
+        mean = tuple(float(v) for v in mean_text.split(","))
+        std = tuple(float(v) for v in std_text.split(","))
+    except ValueError:
+        raise InputError(expected) from None
+    if not sep or not all(math.isfinite(v) for v in mean + std):
+        raise InputError(expected)
+    if len(mean) != len(std) and 1 not in (len(mean), len(std)):
+        raise InputError(f"{flag} {spec}: {len(mean)} means but {len(std)} standard deviations; give one per "
+                         "channel on each side of the /")
+    if min(std) <= 0:
+        raise InputError(f"{flag} {spec}: a standard deviation must be positive")
+    n = max(len(mean), len(std))
+    return mean * (n // len(mean)), std * (n // len(std))
