@@ -331,7 +331,8 @@ def module_from_factory(spec: str, kwargs: dict, *, error: type[InputError] = In
             raise error(f"{where}module {module_name!r} has no {qualname!r} (factory {spec})")
         target = getattr(target, part)
     if not callable(target):
-        raise error(f"{where}{spec} is a {type(target).__name__}, not a callable that builds the model")
+        raise error(f"{where}{spec} is not callable (it is a {type(target).__name__}); name the function or class "
+                    "that builds the model")
     try:
         model = target(**kwargs)
     except Exception as exc:  # the user's factory failed: their code, reported in one line
