@@ -11,7 +11,6 @@ import inspect
 import io
 import json
 import os
-import shutil
 import subprocess
 import sys
 import textwrap
@@ -34,7 +33,9 @@ from dlforge.data import load_dataset
 from dlforge.errors import ArtifactError, InputError
 from dlforge.export import onnx_from_checkpoint
 from dlforge.train import load_checkpoint
+from tests.cli.tamper import tampered_copy
 from tests.cli.test_cli_errors import assert_clean_failure
+from tests.test_card_validation import _set
 
 ROOT = Path(__file__).resolve().parents[1]
 MEAN, STD = 0.3, 0.3
@@ -320,17 +321,26 @@ def test_hostile_pt2_is_refused_without_running_it(change, small_pt2, tmp_path):
 
 
 def test_hostile_program_in_a_checkpoint_is_refused_at_load(api_checkpoint, small_pt2, tmp_path):
-    ckpt = tmp_path / "ckpt"
-    shutil.copytree(api_checkpoint.path, ckpt)
     marker = tmp_path / "marker"
-    hostile_copy(small_pt2, ckpt / "program.pt2", _sample_inputs, marker)
-    card = json.loads((ckpt / "card.json").read_text())
-    card["sha256"] = sha256_file(ckpt / "program.pt2")  # whoever can swap the file can rewrite the card
-    (ckpt / "card.json").write_text(json.dumps(card))
+    hostile = hostile_copy(small_pt2, tmp_path / "hostile.pt2", _sample_inputs, marker)
+    # whoever can swap the file can rewrite the card's sha256 too
+    ckpt = tampered_copy(api_checkpoint.path, tmp_path / "ckpt", payload=hostile.read_bytes())
     with pytest.raises(ArtifactError, match="sample_inputs/model.pt is a pickle that calls"):
         load_checkpoint(ckpt)
     assert_clean_failure(run("export", ckpt, "-o", tmp_path / "out" / "onnx"), tmp_path / "out", "is refused")
     assert not marker.exists()
+
+
+@pytest.mark.parametrize("field, value, message", [
+    ("architecture.route", "pickle", "architecture.route is 'pickle'; expected one of program, factory"),
+    ("architecture.dynamic_batch", "yes", "architecture.dynamic_batch must be true or false"),
+    ("architecture", {"route": "factory", "factory": "os.system('x')"}, "expected package.module:callable"),
+    ("normalization.std", [0.0], "normalization must be {mean, std}"),
+    ("normalization", {"mean": [0.1, 0.2], "std": [0.3, 0.3]}, "but the input has 1 channels"),
+])
+def test_a_card_with_a_bad_architecture_or_normalization_is_refused(api_checkpoint, tmp_path, field, value, message):
+    bad = tampered_copy(api_checkpoint.path, tmp_path / "in" / "ckpt", card=_set(field, value))
+    assert_clean_failure(run("export", bad, "-o", tmp_path / "run" / "out"), tmp_path / "run", message)
 
 
 # -- bad inputs: one line, exit code 2, nothing written ------------------------------------------
