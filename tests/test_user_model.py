@@ -11,10 +11,12 @@ import inspect
 import io
 import json
 import os
+import re
 import subprocess
 import sys
 import textwrap
 import types
+import warnings
 import zipfile
 from pathlib import Path
 
@@ -318,6 +320,61 @@ def test_hostile_pt2_is_refused_without_running_it(change, small_pt2, tmp_path):
                                    "-o", tmp_path / "out"))
     assert_clean_failure(result, tmp_path, "is refused")
     assert not marker.exists() and not (tmp_path / "out").exists()
+
+
+def _first(node, key):
+    """The first dict in a JSON tree that holds ``key``."""
+    if isinstance(node, dict):
+        if key in node:
+            return node
+        node = list(node.values())
+    if isinstance(node, list):
+        return next((found for child in node if (found := _first(child, key)) is not None), None)
+    return None
+
+
+def _edit_program(edit):
+    def change(name: str, data: bytes, marker: Path) -> bytes:
+        if not name.startswith("models/"):
+            return data
+        program = json.loads(data)
+        edit(program)
+        return json.dumps(program).encode()
+    return change
+
+
+@pytest.mark.parametrize("change, message", [
+    (_edit_program(lambda p: _first(p, "expr_str").update(expr_str="__import__('os').getcwd()")),
+     "names '__import__' (sympy would evaluate it)"),
+    (_edit_program(lambda p: _first(p, "target").update(target="torch.os.system")), "the program calls 'torch.os.system'"),
+    (_edit_program(lambda p: p["graph_module"]["graph"]["inputs"][-1]["as_tensor"].update(name="x=print()")),
+     "is not a plain name"),
+    (_edit_program(lambda p: p["graph_module"]["graph"]["custom_obj_values"].update(obj={"class_fqn": "a.B"})),
+     "custom (TorchBind) objects"),
+    (lambda name, data, marker: data, None),  # unchanged, plus an AOTInductor entry (below)
+])
+def test_pt2_vetting_refuses_code_in_any_form(change, message, small_pt2, tmp_path):
+    from dlforge.train.pt2_archive import vetted_entries
+
+    hostile = hostile_copy(small_pt2, tmp_path / "hostile.pt2", change, tmp_path / "marker")
+    if message is None:  # an AOTInductor package: a shared library torch would load
+        with zipfile.ZipFile(hostile, "a") as archive:
+            archive.writestr("small/data/aotinductor/model/model.so", b"\x7fELF")
+        message = "AOTInductor-compiled code"
+    with pytest.raises(InputError, match=re.escape(message)):
+        vetted_entries(hostile.read_bytes(), where=str(hostile))
+
+
+def test_pt2_vetting_refuses_an_entry_named_twice(small_pt2, tmp_path):
+    from dlforge.train.pt2_archive import vetted_entries
+
+    hostile = tmp_path / "twice.pt2"
+    hostile.write_bytes(small_pt2.read_bytes())
+    with warnings.catch_warnings(), zipfile.ZipFile(hostile, "a") as archive:
+        warnings.simplefilter("ignore")  # zipfile warns of the duplicate name: the point of the test
+        archive.writestr("small/models/model.json", b"{}")
+    with pytest.raises(InputError, match="names an entry twice"):
+        vetted_entries(hostile.read_bytes(), where=str(hostile))
 
 
 def test_hostile_program_in_a_checkpoint_is_refused_at_load(api_checkpoint, small_pt2, tmp_path):
