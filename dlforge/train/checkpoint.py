@@ -170,7 +170,7 @@ def _train(net, entry, dataset: Dataset, options: TrainOptions, *, progress, on_
                  batch_size=options.batch_size, lr=options.lr, weight_decay=options.weight_decay, seed=options.seed,
                  device=options.device, progress=progress, on_epoch=on_epoch, objective=objective, task=entry.task)
     return {
-        **_test_quality(model, entry.task, dataset, options.device),
+        **quality_metrics(model, entry.task, dataset, options.device),
         **({"pretraining": pretraining} if pretraining else {}),
         "train_seconds": round(result.seconds, 3),
         "samples_per_s": round(result.samples_per_s, 1),
@@ -178,7 +178,9 @@ def _train(net, entry, dataset: Dataset, options: TrainOptions, *, progress, on_
     }
 
 
-def _test_quality(net, task: str, dataset: Dataset, device: str) -> dict:
+def quality_metrics(net, task: str, dataset: Dataset, device: str) -> dict:
+    """The card's test-split metrics: accuracy for a classifier, reconstruction MSE (and the mean-image
+    baseline's) for an autoencoder."""
     from dlforge.train.loop import accuracy, reconstruction_mse
 
     if task == "classification":

@@ -37,7 +37,7 @@ from dlforge.artifact import Artifact, ArtifactWriter, Card, ModelInfo, TensorSp
 from dlforge.card_validation import FACTORY
 from dlforge.env import environment
 from dlforge.errors import ArtifactError, InputError
-from dlforge.train.checkpoint import WEIGHTS, _test_quality, load_weights, preprocessing_text, save_weights
+from dlforge.train.checkpoint import WEIGHTS, quality_metrics, load_weights, preprocessing_text, save_weights
 from dlforge.train.import_options import ImportOptions
 from dlforge.train.normalization import normalization_section, with_normalization
 from dlforge.train.options import parse_normalize
@@ -142,7 +142,13 @@ def checkpoint_from_module(
                 program, architecture = _export(model, shape, options.name)
                 with _quiet():
                     torch.export.save(program, writer.file(PROGRAM))
-                rebuilt = program_module(load_program(writer.file(PROGRAM), error=InputError)[0], error=InputError)
+                try:
+                    program = load_program(writer.file(PROGRAM), error=InputError,
+                                           where=f"the program torch.export made of {options.name}")[0]
+                except InputError as exc:
+                    raise InputError(f"{exc}; or pass factory='package.module:callable' to save the weights and "
+                                     "rebuild the model from your code") from None
+                rebuilt = program_module(program, error=InputError)
                 payload = PROGRAM
             else:
                 save_weights(model, writer.file(WEIGHTS))
@@ -202,7 +208,7 @@ def checkpoint_from_file(
             module = module_from_factory(source, options.kwargs, error=InputError)
             load_weights(module, options.weights, what=f"the model {source} builds", error=InputError,
                          fix="pass the weights saved from this model (safetensors.torch.save_file(model.state_dict()))")
-            writer.file(WEIGHTS).write_bytes(Path(options.weights).read_bytes())
+            save_weights(module, writer.file(WEIGHTS))  # exactly what was loaded
             architecture, payload, batch = {"route": "factory", "factory": source, "kwargs": options.kwargs}, WEIGHTS, 2
         else:
             program, data = load_program(source, error=InputError)
@@ -228,8 +234,10 @@ def model_from_card(artifact: Artifact) -> nn.Module:
 
 
 # -- the program route ---------------------------------------------------------------------------
-def load_program(path: str | os.PathLike, *, error: type[InputError] = ArtifactError):
+def load_program(path: str | os.PathLike, *, error: type[InputError] = ArtifactError, where: str | None = None):
     """The ``torch.export`` program in the ``.pt2`` file at ``path``, vetted; returns ``(program, file bytes)``.
+
+    ``where`` names the file in errors (default: its path).
 
     torch reads a fresh archive assembled from the vetted entries (sample inputs dropped), never the
     file itself; the graph it builds must call ATen operators and size arithmetic only.
@@ -238,12 +246,13 @@ def load_program(path: str | os.PathLike, *, error: type[InputError] = ArtifactE
         error: the file is missing, not an archive, refused by the vetting, or not a program torch reads.
     """
     path = Path(path)
+    where = where or str(path)
     try:
         data = path.read_bytes()
     except OSError as exc:
-        raise error(f"cannot read {path} ({exc.strerror or exc}); expected a .pt2 archive from torch.export.save") \
+        raise error(f"cannot read {where} ({exc.strerror or exc}); expected a .pt2 archive from torch.export.save") \
             from None
-    entries = vetted_entries(data, where=str(path), error=error)
+    entries = vetted_entries(data, where=where, error=error)
     fresh = io.BytesIO()
     with zipfile.ZipFile(fresh, "w", zipfile.ZIP_STORED) as archive:
         for name, content in entries.items():
@@ -253,17 +262,17 @@ def load_program(path: str | os.PathLike, *, error: type[InputError] = ArtifactE
         with _quiet():
             program = torch.export.load(fresh)
     except Exception as exc:  # torch raises many types for an archive it cannot read; each is bad input
-        raise error(f"{path}: torch.export.load cannot read the program ({_first_line(exc)}); save it again with "
+        raise error(f"{where}: torch.export.load cannot read the program ({_first_line(exc)}); save it again with "
                     f"torch.export.save from torch {torch.__version__.split('+')[0]}") from None
     for node in program.graph.nodes:
         target = node.target
         if node.op == "call_function" and not (
                 (isinstance(target, torch._ops.OpOverload) and target.namespace == "aten")
                 or target in SIZE_ARITHMETIC):
-            raise error(f"{path} is refused: its graph calls {target!r}; only ATen operators and size arithmetic "
+            raise error(f"{where} is refused: its graph calls {target!r}; only ATen operators and size arithmetic "
                         "are accepted")
         if node.op not in ("placeholder", "call_function", "get_attr", "output"):
-            raise error(f"{path} is refused: its graph has a {node.op} node; re-export the model")
+            raise error(f"{where} is refused: its graph has a {node.op} node; re-export the model")
     return program, data
 
 
@@ -434,7 +443,7 @@ def _commit(writer: ArtifactWriter, module: nn.Module, options: ImportOptions, *
     if dataset is not None:
         model = with_normalization(module, normalization).eval()
         sections["dataset"] = dataset.describe()
-        sections["metrics"] = {**_test_quality(model, options.task, dataset, "cpu"), "test_samples": len(dataset.y_test)}
+        sections["metrics"] = {**quality_metrics(model, options.task, dataset, "cpu"), "test_samples": len(dataset.y_test)}
     classifier = options.task == "classification"
     low, high = options.value_range
     info = ModelInfo(
