@@ -20,7 +20,8 @@ ENGINE_PRECISIONS = ("fp32", "fp16", "bf16", "int8", "mixed")
 PAYLOAD_KINDS = ("checkpoint", "onnx", "engine")  # a 0-byte payload is never a valid model
 # How a checkpoint of the user's own model is rebuilt (section ``architecture``; absent: from the zoo).
 ROUTES = ("program", "factory")
-FACTORY = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(?:\.[A-Za-z_][A-Za-z0-9_]*)*:[A-Za-z_][A-Za-z0-9_]*(?:\.[A-Za-z_][A-Za-z0-9_]*)*")
+DOTTED = r"[A-Za-z_][A-Za-z0-9_]*(?:\.[A-Za-z_][A-Za-z0-9_]*)*"
+FACTORY = re.compile(f"{DOTTED}:{DOTTED}")  # package.module:callable
 
 
 def _expect(ok: bool, card_path: Path, what: str) -> None:
@@ -61,8 +62,8 @@ def _finite(v: Any) -> bool:
 
 
 def _check_architecture(a: Any, card_path: Path) -> None:
-    _expect(isinstance(a, dict) and a.get("route") in ROUTES, card_path,
-            f"architecture.route is {a.get('route') if isinstance(a, dict) else a!r}; expected one of {', '.join(ROUTES)}")
+    route = a.get("route") if isinstance(a, dict) else a
+    _expect(route in ROUTES, card_path, f"architecture.route is {route!r}; expected one of {', '.join(ROUTES)}")
     if a["route"] == "program":
         _expect(isinstance(a.get("dynamic_batch"), bool), card_path, "architecture.dynamic_batch must be true or false")
         _expect(a["dynamic_batch"] or (type(a.get("batch")) is int and a["batch"] > 0), card_path,

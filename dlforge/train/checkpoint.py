@@ -37,7 +37,8 @@ def preprocessing_text(pixels: str, normalization: dict | None) -> str:
             f"{normalization['mean']} and std {normalization['std']} (inside the checkpoint and every export)")
 
 
-def model_info_for(name: str, task: str, dataset: Dataset, config: dict, normalization: dict | None = None) -> ModelInfo:
+def model_info_for(name: str, task: str, dataset: Dataset, config: dict,
+                   normalization: dict | None = None) -> ModelInfo:
     """The card's description of a zoo model trained on ``dataset``."""
     out_shape = ("batch", dataset.num_classes) if task == "classification" else ("batch", *dataset.input_shape)
     return ModelInfo(

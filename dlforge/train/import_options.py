@@ -26,7 +26,8 @@ class ImportOptions(Options):
                                     "is measured on: digits, mnist, fashion-mnist, or a .npz file.")
     data_dir: str | os.PathLike | None = option(None, "Directory of the IDX files (MNIST, Fashion-MNIST).")
     normalize: str = option("none", "Normalization the model expects, applied inside the checkpoint so it takes "
-                            "pixels: none or MEAN/STD, e.g. 0.1307/0.3081 or per channel 0.49,0.48,0.45/0.25,0.24,0.26.",
+                            "pixels: none or MEAN/STD, e.g. 0.1307/0.3081 or per channel "
+                            "0.49,0.48,0.45/0.25,0.24,0.26.",
                             nonempty=True)
     task: str = option("classification", "What the model outputs.", choices=TASKS)
     name: str | None = option(None, "The model's name in the card (default: the file's, factory's or class's).")

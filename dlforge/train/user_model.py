@@ -199,7 +199,8 @@ def checkpoint_from_file(
             raise InputError(f"--weights and --kwargs are for a package.module:factory model; the program in {source} "
                              "holds its own weights")
         if not Path(source).is_file():
-            raise InputError(f"{source} does not exist or is not a file; expected a .pt2 archive from torch.export.save")
+            raise InputError(f"{source} does not exist or is not a file; expected a .pt2 archive from "
+                             "torch.export.save")
         protect = [source]
     name = options.name or (source.rpartition(":")[2] if factory else Path(source).stem)
     options = ImportOptions.build(options, name=name)
@@ -382,11 +383,13 @@ def _resolve_io(options: ImportOptions):
         raise InputError("--data-dir needs --data (the dataset whose files it holds)")
     shape = tuple(options.input_shape) or (tuple(dataset.input_shape) if dataset is not None else ())
     if not shape:
-        raise InputError("give --input-shape (one input without the batch, e.g. 1,28,28), or --data, whose images set it")
+        raise InputError("give --input-shape (one input without the batch, e.g. 1,28,28), or --data, whose images "
+                         "set it")
     labels = tuple(options.labels) or tuple(str(i) for i in range(options.num_classes or 0)) or \
         (tuple(dataset.labels) if dataset is not None else ())
     if options.task == "classification" and len(labels) < 2:
-        raise InputError("give the classes: --labels a,b,c or --num-classes N (2 or more), or --data, whose classes set them")
+        raise InputError("give the classes: --labels a,b,c or --num-classes N (2 or more), or --data, whose classes "
+                         "set them")
     if dataset is not None:
         if tuple(dataset.input_shape) != shape:
             raise InputError(f"--data {options.data} has images {tuple(dataset.input_shape)}, but --input-shape is "
@@ -443,7 +446,8 @@ def _commit(writer: ArtifactWriter, module: nn.Module, options: ImportOptions, *
     if dataset is not None:
         model = with_normalization(module, normalization).eval()
         sections["dataset"] = dataset.describe()
-        sections["metrics"] = {**quality_metrics(model, options.task, dataset, "cpu"), "test_samples": len(dataset.y_test)}
+        sections["metrics"] = {**quality_metrics(model, options.task, dataset, "cpu"),
+                               "test_samples": len(dataset.y_test)}
     classifier = options.task == "classification"
     low, high = options.value_range
     info = ModelInfo(
