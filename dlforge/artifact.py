@@ -35,7 +35,7 @@ CARD_NAME = "card.json"
 KINDS = ("checkpoint", "onnx", "engine", "bench", "audit", "poison")
 # What a user runs to produce each kind: named in errors that ask for one kind and find another.
 PRODUCED_BY = {
-    "checkpoint": "dlforge train",
+    "checkpoint": "dlforge train or dlforge import",
     "onnx": "dlforge export",
     "engine": "dlforge build",
     "bench": "dlforge bench -o",

@@ -8,6 +8,7 @@ before any stage trusts it.
 from __future__ import annotations
 
 import math
+import re
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +18,10 @@ TASKS = ("classification", "reconstruction")
 DTYPES = ("float32", "float16", "bfloat16", "float64", "int8", "uint8", "int16", "int32", "int64", "bool")
 ENGINE_PRECISIONS = ("fp32", "fp16", "bf16", "int8", "mixed")
 PAYLOAD_KINDS = ("checkpoint", "onnx", "engine")  # a 0-byte payload is never a valid model
+# How a checkpoint of the user's own model is rebuilt (section ``architecture``; absent: from the zoo).
+ROUTES = ("program", "factory")
+DOTTED = r"[A-Za-z_][A-Za-z0-9_]*(?:\.[A-Za-z_][A-Za-z0-9_]*)*"
+FACTORY = re.compile(f"{DOTTED}:{DOTTED}")  # package.module:callable
 
 
 def _expect(ok: bool, card_path: Path, what: str) -> None:
@@ -52,6 +57,34 @@ def _check_model(m: Any, card_path: Path) -> None:
             "model.labels must be a list of strings")
 
 
+def _finite(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def _check_architecture(a: Any, card_path: Path) -> None:
+    route = a.get("route") if isinstance(a, dict) else a
+    _expect(route in ROUTES, card_path, f"architecture.route is {route!r}; expected one of {', '.join(ROUTES)}")
+    if a["route"] == "program":
+        _expect(isinstance(a.get("dynamic_batch"), bool), card_path, "architecture.dynamic_batch must be true or false")
+        _expect(a["dynamic_batch"] or (type(a.get("batch")) is int and a["batch"] > 0), card_path,
+                "architecture.batch must be a positive integer for a program with a fixed batch")
+    else:
+        _expect(isinstance(a.get("factory"), str) and FACTORY.fullmatch(a["factory"]) is not None, card_path,
+                f"architecture.factory is {a.get('factory')!r}; expected package.module:callable")
+        _expect(isinstance(a.get("kwargs", {}), dict), card_path, "architecture.kwargs must be an object")
+
+
+def _check_normalization(n: Any, card_path: Path, model: dict) -> None:
+    _expect(isinstance(n, dict) and isinstance(n.get("mean"), list) and isinstance(n.get("std"), list)
+            and len(n["mean"]) == len(n["std"]) > 0 and all(_finite(v) for v in n["mean"] + n["std"])
+            and min(n["std"]) > 0, card_path,
+            "normalization must be {mean, std}: lists of finite numbers of one length, std positive")
+    shape = model["inputs"][0]["shape"]
+    channels = shape[1] if len(shape) > 1 else None
+    _expect(type(channels) is not int or len(n["mean"]) == channels, card_path,
+            f"normalization has {len(n['mean'])} values per list, but the input has {channels} channels")
+
+
 def validate_card(d: Any, card_path: Path) -> None:
     """Check a card's values, not only its keys; raise :class:`ArtifactError` naming the bad field."""
     _expect(isinstance(d, dict), card_path, "the card is not a JSON object")
@@ -77,6 +110,10 @@ def validate_card(d: Any, card_path: Path) -> None:
         _expect(d.get("precision") in ENGINE_PRECISIONS, card_path,
                 f"precision is {d.get('precision')!r}; expected one of {', '.join(ENGINE_PRECISIONS)}")
         _expect(isinstance(d.get("backend"), str) and d["backend"] != "", card_path, "backend must be a name")
+    if d["kind"] == "checkpoint" and "architecture" in d:
+        _check_architecture(d["architecture"], card_path)
+    if d["kind"] == "checkpoint" and d.get("normalization") is not None:
+        _check_normalization(d["normalization"], card_path, d["model"])
     external = d.get("external_data", {})
     _expect(isinstance(external, dict) and all(isinstance(v, str) for v in external.values()), card_path,
             "external_data must map file names to sha256 digests")

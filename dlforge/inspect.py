@@ -60,9 +60,14 @@ def headline(artifact: Artifact) -> str:
     """One line with the figure that matters for the artifact's kind."""
     s = artifact.card.sections
     if artifact.kind == "checkpoint":
-        m = s["metrics"]
+        m = s.get("metrics")
+        imported = s.get("architecture", {}).get("route")
+        if m is None:
+            return f"imported ({imported} route); not measured (import it with --data to record its test accuracy)"
         quality = (f"test accuracy {m['test_accuracy']:.4f}" if m.get("test_accuracy") is not None else
                    f"test reconstruction MSE {m['test_mse']:.5f} (mean-image baseline {m['mean_image_mse']:.5f})")
+        if imported:
+            return f"{quality} on {m.get('test_samples', '?')} test images (imported, {imported} route)"
         return (f"{quality} ({len(m['history'])} epochs, {m['train_seconds']:.1f} s, "
                 f"{m['samples_per_s']:.0f} samples/s)")
     if artifact.kind == "onnx":
@@ -122,7 +127,8 @@ def _model_lines(model: dict) -> list[str]:
 def _metrics_lines(metrics: dict) -> list[str]:
     quality = (f"test acc   {metrics['test_accuracy']:.4f}" if metrics.get("test_accuracy") is not None
                else f"test MSE   {metrics['test_mse']:.5f} (mean-image baseline {metrics['mean_image_mse']:.5f})")
-    lines = [f"  {quality} after {len(metrics['history'])} epochs ({metrics['train_seconds']:.1f} s)"]
+    lines = [f"  {quality} after {len(metrics['history'])} epochs ({metrics['train_seconds']:.1f} s)"
+             if "history" in metrics else f"  {quality} (imported, not trained by dlforge)"]
     for layer in metrics.get("pretraining", {}).get("layers", []):
         lines.append(f"  pretrain   RBM {layer['layer']} ({layer['visible']}->{layer['hidden']}): reconstruction "
                      f"error {' -> '.join(f'{e:.4f}' for e in layer['reconstruction_error'])}")
@@ -153,6 +159,11 @@ def render(info: dict) -> str:
     for key in ("backend", "precision"):
         if key in info:
             lines.append(f"  {key:<10} {info[key]}")
+    if info.get("architecture"):
+        lines.append("  rebuilt    " + ", ".join(f"{k} {v}" for k, v in info["architecture"].items()))
+    if info.get("normalization"):
+        lines.append(f"  normalize  mean {info['normalization']['mean']}, std {info['normalization']['std']} "
+                     "(inside the model: it takes pixels)")
     if info.get("metrics"):
         lines += _metrics_lines(info["metrics"])
     for section in ("verification", "evaluation"):

@@ -53,6 +53,7 @@ def train_options(fn):
         option_for(TrainOptions, "image_size", type=str, metavar="H[xW]"),
         option_for(TrainOptions, "channels"),
         *(option_for(TrainOptions, name) for name in ("seed", "device", "adv_train", "adv_eps", "adv_steps")),
+        option_for(TrainOptions, "normalize", metavar="none|auto|MEAN/STD"),
         click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help=overrides_help),
     ]):
         fn = opt(fn)

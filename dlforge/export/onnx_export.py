@@ -55,6 +55,10 @@ def onnx_from_checkpoint(
 
     model, ckpt = load_checkpoint(checkpoint)
     info = ckpt.card.model
+    architecture = ckpt.card.sections.get("architecture", {})
+    if options.dynamic_batch and architecture.get("dynamic_batch") is False:
+        raise InputError(f"{ckpt.path} holds a torch.export program with a fixed batch of {architecture.get('batch')} "
+                         "(its batch could not be made dynamic); export it with --static-batch")
     with ArtifactWriter(out_dir, force=force, protect=[checkpoint]) as writer:
         x = _verification_images(ckpt, options)
         _check_outputs(torch, model, ckpt, x[:2])

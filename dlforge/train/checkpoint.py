@@ -1,7 +1,11 @@
-"""Checkpoint artifacts: train a zoo model and save it; load one back without running its code.
+"""Checkpoint artifacts: train a zoo model and save it; load one back without unpickling anything.
 
-Weights are stored with safetensors (a flat tensor file: loading it cannot execute code); the
-architecture is rebuilt from the zoo by the name and config recorded in the card.
+Weights are stored with safetensors (a flat tensor file: loading it cannot execute code). The card
+says how the architecture is rebuilt: from the zoo by the name and config in its model section (the
+default), or, for a model of the user's own (:mod:`dlforge.train.user_model`, card section
+``architecture``), from a vetted ``torch.export`` program or by calling a factory the user named.
+A card's ``normalization`` section puts a :class:`~dlforge.train.normalization.Normalize` in front
+of the model on every route, so a checkpoint always takes pixels.
 """
 
 from __future__ import annotations
@@ -22,7 +26,19 @@ if TYPE_CHECKING:  # numpy and the datasets load when a model trains, not when t
 WEIGHTS = "model.safetensors"
 
 
-def model_info_for(name: str, task: str, dataset: Dataset, config: dict) -> ModelInfo:
+PIXELS = "pixels scaled to [0, 1] (uint8 / 255)"
+
+
+def preprocessing_text(pixels: str, normalization: dict | None) -> str:
+    """The card's ``preprocessing``: what the inputs are, and where the model normalizes them."""
+    if not normalization:
+        return f"{pixels}; no mean/std normalization"
+    return (f"{pixels}; the model normalizes them itself, (x - mean) / std per channel with mean "
+            f"{normalization['mean']} and std {normalization['std']} (inside the checkpoint and every export)")
+
+
+def model_info_for(name: str, task: str, dataset: Dataset, config: dict,
+                   normalization: dict | None = None) -> ModelInfo:
     """The card's description of a zoo model trained on ``dataset``."""
     out_shape = ("batch", dataset.num_classes) if task == "classification" else ("batch", *dataset.input_shape)
     return ModelInfo(
@@ -33,7 +49,7 @@ def model_info_for(name: str, task: str, dataset: Dataset, config: dict) -> Mode
         value_range=(0.0, 1.0),
         labels=dataset.labels,
         dataset=dataset.name,
-        preprocessing="pixels scaled to [0, 1] (uint8 / 255); no mean/std normalization",
+        preprocessing=preprocessing_text(PIXELS, normalization),
         config=config,
     )
 
@@ -83,6 +99,9 @@ def checkpoint_from_training(
     resolve_device(options.device)
     if options.adv_train and entry.task != "classification":
         raise InputError(f"--adv-train needs a classifier; {model} is a {entry.task} model")
+    if options.normalize != "none" and entry.pretrain is not None:
+        raise InputError(f"--normalize: {model} pretrains on pixels in [0, 1] (its RBMs model them as "
+                         "probabilities); train it with --normalize none")
     with ArtifactWriter(out_dir, force=force) as writer:
         dataset = dataset if dataset is not None else load_dataset(options.data, options.data_dir,
                                                                          input_shape=options.input_shape)
@@ -91,13 +110,28 @@ def checkpoint_from_training(
 
         seed_everything(options.seed)
         net = build_model(entry, dataset, options.overrides)
+        normalization = _normalization(options.normalize, dataset)
         metrics = _train(net, entry, dataset, options, progress=progress, on_epoch=on_epoch,
-                         on_message=on_message, pretrain_data=pretrain_data)
+                         on_message=on_message, pretrain_data=pretrain_data, normalization=normalization)
         save_weights(net, writer.file(WEIGHTS))
-        card = Card(kind="checkpoint", payload=WEIGHTS, model=model_info_for(model, entry.task, dataset, net.config),
+        card = Card(kind="checkpoint", payload=WEIGHTS,
+                    model=model_info_for(model, entry.task, dataset, net.config, normalization),
                     params={"model": model, **options.params()}, env=environment(),
-                    sections={"dataset": dataset.describe(), "metrics": metrics})
+                    sections={"dataset": dataset.describe(), "metrics": metrics,
+                              **({"normalization": normalization} if normalization else {})})
         return writer.commit(card)
+
+
+def _normalization(spec: str, dataset: Dataset) -> dict | None:
+    """``--normalize`` as the card's ``normalization`` section (``auto``: the training split's statistics)."""
+    from dlforge.train.normalization import channel_statistics, normalization_section
+    from dlforge.train.options import parse_normalize
+
+    parsed = parse_normalize(spec, allow_auto=True)
+    if parsed is None:
+        return None
+    mean, std = channel_statistics(dataset.x_train) if parsed == "auto" else parsed
+    return normalization_section(mean, std, dataset.input_shape[0])
 
 
 def _with_model_defaults(options: TrainOptions, entry, n_train: int) -> TrainOptions:
@@ -113,9 +147,14 @@ def _with_model_defaults(options: TrainOptions, entry, n_train: int) -> TrainOpt
 
 
 def _train(net, entry, dataset: Dataset, options: TrainOptions, *, progress, on_epoch, on_message,
-           pretrain_data) -> dict:
-    """Pretrain (where the model has a phase for it), fit, and measure: the card's ``metrics``."""
+           pretrain_data, normalization: dict | None = None) -> dict:
+    """Pretrain (where the model has a phase for it), fit, and measure: the card's ``metrics``.
+
+    With ``normalization``, the model is fitted and measured behind its :class:`Normalize` layer, as
+    :func:`load_checkpoint` will return it; ``net`` keeps its own weights' names.
+    """
     from dlforge.train.loop import fit
+    from dlforge.train.normalization import with_normalization
 
     pretraining = None
     if entry.pretrain is not None and net.config.get("pretrain_epochs", 0) > 0:
@@ -128,11 +167,12 @@ def _train(net, entry, dataset: Dataset, options: TrainOptions, *, progress, on_
         from dlforge.train.adversarial import adversarial_objective
 
         objective = adversarial_objective(options.adv_train, options.adv_eps, options.adv_steps)
-    result = fit(net, dataset.x_train, dataset.y_train, dataset.x_val, dataset.y_val, epochs=options.epochs,
+    model = with_normalization(net, normalization)
+    result = fit(model, dataset.x_train, dataset.y_train, dataset.x_val, dataset.y_val, epochs=options.epochs,
                  batch_size=options.batch_size, lr=options.lr, weight_decay=options.weight_decay, seed=options.seed,
                  device=options.device, progress=progress, on_epoch=on_epoch, objective=objective, task=entry.task)
     return {
-        **_test_quality(net, entry.task, dataset, options.device),
+        **quality_metrics(model, entry.task, dataset, options.device),
         **({"pretraining": pretraining} if pretraining else {}),
         "train_seconds": round(result.seconds, 3),
         "samples_per_s": round(result.samples_per_s, 1),
@@ -140,7 +180,9 @@ def _train(net, entry, dataset: Dataset, options: TrainOptions, *, progress, on_
     }
 
 
-def _test_quality(net, task: str, dataset: Dataset, device: str) -> dict:
+def quality_metrics(net, task: str, dataset: Dataset, device: str) -> dict:
+    """The card's test-split metrics: accuracy for a classifier, reconstruction MSE (and the mean-image
+    baseline's) for an autoencoder."""
     from dlforge.train.loop import accuracy, reconstruction_mse
 
     if task == "classification":
@@ -159,32 +201,56 @@ def save_weights(model, path) -> None:
 
 
 def load_checkpoint(path: str | os.PathLike | Artifact):
-    """Rebuild a checkpoint's model from the zoo and load its weights; returns ``(model, artifact)``.
+    """Rebuild a checkpoint's model as its card says; returns ``(model, artifact)``.
 
+    The card's ``architecture`` section names the route: none, the zoo (the model's name and config,
+    weights from the safetensors payload); ``program``, the vetted ``torch.export`` program in the
+    payload; ``factory``, the user's factory called with its recorded keyword arguments, weights from
+    the payload. A ``normalization`` section puts its layer in front. Nothing is unpickled on any route.
     The model is returned in eval mode on the CPU.
 
     Raises:
-        ArtifactError: the card does not describe a zoo model, or the weights are not a safetensors
-            file that fits it.
+        ArtifactError: the card does not say how to rebuild the model, the payload does not fit it,
+            or (program) the archive holds anything not vouched for.
     """
+    artifact = path if isinstance(path, Artifact) else open_artifact(path, ["checkpoint"])
+    route = artifact.card.sections.get("architecture", {}).get("route", "zoo")
+    if route == "zoo":
+        model = _model_from_card(artifact)
+        load_weights(model, artifact.payload_path, what=f"model {artifact.card.model.name}",
+                     error=ArtifactError, fix="retrain the checkpoint")
+    else:
+        from dlforge.train.user_model import model_from_card
+
+        model = model_from_card(artifact)
+    from dlforge.train.normalization import with_normalization
+
+    return with_normalization(model, artifact.card.sections.get("normalization")).eval(), artifact
+
+
+def load_weights(model, path, *, what: str, error: type[InputError], fix: str) -> None:
+    """Load the safetensors file at ``path`` into ``model``, strictly (every key, every shape)."""
     require("safetensors", "toolkit", "loading a checkpoint")
     from safetensors import SafetensorError
     from safetensors.torch import load_file
 
-    artifact = path if isinstance(path, Artifact) else open_artifact(path, ["checkpoint"])
-    model = _model_from_card(artifact)
     try:
-        state = load_file(str(artifact.payload_path))
+        state = load_file(str(path))
     except (SafetensorError, OSError, ValueError) as exc:
-        raise ArtifactError(f"{artifact.payload_path} is not a safetensors weights file "
-                            f"({str(exc).splitlines()[0] if str(exc) else type(exc).__name__}); "
-                            "retrain the checkpoint") from exc
+        raise error(f"{path} is not a safetensors weights file "
+                    f"({str(exc).splitlines()[0] if str(exc) else type(exc).__name__}); {fix}") from exc
+    expected = model.state_dict()
+    problems = [f"missing key {k!r}" for k in expected if k not in state]
+    problems += [f"unexpected key {k!r}" for k in state if k not in expected]
+    problems += [f"{k!r} has shape {list(state[k].shape)}, the model's is {list(v.shape)}"
+                 for k, v in expected.items() if k in state and state[k].shape != v.shape]
+    if problems:
+        more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
+        raise error(f"weights {path} do not fit {what}: {problems[0]}{more}; {fix}")
     try:
         model.load_state_dict(state, strict=True)
     except (RuntimeError, OSError) as exc:
-        raise ArtifactError(f"{artifact.path}: weights do not fit model {artifact.card.model.name} "
-                            f"({str(exc).splitlines()[0]}); retrain the checkpoint") from exc
-    return model.eval(), artifact
+        raise error(f"weights {path} do not fit {what} ({str(exc).splitlines()[0]}); {fix}") from exc
 
 
 def _model_from_card(artifact: Artifact):

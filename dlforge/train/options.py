@@ -37,6 +37,9 @@ class TrainOptions(Options):
                                    choices=ADV_TRAIN_METHODS)
     adv_eps: float = option(0.25, "L-inf budget of --adv-train.", min=0, min_open=True, max=1)
     adv_steps: int = option(7, "PGD steps of --adv-train pgd.", min=1, max=1000)
+    normalize: str = option("none", "Normalization the model applies to its pixels, inside the checkpoint and every "
+                            "export: none, auto (per-channel mean/std of the training split) or MEAN/STD, e.g. "
+                            "0.1307/0.3081 or per channel 0.49,0.48,0.45/0.25,0.24,0.26.", nonempty=True)
     overrides: dict = option({}, "Architecture option as JSON, e.g. --set dropout=0.2 or --set hidden=[256,128] "
                              "(see `dlforge models --json`).",
                              flag="--set", cli=False)
@@ -52,6 +55,7 @@ class TrainOptions(Options):
         if (self.image_size or self.channels) and not is_image_folder(self.data):
             raise InputError(f"--image-size and --channels apply to image folders, and --data {self.data} is not "
                              "one: drop them, or pass --data FOLDER (./NAME for a folder named like a dataset)")
+        parse_normalize(self.normalize, allow_auto=True)
 
     @property
     def input_shape(self) -> tuple[int | None, int | None, int | None] | None:
@@ -76,3 +80,36 @@ def parse_image_size(value) -> tuple[int, int] | None:
     if not (len(sizes) in (1, 2) and all(type(s) is int and s >= 1 for s in sizes)):
         raise InputError(f"--image-size expects H or HxW in pixels, e.g. 28 or 28x32, got {value!r}")
     return sizes[0], sizes[-1]
+
+
+def parse_normalize(spec: str, *, allow_auto: bool = False,
+                    flag: str = "--normalize") -> tuple[tuple[float, ...], tuple[float, ...]] | str | None:
+    """``--normalize``'s value: None for ``none``, ``"auto"`` (where allowed), else ``(mean, std)``.
+
+    ``MEAN/STD`` holds one number per channel on each side (``0.49,0.48,0.45/0.25,0.24,0.26``), or
+    one number for every channel; std must be positive.
+    """
+    import math
+
+    spec = str(spec).strip()
+    if spec == "none":
+        return None
+    if spec == "auto" and allow_auto:
+        return "auto"
+    expected = (f"{flag} expects none{', auto' if allow_auto else ''} or MEAN/STD such as 0.1307/0.3081 "
+                f"(per channel: 0.49,0.48,0.45/0.25,0.24,0.26), got {spec!r}")
+    mean_text, sep, std_text = spec.partition("/")
+    try:
+        mean = tuple(float(v) for v in mean_text.split(","))
+        std = tuple(float(v) for v in std_text.split(","))
+    except ValueError:
+        raise InputError(expected) from None
+    if not sep or not all(math.isfinite(v) for v in mean + std):
+        raise InputError(expected)
+    if len(mean) != len(std) and 1 not in (len(mean), len(std)):
+        raise InputError(f"{flag} {spec}: {len(mean)} means but {len(std)} standard deviations; give one per "
+                         "channel on each side of the /")
+    if min(std) <= 0:
+        raise InputError(f"{flag} {spec}: a standard deviation must be positive")
+    n = max(len(mean), len(std))
+    return mean * (n // len(mean)), std * (n // len(std))

@@ -1,0 +1,53 @@
+"""``ImportOptions``: what dlforge needs to know about a model of the user's own (stdlib only)."""
+
+from __future__ import annotations
+
+import os
+
+from dlforge.card_validation import TASKS
+from dlforge.errors import InputError
+from dlforge.options import Options, dataclass, option
+from dlforge.train.options import parse_normalize
+
+
+@dataclass
+class ImportOptions(Options):
+    """Options of :func:`dlforge.checkpoint_from_module` and ``dlforge import``; recorded as the card's ``params``.
+
+    Left empty, ``input_shape`` and ``labels`` come from ``data``: its image shape and class names.
+    """
+
+    input_shape: tuple = option((), "Shape of one input without the batch, e.g. 1,28,28 (default: the --data images').",
+                                min=1)
+    labels: tuple = option((), "Class names in output order, e.g. 0,1,2 (default: --data's classes).")
+    num_classes: int | None = option(None, "Number of classes, named 0..N-1 (instead of --labels).", min=1)
+    value_range: tuple = option((0.0, 1.0), "Range of the pixels the model takes, low,high.")
+    data: str | None = option(None, "Dataset later stages verify, calibrate and attack on, and the test accuracy "
+                                    "is measured on: digits, mnist, fashion-mnist, or a .npz file.")
+    data_dir: str | os.PathLike | None = option(None, "Directory of the IDX files (MNIST, Fashion-MNIST).")
+    normalize: str = option("none", "Normalization the model expects, applied inside the checkpoint so it takes "
+                            "pixels: none or MEAN/STD, e.g. 0.1307/0.3081 or per channel "
+                            "0.49,0.48,0.45/0.25,0.24,0.26.",
+                            nonempty=True)
+    task: str = option("classification", "What the model outputs.", choices=TASKS)
+    name: str | None = option(None, "The model's name in the card (default: the file's, factory's or class's).")
+    weights: str | None = option(None, "Safetensors weights for a package.module:factory model.")
+    kwargs: dict = option({}, "Keyword arguments of the factory, as a JSON object.", flag="--kwargs", cli=False)
+
+    def check(self) -> None:
+        if self.input_shape and not all(type(d) is int for d in self.input_shape):
+            raise InputError(f"--input-shape expects positive integers such as 1,28,28, got {self.input_shape!r}")
+        if len(self.value_range) != 2 or not self.value_range[0] < self.value_range[1]:
+            raise InputError(f"--value-range expects low,high with low < high, got {self.value_range!r}")
+        if self.labels and self.num_classes is not None and len(self.labels) != self.num_classes:
+            raise InputError(f"--labels names {len(self.labels)} classes but --num-classes says {self.num_classes}; "
+                             "give one of them")
+        if not all(isinstance(label, str) and label for label in self.labels):
+            raise InputError(f"--labels expects non-empty class names, got {list(self.labels)!r}")
+        if len(set(self.labels)) != len(self.labels):
+            raise InputError(f"--labels names a class twice: {', '.join(self.labels)}")
+        if not isinstance(self.kwargs, dict):
+            raise InputError(f"--kwargs expects a JSON object such as '{{\"width\": 32}}', got {self.kwargs!r}")
+        if self.name is not None and not self.name.strip():
+            raise InputError("--name must not be empty")
+        parse_normalize(self.normalize)
