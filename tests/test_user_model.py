@@ -149,7 +149,7 @@ def test_checkpoint_takes_pixels_and_gives_input_gradients(api_checkpoint, model
 
     from dlforge.adversarial.torch_model import TorchModel
 
-    source = TorchModel(api_checkpoint)
+    source = TorchModel.from_checkpoint(api_checkpoint)
     np.testing.assert_allclose(source.predict(digits.x_test[:600]), reference_logits(model, digits.x_test[:600]),
                                atol=1e-5)
     assert np.abs(source.input_gradients(digits.x_test[:8], digits.y_test[:8])).sum() > 0
