@@ -100,13 +100,17 @@ def test_square_on_third_party_mnist12_without_a_source():
 
 
 @pytest.mark.slow
-def test_fgsm_and_pgd_on_mnist_lenet_engine(mnist_onnx, tmp_path):
+def test_fgsm_and_pgd_on_mnist_lenet_engines(mnist_onnx, tmp_path):
     from dlforge.build import engine_from_onnx
 
-    engine = engine_from_onnx(mnist_onnx.path, tmp_path / "fp32")
-    report = run_audit([engine.path], attacks=("fgsm", "pgd"), eps=(0.25, 0.3), samples=1000, pgd_steps=40,
-                       progress=False)
-    fgsm = next(r for r in report["rows"] if r["attack"] == "fgsm" and r["eps"] == 0.25 and r["route"] == "transfer")
-    pgd = next(r for r in report["rows"] if r["attack"] == "pgd" and r["eps"] == 0.3 and r["route"] == "transfer")
-    assert 1 - fgsm["robust_accuracy"] >= 0.80  # Goodfellow et al.: 89.4% error for a maxout network
-    assert pgd["robust_accuracy"] <= 0.02
+    engines = [engine_from_onnx(mnist_onnx.path, tmp_path / p, precision=p).path for p in ("fp32", "int8")]
+    report = run_audit(engines, attacks=("fgsm", "pgd"), eps=(0.25, 0.3), samples=500, pgd_steps=40, progress=False)
+    rows = {(r["attack"], r["eps"], r["route"], r["target"]): r["robust_accuracy"] for r in report["rows"]}
+    assert 1 - rows[("fgsm", 0.25, "transfer", "fp32")] >= 0.80  # Goodfellow et al.: 89.4% error for a maxout net
+    assert rows[("pgd", 0.3, "transfer", "fp32")] <= 0.02
+    # PGD-40 with each engine's own gradients (INT8: straight-through Q/DQ) breaks both engines
+    assert rows[("pgd", 0.3, "white-box (engine)", "fp32")] <= 0.02
+    assert rows[("pgd", 0.3, "white-box (engine)", "int8")] <= 0.02
+    gap = next(g for g in report["transfer_gaps"] if (g["engine"], g["attack"], g["eps"]) == ("int8", "pgd", 0.3))
+    assert gap["gap"] == pytest.approx(rows[("pgd", 0.3, "transfer", "int8")] - rows[("pgd", 0.3, "white-box (engine)",
+                                                                                        "int8")])
