@@ -728,12 +728,13 @@ def _conv_transpose(node):
             begin, end = [], []
             for size, k, s, d, op, want in zip(x.shape[2:], w.shape[2:], strides, dilations, out_pad, target):
                 total = s * (size - 1) + op + (k - 1) * d + 1 - want
-                half = total // 2
-                begin.append(half if auto_pad == "SAME_UPPER" else total - half)
-                end.append(total - half if auto_pad == "SAME_UPPER" else half)
-        y = conv(x, w, b, strides, 0, out_pad, group, dilations)
-        index = [slice(None), slice(None)] + [slice(bg, y.shape[2 + i] - en) for i, (bg, en) in enumerate(zip(begin, end))]
-        return y[tuple(index)]
+                half = max(0, total) // 2  # as ONNX Runtime: an output larger than the full one grows at the end
+                begin.append(half if auto_pad == "SAME_UPPER" else max(0, total) - half)
+                end.append(total - begin[-1])
+        # Pads crop the full transposed convolution; negative ones extend it with positions only the bias reaches.
+        y = F.pad(conv(x, w, None, strides, 0, out_pad, group, dilations),
+                  [-p for bg, en in zip(reversed(begin), reversed(end)) for p in (bg, en)])
+        return y if b is None else y + b.reshape(-1, *[1] * nd)
     return conv_transpose
 
 
@@ -784,19 +785,14 @@ _op("AveragePool")(_pool_builder("avg"))
 def _lstm(node):
     """ONNX LSTM (gates i, o, f, c), default activations, no peepholes, clip or coupled input-forget gate."""
     hidden = node.attr("hidden_size")
-    direction = node.attr("direction", "forward")
-    layout = node.attr("layout", 0)
+    direction, layout = node.attr("direction", "forward"), node.attr("layout", 0)
     acts = node.attr("activations")
     dirs = 2 if direction == "bidirectional" else 1
     if (acts is not None and acts != ["Sigmoid", "Tanh", "Tanh"] * dirs) or node.attr("clip") is not None \
-            or node.attr("input_forget", 0) or node.has(7) or node.has(4):
-        raise _Unmappable("LSTM with custom activations, clip, input_forget, peepholes or sequence_lens")
+            or node.attr("input_forget", 0) or node.has(7) or node.has(4) or layout:
+        raise _Unmappable("LSTM with custom activations, clip, input_forget, peepholes, sequence_lens or layout 1")
 
     def lstm(x, w, r, b=None, _lens=None, h0=None, c0=None):
-        if layout:
-            x = x.transpose(0, 1)
-            h0 = None if h0 is None else h0.transpose(0, 1)
-            c0 = None if c0 is None else c0.transpose(0, 1)
         seq, batch = x.shape[0], x.shape[1]
         ys, hs, cs = [], [], []
         for d in range(dirs):
@@ -816,10 +812,7 @@ def _lstm(node):
             ys.append(torch.stack(out))
             hs.append(h)
             cs.append(c)
-        y, y_h, y_c = torch.stack(ys, 1), torch.stack(hs), torch.stack(cs)
-        if layout:
-            return y.permute(2, 0, 1, 3), y_h.transpose(0, 1), y_c.transpose(0, 1)
-        return y, y_h, y_c
+        return torch.stack(ys, 1), torch.stack(hs), torch.stack(cs)
     return lstm
 
 
@@ -1118,15 +1111,19 @@ class OnnxTorchModule(torch.nn.Module):
         return env[self._output]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if not self.grouped:
+        b, n = self.static_batch, x.shape[0]
+        if not self.grouped or n == b:
             return self._run(x)
-        b = self.static_batch
-        n = x.shape[0]
         pad = (-n) % b
         if pad:
             x = torch.cat([x, x[-1:].expand(pad, *x.shape[1:])])
         out = torch.func.vmap(self._run)(x.reshape(-1, b, *x.shape[1:]))
-        return out.reshape(-1, *out.shape[2:])[:n] if out.shape[1] == b else out[:n]
+        if out.dim() > 1 and out.shape[1] == b:
+            return out.reshape(-1, *out.shape[2:])[:n]
+        if b == 1:
+            return out[:n]
+        raise UnsupportedGraph(f"the graph's batch is fixed at {b} and its output ({tuple(out.shape[1:])}) has no "
+                               f"batch dimension; feed it exactly {b} samples at a time")
 
     def _generalize_batch(self) -> None:
         """Make a static-batch graph take any batch (see the module docstring); proven on random inputs."""
@@ -1228,9 +1225,9 @@ def match_engine(module: OnnxTorchModule, predict: Callable[[np.ndarray], np.nda
     max_abs_diff = float(np.max(np.abs(ours - theirs))) if ours.size else 0.0
     top1 = float(np.mean(ours.reshape(n, -1).argmax(1) == theirs.reshape(n, -1).argmax(1)))
     if module.quantized:
-        criterion, passed = f"top1_agreement>={QUANTIZED_TOP1}", top1 >= QUANTIZED_TOP1
+        criterion, passed = "top1_agreement>=0.995", top1 >= QUANTIZED_TOP1
     else:
-        criterion, passed = f"max_abs_diff<={FP32_ATOL:g}", max_abs_diff <= FP32_ATOL
+        criterion, passed = "max_abs_diff<=1e-4", max_abs_diff <= FP32_ATOL
     return {"criterion": criterion, "max_abs_diff": max_abs_diff, "top1_agreement": top1, "samples": n,
             "passed": bool(passed)}
 
