@@ -56,6 +56,7 @@ FP32_ATOL = 1e-4
 QUANTIZED_TOP1 = 0.995
 _CONTROL_FLOW = {"If", "Loop", "Scan", "SequenceMap"}
 _QDQ = {"QuantizeLinear", "DequantizeLinear"}
+_CONV_OPS = {"Conv", "FusedConv", "ConvTranspose"}
 
 _DTYPES = {
     TensorProto.FLOAT: torch.float32, TensorProto.DOUBLE: torch.float64, TensorProto.FLOAT16: torch.float16,
@@ -825,8 +826,16 @@ class _StraightThrough(torch.autograd.Function):
 
     @staticmethod
     def forward(x, scale, zero_point, lo, hi, dequantize):
-        q = torch.clamp(torch.round(x / scale) + zero_point, lo, hi)
-        return (q - zero_point) * scale if dequantize else q
+        # In place on one fresh tensor: these steps are most of an INT8 graph's extra cost under attack.
+        q = torch.div(x, scale).round_()
+        if zero_point is not None:
+            q.add_(zero_point)
+        q.clamp_(lo, hi)
+        if dequantize:
+            if zero_point is not None:
+                q.sub_(zero_point)
+            q.mul_(scale)
+        return q
 
     @staticmethod
     def setup_context(ctx, inputs, output):
@@ -871,29 +880,25 @@ def _check_blocked(node):
         raise _Unmappable(f"blocked {node.op_type}")
 
 
-@_op("QuantizeLinear")
-@_op("QuantizeLinear", domain=MS)
-def _quantize(node):
-    _check_blocked(node)
-    lo, hi = _quant_range(node)
-    axis = node.attr("axis", 1)
+def _quantize_builder(dequantize: bool) -> Callable[[_Node], Callable]:
+    def build(node):
+        _check_blocked(node)
+        lo, hi = _quant_range(node)
+        axis = node.attr("axis", 1)
+        zero = node.const(2)
+        skip_zero_point = not node.has(2) or (zero is not None and not zero.any())
 
-    def quantize(x, scale, zero_point=None):
-        zp = 0.0 if zero_point is None else _per_axis(zero_point, axis, x.dim()).to(x.dtype)
-        return _StraightThrough.apply(x, _per_axis(scale, axis, x.dim()), zp, lo, hi, False)
-    return quantize
+        def quantize(x, scale, zero_point=None):
+            zp = None if skip_zero_point else _per_axis(zero_point, axis, x.dim()).to(x.dtype)
+            return _StraightThrough.apply(x, _per_axis(scale, axis, x.dim()), zp, lo, hi, dequantize)
+        return quantize
+    return build
 
 
-@_op("FakeQuantize", domain="dlforge")
-def _fake_quantize(node):
-    """``QuantizeLinear -> DequantizeLinear`` with the same scale, zero point and axis, as one step."""
-    lo, hi = _quant_range(node)
-    axis = node.attr("axis", 1)
-
-    def fake_quantize(x, scale, zero_point=None):
-        zp = 0.0 if zero_point is None else _per_axis(zero_point, axis, x.dim()).to(x.dtype)
-        return _StraightThrough.apply(x, _per_axis(scale, axis, x.dim()), zp, lo, hi, True)
-    return fake_quantize
+_op("QuantizeLinear")(_quantize_builder(False))
+_op("QuantizeLinear", domain=MS)(_quantize_builder(False))
+# QuantizeLinear -> DequantizeLinear with the same scale, zero point and axis, as one step (see _GraphReader).
+_op("FakeQuantize", domain="dlforge")(_quantize_builder(True))
 
 
 @_op("DequantizeLinear")
@@ -1198,6 +1203,10 @@ def torch_module_from_onnx(model: str | os.PathLike | onnx.ModelProto) -> OnnxTo
         name = _op_name(n.domain, n.op_type)
         op_counts[name] = op_counts.get(name, 0) + 1
     module = OnnxTorchModule(_GraphReader(proto, base_dir, source), op_counts)
+    if any(b.dim() == 4 for b in module.buffers()) and any(op.split(".")[-1] in _CONV_OPS for op in op_counts):
+        # As for the PyTorch model (dlforge.adversarial.torch_model): oneDNN convolves markedly faster in
+        # channels-last layout, and channels-last weights carry it to the activations whatever the input's layout.
+        module.to(memory_format=torch.channels_last)
     module._generalize_batch()
     return module.eval()
 
