@@ -345,10 +345,9 @@ def _reshape(node):
     target = node.ints(1, "shape") if node.const(1) is not None or "shape" in node.attrs else None
     if target is None:
         return lambda x, shape=None: x.reshape(_resolve_shape(x, shape.tolist(), allowzero))
-    if target and target[0] > 0:
-        rest = target[1:]
+    if target and target[0] > 0:  # for a static-batch graph: the batch taken from the input instead
         node.batch_variant = (target[0], lambda x, shape=None: x.reshape(
-            [x.shape[0], *_resolve_shape(x, target, allowzero)[1:]] if 0 in rest else [x.shape[0], *rest]))
+            [x.shape[0], *_resolve_shape(x, target, allowzero)[1:]]))
     if 0 in target and not allowzero:
         return lambda x, shape=None: x.reshape(_resolve_shape(x, target, allowzero))
     return lambda x, shape=None: x.reshape(target)
@@ -994,11 +993,11 @@ class _GraphReader:
             if i and i not in self.consts and i not in self.slots:
                 raise InputError(f"{self.source}: node {proto.name or proto.op_type!r} reads {i!r} before any node "
                                  "writes it; the graph is not topologically sorted (re-save it with onnx)")
-        node, key = self._fused_fake_quant(proto), ("dlforge", "FakeQuantize")
-        if node is None:
-            node = _Node(proto, self.opsets.get(domain, 1), [self.consts.get(i) if i else None for i in proto.input])
-            key = (domain, proto.op_type)
         try:
+            node, key = self._fused_fake_quant(proto), ("dlforge", "FakeQuantize")
+            if node is None:
+                node = _Node(proto, self.opsets.get(domain, 1), [self.consts.get(i) if i else None for i in proto.input])
+                key = (domain, proto.op_type)
             fn = _BUILDERS[key](node)
         except _Unmappable as exc:
             reason = str(exc)
@@ -1074,6 +1073,7 @@ class OnnxTorchModule(torch.nn.Module):
         self.quantized = any(op.split(".")[-1] in _QDQ for op in op_counts)
         dims = reader.input.type.tensor_type.shape.dim
         self.input_shape = tuple(d.dim_value if d.HasField("dim_value") else None for d in dims)
+        self.input_dtype = _DTYPES.get(reader.input.type.tensor_type.elem_type, torch.float32)
         self.static_batch = self.input_shape[0] if self.input_shape and self.input_shape[0] else None
         self.grouped = False  # True: runs per group of static_batch samples under vmap (see the module docstring)
         if self.output_name in reader.consts or self.output_name not in reader.slots:
@@ -1103,7 +1103,8 @@ class OnnxTorchModule(torch.nn.Module):
         self._size = scratch + 1
         self._output = slot_index[reader.slots[self.output_name]]
 
-    def _run(self, x: torch.Tensor) -> torch.Tensor:
+    def _execute(self, x: torch.Tensor) -> list:
+        """Every value of one run: ``[None, x, constants..., intermediates...]``."""
         env = [None, x, *self._buffers.values()]
         env.extend([None] * (self._size - len(env)))
         for fn, args, out in self._program:
@@ -1113,7 +1114,10 @@ class OnnxTorchModule(torch.nn.Module):
             else:
                 for o, r in zip(out, result):
                     env[o] = r
-        return env[self._output]
+        return env
+
+    def _run(self, x: torch.Tensor) -> torch.Tensor:
+        return self._execute(x)[self._output]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         b, n = self.static_batch, x.shape[0]
@@ -1138,7 +1142,13 @@ class OnnxTorchModule(torch.nn.Module):
         if None in self.input_shape[1:]:
             self.grouped = True
             return
-        probe_shapes = self._probe(torch.zeros(self.input_shape))
+        try:
+            with torch.no_grad():
+                env = self._execute(torch.zeros(self.input_shape, dtype=self.input_dtype))
+        except RuntimeError as exc:
+            raise UnsupportedGraph(f"the converted graph fails on an input of its own shape {self.input_shape} "
+                                   f"({str(exc).splitlines()[0]}); report the graph's ops (dlforge inspect)") from exc
+        probe_shapes = {i: tuple(v.shape) for i, v in enumerate(env) if isinstance(v, torch.Tensor)}
         program = list(self._program)
         for k, step in enumerate(self._steps):
             if step.batch_variant and step.batch_variant[0] == b:
@@ -1146,7 +1156,7 @@ class OnnxTorchModule(torch.nn.Module):
                 if probe_shapes.get(data, ())[:1] == (b,):
                     program[k] = (step.batch_variant[1],) + program[k][1:]
         self._program = program
-        x = torch.rand((3 * b, *self.input_shape[1:]), generator=torch.Generator().manual_seed(0))
+        x = torch.rand((3 * b, *self.input_shape[1:]), generator=torch.Generator().manual_seed(0)).to(self.input_dtype)
         try:
             with torch.no_grad():
                 batched = self._run(x)
@@ -1156,16 +1166,6 @@ class OnnxTorchModule(torch.nn.Module):
         except RuntimeError:
             agrees = False
         self.grouped = not agrees
-
-    def _probe(self, x: torch.Tensor) -> dict[int, tuple]:
-        env = [None, x, *self._buffers.values()]
-        env.extend([None] * (self._size - len(env)))
-        with torch.no_grad():
-            for fn, args, out in self._program:
-                result = fn(*[env[i] for i in args])
-                for o, r in ([(out, result)] if type(out) is int else zip(out, result)):
-                    env[o] = r
-        return {i: tuple(v.shape) for i, v in enumerate(env) if isinstance(v, torch.Tensor)}
 
 
 def _load(model: str | os.PathLike | onnx.ModelProto) -> tuple[onnx.ModelProto, str, str]:

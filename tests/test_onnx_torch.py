@@ -295,6 +295,15 @@ def test_gradients_are_straight_through_quantization():
         np.testing.assert_allclose(grad.numpy(), np.full_like(x, slope), rtol=1e-6)
 
 
+def test_external_data_is_read_from_beside_the_model(tmp_path):
+    x = rand(2, 4)
+    model = make_model([node("Gemm", ["x", "w", "b"], transB=1)], x, {"w": rand(3, 4), "b": rand(3)})
+    expected = run_ort(model, x)
+    onnx.save_model(model, tmp_path / "model.onnx", save_as_external_data=True, location="weights.bin", size_threshold=0)
+    assert (tmp_path / "weights.bin").is_file()
+    np.testing.assert_allclose(run_torch(tmp_path / "model.onnx", x), expected, rtol=1e-6)
+
+
 def test_weights_are_buffers_not_parameters():
     model = make_model([node("Gemm", ["x", "w", "b"], transB=1)], rand(2, 4), {"w": rand(3, 4), "b": rand(3)})
     module = torch_module_from_onnx(model)
@@ -370,6 +379,19 @@ def test_digits_lenet_engine_matches_onnxruntime(digits_engines, digits_test_x, 
     else:
         assert module.quantized and result["criterion"] == "top1_agreement>=0.995"
         assert result["top1_agreement"] >= 0.995 and result["samples"] == len(digits_test_x)
+
+
+def test_fp32_engine_gradients_are_the_source_models(digits_lenet, digits_engines, digits_test_x):
+    """Attacking the converted fp32 engine uses the gradients of the model it was compiled from."""
+    from dlforge.adversarial.torch_model import TorchModel
+
+    x, y = digits_test_x[:64], np.arange(64) % 10
+    source = TorchModel(digits_lenet).input_gradients(x, y)
+    module = torch_module_from_onnx(digits_engines["fp32"].path)
+    xt = torch.from_numpy(x).requires_grad_(True)
+    loss = torch.nn.functional.cross_entropy(module(xt), torch.from_numpy(y), reduction="sum")
+    (ours,) = torch.autograd.grad(loss, xt)
+    np.testing.assert_allclose(ours.numpy(), source, rtol=1e-3, atol=1e-5 * np.abs(source).max())
 
 
 def test_int8_engine_input_gradient_flows(digits_engines, digits_test_x):
