@@ -829,7 +829,7 @@ class _StraightThrough(torch.autograd.Function):
         q = torch.div(x, scale).round_()
         if zero_point is not None:
             q.add_(zero_point)
-        q.clamp_(lo, hi)
+        q.clamp_min_(lo).clamp_max_(hi)  # not clamp_: it has no vmap batching rule
         if dequantize:
             if zero_point is not None:
                 q.sub_(zero_point)

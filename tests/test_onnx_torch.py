@@ -7,6 +7,7 @@ exported for.
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -317,14 +318,19 @@ def test_weights_are_buffers_not_parameters():
 def test_static_batch_graph_runs_any_batch():
     """A batch fixed at 1 and baked into a Reshape target and a constant concatenated to every sample."""
     x = rand(1, 2, 3)
-    model = make_model([node("Reshape", ["x", "s"], ["r"]), node("Concat", ["r", "c"], ["y"], axis=1)], x,
-                       {"s": np.array([1, 6], I64), "c": rand(1, 2)})
+    model = make_model([node("Reshape", ["x", "s"], ["r"]), node("QuantizeLinear", ["r", "qs"], ["q"]),
+                        node("DequantizeLinear", ["q", "qs"], ["d"]), node("Concat", ["d", "c"], ["y"], axis=1)], x,
+                       {"s": np.array([1, 6], I64), "c": rand(1, 2), "qs": np.float32(0.01)})
     module = torch_module_from_onnx(model)
     assert module.static_batch == 1 and module.grouped  # the constant [1, 2] cannot take a batch: per-sample vmap
-    batch = rand(5, 2, 3)
-    with torch.no_grad():
-        ours = module(torch.from_numpy(batch)).numpy()
-    np.testing.assert_allclose(ours, np.concatenate([run_ort(model, batch[i:i + 1]) for i in range(5)]), atol=1e-6)
+    batch = torch.from_numpy(rand(5, 2, 3)).requires_grad_(True)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # e.g. an op without a vmap batching rule, run in a slow loop
+        out = module(batch)
+        (grad,) = torch.autograd.grad(out[:, :6].sum(), batch)
+    expected = np.concatenate([run_ort(model, batch[i:i + 1].detach().numpy()) for i in range(5)])
+    np.testing.assert_allclose(out.detach().numpy(), expected, atol=1e-6)
+    np.testing.assert_array_equal(grad.numpy(), np.ones((5, 2, 3), np.float32))
 
 
 def test_unsupported_ops_are_all_named():
