@@ -49,7 +49,9 @@ import torch
 import torch.nn.functional as F
 from onnx import TensorProto, numpy_helper
 
+from dlforge.artifact import is_artifact, open_artifact
 from dlforge.errors import InputError
+from dlforge.onnx_external import check_external_data
 
 MS = "com.microsoft"
 FP32_ATOL = 1e-4
@@ -1171,13 +1173,14 @@ class OnnxTorchModule(torch.nn.Module):
 def _load(model: str | os.PathLike | onnx.ModelProto) -> tuple[onnx.ModelProto, str, str]:
     if isinstance(model, onnx.ModelProto):
         return model, "", "the ONNX model"
-    from dlforge.onnx_external import check_external_data
-
     path = Path(model)
-    if path.is_dir():
-        path = path / "model.onnx"
+    if path.is_dir() and is_artifact(path):
+        path = open_artifact(path, ["engine", "onnx"]).payload_path  # verified against its card
+        if path.suffix != ".onnx":
+            raise InputError(f"{path.parent} holds {path.name}, not an ONNX graph; pass the onnx artifact it was "
+                             "built from, or an ONNX Runtime engine")
     if not path.is_file():
-        raise InputError(f"{path} does not exist; pass an .onnx file or an engine / onnx artifact directory")
+        raise InputError(f"{path} is not a file; pass an .onnx file or an engine / onnx artifact directory")
     check_external_data(path)
     try:
         proto = onnx.load(str(path), load_external_data=False)
@@ -1191,7 +1194,7 @@ def torch_module_from_onnx(model: str | os.PathLike | onnx.ModelProto) -> OnnxTo
 
     Args:
         model: an ``.onnx`` path (external data is read from beside it), an engine / onnx artifact
-            directory holding ``model.onnx``, or a loaded ``ModelProto``.
+            directory (its payload verified against its card), or a loaded ``ModelProto``.
 
     Raises:
         UnsupportedGraph: the graph has several inputs, control flow or ops without a torch mapping
