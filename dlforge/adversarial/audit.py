@@ -313,7 +313,7 @@ def _engine_row(run: AuditRun, attack: Attack, eps: float, engine: DeployedModel
     o = run.options
     x_adv = model.attack(attack, run.x, run.y, eps=eps, value_range=run.value_range, batch_size=o.batch_size)
     x_adv = project(x_adv, run.x, eps, attack.norm, run.value_range)
-    run.adv[(attack.name, eps, engine.label)] = x_adv
+    run.adv[(attack.name, eps, engine.label, ENGINE_ROUTE)] = x_adv
     run.rows.append(_row(attack, eps, ENGINE_ROUTE, engine.label, str(engine.path), engine.predict(x_adv, o.batch_size),
                          run.y, run.clean[engine.label]))
 

@@ -57,13 +57,15 @@ def _detect_on(detector, engine, held_out, run) -> list[dict]:
     fpr = float(detector.detect(predict, run.x[correct]).mean()) if correct.any() else None
     rows = []
     for key, x_adv in run.adv.items():
-        if len(key) == 3 and key[2] != engine.label:
+        if len(key) >= 3 and key[2] != engine.label:  # examples found on another engine
             continue
+        route = key[3] if len(key) == 4 else "query" if len(key) == 3 else "transfer"
         success = correct & (predict(x_adv).argmax(1) != run.y)
         if not success.any():
             continue
         flagged = detector.detect(predict, x_adv[success])
-        rows.append({"detector": detector.name, "engine": engine.label, "attack": key[0], "eps": float(key[1]),
+        rows.append({"detector": detector.name, "engine": engine.label, "attack": key[0], "route": route,
+                     "eps": float(key[1]),
                      "successful_examples": int(success.sum()), "detection_rate": float(flagged.mean()),
                      "false_positive_rate": fpr, "threshold": detector.threshold})
     return rows
@@ -74,9 +76,12 @@ def gallery(run, labels, count: int | None = None) -> list[dict]:
     count = run.options.gallery if count is None else count
     if not run.adv or count <= 0:
         return []
-    key = max((k for k in run.adv if len(k) == 2), key=lambda k: k[1], default=None)
-    key = key or max(run.adv, key=lambda k: k[1])
     engine, x, y = run.engines[0], run.x, run.y
+    # examples crafted on the source, else those found on the first engine itself
+    key = max((k for k in run.adv if len(k) == 2), key=lambda k: k[1], default=None)
+    key = key or max((k for k in run.adv if k[2] == engine.label), key=lambda k: k[1], default=None)
+    if key is None:
+        return []
     x_adv = run.adv[key]
     clean = run.clean[engine.label]
     pred = engine.predict(x_adv, run.options.batch_size).argmax(1)
