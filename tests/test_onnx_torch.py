@@ -392,7 +392,7 @@ def test_fp32_engine_gradients_are_the_source_models(digits_lenet, digits_engine
     from dlforge.adversarial.torch_model import TorchModel
 
     x, y = digits_test_x[:64], np.arange(64) % 10
-    source = TorchModel(digits_lenet).input_gradients(x, y)
+    source = TorchModel.from_checkpoint(digits_lenet).input_gradients(x, y)
     module = torch_module_from_onnx(digits_engines["fp32"].path)
     xt = torch.from_numpy(x).requires_grad_(True)
     loss = torch.nn.functional.cross_entropy(module(xt), torch.from_numpy(y), reduction="sum")
