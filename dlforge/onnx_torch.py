@@ -288,7 +288,9 @@ def _cast_like(node):
 @_op("Dropout", multi=True)
 def _dropout(node):
     # An engine runs in inference mode: Dropout passes its input through (its mask, if read, is all true).
-    return lambda x, *_: (x, torch.ones_like(x, dtype=torch.bool))
+    if node.output_used(1):
+        return lambda x, *_: (x, torch.ones_like(x, dtype=torch.bool))
+    return lambda x, *_: (x, None)
 
 
 @_op("Constant")
@@ -647,18 +649,18 @@ def _fused_matmul(node):
     return fused_matmul
 
 
-def _spatial_rank(node, weight_input: int | None = 1) -> int:
+def _spatial_rank(node) -> int:
     if "kernel_shape" in node.attrs:
         return len(node.attrs["kernel_shape"])
-    weight = node.const(weight_input) if weight_input is not None else None
+    weight = node.const(1)
     if weight is None:
         raise _Unmappable(f"{node.op_type} without kernel_shape and with a weight computed at run time")
     return weight.dim() - 2
 
 
-def _pads_for(node, nd: int, kernel: Callable, strides, dilations) -> Callable | tuple[int, ...] | list[int]:
-    """How to pad the input: symmetric pads as a tuple for torch, explicit ``F.pad`` pads as a list,
-    or a function of the input (``auto_pad`` SAME_*)."""
+def _pads_for(node, nd: int, kernel: Callable, strides, dilations) -> tuple[int, ...] | Callable:
+    """How to pad the input: symmetric pads as a tuple, torch's own ``padding``; else a function of the
+    input (and weight) giving ``F.pad``'s list (asymmetric pads, ``auto_pad`` SAME_*)."""
     auto_pad = node.attr("auto_pad", "NOTSET")
     if auto_pad in ("SAME_UPPER", "SAME_LOWER"):
         upper = auto_pad == "SAME_UPPER"
@@ -674,7 +676,8 @@ def _pads_for(node, nd: int, kernel: Callable, strides, dilations) -> Callable |
     pads = [0] * (2 * nd) if auto_pad == "VALID" else list(node.attr("pads", [0] * (2 * nd)))
     if pads[:nd] == pads[nd:]:
         return tuple(pads[:nd])
-    return [p for i in reversed(range(nd)) for p in (pads[i], pads[i + nd])]
+    flat = [p for i in reversed(range(nd)) for p in (pads[i], pads[i + nd])]
+    return lambda x, w=None: flat
 
 
 _CONV = {1: F.conv1d, 2: F.conv2d, 3: F.conv3d}
@@ -689,8 +692,6 @@ def _conv_builder(node) -> Callable:
     pads = _pads_for(node, nd, lambda w: w.shape[2:], strides, dilations)
     if isinstance(pads, tuple):
         return lambda x, w, b=None: conv(x, w, b, strides, pads, dilations, group)
-    if isinstance(pads, list):
-        return lambda x, w, b=None: conv(F.pad(x, pads), w, b, strides, 0, dilations, group)
     return lambda x, w, b=None: conv(F.pad(x, pads(x, w)), w, b, strides, 0, dilations, group)
 
 
@@ -756,7 +757,7 @@ def _pool_builder(kind: str) -> Callable[[_Node], Callable]:
             pool = (F.max_pool1d, F.max_pool2d, F.max_pool3d)[nd - 1]
             if isinstance(pads, tuple) and all(2 * p <= (k - 1) * d + 1 for p, k, d in zip(pads, kernel, dilations)):
                 return lambda x: pool(x, kernel, strides, pads, dilations, ceil)
-            pad_of = (lambda x: pads(x)) if callable(pads) else (lambda x: _explicit(pads, nd))
+            pad_of = _as_function(pads)  # torch pads at most half the kernel itself
             return lambda x: pool(F.pad(x, pad_of(x), value=-math.inf), kernel, strides, 0, dilations, ceil)
         if any(d != 1 for d in dilations):
             raise _Unmappable("AveragePool with dilations")
@@ -764,9 +765,10 @@ def _pool_builder(kind: str) -> Callable[[_Node], Callable]:
         pool = (F.avg_pool1d, F.avg_pool2d, F.avg_pool3d)[nd - 1]
         if isinstance(pads, tuple) and all(2 * p <= k for p, k in zip(pads, kernel)):
             return lambda x: pool(x, kernel, strides, pads, ceil, include)
+        pad_of = _as_function(pads)
 
         def avg_pool(x):
-            flat = pads(x) if callable(pads) else _explicit(pads, nd)
+            flat = pad_of(x)
             total = pool(F.pad(x, flat), kernel, strides, 0, ceil, True)
             if include:
                 return total
@@ -776,8 +778,11 @@ def _pool_builder(kind: str) -> Callable[[_Node], Callable]:
     return build
 
 
-def _explicit(pads, nd: int) -> list[int]:
-    return list(pads) if isinstance(pads, list) else [p for p in reversed(pads) for _ in (0, 1)]
+def _as_function(pads: tuple[int, ...] | Callable) -> Callable:
+    if callable(pads):
+        return pads
+    flat = [p for p in reversed(pads) for _ in (0, 1)]
+    return lambda x, w=None: flat
 
 
 _op("MaxPool")(_pool_builder("max"))
