@@ -574,7 +574,6 @@ def _layer_norm(x, scale, bias, axis, eps, simplified=False):
 
 
 @_op("LayerNormalization")
-@_op("LayerNormalization", domain=MS)
 def _layer_normalization(node):
     if node.output_used(1) or node.output_used(2):
         raise _Unmappable(f"{node.op_type} with its mean / inverse-deviation outputs")
@@ -582,8 +581,7 @@ def _layer_normalization(node):
     return lambda x, scale, bias=None: _layer_norm(x, scale, bias, axis, eps)
 
 
-@_op("SimplifiedLayerNormalization")
-@_op("SimplifiedLayerNormalization", domain=MS)
+@_op("SimplifiedLayerNormalization")  # ONNX Runtime's, registered in ONNX's own domain
 def _rms_normalization(node):
     axis, eps = node.attr("axis", -1), node.attr("epsilon", 1e-5)
     return lambda x, scale: _layer_norm(x, scale, None, axis, eps, simplified=True)
@@ -595,10 +593,11 @@ def _skip_layer_norm(simplified: bool) -> Callable[[_Node], Callable]:
             raise _Unmappable(f"{node.op_type} with its mean / inverse-deviation outputs")
         eps = node.attr("epsilon", 1e-12)
 
-        def skip_layer_norm(x, skip, gamma, beta=None, bias=None):
+        def skip_layer_norm(x, skip, gamma, *rest):
+            # Inputs after gamma: (beta, bias) for SkipLayerNormalization, (bias,) for the simplified one.
+            beta, bias = (None, *rest[:1]) if simplified else (*rest, None, None)[:2]
             total = x + skip if bias is None else x + skip + bias
-            y = _layer_norm(total, gamma, None if simplified else beta, -1, eps, simplified=simplified)
-            return y, None, None, total
+            return _layer_norm(total, gamma, beta, -1, eps, simplified=simplified), None, None, total
         return skip_layer_norm
     return build
 

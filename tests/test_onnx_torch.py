@@ -51,6 +51,12 @@ def run_torch(model, x: np.ndarray) -> np.ndarray:
         return torch_module_from_onnx(model)(torch.from_numpy(x)).numpy()
 
 
+def assert_close(ours: np.ndarray, expected: np.ndarray):
+    """Equal up to float32 summation order: 1e-5 relative, and absolute on the scale of the output."""
+    assert ours.shape == expected.shape
+    np.testing.assert_allclose(ours, expected, rtol=1e-5, atol=1e-5 * max(1.0, float(np.abs(expected).max())))
+
+
 def node(op, inputs, outputs=("y",), domain="", **attrs):
     return helper.make_node(op, list(inputs), list(outputs), domain=domain or None, **attrs)
 
@@ -75,7 +81,9 @@ CASES = [
         ("Relu", {}), ("LeakyRelu", {"alpha": 0.2}), ("Sigmoid", {}), ("Tanh", {}), ("Erf", {}), ("Exp", {}),
         ("Neg", {}), ("Abs", {}), ("Elu", {"alpha": 0.5}), ("HardSigmoid", {"alpha": 0.3, "beta": 0.4}),
         ("Selu", {}), ("Softplus", {}), ("HardSwish", {}), ("Softsign", {}), ("Identity", {}), ("Floor", {}),
-        ("Round", {}), ("Sign", {})]],
+        ("Round", {}), ("Sign", {}), ("Mish", {}), ("Celu", {"alpha": 0.7}), ("ThresholdedRelu", {"alpha": 0.5}),
+        ("Sin", {}), ("Cos", {}), ("Ceil", {}), ("Flatten", {"axis": 0})]],
+    Case("Reciprocal", chain("Reciprocal"), x=rand(2, 3, low=0.2)),
     Case("Round half to even", chain("Round"), x=np.array([-2.5, -1.5, -0.5, 0.5, 1.5, 2.5], np.float32)),
     Case("Gelu", chain("Gelu"), opset=20),
     Case("Gelu tanh", chain("Gelu", approximate="tanh"), opset=20),
@@ -202,6 +210,45 @@ CASES = [
                                                    node("Add", ["e", "one"], ["a"]), node("Mul", ["half", "a"], ["h"]),
                                                    node("Mul", ["x", "h"])],
          consts={"r2": np.float32(np.sqrt(2)), "one": np.float32(1.0), "half": np.float32(0.5)}),
+    Case("Mod fmod on floats", [node("Mod", ["x", "m"], fmod=1)], consts={"m": np.float32(0.7)}),
+    Case("Mod on integers", [node("Cast", ["x"], ["i"], to=TensorProto.INT64), node("Mod", ["i", "m"], ["r"]),
+                             node("Cast", ["r"], to=TensorProto.FLOAT)], x=rand(3, 4, low=-20, high=20), consts={"m": np.array(3, I64)}),
+    Case("Range of a run-time length", [node("Shape", ["x"], ["s"]), node("Gather", ["s", "last"], ["n"]),
+                                        node("Range", ["zero", "n", "one"], ["r"]), node("Cast", ["r"], ["f"], to=TensorProto.FLOAT),
+                                        node("Add", ["x", "f"])],
+         consts={"last": np.array(-1, I64), "zero": np.array(0, I64), "one": np.array(1, I64)}),
+    Case("Tile", [node("Tile", ["x", "r"])], consts={"r": np.array([1, 2, 3], I64)}),
+    Case("Expand broadcasting both ways", [node("Expand", ["x", "s"])], x=rand(2, 1, 4), consts={"s": np.array([3, 1, 5, 1], I64)}),
+    Case("GatherElements", [node("GatherElements", ["x", "i"], axis=1)],
+         consts={"i": RNG.integers(-3, 3, (2, 2, 4)).astype(I64)}),
+    Case("ArgMax, ArgMin select_last_index", [node("ArgMax", ["x"], ["a"], axis=1, keepdims=0),
+                                              node("ArgMin", ["x"], ["b"], axis=1, keepdims=0, select_last_index=1),
+                                              node("Add", ["a", "b"])], x=np.round(rand(3, 6, 2))),
+    Case("CastLike, Size", [node("Cast", ["x"], ["i"], to=TensorProto.INT64), node("CastLike", ["i", "x"], ["f"]),
+                            node("Size", ["x"], ["n"]), node("CastLike", ["n", "x"], ["nf"]), node("Add", ["f", "nf"])]),
+    Case("Reduce L1, Prod, Min, LogSumExp, SumSquare", [
+        node("ReduceL1", ["x", "a"], ["r1"]), node("ReduceProd", ["x", "a"], ["r2"]), node("ReduceMin", ["x", "a"], ["r3"]),
+        node("ReduceLogSumExp", ["x", "a"], ["r4"]), node("ReduceSumSquare", ["x", "a"], ["r5"]),
+        node("Sum", ["r1", "r2", "r3", "r4", "r5"])], consts={"a": np.array([0, -1], I64)}),
+    Case("comparisons, logic, Sum, Mean", [
+        node("Greater", ["x", "z"], ["g"]), node("Less", ["x", "h"], ["l"]), node("GreaterOrEqual", ["x", "h"], ["ge"]),
+        node("LessOrEqual", ["x", "z"], ["le"]), node("And", ["g", "l"], ["a"]), node("Or", ["a", "ge"], ["o"]),
+        node("Xor", ["o", "le"], ["xo"]), node("Not", ["xo"], ["n"]), *[node("Cast", [v], [v + "f"], to=TensorProto.FLOAT)
+                                                                       for v in ("a", "o", "xo", "n")],
+        node("Sum", ["af", "of", "xof"], ["s"]), node("Mean", ["s", "nf", "x"])],
+         consts={"z": np.float32(0.0), "h": np.float32(0.5)}),
+    Case("Pad opset 10 attributes", chain("Pad", pads=[0, 1, 0, 0, 2, 1], value=0.25), opset=10),
+    Case("com.microsoft QuickGelu", [node("QuickGelu", ["x"], domain="com.microsoft", alpha=1.5)]),
+    Case("SimplifiedLayerNormalization (RMS)", [node("SimplifiedLayerNormalization", ["x", "s"], epsilon=1e-3)],
+         consts={"s": rand(4)}),
+    Case("SkipSimplifiedLayerNormalization", [node("SkipSimplifiedLayerNormalization", ["x", "k", "g", "c"],
+                                                   domain="com.microsoft", epsilon=1e-5)],
+         consts={"k": rand(2, 3, 4), "g": rand(4), "c": rand(4)}),
+    Case("SkipLayerNormalization without bias", [node("SkipLayerNormalization", ["x", "k", "g", "b"], domain="com.microsoft")],
+         consts={"k": rand(2, 3, 4), "g": rand(4), "b": rand(4)}),
+    Case("com.microsoft QuantizeLinear/DequantizeLinear", [node("QuantizeLinear", ["x", "s", "z"], ["q"], domain="com.microsoft"),
+                                                           node("DequantizeLinear", ["q", "s", "z"], domain="com.microsoft")],
+         consts={"s": np.float32(0.02), "z": np.int8(3)}),
     Case("Einsum", [node("Einsum", ["x", "w"], equation="bij,jk->bik")], consts={"w": rand(4, 2)}),
     Case("IR 3: initializers listed as inputs", [node("Add", ["x", "c"])], consts={"c": rand(4)}, opset=8),
     Case("LSTM forward", [node("LSTM", ["x", "w", "r", "b", "", "h", "c"], ["y"], hidden_size=5)], x=rand(6, 2, 3),
@@ -261,10 +308,10 @@ def test_op_matches_onnxruntime(case: Case):
     if case.name.startswith("IR 3"):
         model.graph.input.extend([helper.make_tensor_value_info("c", TensorProto.FLOAT, [4])])
     expected, ours = run_ort(model, case.x), run_torch(model, case.x)
-    assert ours.shape == expected.shape
     if np.issubdtype(expected.dtype, np.floating):
-        np.testing.assert_allclose(ours, expected, rtol=1e-5, atol=1e-5)
+        assert_close(ours, expected)
     else:
+        assert ours.shape == expected.shape
         np.testing.assert_array_equal(ours, expected.astype(ours.dtype))
 
 
@@ -288,7 +335,7 @@ def test_ort_extended_optimization_writes_fused_ops_that_convert(activation, tmp
     assert {"com.microsoft.FusedConv", "com.microsoft.FusedGemm", "com.microsoft.FusedMatMul"} <= set(module.op_counts)
     with torch.no_grad():
         ours = module(torch.from_numpy(x)).numpy()
-    np.testing.assert_allclose(ours, run_ort(model, x), rtol=1e-5, atol=1e-5)
+    assert_close(ours, run_ort(model, x))
 
 
 def test_gradients_are_straight_through_quantization():
