@@ -15,7 +15,10 @@ How the module runs:
   constants, the dequantized INT8 weights) is computed once at construction and kept as a buffer,
   never a trainable parameter. What is left is a list of ``(bound torch callable, input slots,
   output slots)`` run in order; attributes are parsed once, not per call. Steps that do not lead to
-  the first output are dropped.
+  the first output are dropped. Two patterns ONNX Runtime leaves unfused on 3-D inputs run as one
+  torch call (``MatMul`` + bias ``Add`` as ``F.linear``, GELU written with ``Erf`` as ``F.gelu``),
+  and conv graphs keep their weights channels-last, as the PyTorch model under attack does
+  (:mod:`dlforge.adversarial.torch_model`): PGD on a converted LeNet runs as fast as on its source.
 - ``QuantizeLinear``/``DequantizeLinear`` compute exactly what ONNX defines (``x / scale``, round
   half to even, add the zero point, saturate; per tensor or per ``axis``). Quantized values travel
   as float tensors holding the integer levels. The backward pass is straight-through (BPDA:
@@ -29,9 +32,10 @@ How the module runs:
   runs at construction; where they differ (a batch baked in elsewhere), the module runs the graph
   per group of ``static_batch`` samples under ``torch.func.vmap`` instead.
 
-Left out (:class:`UnsupportedGraph` names them): control flow (``If``, ``Loop``, ``Scan``), the
-QOperator format (``QLinearConv`` ...), ``Resize``, ``GRU``/``RNN``, LSTM peepholes, and any op
-not in ``_BUILDERS`` below.
+Left out (:class:`UnsupportedGraph` names every one in a single message): control flow (``If``,
+``Loop``, ``Scan``), the QOperator format (``QLinearConv`` ...), ``Resize``, ``GRU``/``RNN``, LSTM
+peepholes / clip / sequence_lens / layout 1, ``FusedMatMul`` with ``transBatch*``, MaxPool's
+``Indices``, float8 and blocked quantization, and any op not registered in ``_BUILDERS`` below.
 """
 
 from __future__ import annotations
@@ -1003,7 +1007,8 @@ class _GraphReader:
         try:
             node, key = self._fused_fake_quant(proto), ("dlforge", "FakeQuantize")
             if node is None:
-                node = _Node(proto, self.opsets.get(domain, 1), [self.consts.get(i) if i else None for i in proto.input])
+                consts = [self.consts.get(i) if i else None for i in proto.input]
+                node = _Node(proto, self.opsets.get(domain, 1), consts)
                 key = (domain, proto.op_type)
             fn = _BUILDERS[key](node)
         except _Unmappable as exc:
@@ -1028,8 +1033,9 @@ class _GraphReader:
             with torch.no_grad():
                 result = fn(*[self.consts[i] if i else None for i in node.inputs])
         except Exception as exc:
-            raise InputError(f"{self.source}: node {node.proto.name or node.op_type!r} ({node.op_type}) fails on its "
-                             f"constant inputs ({type(exc).__name__}: {exc}); check the graph with onnx.checker") from exc
+            raise InputError(f"{self.source}: node {node.proto.name or node.op_type!r} ({node.op_type}) fails on "
+                             f"its constant inputs ({type(exc).__name__}: {exc}); check the graph with onnx.checker"
+                             ) from exc
         for name, value in zip(node.outputs, result if multi else (result,)):
             if name and value is not None:
                 self.consts[name] = value.detach()
