@@ -15,7 +15,10 @@ How the module runs:
   constants, the dequantized INT8 weights) is computed once at construction and kept as a buffer,
   never a trainable parameter. What is left is a list of ``(bound torch callable, input slots,
   output slots)`` run in order; attributes are parsed once, not per call. Steps that do not lead to
-  the first output are dropped.
+  the first output are dropped. Two patterns ONNX Runtime leaves unfused on 3-D inputs run as one
+  torch call (``MatMul`` + bias ``Add`` as ``F.linear``, GELU written with ``Erf`` as ``F.gelu``),
+  and conv graphs keep their weights channels-last, as the PyTorch model under attack does
+  (:mod:`dlforge.adversarial.torch_model`): PGD on a converted LeNet runs as fast as on its source.
 - ``QuantizeLinear``/``DequantizeLinear`` compute exactly what ONNX defines (``x / scale``, round
   half to even, add the zero point, saturate; per tensor or per ``axis``). Quantized values travel
   as float tensors holding the integer levels. The backward pass is straight-through (BPDA:
@@ -29,15 +32,17 @@ How the module runs:
   runs at construction; where they differ (a batch baked in elsewhere), the module runs the graph
   per group of ``static_batch`` samples under ``torch.func.vmap`` instead.
 
-Left out (:class:`UnsupportedGraph` names them): control flow (``If``, ``Loop``, ``Scan``), the
-QOperator format (``QLinearConv`` ...), ``Resize``, ``GRU``/``RNN``, LSTM peepholes, and any op
-not in ``_BUILDERS`` below.
+Left out (:class:`UnsupportedGraph` names every one in a single message): control flow (``If``,
+``Loop``, ``Scan``), the QOperator format (``QLinearConv`` ...), ``Resize``, ``GRU``/``RNN``, LSTM
+peepholes / clip / sequence_lens / layout 1, ``FusedMatMul`` with ``transBatch*``, MaxPool's
+``Indices``, float8 and blocked quantization, and any op not registered in ``_BUILDERS`` below.
 """
 
 from __future__ import annotations
 
 import math
 import os
+from collections import Counter
 from dataclasses import dataclass
 from functools import reduce
 from pathlib import Path
@@ -287,7 +292,9 @@ def _cast_like(node):
 @_op("Dropout", multi=True)
 def _dropout(node):
     # An engine runs in inference mode: Dropout passes its input through (its mask, if read, is all true).
-    return lambda x, *_: (x, torch.ones_like(x, dtype=torch.bool))
+    if node.output_used(1):
+        return lambda x, *_: (x, torch.ones_like(x, dtype=torch.bool))
+    return lambda x, *_: (x, None)
 
 
 @_op("Constant")
@@ -571,7 +578,6 @@ def _layer_norm(x, scale, bias, axis, eps, simplified=False):
 
 
 @_op("LayerNormalization")
-@_op("LayerNormalization", domain=MS)
 def _layer_normalization(node):
     if node.output_used(1) or node.output_used(2):
         raise _Unmappable(f"{node.op_type} with its mean / inverse-deviation outputs")
@@ -579,8 +585,7 @@ def _layer_normalization(node):
     return lambda x, scale, bias=None: _layer_norm(x, scale, bias, axis, eps)
 
 
-@_op("SimplifiedLayerNormalization")
-@_op("SimplifiedLayerNormalization", domain=MS)
+@_op("SimplifiedLayerNormalization")  # ONNX Runtime's, registered in ONNX's own domain
 def _rms_normalization(node):
     axis, eps = node.attr("axis", -1), node.attr("epsilon", 1e-5)
     return lambda x, scale: _layer_norm(x, scale, None, axis, eps, simplified=True)
@@ -592,10 +597,11 @@ def _skip_layer_norm(simplified: bool) -> Callable[[_Node], Callable]:
             raise _Unmappable(f"{node.op_type} with its mean / inverse-deviation outputs")
         eps = node.attr("epsilon", 1e-12)
 
-        def skip_layer_norm(x, skip, gamma, beta=None, bias=None):
+        def skip_layer_norm(x, skip, gamma, *rest):
+            # Inputs after gamma: (beta, bias) for SkipLayerNormalization, (bias,) for the simplified one.
+            beta, bias = (None, *rest[:1]) if simplified else (*rest, None, None)[:2]
             total = x + skip if bias is None else x + skip + bias
-            y = _layer_norm(total, gamma, None if simplified else beta, -1, eps, simplified=simplified)
-            return y, None, None, total
+            return _layer_norm(total, gamma, beta, -1, eps, simplified=simplified), None, None, total
         return skip_layer_norm
     return build
 
@@ -646,18 +652,18 @@ def _fused_matmul(node):
     return fused_matmul
 
 
-def _spatial_rank(node, weight_input: int | None = 1) -> int:
+def _spatial_rank(node) -> int:
     if "kernel_shape" in node.attrs:
         return len(node.attrs["kernel_shape"])
-    weight = node.const(weight_input) if weight_input is not None else None
+    weight = node.const(1)
     if weight is None:
         raise _Unmappable(f"{node.op_type} without kernel_shape and with a weight computed at run time")
     return weight.dim() - 2
 
 
-def _pads_for(node, nd: int, kernel: Callable, strides, dilations) -> Callable | tuple[int, ...] | list[int]:
-    """How to pad the input: symmetric pads as a tuple for torch, explicit ``F.pad`` pads as a list,
-    or a function of the input (``auto_pad`` SAME_*)."""
+def _pads_for(node, nd: int, kernel: Callable, strides, dilations) -> tuple[int, ...] | Callable:
+    """How to pad the input: symmetric pads as a tuple, torch's own ``padding``; else a function of the
+    input (and weight) giving ``F.pad``'s list (asymmetric pads, ``auto_pad`` SAME_*)."""
     auto_pad = node.attr("auto_pad", "NOTSET")
     if auto_pad in ("SAME_UPPER", "SAME_LOWER"):
         upper = auto_pad == "SAME_UPPER"
@@ -673,7 +679,8 @@ def _pads_for(node, nd: int, kernel: Callable, strides, dilations) -> Callable |
     pads = [0] * (2 * nd) if auto_pad == "VALID" else list(node.attr("pads", [0] * (2 * nd)))
     if pads[:nd] == pads[nd:]:
         return tuple(pads[:nd])
-    return [p for i in reversed(range(nd)) for p in (pads[i], pads[i + nd])]
+    flat = [p for i in reversed(range(nd)) for p in (pads[i], pads[i + nd])]
+    return lambda x, w=None: flat
 
 
 _CONV = {1: F.conv1d, 2: F.conv2d, 3: F.conv3d}
@@ -688,8 +695,6 @@ def _conv_builder(node) -> Callable:
     pads = _pads_for(node, nd, lambda w: w.shape[2:], strides, dilations)
     if isinstance(pads, tuple):
         return lambda x, w, b=None: conv(x, w, b, strides, pads, dilations, group)
-    if isinstance(pads, list):
-        return lambda x, w, b=None: conv(F.pad(x, pads), w, b, strides, 0, dilations, group)
     return lambda x, w, b=None: conv(F.pad(x, pads(x, w)), w, b, strides, 0, dilations, group)
 
 
@@ -755,7 +760,7 @@ def _pool_builder(kind: str) -> Callable[[_Node], Callable]:
             pool = (F.max_pool1d, F.max_pool2d, F.max_pool3d)[nd - 1]
             if isinstance(pads, tuple) and all(2 * p <= (k - 1) * d + 1 for p, k, d in zip(pads, kernel, dilations)):
                 return lambda x: pool(x, kernel, strides, pads, dilations, ceil)
-            pad_of = (lambda x: pads(x)) if callable(pads) else (lambda x: _explicit(pads, nd))
+            pad_of = _as_function(pads)  # torch pads at most half the kernel itself
             return lambda x: pool(F.pad(x, pad_of(x), value=-math.inf), kernel, strides, 0, dilations, ceil)
         if any(d != 1 for d in dilations):
             raise _Unmappable("AveragePool with dilations")
@@ -763,9 +768,10 @@ def _pool_builder(kind: str) -> Callable[[_Node], Callable]:
         pool = (F.avg_pool1d, F.avg_pool2d, F.avg_pool3d)[nd - 1]
         if isinstance(pads, tuple) and all(2 * p <= k for p, k in zip(pads, kernel)):
             return lambda x: pool(x, kernel, strides, pads, ceil, include)
+        pad_of = _as_function(pads)
 
         def avg_pool(x):
-            flat = pads(x) if callable(pads) else _explicit(pads, nd)
+            flat = pad_of(x)
             total = pool(F.pad(x, flat), kernel, strides, 0, ceil, True)
             if include:
                 return total
@@ -775,8 +781,11 @@ def _pool_builder(kind: str) -> Callable[[_Node], Callable]:
     return build
 
 
-def _explicit(pads, nd: int) -> list[int]:
-    return list(pads) if isinstance(pads, list) else [p for p in reversed(pads) for _ in (0, 1)]
+def _as_function(pads: tuple[int, ...] | Callable) -> Callable:
+    if callable(pads):
+        return pads
+    flat = [p for p in reversed(pads) for _ in (0, 1)]
+    return lambda x, w=None: flat
 
 
 _op("MaxPool")(_pool_builder("max"))
@@ -998,7 +1007,8 @@ class _GraphReader:
         try:
             node, key = self._fused_fake_quant(proto), ("dlforge", "FakeQuantize")
             if node is None:
-                node = _Node(proto, self.opsets.get(domain, 1), [self.consts.get(i) if i else None for i in proto.input])
+                consts = [self.consts.get(i) if i else None for i in proto.input]
+                node = _Node(proto, self.opsets.get(domain, 1), consts)
                 key = (domain, proto.op_type)
             fn = _BUILDERS[key](node)
         except _Unmappable as exc:
@@ -1023,8 +1033,9 @@ class _GraphReader:
             with torch.no_grad():
                 result = fn(*[self.consts[i] if i else None for i in node.inputs])
         except Exception as exc:
-            raise InputError(f"{self.source}: node {node.proto.name or node.op_type!r} ({node.op_type}) fails on its "
-                             f"constant inputs ({type(exc).__name__}: {exc}); check the graph with onnx.checker") from exc
+            raise InputError(f"{self.source}: node {node.proto.name or node.op_type!r} ({node.op_type}) fails on "
+                             f"its constant inputs ({type(exc).__name__}: {exc}); check the graph with onnx.checker"
+                             ) from exc
         for name, value in zip(node.outputs, result if multi else (result,)):
             if name and value is not None:
                 self.consts[name] = value.detach()
@@ -1044,6 +1055,57 @@ class _GraphReader:
         fused = _Node(q.proto, q.opset, q.consts, op_type="FakeQuantize")
         fused.outputs = dq.outputs
         return fused
+
+
+def _fused(steps: list[_Step], consts: dict[str, torch.Tensor], output_slot: int) -> list[_Step]:
+    """Two fusions ONNX Runtime's CPU optimizer leaves in transformer graphs, together about a third of their
+    forward time here: ``MatMul`` by a constant matrix then ``Add`` of a constant bias as one ``F.linear``
+    (addmm), and GELU written with ``Erf`` (``x * 0.5 * (1 + erf(x / sqrt 2))``) as ``F.gelu``. Intermediate
+    values must have no other reader; the steps replaced become dead and are dropped afterwards."""
+    producer = {o: s for s in steps for o in s.outs if o is not None}
+    uses = Counter(i for s in steps for kind, i in s.args if kind == "slot")
+    uses[output_slot] += 1
+
+    def only_reader(arg, op: str) -> _Step | None:
+        """The ``op`` step that computes ``arg``, when nothing else reads its output."""
+        step = producer.get(arg[1]) if arg is not None and arg[0] == "slot" else None
+        return step if step is not None and step.op == op and uses[arg[1]] == 1 else None
+
+    def const(arg) -> torch.Tensor | None:
+        return consts[arg[1]] if arg[0] == "const" else None
+
+    def is_scalar(arg, value: float) -> bool:
+        c = const(arg)
+        return c is not None and c.numel() == 1 and c.is_floating_point() and abs(float(c) - value) < 1e-6
+
+    def operand_beside(step: _Step | None, value: float):
+        """The other operand of a binary ``step`` one of whose operands is the scalar ``value``."""
+        if step is None or len(step.args) != 2:
+            return None
+        a, b = step.args
+        return a if is_scalar(b, value) else b if is_scalar(a, value) else None
+
+    out = []
+    for step in steps:
+        if step.op == "Add" and len(step.args) == 2:
+            for mm_arg, bias_arg in (step.args, step.args[::-1]):
+                matmul, bias = only_reader(mm_arg, "MatMul"), const(bias_arg)
+                weight = const(matmul.args[1]) if matmul else None
+                if weight is not None and weight.dim() == 2 and bias is not None and bias.shape == weight.shape[1:]:
+                    name = f"{matmul.args[1][1]} (transposed for F.linear)"
+                    consts[name] = weight.t().contiguous()
+                    step = _Step(F.linear, (matmul.args[0], ("const", name), bias_arg), step.outs, "MatMul+Add", False)
+                    break
+        elif step.op == "Mul" and len(step.args) == 2:
+            for x_arg, half_arg in (step.args, step.args[::-1]):
+                one = only_reader(operand_beside(only_reader(half_arg, "Mul"), 0.5), "Add")
+                erf = only_reader(operand_beside(one, 1.0), "Erf")
+                div = only_reader(erf.args[0], "Div") if erf else None
+                if div is not None and div.args[0] == x_arg and is_scalar(div.args[1], math.sqrt(2)):
+                    step = _Step(F.gelu, (x_arg,), step.outs, "Gelu", False)
+                    break
+        out.append(step)
+    return out
 
 
 def _dead_code_eliminated(steps: list[_Step], output_slot: int) -> list[_Step]:
@@ -1081,7 +1143,8 @@ class OnnxTorchModule(torch.nn.Module):
         if self.output_name in reader.consts or self.output_name not in reader.slots:
             raise UnsupportedGraph(f"{reader.source}: the first output {self.output_name!r} does not depend on the "
                                    "input; nothing to attack")
-        steps = _dead_code_eliminated(reader.steps, reader.slots[self.output_name])
+        output_slot = reader.slots[self.output_name]
+        steps = _dead_code_eliminated(_fused(reader.steps, reader.consts, output_slot), output_slot)
         consts = list(dict.fromkeys(name for s in steps for kind, name in s.args if kind == "const"))
         for i, name in enumerate(consts):
             self.register_buffer(f"c{i}", reader.consts[name])
