@@ -295,10 +295,15 @@ def _run_attack(run: AuditRun, attack: Attack, bar) -> None:
             bar.update(1)
 
 
+def _craft(run: AuditRun, model, attack: Attack, eps: float) -> np.ndarray:
+    """``attack`` crafted with ``model``'s gradients, projected by the audit onto the ball and the range."""
+    x_adv = model.attack(attack, run.x, run.y, eps=eps, value_range=run.value_range, batch_size=run.options.batch_size)
+    return project(x_adv, run.x, eps, attack.norm, run.value_range)
+
+
 def _gradient_rows(run: AuditRun, attack: Attack, eps: float) -> None:
     o = run.options
-    x_adv = run.model.attack(attack, run.x, run.y, eps=eps, value_range=run.value_range, batch_size=o.batch_size)
-    x_adv = project(x_adv, run.x, eps, attack.norm, run.value_range)
+    x_adv = _craft(run, run.model, attack, eps)
     run.adv[(attack.name, eps)] = x_adv
     if run.crafted_on == "source":
         run.rows.append(_row(attack, eps, "white-box", "source", "source", run.model.predict(x_adv), run.y,
@@ -310,12 +315,10 @@ def _gradient_rows(run: AuditRun, attack: Attack, eps: float) -> None:
 
 def _engine_row(run: AuditRun, attack: Attack, eps: float, engine: DeployedModel, model) -> None:
     """Crafted with the engine graph's own gradients, judged on the engine."""
-    o = run.options
-    x_adv = model.attack(attack, run.x, run.y, eps=eps, value_range=run.value_range, batch_size=o.batch_size)
-    x_adv = project(x_adv, run.x, eps, attack.norm, run.value_range)
+    x_adv = _craft(run, model, attack, eps)
     run.adv[(attack.name, eps, engine.label, ENGINE_ROUTE)] = x_adv
-    run.rows.append(_row(attack, eps, ENGINE_ROUTE, engine.label, str(engine.path), engine.predict(x_adv, o.batch_size),
-                         run.y, run.clean[engine.label]))
+    run.rows.append(_row(attack, eps, ENGINE_ROUTE, engine.label, str(engine.path),
+                         engine.predict(x_adv, run.options.batch_size), run.y, run.clean[engine.label]))
 
 
 def _query_row(run: AuditRun, attack: Attack, eps: float, engine: DeployedModel) -> None:
@@ -348,9 +351,7 @@ def _full_range(run: AuditRun, bar) -> tuple[str, float, float] | None:
     attack = next((a for a in gradient if a.name == "pgd"), gradient[0])
     width = run.value_range[1] - run.value_range[0]
     eps = width * (float(np.prod(run.x.shape[1:])) ** 0.5 if attack.norm == "l2" else 1.0)
-    x_full = model.attack(attack, run.x, run.y, eps=eps, value_range=run.value_range,
-                          batch_size=run.options.batch_size)
-    x_full = project(x_full, run.x, eps, attack.norm, run.value_range)
+    x_full = _craft(run, model, attack, eps)
     bar.update(1)
     return attack.name, eps, float((judge(x_full).argmax(1) == run.y).mean())
 

@@ -59,7 +59,6 @@ def engine_graph(engine: DeployedModel, x: np.ndarray, *, noise: float, value_ra
     from dlforge.onnx_torch import UnsupportedGraph, match_engine, torch_module_from_onnx
 
     probe = _probe_inputs(x[:MATCH_SAMPLES], noise, value_range, seed)
-    predict = lambda z: engine.predict(z)  # noqa: E731
     reasons = []
     candidates = candidate_graphs(engine)
     for path, origin in candidates:
@@ -68,7 +67,7 @@ def engine_graph(engine: DeployedModel, x: np.ndarray, *, noise: float, value_ra
         except UnsupportedGraph as exc:
             reasons.append(f"{path.name} ({origin}): {exc}")
             continue
-        match = match_engine(module.eval(), predict, probe)  # on the CPU, before it moves to the device
+        match = match_engine(module.eval(), engine.predict, probe)  # on the CPU, before it moves to the device
         if match["passed"]:
             return EngineGraph(engine.label, TorchModel(module, device), str(path), origin, match)
         reasons.append(f"{path.name} ({origin}) does not match the engine: {_figures(match)}")
