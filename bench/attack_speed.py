@@ -11,7 +11,6 @@ robust accuracy.
 
 from __future__ import annotations
 
-import argparse
 import copy
 import statistics
 import tempfile
@@ -20,7 +19,7 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from common import SHARED_MNIST
+from common import SHARED_MNIST, attack_parser, parse_attack_args
 
 
 def plain_fgsm(model, x, y, eps):
@@ -51,16 +50,7 @@ def batched(fn, x, y, batch):
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--run", help="a dlforge pipeline directory (checkpoint/)")
-    ap.add_argument("--samples", type=int, default=1024)
-    ap.add_argument("--batch-size", type=int, default=256)
-    ap.add_argument("--rounds", type=int, default=5)
-    ap.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's choice)")
-    ap.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
-    args = ap.parse_args()
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    args = parse_attack_args(attack_parser(__doc__, samples=1024, run_help="a dlforge pipeline directory (checkpoint/)"))
 
     from dlforge.adversarial.attacks.fgsm import FGSM
     from dlforge.adversarial.attacks.pgd import PGD

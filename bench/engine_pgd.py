@@ -11,28 +11,20 @@ engine each module stands for. Goal: fp32 engine graph >= 0.8x the source's exam
 
 from __future__ import annotations
 
-import argparse
 import statistics
 import tempfile
 import time
 
 import torch
-from common import lenet_run
+from common import attack_parser, lenet_run, parse_attack_args
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--run", help="a dlforge pipeline directory (checkpoint/, engine-ort-fp32/, engine-ort-int8/)")
-    ap.add_argument("--samples", type=int, default=512)
-    ap.add_argument("--batch-size", type=int, default=256)
+    ap = attack_parser(__doc__, samples=512,
+                       run_help="a dlforge pipeline directory (checkpoint/, engine-ort-fp32/, engine-ort-int8/)")
     ap.add_argument("--steps", type=int, default=10)
     ap.add_argument("--eps", type=float, default=0.3)
-    ap.add_argument("--rounds", type=int, default=5)
-    ap.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's choice)")
-    ap.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
-    args = ap.parse_args()
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    args = parse_attack_args(ap)
 
     from dlforge.adversarial.attacks.pgd import PGD
     from dlforge.adversarial.torch_model import TorchModel
