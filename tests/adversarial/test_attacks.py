@@ -9,6 +9,7 @@ from dlforge.adversarial.attacks.fgsm import FGSM
 from dlforge.adversarial.attacks.pgd import PGD
 from dlforge.adversarial.attacks.square import Square, square_fraction
 from dlforge.adversarial.projection import distance, project
+from dlforge.adversarial.torch_model import TorchModel
 from dlforge.data import load_dataset
 from dlforge.errors import InputError
 from dlforge.runtime import open_session
@@ -32,13 +33,15 @@ def model(digits_lenet):
 def _run(attack, model, session, x, y, eps):
     if isinstance(attack, GradientAttack):
         return attack.run(model, torch.from_numpy(x), torch.from_numpy(y), eps=eps).numpy()
+    if attack.kind == "ensemble":
+        return attack.run(TorchModel(model), session.predict, x, y, eps=eps).x_adv
     return attack.run(session.predict, x, y, eps=eps).x_adv
 
 
 @pytest.mark.parametrize("name", ATTACKS.names())
 def test_contract_stays_in_ball_and_range_and_weakens_accuracy(name, model, digits_engines, digits):
     x, y = digits
-    attack = make_attack(name, steps=10, queries=200)
+    attack = make_attack(name, steps=10, queries=200, iterations=20, square_queries=200)
     eps_list = (0.0, 1.0, 3.0) if attack.norm == "l2" else (0.0, 0.1, 0.3)
     session = open_session(digits_engines["fp32"].path)
     accs = []
@@ -106,6 +109,7 @@ def test_square_respects_its_query_budget(digits_engines, digits):
 def test_square_schedule_halves_the_window():
     assert square_fraction(0.8, 0, 1000) == 0.8
     assert square_fraction(0.8, 3, 1000) == 0.4       # past 10/10000 of the budget
+    assert square_fraction(0.8, 11, 5000, rescale=False) == 0.4 and square_fraction(0.8, 4500, 5000, False) == 0.8 / 2**7
     assert square_fraction(0.8, 100, 1000) == 0.8 / 2**4  # 1000/10000: after 10, 50, 200 and 500
     assert square_fraction(0.8, 999, 1000) == 0.8 / 2**9
 

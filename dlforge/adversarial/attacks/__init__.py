@@ -19,6 +19,10 @@ ATTACKS: Registry[type[Attack]] = Registry("attack", [
     "dlforge.adversarial.attacks.fgsm",
     "dlforge.adversarial.attacks.pgd",
     "dlforge.adversarial.attacks.square",
+    "dlforge.adversarial.attacks.apgd",
+    "dlforge.adversarial.attacks.autoattack",
+    "dlforge.adversarial.attacks.cw",
+    "dlforge.adversarial.attacks.fab",
 ])
 
 

@@ -15,9 +15,13 @@ from dlforge.adversarial.attacks.base import QueryAttack, QueryResult
 _SCHEDULE = (10, 50, 200, 500, 1000, 2000, 4000, 6000, 8000)
 
 
-def square_fraction(p_init: float, iteration: int, budget: int) -> float:
-    """Fraction of the image the square covers at ``iteration`` of ``budget`` queries."""
-    it = int(iteration / budget * 10000)
+def square_fraction(p_init: float, iteration: int, budget: int, rescale: bool = True) -> float:
+    """Fraction of the image the square covers at ``iteration`` (counted from 0) of ``budget`` queries.
+
+    ``rescale``: stretch the schedule (written for 10,000 queries) over the budget, as the Square
+    paper does for other budgets; AutoAttack runs Square without it (``resc_schedule=False``).
+    """
+    it = int(iteration / budget * 10000) if rescale else iteration
     halvings = sum(it > t for t in _SCHEDULE)
     return p_init / 2**halvings
 
@@ -39,12 +43,16 @@ class Square(QueryAttack):
 
     Starts from vertical stripes of +-eps, then repeatedly proposes a square window with a new +-eps
     value per channel and keeps it when the margin loss falls. The window shrinks on a fixed
-    schedule. Only forward passes are used, so it attacks compiled engines and third-party models
-    directly, and it is immune to gradient masking.
+    schedule. Each image draws its own window, as in the paper's Algorithm 1 (AutoAttack's port
+    draws one window per iteration for the whole batch), and the budget counts the initial query
+    (AutoAttack's ``n_queries`` counts the iterations after it). Only forward passes are used, so it
+    attacks compiled engines and third-party models directly, and it is immune to gradient masking.
 
     Args:
         queries: forward passes allowed per image, the first (initialisation) included (default 1000).
         p_init: initial fraction of the image a square covers (default 0.8, the authors' MNIST choice).
+        rescale: stretch the square-size schedule over ``queries`` (default True); AutoAttack's
+            standard version uses the schedule as written for 10,000 queries (False).
         seed: seed for the random proposals.
 
     Shapes: x (N, C, H, W) float32 in the value range; y (N,) int. Returns x_adv and queries per image.
@@ -57,12 +65,12 @@ class Square(QueryAttack):
     name = "square"
     norm = "linf"
 
-    def __init__(self, *, queries: int = 1000, p_init: float = 0.8, seed: int = 0):
+    def __init__(self, *, queries: int = 1000, p_init: float = 0.8, rescale: bool = True, seed: int = 0):
         if queries < 1:
             raise ValueError(f"queries must be >= 1, got {queries}")
         if not 0 < p_init <= 1:
             raise ValueError(f"p_init must be in (0, 1], got {p_init}")
-        self.queries, self.p_init, self.seed = queries, p_init, seed
+        self.queries, self.p_init, self.rescale, self.seed = queries, p_init, rescale, seed
 
     def run(self, predict: Callable[[np.ndarray], np.ndarray], x, y, *, eps, value_range=(0.0, 1.0)):
         rng = np.random.default_rng(self.seed)
@@ -78,7 +86,7 @@ class Square(QueryAttack):
             active = np.flatnonzero(loss > 0)
             if len(active) == 0:
                 break
-            side = min(max(int(round(math.sqrt(square_fraction(self.p_init, i, self.queries) * h * w))), 1), h - 1, w - 1)
+            side = min(max(int(round(math.sqrt(square_fraction(self.p_init, i - 1, self.queries, self.rescale) * h * w))), 1), h - 1, w - 1)
             top = rng.integers(0, h - side + 1, len(active))
             left = rng.integers(0, w - side + 1, len(active))
             inside = (((rows >= top[:, None]) & (rows < top[:, None] + side))[:, None, :, None]
