@@ -205,7 +205,7 @@ def _audit_dataset(options: AuditOptions, engines: list[DeployedModel], crafter:
 def _prepare(engines: list[DeployedModel], options: AuditOptions) -> AuditRun:
     """Pick the crafting model, load the data, measure clean predictions; refuse what cannot be audited."""
     attacks = [options.attack(spec) for spec in options.attacks]
-    gradient = [s for s, a in zip(options.attacks, attacks) if isinstance(a, GradientAttack)]
+    gradient = [s for s, a in zip(options.attacks, attacks) if _needs_gradients(a)]
     crafter, crafted_on = _crafting_model(engines, options)
     if gradient and crafter is None and options.engine_gradients == "off":
         raise InputError(f"attacks {', '.join(gradient)} need gradients: pass --source CHECKPOINT (or --surrogate), "
@@ -263,9 +263,14 @@ def _work(run: AuditRun) -> int:
     total = 0
     graphs = sum(1 for g in run.graphs if g.model is not None)
     for attack in run.attacks:
-        per_eps = (int(run.model is not None) + graphs) if isinstance(attack, GradientAttack) else len(run.engines)
+        per_eps = (int(run.model is not None) + graphs) if _needs_gradients(attack) else len(run.engines)
         total += len(run.options.eps_for(attack)) * per_eps
     return total + (1 if _full_range_model(run) is not None else 0)
+
+
+def _needs_gradients(attack: Attack) -> bool:
+    """Gradient attacks and ensembles (AutoAttack) run on the source and on each engine's graph."""
+    return attack.kind != "query"
 
 
 def _row(attack: Attack, eps: float, route: str, target: str, path: str, logits: np.ndarray, y: np.ndarray,
@@ -281,44 +286,66 @@ def _row(attack: Attack, eps: float, route: str, target: str, path: str, logits:
 
 def _run_attack(run: AuditRun, attack: Attack, bar) -> None:
     for eps in run.options.eps_for(attack):
-        if isinstance(attack, GradientAttack):
+        if _needs_gradients(attack):
             if run.model is not None:
-                _gradient_rows(run, attack, eps)
+                _show(bar, attack, eps, "source")
+                _gradient_rows(run, attack, eps, bar)
                 bar.update(1)
             for engine, graph in zip(run.engines, run.graphs):
                 if graph.model is not None:
-                    _engine_row(run, attack, eps, engine, graph.model)
+                    _show(bar, attack, eps, engine.label)
+                    _engine_row(run, attack, eps, engine, graph.model, bar)
                     bar.update(1)
             continue
         for engine in run.engines:
+            _show(bar, attack, eps, engine.label)
             _query_row(run, attack, eps, engine)
             bar.update(1)
 
 
-def _craft(run: AuditRun, model, attack: Attack, eps: float) -> np.ndarray:
-    """``attack`` crafted with ``model``'s gradients, projected by the audit onto the ball and the range."""
-    x_adv = model.attack(attack, run.x, run.y, eps=eps, value_range=run.value_range, batch_size=run.options.batch_size)
-    return project(x_adv, run.x, eps, attack.norm, run.value_range)
+def _show(bar, attack: Attack, eps: float, target: str, stage: str | None = None) -> None:
+    bar.set_postfix_str(f"{attack.name} eps {eps:g} on {target}" + (f": {stage}" if stage else ""), refresh=True)
 
 
-def _gradient_rows(run: AuditRun, attack: Attack, eps: float) -> None:
+def _craft(run: AuditRun, model, attack: Attack, eps: float, judge, bar=None, target: str = "") -> tuple[np.ndarray, dict]:
+    """``attack`` crafted with ``model``'s gradients, projected by the audit onto the ball and the range.
+
+    An ensemble (AutoAttack) also takes ``judge``, the model whose predictions decide which points are
+    still robust and which its query stage queries; its row gets the robust accuracy after each stage.
+    """
     o = run.options
-    x_adv = _craft(run, run.model, attack, eps)
+    if attack.kind == "ensemble":
+        on_stage = None if bar is None else (lambda stage: _show(bar, attack, eps, target, stage))
+        result = attack.run(model, judge, run.x, run.y, eps=eps, value_range=run.value_range,
+                            batch_size=o.batch_size, on_stage=on_stage)
+        extra = {"stages": result.stages}
+        if result.queries.any():
+            extra.update(queries_per_sample=float(result.queries.mean()), queries_median=float(np.median(result.queries)))
+        return project(result.x_adv, run.x, eps, attack.norm, run.value_range), extra
+    x_adv = model.attack(attack, run.x, run.y, eps=eps, value_range=run.value_range, batch_size=o.batch_size)
+    return project(x_adv, run.x, eps, attack.norm, run.value_range), {}
+
+
+def _gradient_rows(run: AuditRun, attack: Attack, eps: float, bar=None) -> None:
+    o = run.options
+    x_adv, extra = _craft(run, run.model, attack, eps, run.model.predict, bar, "source")
     run.adv[(attack.name, eps)] = x_adv
     if run.crafted_on == "source":
         run.rows.append(_row(attack, eps, "white-box", "source", "source", run.model.predict(x_adv), run.y,
-                             run.clean["source"]))
+                             run.clean["source"], **extra))
     for e in run.engines:
         run.rows.append(_row(attack, eps, "transfer", e.label, str(e.path), e.predict(x_adv, o.batch_size), run.y,
                              run.clean[e.label], crafted_on=run.crafted_on))
 
 
-def _engine_row(run: AuditRun, attack: Attack, eps: float, engine: DeployedModel, model) -> None:
-    """Crafted with the engine graph's own gradients, judged on the engine."""
-    x_adv = _craft(run, model, attack, eps)
+def _engine_row(run: AuditRun, attack: Attack, eps: float, engine: DeployedModel, model, bar=None) -> None:
+    """Crafted with the engine graph's own gradients (an ensemble's query stage queries the engine), judged on
+    the engine."""
+    judge = lambda z: engine.predict(z, run.options.batch_size)  # noqa: E731
+    x_adv, extra = _craft(run, model, attack, eps, judge, bar, engine.label)
     run.adv[(attack.name, eps, engine.label, ENGINE_ROUTE)] = x_adv
-    run.rows.append(_row(attack, eps, ENGINE_ROUTE, engine.label, str(engine.path),
-                         engine.predict(x_adv, run.options.batch_size), run.y, run.clean[engine.label]))
+    run.rows.append(_row(attack, eps, ENGINE_ROUTE, engine.label, str(engine.path), judge(x_adv), run.y,
+                         run.clean[engine.label], **extra))
 
 
 def _query_row(run: AuditRun, attack: Attack, eps: float, engine: DeployedModel) -> None:
@@ -348,10 +375,11 @@ def _full_range(run: AuditRun, bar) -> tuple[str, float, float] | None:
         return None
     model, judge = pair
     gradient = [a for a in run.attacks if isinstance(a, GradientAttack)]
+    gradient += [c for a in run.attacks if a.kind == "ensemble" for c in a.components if isinstance(c, GradientAttack)]
     attack = next((a for a in gradient if a.name == "pgd"), gradient[0])
     width = run.value_range[1] - run.value_range[0]
     eps = width * (float(np.prod(run.x.shape[1:])) ** 0.5 if attack.norm == "l2" else 1.0)
-    x_full = _craft(run, model, attack, eps)
+    x_full, _ = _craft(run, model, attack, eps, judge)
     bar.update(1)
     return attack.name, eps, float((judge(x_full).argmax(1) == run.y).mean())
 
