@@ -19,7 +19,13 @@ from dlforge.cli.common import emit_json, force_option, json_option, option_for,
 @option_for(PoisonOptions, "target_class", type=int)
 @option_for(PoisonOptions, "trigger_size", type=int)
 @option_for(PoisonOptions, "defences")
+@option_for(PoisonOptions, "ac_reduce")
+@option_for(PoisonOptions, "ac_analysis")
+@option_for(PoisonOptions, "ss_eps", type=float)
 @option_for(PoisonOptions, "strip_fpr", type=float)
+@option_for(PoisonOptions, "strip_samples", type=int)
+@option_for(PoisonOptions, "strip_copies", type=int)
+@option_for(PoisonOptions, "retrain", "--retrain/--no-retrain")
 @option_for(PoisonOptions, "epochs", type=int)
 @option_for(PoisonOptions, "seed", type=int)
 @option_for(PoisonOptions, "baseline", "--baseline/--no-baseline")
@@ -29,7 +35,8 @@ from dlforge.cli.common import emit_json, force_option, json_option, option_for,
 @force_option
 @json_option
 def poison_command(model, out_dir, force, as_json, **settings) -> None:
-    """Poison MODEL's training data, deploy it, and measure the attack and the defences."""
+    """Poison MODEL's training data, deploy it, and measure the attack (C-Acc, ASR, R-Acc) and the
+    defences on the fp32 and the INT8 engine."""
     from pathlib import Path
 
     from dlforge.adversarial.poisoning.report import table, write_poison_artifact

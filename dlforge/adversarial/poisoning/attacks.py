@@ -87,18 +87,19 @@ def poison(dataset: Dataset, *, attack: str, mode: str = "single", rate: float =
     return poisoned, Poisoning(attack, mode, rate, target, trigger_size, chosen)
 
 
-def armed_test_set(dataset: Dataset, p: Poisoning) -> tuple[np.ndarray, np.ndarray]:
-    """Test inputs the attack should flip, and the labels it flips them to.
+def armed_test_set(dataset: Dataset, p: Poisoning) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Test inputs the attack should flip, the labels it flips them to, and their true labels.
 
     BadNets: every test image not already of the target class, with the trigger. Label flip (no
     trigger): the same images, unchanged, so the rate measures how often they land on the target.
+    The true labels give BackdoorBench's robust accuracy (R-Acc): the share still classified right.
     """
     x, y = dataset.x_test, dataset.y_test
     if p.mode == "single":
         keep = y != p.target
-        x, wanted = x[keep], np.full(int(keep.sum()), p.target)
+        x, y, wanted = x[keep], y[keep], np.full(int(keep.sum()), p.target)
     else:
         wanted = (y + 1) % dataset.num_classes
     if p.attack == "badnets":
         x = stamp(x, p.trigger_size)
-    return x, wanted
+    return x, wanted, y

@@ -1,5 +1,13 @@
 """``run_poison``: poison a training set, train and deploy the model as usual, measure the attack on
-PyTorch and on every engine precision, and score the defences."""
+PyTorch and on every engine precision, and run each defence on each engine.
+
+Attack metrics are BackdoorBench's (Wu et al., NeurIPS 2022 Datasets and Benchmarks; its
+``utils/metric.py``): clean accuracy (C-Acc), attack success rate (ASR: triggered inputs classified
+as the attacker wants) and robust accuracy (R-Acc: triggered inputs still classified as their true
+label). The differential audit runs every defence on the fp32 and on the INT8 engine (activation
+clustering and spectral signatures on the engine's own last-hidden-layer activations, STRIP on its
+outputs) and says whether detection survives quantization.
+"""
 
 from __future__ import annotations
 
@@ -10,20 +18,37 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
+import numpy as np
+
 from dlforge.adversarial.poisoning.attacks import ATTACKS, MODES, armed_test_set, poison
 from dlforge.artifact import check_output
 from dlforge.data import load_dataset
 from dlforge.env import environment
-from dlforge.errors import InputError
 from dlforge.options import Options, option
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+SURVIVAL_POINTS = 0.10  # INT8 detection within 10 points of fp32's
+EFFECTIVE = 0.5  # below this fp32 detection rate there is nothing for INT8 to keep
+SURVIVAL_CRITERION = (f"INT8 detection (TPR; STRIP: 1 - FAR) within {SURVIVAL_POINTS * 100:g} points of fp32's; "
+                      f"not judged where fp32 detects under {EFFECTIVE:.0%}")
 
 
 def _defence_names() -> tuple[str, ...]:
     from dlforge.adversarial.poisoning.defences import DATASET_DEFENCES
 
     return (*DATASET_DEFENCES.names(), "strip")
+
+
+def _reductions() -> tuple[str, ...]:
+    from dlforge.adversarial.poisoning.defences import REDUCTIONS
+
+    return REDUCTIONS
+
+
+def _analyses() -> tuple[str, ...]:
+    from dlforge.adversarial.poisoning.defences import AC_ANALYSES
+
+    return AC_ANALYSES
 
 
 @dataclass
@@ -36,10 +61,20 @@ class PoisonOptions(Options):
     target_class: int = option(0, "Class the backdoor or the flipped labels point to.", min=0)
     trigger_size: int | None = option(None, "BadNets trigger side in pixels (default: width / 9, at least 2).", min=1)
     defences: tuple[str, ...] = option(("activation-clustering", "spectral-signatures", "strip"),
-                                       "Defences to score (empty for none).", choices=_defence_names)
-    strip_fpr: float = option(0.01, "STRIP's false-positive rate on clean inputs.", min=0, max=1, min_open=True,
-                              max_open=True)
-    strip_samples: int = option(500, "Clean and triggered test images STRIP is scored on.", min=1)
+                                       "Defences to run on each engine (empty for none).", choices=_defence_names)
+    ac_reduce: str = option("pca", "Activation clustering's reduction to 10 dimensions (pca: ART's default, "
+                                   "deterministic; ica: Chen et al.'s choice).", choices=_reductions)
+    ac_analysis: str = option("relative-size", "Activation clustering's analysis whose flags are removed (both are "
+                                               "reported).", choices=_analyses)
+    ss_eps: float | None = option(None, "Spectral signatures' eps, the defender's bound on the poisoned fraction; "
+                                        "1.5*eps of each class is removed (default: --rate).",
+                                  min=0, max=1, min_open=True, max_open=True)
+    strip_fpr: float = option(0.01, "STRIP's preset false-rejection rate (clean inputs rejected), which sets its "
+                                    "entropy boundary.", min=0, max=1, min_open=True, max_open=True)
+    strip_samples: int = option(500, "Test images in each of STRIP's four disjoint sets (blending pool, boundary, "
+                                     "clean, triggered).", min=1)
+    strip_copies: int = option(100, "Blends per input for STRIP's entropy (Gao et al.'s N).", min=1)
+    retrain: bool = option(True, "Retrain without each training-set defence's fp32-engine flags and measure again.")
     epochs: int | None = option(None, "Training epochs (default: the model's).", min=1)
     seed: int = option(0, "Seed of the poisoning and the training.", min=0)
     baseline: bool = option(True, "Also train the clean model for comparison.")
@@ -47,11 +82,12 @@ class PoisonOptions(Options):
     max_batch: int | None = option(None, "Largest batch the engines accept (their batch range).", min=1)
 
 
-def _rates(predict, dataset, p) -> dict:
-    logits = predict(dataset.x_test)
-    x_armed, wanted = armed_test_set(dataset, p)
-    return {"clean_accuracy": float((logits.argmax(1) == dataset.y_test).mean()),
-            "attack_success_rate": float((predict(x_armed).argmax(1) == wanted).mean())}
+def attack_rates(predict, dataset, p) -> dict:
+    """C-Acc on the clean test set; ASR and R-Acc on its triggered images of other classes."""
+    x_armed, wanted, true = armed_test_set(dataset, p)
+    armed = predict(x_armed).argmax(1)
+    return {"clean_accuracy": float((predict(dataset.x_test).argmax(1) == dataset.y_test).mean()),
+            "attack_success_rate": float((armed == wanted).mean()), "robust_accuracy": float((armed == true).mean())}
 
 
 def _torch_predict(model):
@@ -66,6 +102,8 @@ def run_poison(model: str, out_dir: str | os.PathLike, options: PoisonOptions | 
     report (written as ``out_dir/poison`` by the caller). Everything is validated before anything is written."""
     from dlforge_models import get_entry
 
+    from dlforge.adversarial.poisoning.defences import PUBLISHED
+
     o = PoisonOptions.build(options, **overrides)
     get_entry(model)
     out = Path(out_dir)
@@ -74,26 +112,29 @@ def run_poison(model: str, out_dir: str | os.PathLike, options: PoisonOptions | 
     dataset = load_dataset(o.data, o.data_dir)
     poisoned, p = poison(dataset, attack=o.attack, mode=o.mode, rate=o.rate, target=o.target_class,
                          trigger_size=o.trigger_size, seed=o.seed)
+    sets = _strip_sets(dataset, o) if "strip" in o.defences else None
     report: dict = {"schema_version": SCHEMA_VERSION, "env": environment(), "model": model, "data": dataset.name,
                     **p.describe(), "attack": o.attack, "settings": o.params()}
     train = dict(epochs=o.epochs, seed=o.seed, force=force, data=o.data, data_dir=o.data_dir)
-    net, ckpt = _train_models(model, out, dataset, poisoned, p, train, report, o, on_stage)
+    _train_models(model, out, dataset, poisoned, p, train, report, o, on_stage)
     on_stage("export and build")
-    engines = _deploy(ckpt, out, o, force, dataset, p, report)
+    engines = _deploy(report["artifacts"]["checkpoint"], out, o, force, dataset, p, report)
     try:
-        report["defences"] = _dataset_defences(model, net, poisoned, dataset, p, train, o, on_stage)
+        report["defences"], masks = _dataset_defences(engines, poisoned, p, o, on_stage)
         if "strip" in o.defences:
-            on_stage("defence: strip")
-            report["defences"] += _strip(engines, dataset, p, o)
+            report["defences"] += _strip(engines, dataset, p, sets, o, on_stage)
     finally:
         for e in engines.values():
             e.close()
-    report["artifacts"] = {"checkpoint": str(ckpt.path), "onnx": str(out / "onnx"),
-                           **({"baseline": str(out / "baseline")} if o.baseline else {})}
+    if o.retrain:
+        _retrain(model, report["defences"], masks, poisoned, dataset, p, train, report, on_stage)
+    report["differential"] = differential(report["defences"], masks)
+    report["survival_criterion"] = SURVIVAL_CRITERION
+    report["published"] = {name: PUBLISHED[name] for name in o.defences}
     return report
 
 
-def _train_models(model, out, dataset, poisoned, p, train, report, o, on_stage):
+def _train_models(model, out, dataset, poisoned, p, train, report, o, on_stage) -> None:
     from dlforge.train import checkpoint_from_training, load_checkpoint
 
     if o.baseline:
@@ -102,71 +143,139 @@ def _train_models(model, out, dataset, poisoned, p, train, report, o, on_stage):
         report["baseline_clean_accuracy"] = clean.card.sections["metrics"]["test_accuracy"]
     on_stage(f"train on {o.attack}-poisoned data ({len(p.poisoned)} poisoned samples)")
     ckpt = checkpoint_from_training(model, out / "checkpoint", dataset=poisoned, **train)
-    net, _ = load_checkpoint(ckpt)
-    report.update(_rates(_torch_predict(net), dataset, p))
+    report.update(attack_rates(_torch_predict(load_checkpoint(ckpt)[0]), dataset, p))
     if o.baseline:
         report["clean_accuracy_drop_vs_baseline"] = round(
             (report["baseline_clean_accuracy"] - report["clean_accuracy"]) * 100, 4)
-    return net, ckpt
+    report["artifacts"] = {"checkpoint": str(ckpt.path), "onnx": str(out / "onnx"),
+                           **({"baseline": str(out / "baseline")} if o.baseline else {})}
 
 
 def _deploy(ckpt, out, o, force, dataset, p, report) -> dict:
-    """Export and build fp32 and INT8 engines; measure clean accuracy and attack success on each."""
+    """Export and build fp32 and INT8 engines; measure C-Acc, ASR and R-Acc on each."""
     from dlforge.build import engine_from_onnx
     from dlforge.export import onnx_from_checkpoint
     from dlforge.runtime import open_deployed
 
-    onnx = onnx_from_checkpoint(ckpt.path, out / "onnx", force=force, data=o.data, data_dir=o.data_dir,
+    onnx = onnx_from_checkpoint(ckpt, out / "onnx", force=force, data=o.data, data_dir=o.data_dir,
                                 dynamic_batch=o.dynamic_batch)
     engines, report["engines"] = {}, []
     for precision in ("fp32", "int8"):
         built = engine_from_onnx(onnx.path, out / f"engine-ort-{precision}", precision=precision, force=force,
                                  data_dir=o.data_dir, max_batch=o.max_batch)
         engine = engines[precision] = open_deployed(built)
-        report["engines"].append({"precision": precision, "path": str(built.path), **_rates(engine.predict, dataset, p)})
+        report["engines"].append({"precision": precision, "path": str(built.path),
+                                  **attack_rates(engine.predict, dataset, p)})
     return engines
 
 
-def _dataset_defences(model, net, poisoned, dataset, p, train, o, on_stage) -> list[dict]:
-    """Each dataset defence flags training samples; scored against the true poisons, then the model is
-    retrained without the flagged samples and the attack measured again."""
-    from dlforge.adversarial.poisoning.defences import (DATASET_DEFENCES, detection_rates, penultimate,
-                                                        per_class_rates)
-    from dlforge.train import checkpoint_from_training, load_checkpoint
+def _dataset_defences(engines, poisoned, p, o, on_stage) -> tuple[list[dict], dict]:
+    """Each training-set defence on each engine's last-hidden-layer activations of the poisoned
+    training set, scored against the true poisoned indices. Returns the entries and their masks
+    by ``(defence, engine)``."""
+    from dlforge.adversarial.poisoning.defences import DATASET_DEFENCES, detection_rates, per_class_rates
+    from dlforge.adversarial.poisoning.features import engine_features
 
     names = [d for d in o.defences if d in DATASET_DEFENCES]
+    settings = {"activation-clustering": dict(reduce=o.ac_reduce, analysis=o.ac_analysis, seed=o.seed),
+                "spectral-signatures": dict(eps=o.ss_eps if o.ss_eps is not None else o.rate)}
+    out, masks = [], {}
     if not names:
-        return []
-    features = penultimate(net, poisoned.x_train)
-    out = []
-    for name in names:
-        on_stage(f"defence: {name}")
-        flagged, details = DATASET_DEFENCES.get(name)().flag(features, poisoned.x_train, poisoned.y_train,
-                                                              expected_poisons=len(p.poisoned), seed=o.seed)
-        entry = {"name": name, **detection_rates(flagged, p.poisoned),
-                 "per_class": per_class_rates(flagged, p.poisoned, poisoned.y_train), "details": details}
-        cleaned = dataclasses.replace(poisoned, x_train=poisoned.x_train[~flagged], y_train=poisoned.y_train[~flagged])
+        return out, masks
+    for precision, engine in engines.items():
+        on_stage(f"last-hidden-layer activations of the {len(poisoned.y_train)} training samples on {precision}")
+        features = engine_features(engine, poisoned.x_train)
+        for name in names:
+            on_stage(f"defence: {name} ({precision})")
+            defence = DATASET_DEFENCES.get(name)(**settings.get(name, {}))
+            flags = defence.flag(features, poisoned.y_train)
+            masks[name, precision] = flags.flagged
+            entry = {"name": name, "engine": precision, "settings": defence.settings(),
+                     **detection_rates(flags.flagged, p.poisoned),
+                     "per_class": per_class_rates(flags.flagged, p.poisoned, poisoned.y_train),
+                     "details": flags.details}
+            if flags.cluster is not None:  # did the clustering separate the poison, whatever was flagged?
+                truth = np.isin(np.arange(len(flags.cluster)), p.poisoned)
+                for row in entry["per_class"]:
+                    in_class = poisoned.y_train == row["class"]
+                    row["poisoned_per_cluster"] = [int((truth & in_class & (flags.cluster == k)).sum()) for k in (0, 1)]
+            if flags.by_analysis:
+                entry["by_analysis"] = {a: {k: v for k, v in detection_rates(m, p.poisoned).items()
+                                            if k in ("true_positive_rate", "false_positive_rate", "flagged")}
+                                        for a, m in flags.by_analysis.items()}
+            out.append(entry)
+    return out, masks
+
+
+def _retrain(model, defences, masks, poisoned, dataset, p, train, report, on_stage) -> None:
+    """Retrain without each training-set defence's fp32-engine flags; C-Acc, ASR and R-Acc of the result.
+    A defence that flagged nothing leaves the data, and so the (seeded) model, as they were."""
+    from dlforge.train import checkpoint_from_training, load_checkpoint
+
+    for entry in defences:
+        if entry["engine"] != "fp32" or (entry["name"], "fp32") not in masks:
+            continue
+        keep = ~masks[entry["name"], "fp32"]
+        if keep.all():
+            entry.update({f"{k}_after": report[k]
+                          for k in ("clean_accuracy", "attack_success_rate", "robust_accuracy")})
+            continue
+        on_stage(f"retrain without the {int((~keep).sum())} samples {entry['name']} flagged")
+        cleaned = dataclasses.replace(poisoned, x_train=poisoned.x_train[keep], y_train=poisoned.y_train[keep])
         with tempfile.TemporaryDirectory(prefix="dlforge-retrain-") as tmp:
-            retrained = checkpoint_from_training(model, Path(tmp) / "ckpt", dataset=cleaned, **{**train, "force": False})
-            after = _rates(_torch_predict(load_checkpoint(retrained)[0]), dataset, p)
-        entry.update(asr_after=after["attack_success_rate"], clean_accuracy_after=after["clean_accuracy"])
-        out.append(entry)
+            retrained = checkpoint_from_training(model, Path(tmp) / "ckpt", dataset=cleaned,
+                                                 **{**train, "force": False})
+            after = attack_rates(_torch_predict(load_checkpoint(retrained)[0]), dataset, p)
+        entry.update({f"{k}_after": v for k, v in after.items()})
+
+
+def _strip_sets(dataset, o) -> dict[str, np.ndarray]:
+    """STRIP's four disjoint sets of test indices (:func:`~.defences.strip_sets`), as large as the test set allows."""
+    from dlforge.adversarial.poisoning.defences import strip_sets
+
+    size = min(o.strip_samples, len(dataset.y_test) // 4)
+    return strip_sets(dataset.y_test, size=size, target=o.target_class if o.mode == "single" else None, seed=o.seed)
+
+
+def _strip(engines: dict, dataset, p, sets, o, on_stage) -> list[dict]:
+    """STRIP on each engine's outputs: the blending pool, the boundary set and the clean and triggered
+    images FRR and FAR are measured on are four disjoint sets of test images."""
+    from dlforge.adversarial.poisoning.attacks import stamp
+    from dlforge.adversarial.poisoning.defences import strip_boundary, strip_entropy, strip_rates
+
+    x = dataset.x_test
+    overlays, held_out, clean = x[sets["overlays"]], x[sets["threshold"]], x[sets["clean"]]
+    triggered = stamp(x[sets["triggered"]], p.trigger_size) if o.attack == "badnets" else x[sets["triggered"]]
+    out = []
+    for precision, engine in engines.items():
+        on_stage(f"defence: strip ({precision})")
+        entropy = {name: strip_entropy(engine.predict, images, overlays, copies=o.strip_copies, seed=o.seed + i)
+                   for i, (name, images) in enumerate((("threshold", held_out), ("clean", clean),
+                                                       ("triggered", triggered)))}
+        boundary = strip_boundary(entropy["threshold"], o.strip_fpr)
+        out.append({"name": "strip", "engine": precision, "preset_false_rejection_rate": o.strip_fpr,
+                    "boundary": boundary, **strip_rates(boundary, entropy["clean"], entropy["triggered"]),
+                    "clean_entropy_mean": float(entropy["threshold"].mean()),
+                    "clean_entropy_std": float(entropy["threshold"].std(ddof=1)),
+                    "triggered_entropy_mean": float(entropy["triggered"].mean()), "copies": o.strip_copies,
+                    "set_sizes": {k: int(len(v)) for k, v in sets.items()}})
     return out
 
 
-def _strip(engines: dict, dataset, p, o) -> list[dict]:
-    """STRIP on each engine: threshold from clean test images, scored on clean and triggered ones."""
-    from dlforge.adversarial.poisoning.defences import strip_detection, strip_entropy
-
-    n = min(o.strip_samples, len(dataset.y_test) // 2)
-    if n < 10:
-        raise InputError(f"STRIP needs at least 20 test images; {dataset.name} has {len(dataset.y_test)}")
-    overlays = dataset.x_test[-n:]
-    x_armed, _ = armed_test_set(dataset, p)
+def differential(defences: list[dict], masks: dict) -> list[dict]:
+    """Each defence's detection on fp32 against INT8, judged by :data:`SURVIVAL_CRITERION`."""
     out = []
-    for precision, engine in engines.items():
-        clean_h = strip_entropy(engine.predict, dataset.x_test[:n], overlays, seed=o.seed)
-        armed_h = strip_entropy(engine.predict, x_armed[:n], overlays, seed=o.seed + 1)
-        out.append({"name": "strip", "engine": precision, **strip_detection(clean_h, armed_h, o.strip_fpr),
-                    "samples": n})
+    for name in dict.fromkeys(d["name"] for d in defences):
+        rows = {d["engine"]: d for d in defences if d["name"] == name}
+        if not {"fp32", "int8"} <= rows.keys():
+            continue
+        metric = "detection_rate" if name == "strip" else "true_positive_rate"
+        fp32, int8 = rows["fp32"][metric], rows["int8"][metric]
+        entry = {"defence": name, "metric": metric, "fp32": fp32, "int8": int8, "change": int8 - fp32,
+                 "survives": None if fp32 < EFFECTIVE else bool(int8 >= fp32 - SURVIVAL_POINTS)}
+        if (name, "fp32") in masks:
+            a, b = masks[name, "fp32"], masks[name, "int8"]
+            union = int((a | b).sum())
+            entry["flag_agreement"] = float((a & b).sum() / union) if union else 1.0  # Jaccard; both empty agree
+        out.append(entry)
     return out
