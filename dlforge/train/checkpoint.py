@@ -164,9 +164,9 @@ def _train(net, entry, dataset: Dataset, options: TrainOptions, *, progress, on_
                                      progress=progress, report=on_message)
     objective = None
     if options.adv_train:
-        from dlforge.train.adversarial import adversarial_objective
+        from dlforge.train.adversarial import objective_from_options
 
-        objective = adversarial_objective(options.adv_train, options.adv_eps, options.adv_steps)
+        objective = objective_from_options(options, steps_per_epoch=-(-len(dataset.y_train) // options.batch_size))
     model = with_normalization(net, normalization)
     result = fit(model, dataset.x_train, dataset.y_train, dataset.x_val, dataset.y_val, epochs=options.epochs,
                  batch_size=options.batch_size, lr=options.lr, weight_decay=options.weight_decay, seed=options.seed,

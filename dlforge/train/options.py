@@ -37,6 +37,8 @@ class TrainOptions(Options):
                                    choices=ADV_TRAIN_METHODS)
     adv_eps: float = option(0.25, "L-inf budget of --adv-train.", min=0, min_open=True, max=1)
     adv_steps: int = option(7, "PGD steps of --adv-train pgd.", min=1, max=1000)
+    adv_warmup: int = option(0, "Epochs over which the eps of --adv-train ramps up linearly, step by step, from 0 to "
+                             "--adv-eps (0: the full eps from the first step).", min=0, max=1000)
     normalize: str = option("none", "Normalization the model applies to its pixels, inside the checkpoint and every "
                             "export: none, auto (per-channel mean/std of the training split) or MEAN/STD, e.g. "
                             "0.1307/0.3081 or per channel 0.49,0.48,0.45/0.25,0.24,0.26.", nonempty=True)
@@ -56,6 +58,8 @@ class TrainOptions(Options):
             raise InputError(f"--image-size and --channels apply to image folders, and --data {self.data} is not "
                              "one: drop them, or pass --data FOLDER (./NAME for a folder named like a dataset)")
         parse_normalize(self.normalize, allow_auto=True)
+        if self.adv_train:
+            check_adv_warmup(self.adv_warmup, self.epochs)
 
     @property
     def input_shape(self) -> tuple[int | None, int | None, int | None] | None:
@@ -67,8 +71,15 @@ class TrainOptions(Options):
     def params(self) -> dict:
         out = super().params()
         if not self.adv_train:  # the budget of an adversarial training that did not run is noise
-            out["adv_eps"] = out["adv_steps"] = None
+            out["adv_eps"] = out["adv_steps"] = out["adv_warmup"] = None
         return out
+
+
+def check_adv_warmup(warmup: int, epochs: int | None) -> None:
+    """Refuse an eps warm-up that would take the whole training (``epochs`` None: not known yet)."""
+    if warmup and epochs is not None and warmup >= epochs:
+        raise InputError(f"--adv-warmup {warmup} must be fewer than --epochs {epochs}, or the training never runs "
+                         f"an epoch at the full --adv-eps; lower --adv-warmup or raise --epochs")
 
 
 def parse_image_size(value) -> tuple[int, int] | None:
