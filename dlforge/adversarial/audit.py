@@ -128,8 +128,8 @@ def run_audit(targets: list[str | os.PathLike], options: AuditOptions | None = N
         from tqdm.auto import tqdm
 
         with tqdm(total=_work(run), desc="audit", unit="run", disable=None if progress is None else not progress) as bar:
-            for attack in run.attacks:
-                _run_attack(run, attack, bar)
+            for spec, attack in zip(options.attacks, run.attacks):
+                _run_attack(run, attack, bar, spec)
             full = _full_range(run, bar)
         return _report(run, full)
     finally:
@@ -295,10 +295,13 @@ def _row(attack: Attack, eps: float, route: str, target: str, path: str, logits:
             "clean_accuracy": float(correct.mean()), **extra}
 
 
-def _run_attack(run: AuditRun, attack: Attack, bar) -> None:
+def _run_attack(run: AuditRun, attack: Attack, bar, spec: str = "") -> None:
     if isinstance(attack, Probe):
         _show(bar, attack, None, "all")
-        run.probes[attack.name] = attack.probe(run, lambda stage: _show(bar, attack, None, "all", stage))
+        section = attack.probe(run, lambda stage: _show(bar, attack, None, "all", stage))
+        # keyed by name; a probe run twice with other settings (physical:eps=0.1,physical:eps=0.2) by its spec
+        run.probes[spec if attack.name in run.probes else attack.name] = {"probe": attack.name, "spec": spec,
+                                                                          **section}
         bar.update(1)
         return
     for eps in run.options.eps_for(attack):

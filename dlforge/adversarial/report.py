@@ -44,7 +44,7 @@ def probe_lines(report: dict) -> list[str]:
     """Each probe's section: its name, its table, its notes."""
     lines = []
     for name, section in report.get("probes", {}).items():
-        lines += ["", f"{name}:", format_table(section["rows"], _probe_columns(name)) if section["rows"] else
+        lines += ["", f"{name}:", format_table(section["rows"], _probe_columns(section["probe"])) if section["rows"] else
                   "  (no rows: nothing this probe could run on)", *(f"  {n}" for n in section.get("notes", []))]
     return lines
 
@@ -163,9 +163,10 @@ def _probes_html(report: dict) -> str:
     for name, section in report.get("probes", {}).items():
         from dlforge.adversarial.attacks import ATTACKS
 
-        doc = (ATTACKS.get(name).__doc__ or "").strip().splitlines()
+        doc = (ATTACKS.get(section["probe"]).__doc__ or "").strip().splitlines()
         out.append(f"<h2>{html.escape(name)}</h2><p>{html.escape(doc[0] if doc else '')}</p>")
-        out.append(_html_table(section["rows"], _probe_columns(name)) if section["rows"] else "<p>No rows.</p>")
+        out.append(_html_table(section["rows"], _probe_columns(section["probe"])) if section["rows"] else
+                   "<p>No rows.</p>")
         out += [f"<p>{html.escape(n)}</p>" for n in section.get("notes", [])]
         items = section.get("gallery") or []
         png = images_png(items, f"{name}: {items[0].get('group', '')}" if items else name)

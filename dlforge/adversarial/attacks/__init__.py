@@ -26,6 +26,8 @@ ATTACKS: Registry[type[Attack]] = Registry("attack", [
     "dlforge.adversarial.probes.fooling",
     "dlforge.adversarial.probes.ood",
     "dlforge.adversarial.probes.substitute",
+    "dlforge.adversarial.probes.patch",
+    "dlforge.adversarial.probes.physical",
 ])
 
 

@@ -8,7 +8,10 @@ shows its options. A probe runs once per audit and writes its own report section
 - ``fooling`` / ``fooling-evo``: unrecognizable inputs classified with high confidence (Nguyen et
   al. 2015), by gradient ascent and by a query-only evolutionary search against each engine;
 - ``ood``: the confidence of each engine on inputs from no class it knows (noise, another dataset);
-- ``substitute``: Papernot et al.'s black-box attack, a substitute trained on an engine's answers.
+- ``substitute``: Papernot et al.'s black-box attack, a substitute trained on an engine's answers;
+- ``patch``: a universal targeted adversarial patch trained with EOT (Brown et al. 2017);
+- ``physical``: PGD vs EOT-PGD examples through a print-and-photograph stand-in (Kurakin et al.
+  2017, Athalye et al. 2018).
 
 This module holds what they share: turning outputs into probabilities, and the yardstick for
 "unrecognizable" taken from the model's own data.
