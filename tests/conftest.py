@@ -92,3 +92,12 @@ def mnist_onnx(mnist_lenet, tmp_path_factory):
     from dlforge.export import onnx_from_checkpoint
 
     return onnx_from_checkpoint(mnist_lenet.path, tmp_path_factory.mktemp("mnist-onnx") / "onnx")
+
+
+@pytest.fixture(scope="session")
+def mnist_engines(mnist_onnx, tmp_path_factory):
+    """fp32 and int8 ONNX Runtime engines of the MNIST LeNet, in folders named after their precision."""
+    from dlforge.build import engine_from_onnx
+
+    root = tmp_path_factory.mktemp("mnist-engines")
+    return {p: engine_from_onnx(mnist_onnx.path, root / p, precision=p) for p in ("fp32", "int8")}

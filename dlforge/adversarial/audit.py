@@ -10,6 +10,9 @@ Routes, as the report names them:
   says how much a transfer-only audit would overstate the engine's robustness;
 - *query*: query-only attacks run against each engine itself, no gradients needed.
 
+Probes (:mod:`dlforge.adversarial.probes`: fooling images, out-of-distribution confidence, the
+substitute-model attack) run once each, beside the attacks, and write their own report sections.
+
 The audit, not the attack, projects every candidate onto the eps-ball and the valid range before
 judging it, and measures clean accuracy on exactly the same inputs. Attacks and detectors come
 from their registries (:data:`~dlforge.adversarial.attacks.ATTACKS`,
@@ -25,7 +28,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from dlforge.adversarial import checks
-from dlforge.adversarial.attacks import Attack, GradientAttack, make_attack
+from dlforge.adversarial.attacks import Attack, GradientAttack, Probe, make_attack
 from dlforge.adversarial.projection import project
 from dlforge.artifact import Artifact, open_artifact
 from dlforge.env import environment
@@ -100,6 +103,8 @@ class AuditRun:
     clean: dict = field(default_factory=dict)
     rows: list = field(default_factory=list)
     adv: dict = field(default_factory=dict)
+    probes: dict = field(default_factory=dict)  # a probe's name -> its report section
+    cache: dict = field(default_factory=dict)  # what probes share (the familiarity yardstick)
 
     @property
     def value_range(self) -> tuple[float, float]:
@@ -123,8 +128,8 @@ def run_audit(targets: list[str | os.PathLike], options: AuditOptions | None = N
         from tqdm.auto import tqdm
 
         with tqdm(total=_work(run), desc="audit", unit="run", disable=None if progress is None else not progress) as bar:
-            for attack in run.attacks:
-                _run_attack(run, attack, bar)
+            for spec, attack in zip(options.attacks, run.attacks):
+                _run_attack(run, attack, bar, spec)
             full = _full_range(run, bar)
         return _report(run, full)
     finally:
@@ -222,6 +227,9 @@ def _prepare(engines: list[DeployedModel], options: AuditOptions) -> AuditRun:
         logits = e.predict(x, options.batch_size)
         _check_outputs(e, logits, y)
         run.clean[e.label] = logits.argmax(1)
+    for attack in attacks:
+        if isinstance(attack, Probe):
+            attack.prepare(run)
     if gradient:
         _gradient_models(run, gradient)
     return run
@@ -263,14 +271,17 @@ def _work(run: AuditRun) -> int:
     total = 0
     graphs = sum(1 for g in run.graphs if g.model is not None)
     for attack in run.attacks:
+        if isinstance(attack, Probe):
+            total += 1
+            continue
         per_eps = (int(run.model is not None) + graphs) if _needs_gradients(attack) else len(run.engines)
         total += len(run.options.eps_for(attack)) * per_eps
-    return total + (1 if _full_range_model(run) is not None else 0)
+    return total + (1 if _full_range_model(run) is not None and _full_range_attack(run) is not None else 0)
 
 
 def _needs_gradients(attack: Attack) -> bool:
-    """Gradient attacks and ensembles (AutoAttack) run on the source and on each engine's graph."""
-    return attack.kind != "query"
+    """Gradient attacks, ensembles (AutoAttack) and gradient probes run on the source and on each engine's graph."""
+    return attack.kind in ("gradient", "ensemble") or (isinstance(attack, Probe) and attack.gradients)
 
 
 def _row(attack: Attack, eps: float, route: str, target: str, path: str, logits: np.ndarray, y: np.ndarray,
@@ -284,7 +295,15 @@ def _row(attack: Attack, eps: float, route: str, target: str, path: str, logits:
             "clean_accuracy": float(correct.mean()), **extra}
 
 
-def _run_attack(run: AuditRun, attack: Attack, bar) -> None:
+def _run_attack(run: AuditRun, attack: Attack, bar, spec: str = "") -> None:
+    if isinstance(attack, Probe):
+        _show(bar, attack, None, "all")
+        section = attack.probe(run, lambda stage: _show(bar, attack, None, "all", stage))
+        # keyed by name; a probe run twice with other settings (physical:eps=0.1,physical:eps=0.2) by its spec
+        run.probes[spec if attack.name in run.probes else attack.name] = {"probe": attack.name, "spec": spec,
+                                                                          **section}
+        bar.update(1)
+        return
     for eps in run.options.eps_for(attack):
         if _needs_gradients(attack):
             if run.model is not None:
@@ -303,8 +322,10 @@ def _run_attack(run: AuditRun, attack: Attack, bar) -> None:
             bar.update(1)
 
 
-def _show(bar, attack: Attack, eps: float, target: str, stage: str | None = None) -> None:
-    bar.set_postfix_str(f"{attack.name} eps {eps:g} on {target}" + (f": {stage}" if stage else ""), refresh=True)
+def _show(bar, attack: Attack, eps: float | None, target: str, stage: str | None = None) -> None:
+    where = f"{attack.name}: {stage}" if eps is None else f"{attack.name} eps {eps:g} on {target}" + (
+        f": {stage}" if stage else "")
+    bar.set_postfix_str(where, refresh=True)
 
 
 def _craft(run: AuditRun, model, attack: Attack, eps: float, judge, bar=None, target: str = "") -> tuple[np.ndarray, dict]:
@@ -368,15 +389,19 @@ def _full_range_model(run: AuditRun):
     return None
 
 
-def _full_range(run: AuditRun, bar) -> tuple[str, float, float] | None:
-    """The strongest gradient attack at an eps covering the whole value range (its accuracy should be ~0)."""
-    pair = _full_range_model(run)
-    if pair is None:
-        return None
-    model, judge = pair
+def _full_range_attack(run: AuditRun) -> GradientAttack | None:
+    """PGD where the audit runs it, else its first gradient attack (None: it runs none, only probes)."""
     gradient = [a for a in run.attacks if isinstance(a, GradientAttack)]
     gradient += [c for a in run.attacks if a.kind == "ensemble" for c in a.components if isinstance(c, GradientAttack)]
-    attack = next((a for a in gradient if a.name == "pgd"), gradient[0])
+    return next((a for a in gradient if a.name == "pgd"), gradient[0] if gradient else None)
+
+
+def _full_range(run: AuditRun, bar) -> tuple[str, float, float] | None:
+    """The strongest gradient attack at an eps covering the whole value range (its accuracy should be ~0)."""
+    pair, attack = _full_range_model(run), _full_range_attack(run)
+    if pair is None or attack is None:
+        return None
+    model, judge = pair
     width = run.value_range[1] - run.value_range[0]
     eps = width * (float(np.prod(run.x.shape[1:])) ** 0.5 if attack.norm == "l2" else 1.0)
     x_full, _ = _craft(run, model, attack, eps, judge)
@@ -405,6 +430,8 @@ def _report(run: AuditRun, full: tuple[str, float, float] | None) -> dict:
                    checks.full_range_check(full), checks.monotone_check(run.rows), checks.masking_check(run.rows),
                    checks.transfer_gap_check(gaps, o.gap_bar)],
     }
+    if run.probes:
+        report["probes"] = run.probes
     if o.detectors:
         report["detections"] = detections(run)
     report["gallery"] = gallery(run, run.dataset.labels)

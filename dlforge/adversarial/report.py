@@ -33,11 +33,29 @@ def check_line(c: dict) -> str:
     return f"[{mark}] {c['name']}: {c['detail']}"
 
 
+def _probe_columns(name: str) -> list:
+    from dlforge.adversarial.attacks import ATTACKS
+
+    columns = list(getattr(ATTACKS.get(name), "columns", ()))
+    return columns or [Column("route"), Column("target")]
+
+
+def probe_lines(report: dict) -> list[str]:
+    """Each probe's section: its name, its table, its notes."""
+    lines = []
+    for name, section in report.get("probes", {}).items():
+        lines += ["", f"{name}:", format_table(section["rows"], _probe_columns(section["probe"])) if section["rows"] else
+                  "  (no rows: nothing this probe could run on)", *(f"  {n}" for n in section.get("notes", []))]
+    return lines
+
+
 def table(report: dict) -> str:
     lines = [f"audit of {', '.join(e['label'] for e in report['engines'])} on {report['samples']} {report['data']} "
              f"test images (clean accuracy: "
-             + ", ".join(f"{e['label']} {e['clean_accuracy']:.4f}" for e in report["engines"]) + ")",
-             format_table(report["rows"], _ROWS)]
+             + ", ".join(f"{e['label']} {e['clean_accuracy']:.4f}" for e in report["engines"]) + ")"]
+    if report["rows"]:
+        lines.append(format_table(report["rows"], _ROWS))
+    lines += probe_lines(report)
     if report.get("engine_graphs"):
         from dlforge.adversarial.engine_graph import describe_match
 
@@ -111,6 +129,52 @@ def gallery_png(report: dict) -> str | None:
     return _png(fig)
 
 
+def images_png(items: list[dict], title: str) -> str | None:
+    """A grid of ``{"title", "image"}`` items (a probe's gallery), ten to a row."""
+    if not items:
+        return None
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    cols = min(10, len(items))
+    rows = -(-len(items) // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(1.6 * cols, 1.9 * rows + 0.4), squeeze=False)
+    for ax in axes.flat:
+        ax.axis("off")
+    for ax, item in zip(axes.flat, items):
+        img = np.asarray(item["image"])
+        ax.imshow(img[0] if img.shape[0] == 1 else np.moveaxis(img, 0, -1), cmap="gray", vmin=0, vmax=1)
+        ax.set_title(item["title"], fontsize=8)
+    fig.suptitle(title, fontsize=9)
+    fig.tight_layout()
+    return _png(fig)
+
+
+def _html_table(rows: list[dict], columns: list) -> str:
+    head = "".join(f"<th>{html.escape(c.header or c.key)}</th>" for c in columns)
+    body = "".join("<tr>" + "".join(f"<td>{html.escape(c.render(r))}</td>" for c in columns) + "</tr>" for r in rows)
+    return f"<table><tr>{head}</tr>{body}</table>"
+
+
+def _probes_html(report: dict) -> str:
+    out = []
+    for name, section in report.get("probes", {}).items():
+        from dlforge.adversarial.attacks import ATTACKS
+
+        doc = (ATTACKS.get(section["probe"]).__doc__ or "").strip().splitlines()
+        out.append(f"<h2>{html.escape(name)}</h2><p>{html.escape(doc[0] if doc else '')}</p>")
+        out.append(_html_table(section["rows"], _probe_columns(section["probe"])) if section["rows"] else
+                   "<p>No rows.</p>")
+        out += [f"<p>{html.escape(n)}</p>" for n in section.get("notes", [])]
+        items = section.get("gallery") or []
+        png = images_png(items, f"{name}: {items[0].get('group', '')}" if items else name)
+        if png:
+            out.append(f'<img alt="{html.escape(name)} gallery" src="data:image/png;base64,{png}">')
+    return "\n".join(out)
+
+
 def to_html(report: dict) -> str:
     """One self-contained page: plots and gallery are embedded as data URIs."""
     esc = html.escape
@@ -144,9 +208,9 @@ td,th{{border:1px solid #ccc;padding:3px 8px;text-align:right}} td:nth-child(-n+
 {report['value_range']}. Gradient attacks crafted on: {esc(str(report.get('crafted_on')))} {esc(str(report.get('source')))}.
 Every candidate is projected onto the eps-ball and the value range by the audit before it is judged.</p>
 <h2>Checks</h2><ul>{checks}</ul>
-<h2>Robust accuracy vs eps</h2><img alt="robust accuracy curves" src="data:image/png;base64,{curves_png(report)}">
-<h2>Results</h2><table><tr><th>attack</th><th>norm</th><th>eps</th><th>route</th><th>target</th>
-<th>robust accuracy</th><th>attack success</th><th>queries/sample</th></tr>{rows}</table>
+{f'<h2>Robust accuracy vs eps</h2><img alt="robust accuracy curves" src="data:image/png;base64,{curves_png(report)}">' if rows else ""}
+{"<h2>Results</h2><table><tr><th>attack</th><th>norm</th><th>eps</th><th>route</th><th>target</th><th>robust accuracy</th><th>attack success</th><th>queries/sample</th></tr>" + rows + "</table>" if rows else ""}
+{_probes_html(report)}
 {"<h2>Engine gradients (white-box (engine) route)</h2><ul>" + graphs + "</ul>" if graphs else ""}
 {"<h2>Transfer gap</h2><p>Transfer minus white-box (engine) robust accuracy: how much a transfer-only audit overstates the engine's robustness.</p><table><tr><th>engine</th><th>attack</th><th>eps</th><th>transfer</th><th>engine white-box</th><th>gap</th></tr>" + gaps + "</table>" if gaps else ""}
 {"<h2>Engines compared on the same adversarial inputs</h2><table><tr><th>engines</th><th>attack</th><th>eps</th><th>robust accuracy difference</th><th>top-1 disagreement</th></tr>" + comps + "</table>" if comps else ""}

@@ -100,10 +100,8 @@ def test_square_on_third_party_mnist12_without_a_source():
 
 
 @pytest.mark.slow
-def test_fgsm_and_pgd_on_mnist_lenet_engines(mnist_onnx, tmp_path):
-    from dlforge.build import engine_from_onnx
-
-    engines = [engine_from_onnx(mnist_onnx.path, tmp_path / p, precision=p).path for p in ("fp32", "int8")]
+def test_fgsm_and_pgd_on_mnist_lenet_engines(mnist_engines):
+    engines = [mnist_engines[p].path for p in ("fp32", "int8")]
     report = run_audit(engines, attacks=("fgsm", "pgd"), eps=(0.25, 0.3), samples=500, pgd_steps=40, progress=False)
     rows = {(r["attack"], r["eps"], r["route"], r["target"]): r["robust_accuracy"] for r in report["rows"]}
     assert 1 - rows[("fgsm", 0.25, "transfer", "fp32")] >= 0.80  # Goodfellow et al.: 89.4% error for a maxout net

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import inspect
 
-from dlforge.adversarial.attacks.base import Attack, GradientAttack, QueryAttack, QueryResult
+from dlforge.adversarial.attacks.base import Attack, GradientAttack, Probe, QueryAttack, QueryResult
 from dlforge.errors import InputError
 from dlforge.options import parse_key_values
 from dlforge.registry import Registry
@@ -23,6 +23,11 @@ ATTACKS: Registry[type[Attack]] = Registry("attack", [
     "dlforge.adversarial.attacks.autoattack",
     "dlforge.adversarial.attacks.cw",
     "dlforge.adversarial.attacks.fab",
+    "dlforge.adversarial.probes.fooling",
+    "dlforge.adversarial.probes.ood",
+    "dlforge.adversarial.probes.substitute",
+    "dlforge.adversarial.probes.patch",
+    "dlforge.adversarial.probes.physical",
 ])
 
 
@@ -66,5 +71,5 @@ def describe_attacks() -> list[dict]:
     return out
 
 
-__all__ = ["ATTACKS", "Attack", "GradientAttack", "QueryAttack", "QueryResult", "attack_options", "describe_attacks",
+__all__ = ["ATTACKS", "Attack", "GradientAttack", "Probe", "QueryAttack", "QueryResult", "attack_options", "describe_attacks",
            "make_attack", "parse_spec"]

@@ -1,5 +1,7 @@
-"""The two kinds of attack: gradient attacks (need a differentiable PyTorch model) and query attacks
-(need only a function from inputs to logits, so they run against a compiled engine directly).
+"""The kinds of attack: gradient attacks (need a differentiable PyTorch model), query attacks (need
+only a function from inputs to logits, so they run against a compiled engine directly), ensembles
+(a cascade of both, :mod:`dlforge.adversarial.attacks.autoattack`) and probes (whole experiments
+with their own measure: fooling images, substitute-model attacks, :mod:`dlforge.adversarial.probes`).
 
 An attack's ``run`` returns candidate adversarial inputs. It does not judge them: the audit
 projects every result onto the eps-ball and the valid range, then measures it.
@@ -39,6 +41,32 @@ class GradientAttack(Attack):
             eps: the perturbation budget in this attack's norm.
             target: target labels for a targeted attack (None: untargeted).
         """
+
+
+class Probe(Attack):
+    """An experiment on the audited models that is not an eps-ball attack on the test points: it has
+    its own measure (confidence on unrecognizable inputs, misclassification after transfer, ...) and
+    runs once per audit, not once per eps.
+
+    ``probe(run, show)`` gets the audit's state (:class:`dlforge.adversarial.audit.AuditRun`: the
+    engines, the source model and engine graphs where there are gradients, the test points, the
+    dataset) and ``show(stage)`` for the progress bar; it returns its report section::
+
+        {"rows": [{"route", "target", ...}], "gallery": [{"title", "image", ...}], "notes": [str]}
+
+    ``columns`` are the rows' columns in the terminal table (:class:`dlforge.reporting.Column`).
+    """
+
+    kind = "probe"
+    gradients = False  # True: needs the source's or an engine graph's gradients
+    columns: tuple = ()
+
+    def prepare(self, run) -> None:
+        """Check and load what the probe needs before any attack runs (bad input fails the audit early)."""
+
+    @abstractmethod
+    def probe(self, run, show: Callable[[str], None]) -> dict:
+        """Run the experiment on ``run``'s models; its report section."""
 
 
 class QueryAttack(Attack):
