@@ -53,6 +53,8 @@ def make_attack(spec: str, **defaults) -> Attack:
     if unknown:
         raise InputError(f"attack {name!r} has no option {unknown[0]!r}; its options: "
                          f"{', '.join(f'{k}={v!r}' for k, v in known.items()) or 'none'}")
+    if cls.kind == "probe":  # the audit's --pgd-steps and --square-queries are attack budgets, not a probe's
+        defaults = {k: v for k, v in defaults.items() if k == "seed"}
     kwargs = {k: v for k, v in defaults.items() if k in known and v is not None}
     kwargs.update(settings)
     try:

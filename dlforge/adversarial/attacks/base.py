@@ -58,6 +58,7 @@ class Probe(Attack):
     """
 
     kind = "probe"
+    norm = "-"  # no eps-ball: each probe states its own budget
     gradients = False  # True: needs the source's or an engine graph's gradients
     columns: tuple = ()
 
