@@ -147,7 +147,7 @@ class FoolingEvolution(Probe):
     generations and its runs last thousands of generations; here the run stops at ``queries``.
 
     Args:
-        queries: engine evaluations in all, every class together (default 20,000).
+        queries: engine evaluations in all, every class together (default 30,000).
         batch: offspring per generation (one engine call; default 100).
         mutation_rate: chance that a pixel is mutated (default 0.1).
         eta: polynomial mutation strength (default 15).
@@ -158,7 +158,7 @@ class FoolingEvolution(Probe):
     name = "fooling-evo"
     columns = COLUMNS
 
-    def __init__(self, *, queries: int = 20_000, batch: int = 100, mutation_rate: float = 0.1, eta: float = 15.0,
+    def __init__(self, *, queries: int = 30_000, batch: int = 100, mutation_rate: float = 0.1, eta: float = 15.0,
                  confidence: float = 0.99, seed: int = 0):
         if batch < 1 or queries < batch:
             raise ValueError(f"need 1 <= batch <= queries, got batch {batch}, queries {queries}")
