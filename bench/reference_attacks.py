@@ -7,7 +7,7 @@ with AutoAttack's standard settings (FAB-T 100 iterations, alpha_max 0.1; Square
 p_init 0.8, no schedule rescaling), as in tests/adversarial/test_reference_attacks.py.
 
     python bench/reference_attacks.py --checkpoint runs/mnist/checkpoint [--samples 1000] [--eps 0.1]
-        [--attacks pgd,apgd-ce,apgd-t,autoattack]
+        [--attacks pgd,apgd-ce,apgd-t,fab-t,autoattack]
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ def main() -> None:
     ap.add_argument("--data-dir", default=None)
     ap.add_argument("--samples", type=int, default=1000)
     ap.add_argument("--eps", type=float, default=0.1)
-    ap.add_argument("--attacks", default="pgd,apgd-ce,apgd-t,autoattack")
+    ap.add_argument("--attacks", default="pgd,apgd-ce,apgd-t,fab-t,autoattack")
     args = ap.parse_args()
 
     import torchattacks as ta
@@ -51,15 +51,20 @@ def main() -> None:
         "pgd": lambda: ta.PGD(model, eps=eps, alpha=2.5 * eps / 40, steps=40, random_start=True),
         "apgd-ce": lambda: ta.APGD(model, eps=eps, steps=100, loss="ce", seed=0),
         "apgd-t": lambda: ta.APGDT(model, eps=eps, steps=100, n_classes=10, seed=0),
+        "fab-t": lambda: ta.FAB(model, eps=eps, steps=100, multi_targeted=True, n_classes=10, alpha_max=0.1, seed=0),
         "autoattack": lambda: ta.MultiAttack([
             ta.APGD(model, eps=eps, steps=100, loss="ce", seed=0),
             ta.APGDT(model, eps=eps, steps=100, n_classes=10, seed=0),
             ta.FAB(model, eps=eps, steps=100, multi_targeted=True, n_classes=10, alpha_max=0.1, seed=0),
             ta.Square(model, eps=eps, n_queries=5000, p_init=0.8, resc_schedule=False, seed=0)]),
     }
+    names = args.attacks.split(",")
+    unknown = [n for n in names if n not in references]
+    if unknown:
+        raise SystemExit(f"no reference for {', '.join(unknown)}; --attacks takes {', '.join(references)}")
     print(f"{ckpt.path}: {len(y)} test points, eps {eps:g}, clean accuracy {robust(x):.4f}")
     print(f"{'attack':<12}{'dlforge':>9}{'reference':>11}{'diff':>8}{'s dlforge':>11}{'s ref':>8}")
-    for name in args.attacks.split(","):
+    for name in names:
         t = time.perf_counter()
         if name == "autoattack":
             ours = robust(torch.from_numpy(make_attack(name).run(tm, tm.predict, x.numpy(), y.numpy(), eps=eps).x_adv))
