@@ -125,19 +125,17 @@ def test_fab_t_agrees_with_torchattacks(case):
 
 
 def test_cw_l2_agrees_with_torchattacks(case):
-    """One fixed c (torchattacks' CW has no binary search): same success, mean L2 of the successes within 5%
-    (measured on the standard model: c=1 identical, c=10 1.82 vs 1.78: the early-abort rules differ)."""
+    """One fixed c (torchattacks' CW has no binary search), c=10: same success, mean L2 of the successes within
+    5% (measured on the standard model: 1.82 vs 1.78, the early-abort rules differ; at c=1 identical)."""
     model, x, y, _ = case
-    for c in (1.0, 10.0):
-        ours = make_attack(f"cw-l2:binary_search_steps=1:initial_const={c}:steps=100:learning_rate=0.01").run(
-            model, x, y, eps=float("inf"))
-        theirs = ta.CW(model, c=c, kappa=0, steps=100, lr=0.01)(x, y)
-        (acc_o, d_o), (acc_t, d_t) = [(_robust(model, a, y), (a - x).flatten(1).norm(dim=1)) for a in (ours, theirs)]
-        assert abs(acc_o - acc_t) <= 0.01, (c, acc_o, acc_t)
-        if acc_o < 1:
-            with torch.no_grad():
-                hit_o, hit_t = model(ours).argmax(1) != y, model(theirs).argmax(1) != y
-            assert float(d_o[hit_o].mean()) == pytest.approx(float(d_t[hit_t].mean()), rel=0.05), c
+    ours = make_attack("cw-l2:binary_search_steps=1:initial_const=10:steps=100:learning_rate=0.01").run(
+        model, x, y, eps=float("inf"))
+    theirs = ta.CW(model, c=10, kappa=0, steps=100, lr=0.01)(x, y)
+    assert abs(_robust(model, ours, y) - _robust(model, theirs, y)) <= 0.01
+    with torch.no_grad():
+        norms = [(a - x).flatten(1).norm(dim=1)[model(a).argmax(1) != y] for a in (ours, theirs)]
+    assert len(norms[0]) > 10, len(norms[0])  # the comparison means something only if CW finds examples
+    assert float(norms[0].mean()) == pytest.approx(float(norms[1].mean()), rel=0.05)
 
 
 def test_autoattack_agrees_with_the_reference_cascade(case):
