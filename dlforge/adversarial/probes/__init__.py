@@ -24,21 +24,22 @@ import numpy as np
 from dlforge.errors import InputError
 
 
+def _is_distribution(out: np.ndarray) -> bool:
+    """Whether every row is already a probability distribution (a softmax in the graph)."""
+    return bool((out >= 0).all() and np.allclose(out.sum(1), 1.0, atol=1e-4))
+
+
 def probabilities(out: np.ndarray) -> np.ndarray:
     """Class probabilities (float64) from a model's outputs: the outputs themselves where every row is
-    already a distribution (a softmax in the graph), else their softmax."""
+    already a distribution, else their softmax."""
     out = np.asarray(out, dtype=np.float64)
-    if (out >= 0).all() and np.allclose(out.sum(1), 1.0, atol=1e-4):
-        return out
-    z = out - out.max(1, keepdims=True)
-    e = np.exp(z)
-    return e / e.sum(1, keepdims=True)
+    return out if _is_distribution(out) else np.exp(log_probabilities(out))
 
 
 def log_probabilities(out: np.ndarray) -> np.ndarray:
     """``log`` of :func:`probabilities`, computed stably (a confidence of 1 - 1e-9 stays below 0)."""
     out = np.asarray(out, dtype=np.float64)
-    if (out >= 0).all() and np.allclose(out.sum(1), 1.0, atol=1e-4):
+    if _is_distribution(out):
         return np.log(np.clip(out, 1e-300, None))
     z = out - out.max(1, keepdims=True)
     return z - np.log(np.exp(z).sum(1, keepdims=True))

@@ -55,6 +55,11 @@ def _row(route: str, target: str, per_class: list[dict], confidence: float, quer
             "queries": queries, "per_class": per_class}
 
 
+def _yardstick(known) -> str:
+    return (f"unrecognizable: farther from every one of {len(known.reference)} training images than "
+            f"{known.quantile:.0%} of held-out test images (L2 > {known.bar:.3f})")
+
+
 def _gallery(route: str, target: str, images: np.ndarray, per_class: list[dict]) -> list[dict]:
     return [{"group": f"{route} on {target}", "title": f"{p['class']} {p['confidence']:.4f}",
              "image": images[c].tolist()} for c, p in enumerate(per_class)]
@@ -119,8 +124,7 @@ class FoolingImages(Probe):
                 if not gallery:
                     gallery = _gallery(on, judge_target, images, per_class)
         return {"rows": rows, "gallery": gallery, "familiarity": known.describe(),
-                "notes": [f"unrecognizable: farther from every one of {len(known.reference)} training images than "
-                          f"{known.quantile:.0%} of held-out test images (L2 > {known.bar:.3f})"]}
+                "notes": [_yardstick(known)]}
 
     def ascend(self, model, classes: int, shape: tuple, value_range: tuple[float, float]) -> np.ndarray:
         """``classes * starts`` images, each pushed up its class's log-probability (class-major order),
@@ -205,8 +209,7 @@ class FoolingEvolution(Probe):
             if not gallery:
                 gallery = _gallery("query", engine.label, images, per_class)
         return {"rows": rows, "gallery": gallery, "familiarity": known.describe(),
-                "notes": [f"unrecognizable: farther from every one of {len(known.reference)} training images than "
-                          f"{known.quantile:.0%} of held-out test images (L2 > {known.bar:.3f})"]}
+                "notes": [_yardstick(known)]}
 
     def evolve(self, predict, shape: tuple, value_range: tuple[float, float], known, on_progress=None):
         """``(elites, their log-probabilities (classes, classes), queries used)``."""
