@@ -16,6 +16,9 @@ from dlforge.cli.common import emit_json, force_option, json_option, option_for,
 @option_for(PoisonOptions, "attack")
 @option_for(PoisonOptions, "mode")
 @option_for(PoisonOptions, "rate", type=float)
+@option_for(PoisonOptions, "rates")
+@option_for(PoisonOptions, "reference", "--reference/--no-reference")
+@option_for(PoisonOptions, "filter_share", type=float)
 @option_for(PoisonOptions, "target_class", type=int)
 @option_for(PoisonOptions, "trigger_size", type=int)
 @option_for(PoisonOptions, "defences")
@@ -35,8 +38,9 @@ from dlforge.cli.common import emit_json, force_option, json_option, option_for,
 @force_option
 @json_option
 def poison_command(model, out_dir, force, as_json, **settings) -> None:
-    """Poison MODEL's training data, deploy it, and measure the attack (C-Acc, ASR, R-Acc) and the
-    defences on the fp32 and the INT8 engine."""
+    """Poison MODEL's training data, deploy it, and measure the attack and the defences on the fp32 and
+    the INT8 engine: a backdoor or label flip (C-Acc, ASR, R-Acc) at --rate, or availability poisoning
+    (clean accuracy against the injection rate) over --rates."""
     from pathlib import Path
 
     from dlforge.adversarial.poisoning.report import table, write_poison_artifact

@@ -43,7 +43,46 @@ def _training_set_rows(defences: list[dict]) -> list[dict]:
     return rows
 
 
+_CURVE = [Column("attack"), Column("rate", "rate", "g", ">"), Column("injected_samples", "injected", "d", ">"),
+          Column("poisoned_share", "share", ".3f", ">"), Column("pytorch", "PyTorch", ".4f", ">"),
+          Column("fp32", "fp32", ".4f", ">"), Column("int8", "INT8", ".4f", ">"),
+          Column("drop", "fp32 drop (pts)", "+.2f", ">")]
+_FILTER = [Column("attack"), Column("rate", "rate", "g", ">"), Column("share", "removed", ".3f", ">"),
+           Column("tpr_fp32", "TPR fp32", ".3f", ">"), Column("fpr_fp32", "FPR fp32", ".3f", ">"),
+           Column("tpr_int8", "TPR INT8", ".3f", ">"), Column("fpr_int8", "FPR INT8", ".3f", ">"),
+           Column("flag_agreement", "flag agreement", ".3f", ">"), Column("before", "acc before", ".4f", ">"),
+           Column("accuracy_after", "acc after", ".4f", ">", missing="-"),
+           Column("recovered", "recovered (pts)", "+.2f", ">", missing="-")]
+
+
+def availability_table(r: dict) -> str:
+    """The accuracy-vs-rate curve, the comparison with random labels and the loss filter."""
+    clean = r["curve"][0]["fp32"]
+    lines = [f"availability poisoning of {r['model']} on {r['data']}: mislabelled copies of training images injected "
+             f"at each rate (added samples per clean one; {r['clean_samples']} clean); clean test accuracy",
+             format_table([{**row, "drop": (clean - row["fp32"]) * 100} for row in r["curve"]], _CURVE)]
+    compared = r["summary"]["compared"]
+    if compared:
+        verdict = "below" if r["summary"]["below_random_at_every_rate"] else "NOT below"
+        lines += ["", f"{r['attack']} is {verdict} random labels at every rate (fp32 engine): " + ", ".join(
+            f"{c['rate']:g}: {c['attack']:.4f} vs {c['random_label']:.4f}" for c in compared)]
+    filtered = [{**row, **row["loss_filter"], "before": row["pytorch"],
+                 **{f"{k}_{precision}": row["loss_filter"]["engines"][precision][f"{name}_rate"]
+                    for precision in ("fp32", "int8") for k, name in (("tpr", "true_positive"),
+                                                                       ("fpr", "false_positive"))},
+                 **({"recovered": (row["loss_filter"]["accuracy_after"] - row["pytorch"]) * 100}
+                    if "accuracy_after" in row["loss_filter"] else {})}
+                for row in r["curve"] if "loss_filter" in row]
+    if filtered:
+        lines += ["", "loss filter (Koh et al. 2018): removes the highest-loss share of the poisoned training set under "
+                      "each engine (TPR, FPR against the injected samples); acc after: PyTorch, retrained without the "
+                      "fp32 engine's flags", format_table(filtered, _FILTER)]
+    return "\n".join(lines)
+
+
 def table(r: dict) -> str:
+    if r.get("kind") == "availability":
+        return availability_table(r)
     lines = [f"{r['attack']} ({r['mode']}) on {r['data']}: {r['poisoned_samples']} poisoned training samples "
              f"(rate {r['rate']:g}, target class {r['target_class']})"]
     if "baseline_clean_accuracy" in r:
@@ -75,6 +114,13 @@ def table(r: dict) -> str:
 
 def to_html(r: dict) -> str:
     esc = html.escape
+    if r.get("kind") == "availability":
+        return (f"<!doctype html><html><head><meta charset='utf-8'><title>dlforge poisoning report</title>"
+                f"<style>body{{font-family:sans-serif;margin:2em}} pre{{background:#f6f6f6;padding:1em}}</style>"
+                f"</head><body><h1>Availability-poisoning report</h1><p>Clean test accuracy of the model trained on "
+                f"the clean data (rate 0) and on data with injected mislabelled samples, on PyTorch and on the fp32 "
+                f"and INT8 engines. The loss filter is scored against the known injected samples.</p>"
+                f"{_curve_svg(r)}<pre>{esc(table(r))}</pre></body></html>")
     per_class = [{k: d[k] for k in ("name", "engine", "per_class", "details") if k in d}
                  for d in r["defences"] if "per_class" in d]
     papers = "".join(f"<li><b>{esc(name)}</b>: {esc(p['paper'])} Method: {esc(p['method'])}. "
@@ -89,7 +135,46 @@ def to_html(r: dict) -> str:
             f"<h2>Per-class detection</h2><pre>{esc(json.dumps(per_class, indent=1))}</pre></body></html>")
 
 
+def _curve_svg(r: dict, width: int = 520, height: int = 300) -> str:
+    """Clean accuracy against the injection rate, one line per attack and engine precision (inline SVG)."""
+    pad, rows = 48, r["curve"]
+    rates = [row["rate"] for row in rows]
+    accs = [row[p] for row in rows for p in ("fp32", "int8")]
+    x_max, y_lo, y_hi = max(rates) or 1.0, min(accs) - 0.01, max(accs) + 0.005
+
+    def xy(rate, acc):
+        return (pad + rate / x_max * (width - 2 * pad),
+                height - pad - (acc - y_lo) / max(y_hi - y_lo, 1e-9) * (height - 2 * pad))
+
+    colours = ["#c0392b", "#2471a3", "#27ae60", "#8e44ad"]
+    parts = [f"<svg xmlns='http://www.w3.org/2000/svg' width='{width}' height='{height}' font-size='11'>",
+             f"<line x1='{pad}' y1='{height - pad}' x2='{width - pad}' y2='{height - pad}' stroke='black'/>",
+             f"<line x1='{pad}' y1='{pad}' x2='{pad}' y2='{height - pad}' stroke='black'/>",
+             f"<text x='{width / 2}' y='{height - 12}' text-anchor='middle'>injection rate</text>",
+             f"<text x='{pad - 4}' y='{pad - 8}'>accuracy ({y_lo:.3f}..{y_hi:.3f})</text>"]
+    for rate in sorted(set(rates)):
+        x, _ = xy(rate, y_lo)
+        parts.append(f"<text x='{x:.1f}' y='{height - pad + 14}' text-anchor='middle'>{rate:g}</text>")
+    clean = rows[0]
+    for i, (attack, precision) in enumerate((a, p) for a in r["attacks"] for p in ("fp32", "int8")):
+        points = [xy(0.0, clean[precision])] + [xy(row["rate"], row[precision]) for row in rows
+                                                 if row["attack"] == attack]
+        dash = "" if precision == "fp32" else " stroke-dasharray='4 3'"
+        colour = colours[(i // 2) % len(colours)]
+        parts.append(f"<polyline fill='none' stroke='{colour}' stroke-width='2'{dash} points='"
+                     + " ".join(f"{x:.1f},{y:.1f}" for x, y in points) + "'/>")
+        parts.append(f"<text x='{width - pad - 150}' y='{pad + 14 * i}' fill='{colour}'>{html.escape(attack)} "
+                     f"{precision}</text>")
+    return "".join(parts) + "</svg>"
+
+
 def write_poison_artifact(report: dict, out_dir: str | os.PathLike, *, force: bool = False):
+    if report.get("kind") == "availability":
+        return write_report_artifact(
+            "poison", report, out_dir, payload="poison.json", files={"report.html": to_html(report)},
+            parent=report["artifacts"]["checkpoint"], force=force,
+            params={k: report[k] for k in ("model", "data", "attack", "rates")},
+            sections={k: report[k] for k in ("clean_accuracy", "lowest_accuracy")})
     return write_report_artifact(
         "poison", report, out_dir, payload="poison.json", files={"report.html": to_html(report)},
         parent=report["artifacts"]["checkpoint"], force=force,

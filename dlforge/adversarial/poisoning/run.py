@@ -21,9 +21,11 @@ from typing import Callable
 import numpy as np
 
 from dlforge.adversarial.poisoning.attacks import ATTACKS, MODES, armed_test_set, poison
+from dlforge.adversarial.poisoning.availability import AVAILABILITY_ATTACKS, DEFAULT_RATES
 from dlforge.artifact import check_output
 from dlforge.data import load_dataset
 from dlforge.env import environment
+from dlforge.errors import InputError
 from dlforge.options import Options, option
 
 SCHEMA_VERSION = 2
@@ -33,10 +35,13 @@ SURVIVAL_CRITERION = (f"INT8 detection (TPR; STRIP: 1 - FAR) within {SURVIVAL_PO
                       f"not judged where fp32 detects under {EFFECTIVE:.0%}")
 
 
+BACKDOOR_DEFAULT_DEFENCES = ("activation-clustering", "spectral-signatures", "strip")
+
+
 def _defence_names() -> tuple[str, ...]:
     from dlforge.adversarial.poisoning.defences import DATASET_DEFENCES
 
-    return (*DATASET_DEFENCES.names(), "strip")
+    return (*DATASET_DEFENCES.names(), "strip", "loss-filter")
 
 
 def _reductions() -> tuple[str, ...]:
@@ -55,13 +60,23 @@ def _analyses() -> tuple[str, ...]:
 class PoisonOptions(Options):
     data: str = option("digits", "digits, mnist, fashion-mnist, or a .npz file with x and y.", nonempty=True)
     data_dir: str | None = option(None, "Directory of the IDX files (MNIST, Fashion-MNIST).")
-    attack: str = option("badnets", "Poisoning attack.", choices=ATTACKS)
+    attack: str = option("badnets", "Poisoning attack: a backdoor or label flip (badnets, label-flip; one --rate) or "
+                                    "availability poisoning (random-label, boundary-flip; a curve over --rates).",
+                         choices=ATTACKS + AVAILABILITY_ATTACKS)
     mode: str = option("single", "BadNets: every class to --target-class, or class i to i+1.", choices=MODES)
-    rate: float = option(0.1, "Fraction of training samples poisoned.", min=0, max=1, min_open=True, max_open=True)
+    rate: float = option(0.1, "Backdoors and label flips: fraction of training samples poisoned.",
+                         min=0, max=1, min_open=True, max_open=True)
+    rates: str = option(DEFAULT_RATES, "Availability attacks: injection rates (added samples per clean training "
+                                       "sample), separated by '/'.", nonempty=True)
+    reference: bool = option(True, "Availability attacks: also draw the random-label curve at the same rates.")
+    filter_share: float | None = option(None, "Loss filter: share of the poisoned training set it removes (default: "
+                                              "the poisoned share, rate / (1 + rate)).", min=0, max=1, max_open=True)
     target_class: int = option(0, "Class the backdoor or the flipped labels point to.", min=0)
     trigger_size: int | None = option(None, "BadNets trigger side in pixels (default: width / 9, at least 2).", min=1)
-    defences: tuple[str, ...] = option(("activation-clustering", "spectral-signatures", "strip"),
-                                       "Defences to run on each engine (empty for none).", choices=_defence_names)
+    defences: tuple[str, ...] = option(BACKDOOR_DEFAULT_DEFENCES,
+                                       "Defences to run on each engine (empty for none). Backdoors: "
+                                       "activation-clustering, spectral-signatures, strip; availability attacks: "
+                                       "loss-filter (their default).", choices=_defence_names)
     ac_reduce: str = option("pca", "Activation clustering's reduction to 10 dimensions (pca: ART's default, "
                                    "deterministic; ica: Chen et al.'s choice).", choices=_reductions)
     ac_analysis: str = option("relative-size", "Activation clustering's analysis whose flags are removed (both are "
@@ -106,8 +121,13 @@ def run_poison(model: str, out_dir: str | os.PathLike, options: PoisonOptions | 
 
     o = PoisonOptions.build(options, **overrides)
     get_entry(model)
+    if o.attack in AVAILABILITY_ATTACKS:
+        return run_availability(model, out_dir, o, force=force, on_stage=on_stage)
+    if "loss-filter" in o.defences:
+        raise InputError("--defences loss-filter is for the availability attacks (random-label, boundary-flip); "
+                         f"{o.attack} takes {', '.join(BACKDOOR_DEFAULT_DEFENCES)}")
     out = Path(out_dir)
-    for stage in ("baseline", "checkpoint", "onnx", "engine-ort-fp32", "engine-ort-int8", "poison"):
+    for stage in ("baseline", "checkpoint", *_DEPLOYED, "poison"):
         check_output(out / stage, force=force)
     dataset = load_dataset(o.data, o.data_dir)
     poisoned, p = poison(dataset, attack=o.attack, mode=o.mode, rate=o.rate, target=o.target_class,
@@ -151,21 +171,32 @@ def _train_models(model, out, dataset, poisoned, p, train, report, o, on_stage) 
                            **({"baseline": str(out / "baseline")} if o.baseline else {})}
 
 
-def _deploy(ckpt, out, o, force, dataset, p, report) -> dict:
-    """Export and build fp32 and INT8 engines; measure C-Acc, ASR and R-Acc on each."""
+PRECISIONS = ("fp32", "int8")
+_DEPLOYED = ("onnx", *(f"engine-ort-{p}" for p in PRECISIONS))
+
+
+def _build_engines(ckpt, out: Path, o, force) -> tuple[dict, dict]:
+    """Export ``ckpt`` to ``out/onnx`` and build ``out/engine-ort-{fp32,int8}``; the open engines and their
+    artifact paths, by precision."""
     from dlforge.build import engine_from_onnx
     from dlforge.export import onnx_from_checkpoint
     from dlforge.runtime import open_deployed
 
     onnx = onnx_from_checkpoint(ckpt, out / "onnx", force=force, data=o.data, data_dir=o.data_dir,
                                 dynamic_batch=o.dynamic_batch)
-    engines, report["engines"] = {}, []
-    for precision in ("fp32", "int8"):
+    engines, paths = {}, {}
+    for precision in PRECISIONS:
         built = engine_from_onnx(onnx.path, out / f"engine-ort-{precision}", precision=precision, force=force,
                                  data_dir=o.data_dir, max_batch=o.max_batch)
-        engine = engines[precision] = open_deployed(built)
-        report["engines"].append({"precision": precision, "path": str(built.path),
-                                  **attack_rates(engine.predict, dataset, p)})
+        engines[precision], paths[precision] = open_deployed(built), str(built.path)
+    return engines, paths
+
+
+def _deploy(ckpt, out, o, force, dataset, p, report) -> dict:
+    """Export and build fp32 and INT8 engines; measure C-Acc, ASR and R-Acc on each."""
+    engines, paths = _build_engines(ckpt, out, o, force)
+    report["engines"] = [{"precision": precision, "path": paths[precision],
+                          **attack_rates(engine.predict, dataset, p)} for precision, engine in engines.items()]
     return engines
 
 
@@ -279,3 +310,112 @@ def differential(defences: list[dict], masks: dict) -> list[dict]:
             entry["flag_agreement"] = float((a & b).sum() / union) if union else 1.0  # Jaccard; both empty agree
         out.append(entry)
     return out
+
+
+def run_availability(model: str, out_dir: str | os.PathLike, o: PoisonOptions, *, force: bool = False,
+                     on_stage: Callable[[str], None] = lambda s: None) -> dict:
+    """Availability poisoning (:mod:`~.availability`): the clean model and one poisoned model per attack and
+    rate, each deployed as fp32 and INT8 engines, clean accuracy on each; the loss filter on each engine
+    and a retraining without the fp32 engine's flags. Layout: ``out_dir/clean/...``,
+    ``out_dir/{attack}-{rate}/{checkpoint,onnx,engine-ort-fp32,engine-ort-int8}``, the report in
+    ``out_dir/poison`` (written by the caller)."""
+    from dlforge.adversarial.poisoning.availability import inject, parse_rates
+    from dlforge.train import checkpoint_from_training, load_checkpoint
+    from dlforge.train.loop import predict_logits
+
+    rates = parse_rates(o.rates)
+    defences = ("loss-filter",) if o.defences == BACKDOOR_DEFAULT_DEFENCES else o.defences
+    wrong = [d for d in defences if d != "loss-filter"]
+    if wrong:
+        raise InputError(f"--defences {','.join(wrong)} is a backdoor defence; availability attacks take "
+                         "--defences loss-filter (or '' for none)")
+    attacks = [o.attack] + (["random-label"] if o.reference and o.attack != "random-label" else [])
+    out = Path(out_dir)
+    runs = [("clean", None, out / "clean")] + [(a, r, out / f"{a}-{r:g}") for a in attacks for r in rates]
+    for _, _, folder in runs:
+        for stage in ("checkpoint", *_DEPLOYED):
+            check_output(folder / stage, force=force)
+    check_output(out / "poison", force=force)
+    dataset = load_dataset(o.data, o.data_dir)
+    train = dict(epochs=o.epochs, seed=o.seed, force=force, data=o.data, data_dir=o.data_dir)
+    report: dict = {"schema_version": SCHEMA_VERSION, "kind": "availability", "env": environment(), "model": model,
+                    "data": dataset.name, "attack": o.attack, "attacks": attacks, "rates": list(rates),
+                    "clean_samples": int(len(dataset.y_train)), "defences": list(defences), "settings": o.params(),
+                    "curve": []}
+    surrogate = None
+    for attack, rate, folder in runs:
+        if rate is None:
+            on_stage("train the clean model (rate 0; the boundary-flip attacker's surrogate)")
+            poisoned, injection = dataset, None
+        else:
+            poisoned, injection = inject(dataset, attack, rate, seed=o.seed, surrogate_logits=surrogate)
+            on_stage(f"train on {attack} at rate {rate:g} ({len(injection.source)} injected samples)")
+        ckpt = checkpoint_from_training(model, folder / "checkpoint", dataset=poisoned, **train)
+        net = load_checkpoint(ckpt)[0]
+        if rate is None:
+            surrogate = predict_logits(net, dataset.x_train, batch_size=1024).numpy()
+        row = {"attack": attack, "rate": rate or 0.0, "checkpoint": str(ckpt.path),
+               **(injection.describe() if injection else {"injected_samples": 0, "poisoned_share": 0.0}),
+               "pytorch": _accuracy(_torch_predict(net), dataset)}
+        on_stage(f"export and build {folder.name}")
+        engines, row["engines"] = _build_engines(ckpt, folder, o, force)
+        try:
+            row.update({precision: _accuracy(e.predict, dataset) for precision, e in engines.items()})
+            if injection is not None and "loss-filter" in defences:
+                row["loss_filter"], flagged = _loss_filter(engines, poisoned, injection, o, on_stage)
+        finally:
+            for e in engines.values():
+                e.close()
+        if injection is not None and "loss-filter" in defences and o.retrain:
+            row["loss_filter"]["accuracy_after"] = _retrain_filtered(model, flagged, poisoned, dataset, train,
+                                                                     on_stage)
+        report["curve"].append(row)
+    report["artifacts"] = {"checkpoint": report["curve"][0]["checkpoint"], "runs": str(out)}
+    report["clean_accuracy"] = report["curve"][0]["fp32"]
+    report["lowest_accuracy"] = min(r["fp32"] for r in report["curve"])
+    report["summary"] = availability_summary(report["curve"], o.attack)
+    return report
+
+
+def _accuracy(predict, dataset) -> float:
+    return float((predict(dataset.x_test).argmax(1) == dataset.y_test).mean())
+
+
+def _loss_filter(engines, poisoned, injection, o, on_stage) -> tuple[dict, np.ndarray]:
+    """The loss filter on each engine: flag the highest-loss share of the poisoned training set. Returns
+    the report entry and the fp32 engine's flags."""
+    from dlforge.adversarial.poisoning.availability import loss_filter, sample_losses
+    from dlforge.adversarial.poisoning.defences import detection_rates
+
+    share = o.filter_share if o.filter_share is not None else injection.describe()["poisoned_share"]
+    out, masks = {"share": share, "engines": {}}, {}
+    for precision, engine in engines.items():
+        on_stage(f"defence: loss-filter ({precision}, removes {share:.3f} of the training set)")
+        masks[precision] = loss_filter(sample_losses(engine.predict(poisoned.x_train), poisoned.y_train), share)
+        out["engines"][precision] = detection_rates(masks[precision], injection.poisoned)
+    a, b = masks["fp32"], masks["int8"]
+    union = int((a | b).sum())
+    out["flag_agreement"] = float((a & b).sum() / union) if union else 1.0  # Jaccard; both empty agree
+    return out, masks["fp32"]
+
+
+def _retrain_filtered(model, flagged, poisoned, dataset, train, on_stage) -> float:
+    """Retrain without the fp32 engine's loss-filter flags; the clean accuracy of the result (PyTorch)."""
+    from dlforge.train import checkpoint_from_training, load_checkpoint
+
+    keep = ~flagged
+    on_stage(f"retrain without the {int((~keep).sum())} samples the loss filter flagged")
+    cleaned = dataclasses.replace(poisoned, x_train=poisoned.x_train[keep], y_train=poisoned.y_train[keep])
+    with tempfile.TemporaryDirectory(prefix="dlforge-retrain-") as tmp:
+        retrained = checkpoint_from_training(model, Path(tmp) / "ckpt", dataset=cleaned, **{**train, "force": False})
+        return _accuracy(_torch_predict(load_checkpoint(retrained)[0]), dataset)
+
+
+def availability_summary(curve: list[dict], attack: str) -> dict:
+    """Per rate, the attack's fp32-engine accuracy against random labels' (where both were run), and
+    whether the attack degrades more at every rate."""
+    by = {(r["attack"], r["rate"]): r for r in curve}
+    rows = [{"rate": rate, "attack": by[attack, rate]["fp32"], "random_label": by["random-label", rate]["fp32"]}
+            for (a, rate) in by if a == attack and ("random-label", rate) in by and attack != "random-label"]
+    return {"compared": rows, "below_random_at_every_rate": all(r["attack"] < r["random_label"] for r in rows)
+            if rows else None}
