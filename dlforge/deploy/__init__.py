@@ -1,0 +1,1 @@
+"""Handing engines to serving systems: ``dlforge deploy triton`` and ``dlforge deploy validate``."""
