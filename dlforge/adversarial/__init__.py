@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 
 
@@ -10,8 +11,13 @@ def write_audit_artifact(report: dict, out_dir: str | os.PathLike, *, force: boo
     from dlforge.adversarial.report import to_html
     from dlforge.reporting import write_report_artifact
 
+    files = {"report.html": to_html(report)}
+    if "per_sample" in report:  # the records go to samples.jsonl, audit.json keeps where and how many
+        records = report["per_sample"]["records"]
+        files[report["per_sample"]["file"]] = "".join(json.dumps(r, separators=(",", ":")) + "\n" for r in records)
+        report = {**report, "per_sample": {k: v for k, v in report["per_sample"].items() if k != "records"}}
     return write_report_artifact(
-        "audit", report, out_dir, payload="audit.json", files={"report.html": to_html(report)},
+        "audit", report, out_dir, payload="audit.json", files=files,
         parent=report["target"][0], force=force, protect=report["target"],
         params={**report["settings"], "targets": report["target"], "samples": report["samples"], "data": report["data"]},
         sections={"checks": report["checks"], "clean_accuracy": report["clean_accuracy"]})

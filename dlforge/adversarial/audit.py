@@ -56,6 +56,9 @@ class AuditOptions(Options):
     data: str | None = option(None, "Dataset to attack on (default: the model's own test split).")
     data_dir: str | None = option(None, "Directory of the dataset's files.")
     samples: int = option(500, "Test images to attack.", min=1)
+    start: int = option(0, "Index of the first test image to attack (a shard of the test split).", min=0)
+    per_sample: bool = option(False, "Record each sample's outcome per attack, eps, route and engine in "
+                                     "samples.jsonl beside audit.json (needs -o).")
     batch_size: int = option(256, "Batch size of gradient attacks and engine calls.", min=1)
     device: str = option("cpu", "Where gradient attacks run.", choices=("cpu", "cuda"))
     pgd_steps: int = option(40, "Default steps of iterative gradient attacks.", min=1)
@@ -104,6 +107,7 @@ class AuditRun:
     rows: list = field(default_factory=list)
     adv: dict = field(default_factory=dict)
     probes: dict = field(default_factory=dict)  # a probe's name -> its report section
+    samples: list = field(default_factory=list)  # per-sample records (options.per_sample)
     cache: dict = field(default_factory=dict)  # what probes share (the familiarity yardstick)
 
     @property
@@ -216,9 +220,11 @@ def _prepare(engines: list[DeployedModel], options: AuditOptions) -> AuditRun:
         raise InputError(f"attacks {', '.join(gradient)} need gradients: pass --source CHECKPOINT (or --surrogate), "
                          "drop --engine-gradients off, or audit with query attacks only (--attacks square)")
     dataset = _audit_dataset(options, engines, crafter)
-    x, y = dataset.x_test[:options.samples].astype(np.float32), dataset.y_test[:options.samples]
+    stop = options.start + options.samples
+    x, y = dataset.x_test[options.start:stop].astype(np.float32), dataset.y_test[options.start:stop]
     if len(y) == 0:
-        raise InputError(f"dataset {dataset.name} has no test images to attack")
+        raise InputError(f"dataset {dataset.name} has {len(dataset.y_test)} test images: none from --start "
+                         f"{options.start}")
     if x.shape[1:] != engines[0].input_shape:
         raise InputError(f"dataset {dataset.name} images are {x.shape[1:]}, the engine expects "
                          f"{engines[0].input_shape}; pass the right --data")
@@ -295,6 +301,27 @@ def _row(attack: Attack, eps: float, route: str, target: str, path: str, logits:
             "clean_accuracy": float(correct.mean()), **extra}
 
 
+SAMPLES_VERSION = 1
+SAMPLES_FILE = "samples.jsonl"
+
+
+def _record(run: AuditRun, row: dict, x_adv: np.ndarray, logits: np.ndarray, queries: np.ndarray | None = None) -> None:
+    """Per-sample records of one row (``--per-sample``): what each test image became on this route and engine."""
+    if not run.options.per_sample:
+        return
+    diff = (x_adv - run.x).reshape(len(run.x), -1).astype(np.float64)
+    linf, l2 = np.abs(diff).max(1), np.sqrt((diff ** 2).sum(1))
+    pred, clean = logits.argmax(1), run.clean[row["target"]]
+    for i in range(len(run.y)):
+        run.samples.append({
+            "v": SAMPLES_VERSION, "sample": run.options.start + i, "attack": row["attack"], "norm": row["norm"],
+            "eps": row["eps"], "route": row["route"], "engine": row["target"], "label": int(run.y[i]),
+            "clean_prediction": int(clean[i]), "prediction": int(pred[i]),
+            "robust": bool(clean[i] == run.y[i] and pred[i] == run.y[i]),
+            "queries": None if queries is None else int(queries[i]),
+            "linf": round(float(linf[i]), 7), "l2": round(float(l2[i]), 7)})
+
+
 def _run_attack(run: AuditRun, attack: Attack, bar, spec: str = "") -> None:
     if isinstance(attack, Probe):
         _show(bar, attack, None, "all")
@@ -328,7 +355,8 @@ def _show(bar, attack: Attack, eps: float | None, target: str, stage: str | None
     bar.set_postfix_str(where, refresh=True)
 
 
-def _craft(run: AuditRun, model, attack: Attack, eps: float, judge, bar=None, target: str = "") -> tuple[np.ndarray, dict]:
+def _craft(run: AuditRun, model, attack: Attack, eps: float, judge, bar=None,
+           target: str = "") -> tuple[np.ndarray, dict, np.ndarray | None]:
     """``attack`` crafted with ``model``'s gradients, projected by the audit onto the ball and the range.
 
     An ensemble (AutoAttack) also takes ``judge``, the model whose predictions decide which points are
@@ -342,40 +370,48 @@ def _craft(run: AuditRun, model, attack: Attack, eps: float, judge, bar=None, ta
         extra = {"stages": result.stages}
         if result.queries.any():
             extra.update(queries_per_sample=float(result.queries.mean()), queries_median=float(np.median(result.queries)))
-        return project(result.x_adv, run.x, eps, attack.norm, run.value_range), extra
+        queries = result.queries if result.queries.any() else None
+        return project(result.x_adv, run.x, eps, attack.norm, run.value_range), extra, queries
     x_adv = model.attack(attack, run.x, run.y, eps=eps, value_range=run.value_range, batch_size=o.batch_size)
-    return project(x_adv, run.x, eps, attack.norm, run.value_range), {}
+    return project(x_adv, run.x, eps, attack.norm, run.value_range), {}, None
 
 
 def _gradient_rows(run: AuditRun, attack: Attack, eps: float, bar=None) -> None:
     o = run.options
-    x_adv, extra = _craft(run, run.model, attack, eps, run.model.predict, bar, "source")
+    x_adv, extra, queries = _craft(run, run.model, attack, eps, run.model.predict, bar, "source")
     run.adv[(attack.name, eps)] = x_adv
     if run.crafted_on == "source":
-        run.rows.append(_row(attack, eps, "white-box", "source", "source", run.model.predict(x_adv), run.y,
-                             run.clean["source"], **extra))
+        logits = run.model.predict(x_adv)
+        run.rows.append(_row(attack, eps, "white-box", "source", "source", logits, run.y, run.clean["source"], **extra))
+        _record(run, run.rows[-1], x_adv, logits, queries)
     for e in run.engines:
-        run.rows.append(_row(attack, eps, "transfer", e.label, str(e.path), e.predict(x_adv, o.batch_size), run.y,
-                             run.clean[e.label], crafted_on=run.crafted_on))
+        logits = e.predict(x_adv, o.batch_size)
+        run.rows.append(_row(attack, eps, "transfer", e.label, str(e.path), logits, run.y, run.clean[e.label],
+                             crafted_on=run.crafted_on))
+        _record(run, run.rows[-1], x_adv, logits)
 
 
 def _engine_row(run: AuditRun, attack: Attack, eps: float, engine: DeployedModel, model, bar=None) -> None:
     """Crafted with the engine graph's own gradients (an ensemble's query stage queries the engine), judged on
     the engine."""
     judge = lambda z: engine.predict(z, run.options.batch_size)  # noqa: E731
-    x_adv, extra = _craft(run, model, attack, eps, judge, bar, engine.label)
+    x_adv, extra, queries = _craft(run, model, attack, eps, judge, bar, engine.label)
     run.adv[(attack.name, eps, engine.label, ENGINE_ROUTE)] = x_adv
-    run.rows.append(_row(attack, eps, ENGINE_ROUTE, engine.label, str(engine.path), judge(x_adv), run.y,
+    logits = judge(x_adv)
+    run.rows.append(_row(attack, eps, ENGINE_ROUTE, engine.label, str(engine.path), logits, run.y,
                          run.clean[engine.label], **extra))
+    _record(run, run.rows[-1], x_adv, logits, queries)
 
 
 def _query_row(run: AuditRun, attack: Attack, eps: float, engine: DeployedModel) -> None:
     predict = lambda z: engine.predict(z, run.options.batch_size)  # noqa: E731
     result = attack.run(predict, run.x, run.y, eps=eps, value_range=run.value_range)
     x_adv = project(result.x_adv, run.x, eps, attack.norm, run.value_range)
-    run.rows.append(_row(attack, eps, "query", engine.label, str(engine.path), predict(x_adv), run.y,
+    logits = predict(x_adv)
+    run.rows.append(_row(attack, eps, "query", engine.label, str(engine.path), logits, run.y,
                          run.clean[engine.label], queries_per_sample=float(result.queries.mean()),
                          queries_median=float(np.median(result.queries))))
+    _record(run, run.rows[-1], x_adv, logits, result.queries)
     run.adv[(attack.name, eps, engine.label)] = x_adv
 
 
@@ -404,7 +440,7 @@ def _full_range(run: AuditRun, bar) -> tuple[str, float, float] | None:
     model, judge = pair
     width = run.value_range[1] - run.value_range[0]
     eps = width * (float(np.prod(run.x.shape[1:])) ** 0.5 if attack.norm == "l2" else 1.0)
-    x_full, _ = _craft(run, model, attack, eps, judge)
+    x_full, _, _ = _craft(run, model, attack, eps, judge)
     bar.update(1)
     return attack.name, eps, float((judge(x_full).argmax(1) == run.y).mean())
 
@@ -435,6 +471,9 @@ def _report(run: AuditRun, full: tuple[str, float, float] | None) -> dict:
     if o.detectors:
         report["detections"] = detections(run)
     report["gallery"] = gallery(run, run.dataset.labels)
+    if o.per_sample:
+        report["per_sample"] = {"file": SAMPLES_FILE, "version": SAMPLES_VERSION, "count": len(run.samples),
+                                "records": run.samples}
     return report
 
 

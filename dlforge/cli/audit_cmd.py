@@ -35,6 +35,8 @@ def _list_attacks(ctx, param, value) -> None:
 @option_for(AuditOptions, "data")
 @option_for(AuditOptions, "data_dir", type=click.Path(file_okay=False))
 @option_for(AuditOptions, "samples", type=int)
+@option_for(AuditOptions, "start", type=int)
+@option_for(AuditOptions, "per_sample", "--per-sample/--no-per-sample")
 @option_for(AuditOptions, "batch_size", type=int)
 @option_for(AuditOptions, "device")
 @option_for(AuditOptions, "pgd_steps", type=int)
@@ -59,6 +61,10 @@ def audit_command(artifacts, fail_under, out_dir, force, as_json, **settings) ->
 
     options = AuditOptions(**settings)
     thresholds = parse_fail_under(fail_under, options.eps + options.eps_l2)
+    if options.per_sample and not out_dir:
+        from dlforge.errors import InputError
+
+        raise InputError("--per-sample writes samples.jsonl into the audit artifact; give -o DIR")
     if out_dir:
         from dlforge.artifact import check_output
 
@@ -68,9 +74,10 @@ def audit_command(artifacts, fail_under, out_dir, force, as_json, **settings) ->
         from dlforge.adversarial import write_audit_artifact
 
         written = write_audit_artifact(report, out_dir, force=force)
-        say(f"wrote {written.path}/audit.json and report.html")
+        say(f"wrote {written.path}/audit.json" + (" and samples.jsonl" if options.per_sample else "")
+            + " and report.html")
     if as_json:
-        emit_json({k: v for k, v in report.items() if k != "gallery"})
+        emit_json({k: v for k, v in report.items() if k not in ("gallery", "per_sample")})
     else:
         click.echo(table(report))
     failures = gate(report, thresholds)
