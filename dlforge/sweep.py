@@ -1,0 +1,333 @@
+"""``dlforge sweep``: an audit grid (engines x attacks x eps x sample shards) run cell by cell, locally
+or on a Ray cluster, resumable, merged into one audit report.
+
+A spec is a TOML file::
+
+    kind = "audit"
+    engines = ["runs/mnist/engine-ort-fp32", "runs/mnist/engine-ort-int8"]   # relative to the spec
+    attacks = ["fgsm", "pgd", "square"]
+    eps = [0.05, 0.1, 0.2]            # L-inf budgets (eps_l2 = [...] for L2 attacks)
+    samples = 500                     # test images, from `start` (default 0)
+    shards = 4                        # the samples split into this many contiguous shards
+    [settings]                        # any other `dlforge audit` option: pgd_steps, square_queries, seed, ...
+    seed = 0
+
+Each cell is one ``run_audit`` of one engine, one attack, one eps and one shard, with per-sample
+records. Its key is the sha256 of everything that determines its result: the engine's payload
+sha256 (from its verified card), the attack spec, eps, the shard's range, every audit setting and
+the dlforge version. Results stream to ``OUT/cells.jsonl`` (one line per finished cell, flushed and
+fsynced); a restarted sweep reads it, drops a torn last line, and computes only the cells whose key
+is not there. The report (``OUT/audit``: ``audit.json``, ``samples.jsonl``, ``report.html``) is
+built from the per-sample records of the spec's cells, so a row's robust accuracy over four shards
+is exactly the one over their union.
+
+Executors: ``local`` runs the cells in this process, in order; ``ray`` runs them on Ray actors
+(``--workers`` of them, one CPU each; ``--address`` joins an existing cluster), each actor a
+process that keeps its imports warm across cells. A worker that dies mid-cell is restarted and the
+cell retried (``max_restarts``/``max_task_retries``); a cell's result does not depend on where it ran.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import time
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Iterable
+
+from dlforge.errors import InputError
+
+SPEC_KEYS = {"kind", "engines", "attacks", "eps", "eps_l2", "samples", "start", "shards", "settings"}
+RESULTS = "cells.jsonl"
+EXECUTORS = ("local", "ray")
+
+
+@dataclass
+class SweepSpec:
+    engines: list[str]
+    attacks: list[str]
+    eps: list[float]
+    eps_l2: list[float] = field(default_factory=list)
+    samples: int = 500
+    start: int = 0
+    shards: int = 1
+    settings: dict = field(default_factory=dict)
+
+
+def load_spec(path: str | os.PathLike) -> SweepSpec:
+    """Read and check a sweep spec; engine paths are relative to the spec's folder."""
+    from dlforge.adversarial.audit import AuditOptions
+
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"sweep spec {path} does not exist; write a TOML file (see `dlforge sweep --help`)")
+    try:
+        raw = tomllib.loads(path.read_text(encoding="utf-8"))
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise InputError(f"sweep spec {path} is not valid TOML: {exc}")
+    unknown = sorted(set(raw) - SPEC_KEYS)
+    if unknown:
+        raise InputError(f"sweep spec {path}: unknown key(s) {', '.join(unknown)}; expected {', '.join(sorted(SPEC_KEYS))}")
+    if raw.get("kind", "audit") != "audit":
+        raise InputError(f"sweep spec {path}: kind {raw['kind']!r} is not supported; kind = \"audit\"")
+    for key in ("engines", "attacks"):
+        if not isinstance(raw.get(key), list) or not raw[key] or not all(isinstance(v, str) for v in raw[key]):
+            raise InputError(f"sweep spec {path}: {key} must be a non-empty list of strings")
+    if not raw.get("eps") and not raw.get("eps_l2"):
+        raise InputError(f"sweep spec {path}: give eps = [...] (and/or eps_l2 = [...])")
+    settings = raw.get("settings", {})
+    if not isinstance(settings, dict):
+        raise InputError(f"sweep spec {path}: [settings] must be a table of audit options")
+    reserved = sorted(set(settings) & {"attacks", "eps", "eps_l2", "samples", "start", "per_sample"})
+    if reserved:
+        raise InputError(f"sweep spec {path}: set {', '.join(reserved)} at the top level, not in [settings]")
+    spec = SweepSpec(engines=[str((path.parent / e).resolve()) if not Path(e).is_absolute() else e
+                              for e in raw["engines"]],
+                     attacks=raw["attacks"], eps=[float(e) for e in raw.get("eps", [])],
+                     eps_l2=[float(e) for e in raw.get("eps_l2", [])], samples=raw.get("samples", 500),
+                     start=raw.get("start", 0), shards=raw.get("shards", 1), settings=settings)
+    for key in ("samples", "shards"):
+        value = getattr(spec, key)
+        if not isinstance(value, int) or value < 1:
+            raise InputError(f"sweep spec {path}: {key} must be a positive integer, got {value!r}")
+    if spec.shards > spec.samples:
+        raise InputError(f"sweep spec {path}: {spec.shards} shards of {spec.samples} samples leave some empty")
+    try:
+        AuditOptions.build(None, attacks=tuple(spec.attacks), eps=tuple(spec.eps) or (0.0,),
+                           eps_l2=tuple(spec.eps_l2) or (0.0,), samples=spec.samples, start=spec.start, **settings)
+    except TypeError as exc:
+        raise InputError(f"sweep spec {path}: [settings] has an option `dlforge audit` does not know ({exc})")
+    return spec
+
+
+def cells(spec: SweepSpec) -> list[dict]:
+    """Every cell of the grid, each with its content key."""
+    from dlforge import __version__
+    from dlforge.adversarial.audit import AuditOptions
+    from dlforge.artifact import open_artifact
+
+    options = AuditOptions.build(None, **spec.settings)
+    engines = []
+    for e in spec.engines:
+        artifact = open_artifact(e, ["engine"])
+        engines.append((str(artifact.path), artifact.card.sha256))
+    names = [Path(p).name for p, _ in engines]
+    if len(set(names)) < len(names):
+        raise InputError("two engines of the sweep share a folder name (their label in the report); rename one")
+    bounds = [spec.start + spec.samples * i // spec.shards for i in range(spec.shards + 1)]
+    out = []
+    for path, sha in engines:
+        for attack_spec in spec.attacks:
+            attack = options.attack(attack_spec)
+            budgets = spec.eps_l2 if attack.norm == "l2" else spec.eps
+            if not budgets:
+                raise InputError(f"attack {attack_spec} is an {attack.norm} attack: give eps_l2 = [...] in the spec")
+            for eps in budgets:
+                for lo, hi in zip(bounds, bounds[1:]):
+                    cell = {"engine": path, "engine_sha256": sha, "attack": attack_spec, "eps": eps, "norm": attack.norm,
+                            "start": lo, "samples": hi - lo, "settings": spec.settings, "dlforge": __version__}
+                    cell["key"] = hashlib.sha256(json.dumps(cell, sort_keys=True).encode()).hexdigest()
+                    out.append(cell)
+    return out
+
+
+def run_cell(cell: dict) -> dict:
+    """One cell: an audit of one engine, attack, eps and shard; its rows, per-sample records and checks."""
+    from dlforge.adversarial.audit import run_audit
+
+    import torch
+
+    start, threads = time.perf_counter(), torch.get_num_threads()
+    torch.set_num_threads(1)  # the same arithmetic wherever the cell runs (parallelism is across cells)
+    budget = {"eps_l2": (cell["eps"],), "eps": (0.0,)} if cell["norm"] == "l2" else {"eps": (cell["eps"],)}
+    try:
+        report = run_audit([cell["engine"]], progress=False, attacks=(cell["attack"],), samples=cell["samples"],
+                           start=cell["start"], per_sample=True, **budget, **cell["settings"])
+    finally:
+        torch.set_num_threads(threads)
+    rows = [r for r in report["rows"] if r["eps"] == cell["eps"]]
+    records = [r for r in report["per_sample"]["records"] if r["eps"] == cell["eps"]]
+    return {"key": cell["key"], "cell": cell, "rows": rows, "records": records, "checks": report["checks"],
+            "engines": report["engines"], "data": report["data"], "value_range": report["value_range"],
+            "source": report["source"], "crafted_on": report["crafted_on"],
+            "seconds": time.perf_counter() - start}
+
+
+# ------------------------------------------------------------------------------------------ results
+
+
+def read_results(path: Path) -> dict[str, dict]:
+    """Finished cells by key; a torn last line (a sweep killed while writing) is cut off the file."""
+    if not path.is_file():
+        return {}
+    done, good_bytes = {}, 0
+    with path.open("rb") as f:
+        for line in f:
+            try:
+                result = json.loads(line)
+            except ValueError:
+                break
+            if not line.endswith(b"\n"):
+                break
+            done[result["key"]] = result
+            good_bytes += len(line)
+    if good_bytes != path.stat().st_size:
+        with path.open("r+b") as f:
+            f.truncate(good_bytes)
+    return done
+
+
+def _append(path: Path, result: dict) -> None:
+    with path.open("a", encoding="utf-8") as f:
+        f.write(json.dumps(result, separators=(",", ":")) + "\n")
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def run_sweep(spec: SweepSpec, out_dir: str | os.PathLike, *, executor: str = "local", workers: int | None = None,
+              address: str | None = None, on_cell: Callable[[dict, bool], None] = lambda result, cached: None) -> dict:
+    """Run every cell not yet in ``out_dir/cells.jsonl``; returns the merged audit report."""
+    if executor not in EXECUTORS:
+        raise InputError(f"--executor must be one of {', '.join(EXECUTORS)}, got {executor!r}")
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    grid = cells(spec)
+    results_path = out / RESULTS
+    done = read_results(results_path)
+    for cell in grid:
+        if cell["key"] in done:
+            on_cell(done[cell["key"]], True)
+    pending = [c for c in grid if c["key"] not in done]
+    run = _local if executor == "local" else _ray
+    for result in run(pending, workers=workers, address=address):
+        _append(results_path, result)
+        done[result["key"]] = result
+        on_cell(result, False)
+    return merge([done[c["key"]] for c in grid])
+
+
+def _local(pending: list[dict], **_) -> Iterable[dict]:
+    for cell in pending:
+        yield run_cell(cell)
+
+
+def _ray(pending: list[dict], *, workers: int | None, address: str | None) -> Iterable[dict]:
+    try:
+        import ray
+    except ImportError as exc:
+        from dlforge.errors import MissingDependency
+
+        raise MissingDependency("ray", "ray", "--executor ray") from exc
+    if not pending:
+        return
+    if not ray.is_initialized():
+        ray.init(address=address, num_cpus=None if address else (workers or os.cpu_count()),
+                 include_dashboard=False, log_to_driver=False)
+    count = max(1, min(workers or int(ray.available_resources().get("CPU", 1)), len(pending)))
+    worker_cls = ray.remote(num_cpus=1, max_restarts=-1, max_task_retries=3)(_CellWorker)
+    actors = [worker_cls.remote() for _ in range(count)]
+    pool = ray.util.ActorPool(actors)
+    try:
+        yield from pool.map_unordered(lambda actor, cell: actor.run.remote(cell), pending)
+    finally:
+        for actor in actors:
+            ray.kill(actor)
+
+
+class _CellWorker:
+    """A Ray actor: one process that imports dlforge once and runs cells one after another."""
+
+    def __init__(self):
+        os.environ.setdefault("OMP_NUM_THREADS", "1")
+        import torch
+
+        torch.set_num_threads(1)
+
+    def run(self, cell: dict) -> dict:
+        return run_cell(cell)
+
+
+# ------------------------------------------------------------------------------------------ merging
+
+
+def merge(results: list[dict]) -> dict:
+    """One audit report from the cells: rows recomputed from the per-sample records of all shards."""
+    from dlforge.adversarial import checks
+    from dlforge.env import environment
+
+    unique: dict = {}  # the source's white-box rows come from every engine's cells: the same records
+    for res in results:
+        for r in res["records"]:
+            unique.setdefault((r["attack"], r["eps"], r["route"], r["engine"], r["sample"]), r)
+    records = list(unique.values())
+    first = results[0]
+    groups: dict = {}
+    meta: dict = {}
+    for res in results:
+        for row in res["rows"]:
+            meta.setdefault((row["attack"], row["eps"], row["route"], row["target"]), row)
+    for r in records:
+        groups.setdefault((r["attack"], r["eps"], r["route"], r["engine"]), []).append(r)
+    rows = []
+    for key, group in groups.items():
+        group.sort(key=lambda r: r["sample"])
+        template = meta[key]
+        correct = [r["clean_prediction"] == r["label"] for r in group]
+        robust = [r["robust"] for r in group]
+        row = {k: template[k] for k in ("attack", "norm", "eps", "route", "target", "path")}
+        row.update(robust_accuracy=sum(robust) / len(group), clean_accuracy=sum(correct) / len(group),
+                   attack_success_rate=(sum(c and not r for c, r in zip(correct, robust)) / sum(correct))
+                   if any(correct) else 0.0, samples=len(group))
+        queries = [r["queries"] for r in group if r["queries"] is not None]
+        if queries:
+            row["queries_per_sample"] = sum(queries) / len(queries)
+        if "crafted_on" in template:
+            row["crafted_on"] = template["crafted_on"]
+        rows.append(row)
+    rows.sort(key=lambda r: (r["attack"], r["route"], r["target"], r["eps"]))
+    engines = {}
+    for res in results:
+        for e in res["engines"]:
+            engines.setdefault(e["label"], {**e, "correct": {}})
+    for r in records:
+        if r["engine"] in engines:
+            engines[r["engine"]]["correct"][r["sample"]] = r["clean_prediction"] == r["label"]
+    engine_rows = [{k: v for k, v in e.items() if k != "correct"} | {
+        "clean_accuracy": sum(e["correct"].values()) / max(len(e["correct"]), 1)} for e in engines.values()]
+    samples = len({r["sample"] for r in records})
+    gap_bar = first["cell"]["settings"].get("gap_bar", 0.05)
+    gaps = checks.transfer_gaps(rows, gap_bar)
+    per_cell = {}
+    for res in results:
+        for c in res["checks"]:
+            per_cell.setdefault(c["name"], []).append(c)
+    cell_checks = [_combine(name, found) for name, found in per_cell.items()
+                   if name not in {"robust accuracy does not increase with eps"} and "masking" not in name
+                   and "transfer" not in name]
+    report = {
+        "schema_version": 1, "env": environment(), "target": [e["path"] for e in engine_rows],
+        "engines": engine_rows, "source": first["source"], "crafted_on": first["crafted_on"], "data": first["data"],
+        "samples": samples, "value_range": first["value_range"], "clean_accuracy": engine_rows[0]["clean_accuracy"],
+        "settings": {**first["cell"]["settings"], "sweep_cells": len(results)}, "rows": rows, "comparisons": [],
+        "transfer_gaps": gaps, "gallery": [],
+        "checks": cell_checks + [checks.monotone_check(rows), checks.masking_check(rows),
+                                 checks.transfer_gap_check(gaps, gap_bar)],
+        "per_sample": {"file": "samples.jsonl", "version": 1, "count": len(records),
+                       "records": sorted(records, key=lambda r: (r["attack"], r["eps"], r["route"], r["engine"],
+                                                                r["sample"]))},
+    }
+    return report
+
+
+def _combine(name: str, found: list[dict]) -> dict:
+    """A per-cell check over all cells: fail if any failed, pass if any passed and none failed, else n/a."""
+    from dlforge.adversarial.checks import FAIL, NA, PASS, check
+
+    statuses = [c["status"] for c in found]
+    status = FAIL if FAIL in statuses else PASS if PASS in statuses else NA
+    judged = sum(s != NA for s in statuses)
+    example = next((c for c in found if c["status"] == status), found[0])
+    return check(name, status, f"{judged} of {len(found)} cells judged; e.g. {example['detail']}")

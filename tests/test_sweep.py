@@ -1,0 +1,137 @@
+"""``dlforge sweep``: cells are content-keyed, resumable, and the same on Ray as in-process."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import threading
+import time
+
+import pytest
+from click.testing import CliRunner
+
+from dlforge.cli import cli
+from dlforge.errors import InputError
+from dlforge.sweep import cells, load_spec, read_results, run_sweep
+
+
+@pytest.fixture(scope="session")
+def ray_cluster():
+    """A local Ray cluster with 2 CPUs, started once per test session."""
+    ray = pytest.importorskip("ray")
+    if not ray.is_initialized():
+        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    yield ray
+    ray.shutdown()
+
+
+@pytest.fixture
+def spec(digits_engines, tmp_path):
+    path = tmp_path / "spec.toml"
+    path.write_text(f"""kind = "audit"
+engines = ["{digits_engines['fp32'].path}", "{digits_engines['int8'].path}"]
+attacks = ["fgsm", "square"]
+eps = [0.1, 0.3]
+samples = 60
+shards = 3
+[settings]
+square_queries = 30
+seed = 1
+""")
+    return path
+
+
+def _by_key(out) -> dict:
+    return {k: (r["rows"], r["records"]) for k, r in read_results(out / "cells.jsonl").items()}
+
+
+def _sweep(spec_path, out, **kwargs):
+    seen = []
+    report = run_sweep(load_spec(spec_path), out, on_cell=lambda result, cached: seen.append(cached), **kwargs)
+    return report, seen
+
+
+def test_cells_are_keyed_by_content(spec, digits_engines, tmp_path):
+    grid = cells(load_spec(spec))
+    assert len(grid) == 2 * 2 * 2 * 3 and len({c["key"] for c in grid}) == len(grid)
+    assert sorted((c["start"], c["samples"]) for c in grid if c["attack"] == "fgsm" and c["eps"] == 0.1
+                  and c["engine"].endswith("fp32")) == [(0, 20), (20, 20), (40, 20)]
+    changed = tmp_path / "changed.toml"
+    changed.write_text(spec.read_text().replace("seed = 1", "seed = 2"))
+    assert not {c["key"] for c in grid} & {c["key"] for c in cells(load_spec(changed))}
+
+
+def test_local_sweep_resumes_without_recomputing_and_matches_one_audit(spec, digits_engines, tmp_path):
+    out = tmp_path / "local"
+    report, seen = _sweep(spec, out)
+    assert seen == [False] * 24
+    lines = (out / "cells.jsonl").read_bytes().splitlines(keepends=True)
+    (out / "cells.jsonl").write_bytes(b"".join(lines[:-3]) + lines[-3][:40])  # killed while writing a line
+    again, seen = _sweep(spec, out)
+    assert seen.count(True) == 21 and seen.count(False) == 3  # only the lost cells ran again
+    assert again["rows"] == report["rows"]
+    assert len(read_results(out / "cells.jsonl")) == 24
+    # FGSM is deterministic: its rows equal those of one unsharded audit of the same points and engines
+    from dlforge.adversarial.audit import run_audit
+
+    single = run_audit([digits_engines["fp32"].path, digits_engines["int8"].path], progress=False,
+                       attacks=("fgsm",), eps=(0.1, 0.3), samples=60, seed=1)
+    key = lambda r: (r["attack"], r["eps"], r["route"], r["target"])  # noqa: E731
+    swept = {key(r): r["robust_accuracy"] for r in report["rows"] if r["attack"] == "fgsm"}
+    assert swept == {key(r): r["robust_accuracy"] for r in single["rows"]}
+
+
+def test_ray_gives_bit_identical_cells_and_survives_a_killed_worker(spec, tmp_path, ray_cluster):
+    local, ray_out = tmp_path / "local", tmp_path / "ray"
+    _sweep(spec, local)
+    killed = []
+
+    def kill_a_worker():
+        deadline = time.monotonic() + 300
+        while time.monotonic() < deadline and not killed:
+            found = subprocess.run(["pgrep", "-f", "ray::_CellWorker.run"], capture_output=True, text=True).stdout
+            pids = [int(p) for p in found.split()]
+            if pids:
+                os.kill(pids[0], signal.SIGKILL)
+                killed.append(pids[0])
+            time.sleep(0.05)
+
+    killer = threading.Thread(target=kill_a_worker, daemon=True)
+    killer.start()
+    report, seen = _sweep(spec, ray_out, executor="ray", workers=2)
+    killer.join(1)
+    assert killed, "no worker was seen running a cell"
+    assert seen == [False] * 24
+    assert _by_key(ray_out) == _by_key(local)
+
+
+@pytest.mark.parametrize("text, message", [
+    ('kind = "bench"\nengines=["a"]\nattacks=["fgsm"]\neps=[0.1]', "kind 'bench' is not supported"),
+    ('engines=[]\nattacks=["fgsm"]\neps=[0.1]', "engines must be a non-empty list"),
+    ('engines=["a"]\nattacks=["fgsm"]', "give eps"),
+    ('engines=["a"]\nattacks=["fgsm"]\neps=[0.1]\nbatch=3', "unknown key(s) batch"),
+    ('engines=["a"]\nattacks=["fgsm"]\neps=[0.1]\n[settings]\neps=[1]', "at the top level"),
+    ('engines=["a"]\nattacks=["fgsm"]\neps=[0.1]\nshards=0', "shards must be a positive integer"),
+    ('engines=["a"\n', "not valid TOML"),
+])
+def test_bad_specs(tmp_path, text, message):
+    path = tmp_path / "spec.toml"
+    path.write_text(text)
+    with pytest.raises(InputError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        load_spec(path)
+
+
+def test_cli_sweep(spec, tmp_path):
+    out = tmp_path / "cli"
+    result = CliRunner().invoke(cli, ["sweep", str(spec), "-o", str(out)])
+    assert result.exit_code == 0, result.output
+    assert "24 cells: 24 computed, 0 already" in result.stderr
+    report = json.loads((out / "audit" / "audit.json").read_text())
+    assert report["samples"] == 60 and report["per_sample"]["count"] == len(
+        (out / "audit" / "samples.jsonl").read_text().splitlines())
+    again = CliRunner().invoke(cli, ["sweep", str(spec), "-o", str(out)])
+    assert again.exit_code == 0 and "24 cells: 0 computed, 24 already" in again.stderr
+    bad = CliRunner().invoke(cli, ["sweep", str(tmp_path / "missing.toml"), "-o", str(out)])
+    assert bad.exit_code == 2 and len(bad.stderr.strip().splitlines()) == 1
