@@ -40,7 +40,8 @@ from typing import Callable, Iterable
 
 from dlforge.errors import InputError
 
-SPEC_KEYS = {"kind", "engines", "attacks", "eps", "eps_l2", "samples", "start", "shards", "settings"}
+SPEC_KEYS = {"audit": {"kind", "engines", "attacks", "eps", "eps_l2", "samples", "start", "shards", "settings"},
+             "bench": {"kind", "engines", "batch_sizes", "threads", "settings"}}
 RESULTS = "cells.jsonl"
 EXECUTORS = ("local", "ray")
 
@@ -48,13 +49,16 @@ EXECUTORS = ("local", "ray")
 @dataclass
 class SweepSpec:
     engines: list[str]
-    attacks: list[str]
-    eps: list[float]
+    attacks: list[str] = field(default_factory=list)
+    eps: list[float] = field(default_factory=list)
     eps_l2: list[float] = field(default_factory=list)
     samples: int = 500
     start: int = 0
     shards: int = 1
     settings: dict = field(default_factory=dict)
+    kind: str = "audit"
+    batch_sizes: list[int] = field(default_factory=list)
+    threads: list[int] = field(default_factory=list)
 
 
 def load_spec(path: str | os.PathLike) -> SweepSpec:
@@ -68,11 +72,15 @@ def load_spec(path: str | os.PathLike) -> SweepSpec:
         raw = tomllib.loads(path.read_text(encoding="utf-8"))
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
         raise InputError(f"sweep spec {path} is not valid TOML: {exc}")
-    unknown = sorted(set(raw) - SPEC_KEYS)
+    kind = raw.get("kind", "audit")
+    if kind not in SPEC_KEYS:
+        raise InputError(f"sweep spec {path}: kind {kind!r} is not supported; kind = \"audit\" or \"bench\"")
+    unknown = sorted(set(raw) - SPEC_KEYS[kind])
     if unknown:
-        raise InputError(f"sweep spec {path}: unknown key(s) {', '.join(unknown)}; expected {', '.join(sorted(SPEC_KEYS))}")
-    if raw.get("kind", "audit") != "audit":
-        raise InputError(f"sweep spec {path}: kind {raw['kind']!r} is not supported; kind = \"audit\"")
+        raise InputError(f"sweep spec {path}: unknown key(s) {', '.join(unknown)} for kind {kind!r}; expected "
+                         f"{', '.join(sorted(SPEC_KEYS[kind]))}")
+    if kind == "bench":
+        return _bench_spec(path, raw)
     for key in ("engines", "attacks"):
         if not isinstance(raw.get(key), list) or not raw[key] or not all(isinstance(v, str) for v in raw[key]):
             raise InputError(f"sweep spec {path}: {key} must be a non-empty list of strings")
@@ -84,8 +92,7 @@ def load_spec(path: str | os.PathLike) -> SweepSpec:
     reserved = sorted(set(settings) & {"attacks", "eps", "eps_l2", "samples", "start", "per_sample"})
     if reserved:
         raise InputError(f"sweep spec {path}: set {', '.join(reserved)} at the top level, not in [settings]")
-    spec = SweepSpec(engines=[str((path.parent / e).resolve()) if not Path(e).is_absolute() else e
-                              for e in raw["engines"]],
+    spec = SweepSpec(engines=_engine_paths(path, raw["engines"]),
                      attacks=raw["attacks"], eps=[float(e) for e in raw.get("eps", [])],
                      eps_l2=[float(e) for e in raw.get("eps_l2", [])], samples=raw.get("samples", 500),
                      start=raw.get("start", 0), shards=raw.get("shards", 1), settings=settings)
@@ -103,13 +110,45 @@ def load_spec(path: str | os.PathLike) -> SweepSpec:
     return spec
 
 
-def cells(spec: SweepSpec) -> list[dict]:
-    """Every cell of the grid, each with its content key."""
+def _bench_spec(path: Path, raw: dict) -> SweepSpec:
+    from dlforge.bench import BenchOptions
+
+    if not isinstance(raw.get("engines"), list) or not raw["engines"] or not all(isinstance(v, str) for v in raw["engines"]):
+        raise InputError(f"sweep spec {path}: engines must be a non-empty list of strings")
+    for key in ("batch_sizes", "threads"):
+        values = raw.get(key)
+        if not isinstance(values, list) or not values or not all(isinstance(v, int) and v >= 1 for v in values):
+            raise InputError(f"sweep spec {path}: {key} must be a non-empty list of positive integers")
+    settings = raw.get("settings", {})
+    if not isinstance(settings, dict):
+        raise InputError(f"sweep spec {path}: [settings] must be a table of bench options")
+    reserved = sorted(set(settings) & {"batch_sizes", "threads"})
+    if reserved:
+        raise InputError(f"sweep spec {path}: set {', '.join(reserved)} at the top level, not in [settings]")
+    try:
+        BenchOptions.build(None, batch_sizes=tuple(raw["batch_sizes"]), threads=raw["threads"][0], **settings)
+    except TypeError as exc:
+        raise InputError(f"sweep spec {path}: [settings] has an option `dlforge bench` does not know ({exc})")
+    return SweepSpec(kind="bench", engines=_engine_paths(path, raw["engines"]), batch_sizes=raw["batch_sizes"],
+                     threads=raw["threads"], settings=settings)
+
+
+def _engine_paths(spec_path: Path, engines: list[str]) -> list[str]:
+    return [e if Path(e).is_absolute() else str((spec_path.parent / e).resolve()) for e in engines]
+
+
+def _keyed(cell: dict) -> dict:
     from dlforge import __version__
-    from dlforge.adversarial.audit import AuditOptions
+
+    cell["dlforge"] = __version__
+    cell["key"] = hashlib.sha256(json.dumps(cell, sort_keys=True).encode()).hexdigest()
+    return cell
+
+
+def _engines(spec: SweepSpec) -> list[tuple[str, str]]:
+    """(path, payload sha256) of each engine, from its verified card; labels must be distinct."""
     from dlforge.artifact import open_artifact
 
-    options = AuditOptions.build(None, **spec.settings)
     engines = []
     for e in spec.engines:
         artifact = open_artifact(e, ["engine"])
@@ -117,6 +156,25 @@ def cells(spec: SweepSpec) -> list[dict]:
     names = [Path(p).name for p, _ in engines]
     if len(set(names)) < len(names):
         raise InputError("two engines of the sweep share a folder name (their label in the report); rename one")
+    return engines
+
+
+def cells(spec: SweepSpec) -> list[dict]:
+    """Every cell of the grid, each with its content key.
+
+    Audit: one cell per engine, attack, eps and shard. Bench: one cell per batch size and thread
+    count, holding every engine: engines are timed in interleaved rounds within a cell, so their
+    ratios are measured side by side (dlforge bench's rule), never across cells or machines.
+    """
+    if spec.kind == "bench":
+        engines = _engines(spec)
+        return [_keyed({"kind": "bench", "engines": [p for p, _ in engines], "engine_sha256": [s for _, s in engines],
+                        "batch": b, "threads": t, "settings": spec.settings})
+                for t in spec.threads for b in spec.batch_sizes]
+    from dlforge.adversarial.audit import AuditOptions
+
+    options = AuditOptions.build(None, **spec.settings)
+    engines = _engines(spec)
     bounds = [spec.start + spec.samples * i // spec.shards for i in range(spec.shards + 1)]
     out = []
     for path, sha in engines:
@@ -127,15 +185,21 @@ def cells(spec: SweepSpec) -> list[dict]:
                 raise InputError(f"attack {attack_spec} is an {attack.norm} attack: give eps_l2 = [...] in the spec")
             for eps in budgets:
                 for lo, hi in zip(bounds, bounds[1:]):
-                    cell = {"engine": path, "engine_sha256": sha, "attack": attack_spec, "eps": eps, "norm": attack.norm,
-                            "start": lo, "samples": hi - lo, "settings": spec.settings, "dlforge": __version__}
-                    cell["key"] = hashlib.sha256(json.dumps(cell, sort_keys=True).encode()).hexdigest()
-                    out.append(cell)
+                    out.append(_keyed({"kind": "audit", "engine": path, "engine_sha256": sha, "attack": attack_spec,
+                                       "eps": eps, "norm": attack.norm, "start": lo, "samples": hi - lo,
+                                       "settings": spec.settings}))
     return out
 
 
 def run_cell(cell: dict) -> dict:
-    """One cell: an audit of one engine, attack, eps and shard; its rows, per-sample records and checks."""
+    """One cell: an audit of one engine, attack, eps and shard (its rows, per-sample records and checks),
+    or a bench of every engine at one batch size and thread count."""
+    if cell["kind"] == "bench":
+        from dlforge.bench import run_bench
+
+        began = time.time()
+        report = run_bench(cell["engines"], batch_sizes=(cell["batch"],), threads=cell["threads"], **cell["settings"])
+        return {"key": cell["key"], "cell": cell, "report": report, "began": began, "ended": time.time()}
     from dlforge.adversarial.audit import run_audit
 
     import torch
@@ -202,19 +266,24 @@ def run_sweep(spec: SweepSpec, out_dir: str | os.PathLike, *, executor: str = "l
             on_cell(done[cell["key"]], True)
     pending = [c for c in grid if c["key"] not in done]
     run = _local if executor == "local" else _ray
-    for result in run(pending, workers=workers, address=address):
+    for result in run(pending, workers=workers, address=address, exclusive=spec.kind == "bench"):
         _append(results_path, result)
         done[result["key"]] = result
         on_cell(result, False)
-    return merge([done[c["key"]] for c in grid])
+    ordered = [done[c["key"]] for c in grid]
+    return merge_bench(ordered) if spec.kind == "bench" else merge(ordered)
 
 
 def _local(pending: list[dict], **_) -> Iterable[dict]:
+    """Cells one after another in this process (bench cells never overlap)."""
     for cell in pending:
         yield run_cell(cell)
 
 
-def _ray(pending: list[dict], *, workers: int | None, address: str | None) -> Iterable[dict]:
+def _ray(pending: list[dict], *, workers: int | None, address: str | None, exclusive: bool) -> Iterable[dict]:
+    """Cells on Ray actors. Audit actors take one CPU each. Bench actors (``exclusive``) take every CPU of
+    the smallest node, so no two bench cells, and no other task of the cluster's scheduler, share a
+    node's cores while timing."""
     try:
         import ray
     except ImportError as exc:
@@ -226,8 +295,14 @@ def _ray(pending: list[dict], *, workers: int | None, address: str | None) -> It
     if not ray.is_initialized():
         ray.init(address=address, num_cpus=None if address else (workers or os.cpu_count()),
                  include_dashboard=False, log_to_driver=False)
-    count = max(1, min(workers or int(ray.available_resources().get("CPU", 1)), len(pending)))
-    worker_cls = ray.remote(num_cpus=1, max_restarts=-1, max_task_retries=3)(_CellWorker)
+    cpus = 1
+    if exclusive:
+        cpus = int(min(n["Resources"].get("CPU", 1) for n in ray.nodes() if n["Alive"]))
+    slots = int(ray.available_resources().get("CPU", 1)) // cpus  # actors hold their CPUs while they live
+    if slots < 1:
+        raise InputError(f"the Ray cluster has no {cpus} free CPU(s) for a worker; free some or add a node")
+    count = min(workers or slots, slots, len(pending))
+    worker_cls = ray.remote(num_cpus=cpus, max_restarts=-1, max_task_retries=3)(_CellWorker)
     actors = [worker_cls.remote() for _ in range(count)]
     pool = ray.util.ActorPool(actors)
     try:
@@ -320,6 +395,21 @@ def merge(results: list[dict]) -> dict:
                                                                 r["sample"]))},
     }
     return report
+
+
+def merge_bench(results: list[dict]) -> dict:
+    """One bench report from the cells: every cell's rows, each tagged with its thread count."""
+    first = results[0]["report"]
+    rows = [{**row, "threads": res["cell"]["threads"]} for res in results for row in res["report"]["results"]]
+    hosts = sorted({f"{res['report']['env'].get('platform')} ({res['report']['env'].get('cpu')})" for res in results})
+    notes = list(dict.fromkeys(n for res in results for n in res["report"].get("notes", [])))
+    if len(hosts) > 1:
+        notes.append("cells ran on different machines: compare rows within a cell (same batch and threads) only")
+    settings = {**first["settings"], "batch_sizes": sorted({r["batch_size"] for r in rows}),
+                "threads": sorted({res["cell"]["threads"] for res in results}), "sweep_cells": len(results),
+                "hosts": hosts}
+    return {**first, "settings": settings, "results": rows, "notes": notes,
+            "options": {**first["options"], "batch_sizes": settings["batch_sizes"], "threads": settings["threads"]}}
 
 
 def _combine(name: str, found: list[dict]) -> dict:

@@ -108,7 +108,9 @@ def test_ray_gives_bit_identical_cells_and_survives_a_killed_worker(spec, tmp_pa
 
 
 @pytest.mark.parametrize("text, message", [
-    ('kind = "bench"\nengines=["a"]\nattacks=["fgsm"]\neps=[0.1]', "kind 'bench' is not supported"),
+    ('kind = "train"\nengines=["a"]\nattacks=["fgsm"]\neps=[0.1]', "kind 'train' is not supported"),
+    ('kind = "bench"\nengines=["a"]\nattacks=["fgsm"]\neps=[0.1]', "unknown key(s) attacks, eps for kind 'bench'"),
+    ('kind = "bench"\nengines=["a"]\nbatch_sizes=[0]\nthreads=[1]', "batch_sizes must be a non-empty list"),
     ('engines=[]\nattacks=["fgsm"]\neps=[0.1]', "engines must be a non-empty list"),
     ('engines=["a"]\nattacks=["fgsm"]', "give eps"),
     ('engines=["a"]\nattacks=["fgsm"]\neps=[0.1]\nbatch=3', "unknown key(s) batch"),
@@ -135,3 +137,39 @@ def test_cli_sweep(spec, tmp_path):
     assert again.exit_code == 0 and "24 cells: 0 computed, 24 already" in again.stderr
     bad = CliRunner().invoke(cli, ["sweep", str(tmp_path / "missing.toml"), "-o", str(out)])
     assert bad.exit_code == 2 and len(bad.stderr.strip().splitlines()) == 1
+
+
+@pytest.fixture
+def bench_spec(digits_engines, tmp_path):
+    path = tmp_path / "bench.toml"
+    path.write_text(f"""kind = "bench"
+engines = ["{digits_engines['fp32'].path}", "{digits_engines['int8'].path}"]
+batch_sizes = [1, 16]
+threads = [1, 2]
+[settings]
+rounds = 2
+duration = 0.05
+iterations = 4
+warmup = 1
+warmup_time = 0
+""")
+    return path
+
+
+def test_bench_sweep_cells_never_overlap_and_ratios_stay_within_a_cell(bench_spec, tmp_path, ray_cluster):
+    grid = cells(load_spec(bench_spec))
+    assert sorted((c["batch"], c["threads"]) for c in grid) == [(1, 1), (1, 2), (16, 1), (16, 2)]
+    assert all(len(c["engines"]) == 2 for c in grid)  # engines interleaved within each cell
+    report, seen = _sweep(bench_spec, tmp_path / "ray", executor="ray", workers=2)
+    assert seen == [False] * 4
+    spans = sorted((r["began"], r["ended"]) for r in read_results(tmp_path / "ray" / "cells.jsonl").values())
+    assert all(end <= nxt for (_, end), (nxt, _) in zip(spans, spans[1:]))  # one bench cell at a time
+    assert len(report["results"]) == 8 and {r["threads"] for r in report["results"]} == {1, 2}
+    from dlforge.bench.report import table, with_ratios
+
+    rows = with_ratios(report)
+    assert all(r["speedup"] == 1.0 for r in rows if r["artifact"] == rows[0]["baseline"])
+    assert "threads" in table(report).splitlines()[0]
+    result = CliRunner().invoke(cli, ["sweep", str(bench_spec), "-o", str(tmp_path / "ray")])
+    assert result.exit_code == 0 and "4 cells: 0 computed, 4 already" in result.stderr
+    assert (tmp_path / "ray" / "bench" / "bench.json").is_file()

@@ -34,6 +34,7 @@ COLUMNS = {
     "precision": Column("precision", "precision"),
     "mode": Column("mode", "mode"),
     "batch": Column("batch_size", "batch", "d", ">"),
+    "threads": Column("threads", "threads", "d", ">"),
     "median": Column("latency_ms", "median ms", _latency("median"), ">"),
     "p90": Column("latency_ms", "p90 ms", _latency("p90"), ">"),
     "p99": Column("latency_ms", "p99 ms", _latency("p99"), ">"),
@@ -42,9 +43,9 @@ COLUMNS = {
     "speedup": Column("speedup", "speedup", lambda v: f"{v:.2f}x", ">"),
     "accuracy": Column("accuracy", "accuracy", ".4f", ">"),
 }
-TERMINAL = ("artifact", "backend", "precision", "mode", "batch", "median", "p99", "throughput", "cov", "speedup",
+TERMINAL = ("artifact", "backend", "precision", "mode", "threads", "batch", "median", "p99", "throughput", "cov", "speedup",
             "accuracy")
-MARKDOWN = ("artifact", "backend", "precision", "mode", "batch", "median", "p90", "p99", "throughput", "cov",
+MARKDOWN = ("artifact", "backend", "precision", "mode", "threads", "batch", "median", "p90", "p99", "throughput", "cov",
             "speedup", "accuracy")
 
 COMPARE_COLUMNS = [
@@ -61,8 +62,10 @@ COMPARE_COLUMNS = [
 
 def columns_for(rows: list[dict], names: Iterable[str]) -> list[Column]:
     """The named columns, without ``mode`` when every row was timed end to end and without
-    ``accuracy`` when none was measured."""
+    ``accuracy`` when none was measured, and ``threads`` unless rows carry it (a bench sweep)."""
     skip = set()
+    if all("threads" not in r for r in rows):
+        skip.add("threads")
     if all(r.get("mode", "end-to-end") == "end-to-end" for r in rows):
         skip.add("mode")
     if all(r.get("accuracy") is None for r in rows):
@@ -88,22 +91,25 @@ def resolve_baseline(names: list[str], baseline: str | None) -> str:
 
 
 def with_ratios(report: dict, baseline: str | None = None) -> list[dict]:
-    """Rows with ``speedup`` = baseline median latency / row median latency, per batch size.
+    """Rows with ``speedup`` = baseline median latency / row median latency, per batch size (and, in a
+    bench sweep, per thread count: ratios never cross cells).
 
     ``baseline`` None: the one the report was measured with (``--baseline``, else the first artifact).
     """
     rows = report["results"]
     names = list(dict.fromkeys(r["artifact"] for r in rows))
     base = resolve_baseline(names, baseline if baseline is not None else report["settings"].get("baseline"))
-    ref = {r["batch_size"]: r["latency_ms"]["median"] for r in rows if r["artifact"] == base}
-    return [{**r, "speedup": ref[r["batch_size"]] / r["latency_ms"]["median"], "baseline": base} for r in rows]
+    ref = {(r["batch_size"], r.get("threads")): r["latency_ms"]["median"] for r in rows if r["artifact"] == base}
+    return [{**r, "speedup": ref[r["batch_size"], r.get("threads")] / r["latency_ms"]["median"], "baseline": base}
+            for r in rows]
 
 
 def table(report: dict, baseline: str | None = None) -> str:
     """The terminal table, with what the ratios mean, the inputs, the notes and a noise warning."""
     rows = with_ratios(report, baseline)
     out = [format_table(rows, columns_for(rows, TERMINAL)),
-           f"speedup: median latency of {short(rows[0]['baseline'])} / this row's, per batch size. "
+           f"speedup: median latency of {short(rows[0]['baseline'])} / this row's, per batch size"
+           f"{' and thread count' if 'threads' in rows[0] else ''}. "
            f"inputs: {report['settings']['inputs']}."]
     out += [f"note: {note}" for note in report.get("notes", [])]
     noisy = [r for r in rows if r["cov"] > COV_WARNING]
