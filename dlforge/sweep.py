@@ -1,5 +1,5 @@
-"""``dlforge sweep``: an audit grid (engines x attacks x eps x sample shards) run cell by cell, locally
-or on a Ray cluster, resumable, merged into one audit report.
+"""``dlforge sweep``: an audit grid (engines x attacks x eps x sample shards) or a bench grid (batch
+sizes x threads) run cell by cell, locally or on a Ray cluster, resumable, merged into one report.
 
 A spec is a TOML file::
 
@@ -12,7 +12,17 @@ A spec is a TOML file::
     [settings]                        # any other `dlforge audit` option: pgd_steps, square_queries, seed, ...
     seed = 0
 
-Each cell is one ``run_audit`` of one engine, one attack, one eps and one shard, with per-sample
+A bench spec sweeps batch sizes and thread counts; each cell times every engine in interleaved
+rounds (``dlforge bench``'s rule: ratios are measured side by side), into ``OUT/bench``::
+
+    kind = "bench"
+    engines = ["runs/mnist/engine-ort-fp32", "runs/mnist/engine-ort-int8"]
+    batch_sizes = [1, 8, 64]
+    threads = [1, 2]
+    [settings]                        # any other `dlforge bench` option: rounds, duration, ...
+    rounds = 5
+
+Each audit cell is one ``run_audit`` of one engine, one attack, one eps and one shard, with per-sample
 records. Its key is the sha256 of everything that determines its result: the engine's payload
 sha256 (from its verified card), the attack spec, eps, the shard's range, every audit setting and
 the dlforge version. Results stream to ``OUT/cells.jsonl`` (one line per finished cell, flushed and
