@@ -33,7 +33,8 @@ is exactly the one over their union.
 
 Executors: ``local`` runs the cells in this process, in order; ``ray`` runs them on Ray actors
 (``--workers`` of them, one CPU each; ``--address`` joins an existing cluster), each actor a
-process that keeps its imports warm across cells. A worker that dies mid-cell is restarted and the
+process that keeps its imports, open engine sessions, source models and datasets warm across cells
+(opened once per engine and process, not per cell). A worker that dies mid-cell is restarted and the
 cell retried (``max_restarts``/``max_task_retries``); a cell's result does not depend on where it ran.
 """
 
@@ -53,6 +54,7 @@ from dlforge.errors import InputError
 SPEC_KEYS = {"audit": {"kind", "engines", "attacks", "eps", "eps_l2", "samples", "start", "shards", "settings"},
              "bench": {"kind", "engines", "batch_sizes", "threads", "settings"}}
 RESULTS = "cells.jsonl"
+_WARM: dict = {}  # this process's open engines, source models and datasets, kept across cells
 EXECUTORS = ("local", "ray")
 
 
@@ -219,7 +221,7 @@ def run_cell(cell: dict) -> dict:
     budget = {"eps_l2": (cell["eps"],), "eps": (0.0,)} if cell["norm"] == "l2" else {"eps": (cell["eps"],)}
     try:
         report = run_audit([cell["engine"]], progress=False, attacks=(cell["attack"],), samples=cell["samples"],
-                           start=cell["start"], per_sample=True, **budget, **cell["settings"])
+                           start=cell["start"], per_sample=True, warm=_WARM, **budget, **cell["settings"])
     finally:
         torch.set_num_threads(threads)
     rows = [r for r in report["rows"] if r["eps"] == cell["eps"]]

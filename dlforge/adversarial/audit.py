@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 
@@ -108,6 +109,7 @@ class AuditRun:
     adv: dict = field(default_factory=dict)
     probes: dict = field(default_factory=dict)  # a probe's name -> its report section
     samples: list = field(default_factory=list)  # per-sample records (options.per_sample)
+    warm: dict | None = None  # kept open across audits by the caller (run_audit's ``warm``)
     cache: dict = field(default_factory=dict)  # what probes share (the familiarity yardstick)
 
     @property
@@ -116,19 +118,20 @@ class AuditRun:
 
 
 def run_audit(targets: list[str | os.PathLike], options: AuditOptions | None = None, *,
-              progress: bool | None = None, **overrides) -> dict:
+              progress: bool | None = None, warm: dict | None = None, **overrides) -> dict:
     """Audit the robustness of one or more engines of one model; returns the JSON report.
 
     ``options`` (:class:`AuditOptions`) or keyword ``overrides`` set what to run. Detectors are
     evaluated on each engine: threshold at 5% FPR on held-out clean images, then the share of
-    *successful* adversarial examples flagged.
+    *successful* adversarial examples flagged. ``warm``: a dict the caller keeps across audits (a
+    sweep's worker): engines and the source model are opened once, kept there, and not closed.
     """
     options = AuditOptions.build(options, **overrides)
     if not targets:
         raise InputError("give at least one engine to audit")
-    engines = _open_engines(targets)
+    engines = _open_engines(targets, warm)
     try:
-        run = _prepare(engines, options)
+        run = _prepare(engines, options, warm)
         from tqdm.auto import tqdm
 
         with tqdm(total=_work(run), desc="audit", unit="run", disable=None if progress is None else not progress) as bar:
@@ -138,18 +141,26 @@ def run_audit(targets: list[str | os.PathLike], options: AuditOptions | None = N
         return _report(run, full)
     finally:
         for e in engines:
-            e.close()
+            if warm is None:
+                e.close()
 
 
-def _open_engines(targets) -> list[DeployedModel]:
+def _open_engines(targets, warm: dict | None = None) -> list[DeployedModel]:
     engines: list[DeployedModel] = []
     try:
         for t in targets:
-            engines.append(open_deployed(t))
+            key = ("engine", str(Path(t).resolve()))
+            engine = warm.get(key) if warm is not None else None
+            if engine is None:
+                engine = open_deployed(t)
+                if warm is not None:
+                    warm[key] = engine
+            engines.append(engine)
             _check_classifier(engines[-1])
     except BaseException:
         for e in engines:
-            e.close()
+            if warm is None:
+                e.close()
         raise
     labels = [e.label for e in engines]
     if len(set(labels)) < len(labels):  # runs/a/engine and runs/b/engine: add the parent folder
@@ -211,7 +222,7 @@ def _audit_dataset(options: AuditOptions, engines: list[DeployedModel], crafter:
                      "--data-dir ../shared/data/mnist")
 
 
-def _prepare(engines: list[DeployedModel], options: AuditOptions) -> AuditRun:
+def _prepare(engines: list[DeployedModel], options: AuditOptions, warm: dict | None = None) -> AuditRun:
     """Pick the crafting model, load the data, measure clean predictions; refuse what cannot be audited."""
     attacks = [options.attack(spec) for spec in options.attacks]
     gradient = [s for s, a in zip(options.attacks, attacks) if _needs_gradients(a)]
@@ -219,7 +230,12 @@ def _prepare(engines: list[DeployedModel], options: AuditOptions) -> AuditRun:
     if gradient and crafter is None and options.engine_gradients == "off":
         raise InputError(f"attacks {', '.join(gradient)} need gradients: pass --source CHECKPOINT (or --surrogate), "
                          "drop --engine-gradients off, or audit with query attacks only (--attacks square)")
-    dataset = _audit_dataset(options, engines, crafter)
+    key = ("data", options.data, options.data_dir, crafter.path if crafter else None, *(e.path for e in engines))
+    dataset = warm.get(key) if warm is not None else None
+    if dataset is None:
+        dataset = _audit_dataset(options, engines, crafter)
+        if warm is not None:
+            warm[key] = dataset
     stop = options.start + options.samples
     x, y = dataset.x_test[options.start:stop].astype(np.float32), dataset.y_test[options.start:stop]
     if len(y) == 0:
@@ -228,7 +244,7 @@ def _prepare(engines: list[DeployedModel], options: AuditOptions) -> AuditRun:
     if x.shape[1:] != engines[0].input_shape:
         raise InputError(f"dataset {dataset.name} images are {x.shape[1:]}, the engine expects "
                          f"{engines[0].input_shape}; pass the right --data")
-    run = AuditRun(options, engines, x, y, dataset, attacks, crafter=crafter, crafted_on=crafted_on)
+    run = AuditRun(options, engines, x, y, dataset, attacks, crafter=crafter, crafted_on=crafted_on, warm=warm)
     for e in engines:
         logits = e.predict(x, options.batch_size)
         _check_outputs(e, logits, y)
@@ -248,7 +264,12 @@ def _gradient_models(run: AuditRun, gradient: list[str]) -> None:
 
     o = run.options
     if run.crafter is not None:
-        run.model = TorchModel.from_checkpoint(run.crafter, o.device)
+        key = ("source", str(run.crafter.path), o.device)
+        run.model = run.warm.get(key) if run.warm is not None else None
+        if run.model is None:
+            run.model = TorchModel.from_checkpoint(run.crafter, o.device)
+            if run.warm is not None:
+                run.warm[key] = run.model
         run.clean["source"] = run.model.predict(run.x).argmax(1)
     if o.engine_gradients != "off":
         noise = min(max(o.eps), run.value_range[1] - run.value_range[0])
