@@ -392,7 +392,7 @@ def exchange(a: Path, b: Path) -> bool:
     return True
 
 
-def _check_replaceable(out_dir: Path, protect: Iterable[str | os.PathLike]) -> None:
+def _check_replaceable(out_dir: Path, protect: Iterable[str | os.PathLike], marker: str | None = None) -> None:
     """``--force`` replaces a dlforge artifact only: never the input, a directory holding it, or other files."""
     resolved = out_dir.resolve()
     for p in protect:
@@ -402,13 +402,22 @@ def _check_replaceable(out_dir: Path, protect: Iterable[str | os.PathLike]) -> N
                              "--force never replaces an input: choose another -o")
     if resolved in Path.cwd().resolve().parents or resolved == Path.cwd().resolve():
         raise InputError(f"-o {out_dir} holds the current directory; choose another -o")
+    if marker is not None:
+        if not (out_dir / marker).is_file():
+            raise InputError(f"output directory {out_dir} exists and was not written by dlforge (no {marker}); "
+                             "--force only replaces what dlforge wrote: choose another -o or remove it yourself")
+        return
     if not is_artifact(out_dir):
         raise InputError(f"output directory {out_dir} exists and is not a dlforge artifact (no {CARD_NAME}); "
                          "--force only replaces dlforge artifacts: choose another -o or remove it yourself")
 
 
-def check_output(out_dir: str | os.PathLike, *, force: bool = False, protect: Iterable[str | os.PathLike] = ()) -> None:
+def check_output(out_dir: str | os.PathLike, *, force: bool = False, protect: Iterable[str | os.PathLike] = (),
+                 marker: str | None = None) -> None:
     """Raise :class:`InputError` now if ``out_dir`` cannot receive an artifact; creates nothing.
+
+    ``marker``: for outputs that are not artifacts (a Triton model repository), the file whose presence
+    says dlforge wrote the directory, so ``force`` may replace it.
 
     Stages call this before any work, so bad input never leaves a directory behind.
     """
@@ -420,7 +429,7 @@ def check_output(out_dir: str | os.PathLike, *, force: bool = False, protect: It
         raise InputError(f"output directory {out_dir} already exists and is not empty; "
                          "choose another -o or pass --force to replace it")
     if occupied:
-        _check_replaceable(out_dir, protect)
+        _check_replaceable(out_dir, protect, marker)
     ancestor = out_dir.resolve().parent
     while not ancestor.exists():
         ancestor = ancestor.parent

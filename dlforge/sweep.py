@@ -104,6 +104,7 @@ def load_spec(path: str | os.PathLike) -> SweepSpec:
     reserved = sorted(set(settings) & {"attacks", "eps", "eps_l2", "samples", "start", "per_sample"})
     if reserved:
         raise InputError(f"sweep spec {path}: set {', '.join(reserved)} at the top level, not in [settings]")
+    settings = _resolve_paths(path, settings)
     spec = SweepSpec(engines=_engine_paths(path, raw["engines"]),
                      attacks=raw["attacks"], eps=[float(e) for e in raw.get("eps", [])],
                      eps_l2=[float(e) for e in raw.get("eps_l2", [])], samples=raw.get("samples", 500),
@@ -115,10 +116,17 @@ def load_spec(path: str | os.PathLike) -> SweepSpec:
     if spec.shards > spec.samples:
         raise InputError(f"sweep spec {path}: {spec.shards} shards of {spec.samples} samples leave some empty")
     try:
-        AuditOptions.build(None, attacks=tuple(spec.attacks), eps=tuple(spec.eps) or (0.0,),
-                           eps_l2=tuple(spec.eps_l2) or (0.0,), samples=spec.samples, start=spec.start, **settings)
+        options = AuditOptions.build(None, attacks=tuple(spec.attacks), eps=tuple(spec.eps) or (0.0,),
+                                     eps_l2=tuple(spec.eps_l2) or (0.0,), samples=spec.samples, start=spec.start,
+                                     **settings)
     except TypeError as exc:
         raise InputError(f"sweep spec {path}: [settings] has an option `dlforge audit` does not know ({exc})")
+    from dlforge.adversarial.attacks import Probe
+
+    probes = [a for a in spec.attacks if isinstance(options.attack(a), Probe)]
+    if probes:
+        raise InputError(f"sweep spec {path}: {', '.join(probes)} is a probe (one experiment per audit, not per eps "
+                         "and shard); run it with `dlforge audit --attacks ...`")
     return spec
 
 
@@ -141,8 +149,25 @@ def _bench_spec(path: Path, raw: dict) -> SweepSpec:
         BenchOptions.build(None, batch_sizes=tuple(raw["batch_sizes"]), threads=raw["threads"][0], **settings)
     except TypeError as exc:
         raise InputError(f"sweep spec {path}: [settings] has an option `dlforge bench` does not know ({exc})")
+    settings = _resolve_paths(path, settings)
     return SweepSpec(kind="bench", engines=_engine_paths(path, raw["engines"]), batch_sizes=raw["batch_sizes"],
                      threads=raw["threads"], settings=settings)
+
+
+PATH_SETTINGS = ("source", "surrogate", "data_dir", "data", "torch_checkpoint")
+
+
+def _resolve_paths(spec_path: Path, settings: dict) -> dict:
+    """Path settings relative to the spec's folder, absolute (workers may run elsewhere); ``data`` only
+    when it names an existing file or folder there (else it is a dataset name such as mnist)."""
+    out = dict(settings)
+    for key in PATH_SETTINGS:
+        value = out.get(key)
+        if isinstance(value, str) and not Path(value).is_absolute():
+            candidate = (spec_path.parent / value).resolve()
+            if key != "data" or candidate.exists():
+                out[key] = str(candidate)
+    return out
 
 
 def _engine_paths(spec_path: Path, engines: list[str]) -> list[str]:
@@ -161,10 +186,16 @@ def _engines(spec: SweepSpec) -> list[tuple[str, str]]:
     """(path, payload sha256) of each engine, from its verified card; labels must be distinct."""
     from dlforge.artifact import open_artifact
 
-    engines = []
+    engines, models = [], set()
     for e in spec.engines:
         artifact = open_artifact(e, ["engine"])
         engines.append((str(artifact.path), artifact.card.sha256))
+        info = artifact.card.model
+        models.add((info.name, info.dataset) if info else None)
+    if spec.kind == "audit" and len(models) > 1:
+        raise InputError("the sweep's engines are of different models or datasets "
+                         f"({', '.join(sorted(map(str, models)))}); an audit compares engines of one model: "
+                         "sweep them separately")
     names = [Path(p).name for p, _ in engines]
     if len(set(names)) < len(names):
         raise InputError("two engines of the sweep share a folder name (their label in the report); rename one")
@@ -221,11 +252,13 @@ def run_cell(cell: dict) -> dict:
     budget = {"eps_l2": (cell["eps"],), "eps": (0.0,)} if cell["norm"] == "l2" else {"eps": (cell["eps"],)}
     try:
         report = run_audit([cell["engine"]], progress=False, attacks=(cell["attack"],), samples=cell["samples"],
-                           start=cell["start"], per_sample=True, warm=_WARM, **budget, **cell["settings"])
+                           start=cell["start"], per_sample=True, warm=_WARM, engine_threads=1, **budget,
+                           **cell["settings"])
     finally:
         torch.set_num_threads(threads)
-    rows = [r for r in report["rows"] if r["eps"] == cell["eps"]]
-    records = [r for r in report["per_sample"]["records"] if r["eps"] == cell["eps"]]
+    label = {"attack": cell["attack"]}  # the spec: pgd and pgd:steps=200 stay apart in the merged report
+    rows = [{**r, **label} for r in report["rows"] if r["eps"] == cell["eps"]]
+    records = [{**r, **label} for r in report["per_sample"]["records"] if r["eps"] == cell["eps"]]
     return {"key": cell["key"], "cell": cell, "rows": rows, "records": records, "checks": report["checks"],
             "engines": report["engines"], "data": report["data"], "value_range": report["value_range"],
             "source": report["source"], "crafted_on": report["crafted_on"],
@@ -240,16 +273,18 @@ def read_results(path: Path) -> dict[str, dict]:
     if not path.is_file():
         return {}
     done, good_bytes = {}, 0
-    with path.open("rb") as f:
-        for line in f:
-            try:
-                result = json.loads(line)
-            except ValueError:
-                break
-            if not line.endswith(b"\n"):
-                break
-            done[result["key"]] = result
-            good_bytes += len(line)
+    lines = path.read_bytes().splitlines(keepends=True)
+    for number, line in enumerate(lines, 1):
+        try:
+            result = json.loads(line) if line.endswith(b"\n") else None
+        except ValueError:
+            result = None
+        if result is None or "key" not in result:
+            if number < len(lines):  # only the last line can be torn by a kill; anything else is damage
+                raise InputError(f"{path} line {number} is not a finished cell; move the file away to start over")
+            break
+        done[result["key"]] = result
+        good_bytes += len(line)
     if good_bytes != path.stat().st_size:
         with path.open("r+b") as f:
             f.truncate(good_bytes)
@@ -305,17 +340,26 @@ def _ray(pending: list[dict], *, workers: int | None, address: str | None, exclu
     if not pending:
         return
     if not ray.is_initialized():
-        ray.init(address=address, num_cpus=None if address else (workers or os.cpu_count()),
-                 include_dashboard=False, log_to_driver=False)
-    cpus = 1
-    if exclusive:
-        cpus = int(min(n["Resources"].get("CPU", 1) for n in ray.nodes() if n["Alive"]))
-    slots = int(ray.available_resources().get("CPU", 1)) // cpus  # actors hold their CPUs while they live
-    if slots < 1:
-        raise InputError(f"the Ray cluster has no {cpus} free CPU(s) for a worker; free some or add a node")
-    count = min(workers or slots, slots, len(pending))
-    worker_cls = ray.remote(num_cpus=cpus, max_restarts=-1, max_task_retries=3)(_CellWorker)
-    actors = [worker_cls.remote() for _ in range(count)]
+        if address or os.environ.get("RAY_ADDRESS"):  # join a cluster: its nodes say how many CPUs there are
+            ray.init(address=address, include_dashboard=False, log_to_driver=False)
+        else:
+            ray.init(address="local", num_cpus=os.cpu_count(), include_dashboard=False,
+                     log_to_driver=False)
+    worker_cls = ray.remote(max_restarts=-1, max_task_retries=3)(_CellWorker)
+    if exclusive:  # one bench actor per node, holding every CPU of its node
+        from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+        nodes = [n for n in ray.nodes() if n["Alive"] and n["Resources"].get("CPU", 0) >= 1]
+        nodes = nodes[:min(workers or len(nodes), len(pending))]
+        if not nodes:
+            raise InputError("the Ray cluster has no node with CPUs for a bench cell")
+        actors = [worker_cls.options(num_cpus=int(n["Resources"]["CPU"]), scheduling_strategy=
+                                     NodeAffinitySchedulingStrategy(n["NodeID"], soft=False)).remote() for n in nodes]
+    else:
+        slots = int(ray.available_resources().get("CPU", 0))  # actors hold their CPU while they live
+        if slots < 1:
+            raise InputError("the Ray cluster has no free CPU for a worker; free some or add a node")
+        actors = [worker_cls.options(num_cpus=1).remote() for _ in range(min(workers or slots, slots, len(pending)))]
     pool = ray.util.ActorPool(actors)
     try:
         yield from pool.map_unordered(lambda actor, cell: actor.run.remote(cell), pending)
@@ -353,9 +397,12 @@ def merge(results: list[dict]) -> dict:
     first = results[0]
     groups: dict = {}
     meta: dict = {}
+    shards: dict = {}  # row key -> {shard start: (that shard's row, its sample count)}
     for res in results:
         for row in res["rows"]:
-            meta.setdefault((row["attack"], row["eps"], row["route"], row["target"]), row)
+            key = (row["attack"], row["eps"], row["route"], row["target"])
+            meta.setdefault(key, row)
+            shards.setdefault(key, {}).setdefault(res["cell"]["start"], (row, res["cell"]["samples"]))
     for r in records:
         groups.setdefault((r["attack"], r["eps"], r["route"], r["engine"]), []).append(r)
     rows = []
@@ -373,6 +420,8 @@ def merge(results: list[dict]) -> dict:
             row["queries_per_sample"] = sum(queries) / len(queries)
         if "crafted_on" in template:
             row["crafted_on"] = template["crafted_on"]
+        if "stages" in template:
+            row["stages"] = _merge_stages(list(shards[key].values()))
         rows.append(row)
     rows.sort(key=lambda r: (r["attack"], r["route"], r["target"], r["eps"]))
     engines = {}
@@ -391,7 +440,7 @@ def merge(results: list[dict]) -> dict:
     for res in results:
         for c in res["checks"]:
             per_cell.setdefault(c["name"], []).append(c)
-    cell_checks = [_combine(name, found) for name, found in per_cell.items()
+    cell_checks = [_combine(name, found, any_pass="full range" in name) for name, found in per_cell.items()
                    if name not in {"robust accuracy does not increase with eps"} and "masking" not in name
                    and "transfer" not in name]
     report = {
@@ -424,12 +473,30 @@ def merge_bench(results: list[dict]) -> dict:
             "options": {**first["options"], "batch_sizes": settings["batch_sizes"], "threads": settings["threads"]}}
 
 
-def _combine(name: str, found: list[dict]) -> dict:
-    """A per-cell check over all cells: fail if any failed, pass if any passed and none failed, else n/a."""
+def _merge_stages(parts: list[tuple[dict, int]]) -> list[dict]:
+    """AutoAttack's per-stage robust accuracy over shards: sample-weighted means; points fooled summed."""
+    total = sum(n for _, n in parts)
+    out = []
+    for i, stage in enumerate(parts[0][0]["stages"]):
+        merged = {**stage, "robust_accuracy": sum(row["stages"][i]["robust_accuracy"] * n for row, n in parts) / total,
+                  "fooled": sum(row["stages"][i].get("fooled", 0) for row, _ in parts)}
+        if not all("skipped" in row["stages"][i] for row, _ in parts):
+            merged.pop("skipped", None)
+        out.append(merged)
+    return out
+
+
+def _combine(name: str, found: list[dict], any_pass: bool = False) -> dict:
+    """A per-cell check over all cells: fail if any failed, pass if any passed and none failed, else n/a.
+    ``any_pass`` (the full-range check, which each cell runs with its own attack, e.g. FGSM): pass if any
+    cell's attack reached ~0 at the full range, as one audit judges it with its strongest gradient attack."""
     from dlforge.adversarial.checks import FAIL, NA, PASS, check
 
     statuses = [c["status"] for c in found]
-    status = FAIL if FAIL in statuses else PASS if PASS in statuses else NA
+    if any_pass:
+        status = PASS if PASS in statuses else FAIL if FAIL in statuses else NA
+    else:
+        status = FAIL if FAIL in statuses else PASS if PASS in statuses else NA
     judged = sum(s != NA for s in statuses)
     example = next((c for c in found if c["status"] == status), found[0])
     return check(name, status, f"{judged} of {len(found)} cells judged; e.g. {example['detail']}")

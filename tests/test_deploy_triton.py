@@ -231,3 +231,23 @@ def test_a_real_triton_server_answers_like_the_runtime(digits_engines, tmp_path)
     finally:
         server.terminate()
         server.wait(30)
+
+
+def test_force_replaces_only_a_dlforge_repository_and_max_batch_size_0_turns_batching_off(digits_engines, tmp_path):
+    repo = tmp_path / "repo"
+    write_repository([digits_engines["fp32"].path], repo, names=["m"])
+    assert oct(repo.stat().st_mode & 0o777) != oct(0o700)  # readable by a server run as another user
+    write_repository([digits_engines["int8"].path], repo, names=["n"], force=True, max_batch_size=0)
+    assert sorted(p.name for p in repo.iterdir() if p.is_dir()) == ["n"]
+    text = (repo / "n" / "config.pbtxt").read_text()
+    assert "max_batch_size" not in text and "dynamic_batching" not in text and "dims: -1\n  dims: 1" in text
+    assert _codes(repo) == set()
+    other = tmp_path / "mine"
+    other.mkdir()
+    (other / "notes.txt").write_text("keep me")
+    with pytest.raises(InputError, match="not written by dlforge"):
+        write_repository([digits_engines["fp32"].path], other, force=True)
+    assert (other / "notes.txt").read_text() == "keep me"
+    with pytest.raises(InputError, match="--max-batch-size must be >= 0"):
+        write_repository([digits_engines["fp32"].path], tmp_path / "neg", max_batch_size=-1)
+    assert not (tmp_path / "neg").exists()

@@ -173,3 +173,25 @@ def test_bench_sweep_cells_never_overlap_and_ratios_stay_within_a_cell(bench_spe
     result = CliRunner().invoke(cli, ["sweep", str(bench_spec), "-o", str(tmp_path / "ray")])
     assert result.exit_code == 0 and "4 cells: 0 computed, 4 already" in result.stderr
     assert (tmp_path / "ray" / "bench" / "bench.json").is_file()
+
+
+def test_two_specs_of_one_attack_stay_apart_and_a_damaged_results_file_is_refused(digits_engines, tmp_path):
+    path = tmp_path / "spec.toml"
+    path.write_text(f"""engines = ["{digits_engines['fp32'].path}"]
+attacks = ["pgd:steps=1", "pgd:steps=5"]
+eps = [0.3]
+samples = 20
+shards = 2
+""")
+    report, _ = _sweep(path, tmp_path / "out")
+    white = {r["attack"]: r["robust_accuracy"] for r in report["rows"] if r["route"] == "white-box"}
+    assert set(white) == {"pgd:steps=1", "pgd:steps=5"} and white["pgd:steps=5"] <= white["pgd:steps=1"]
+    results = tmp_path / "out" / "cells.jsonl"
+    lines = results.read_text().splitlines(keepends=True)
+    results.write_text(lines[0] + "{damaged\n" + "".join(lines[1:]))
+    with pytest.raises(InputError, match="line 2 is not a finished cell"):
+        read_results(results)
+    probe = tmp_path / "probe.toml"
+    probe.write_text(path.read_text().replace('"pgd:steps=1", ', '"ood", '))
+    with pytest.raises(InputError, match="ood is a probe"):
+        load_spec(probe)

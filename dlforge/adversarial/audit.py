@@ -118,18 +118,20 @@ class AuditRun:
 
 
 def run_audit(targets: list[str | os.PathLike], options: AuditOptions | None = None, *,
-              progress: bool | None = None, warm: dict | None = None, **overrides) -> dict:
+              progress: bool | None = None, warm: dict | None = None, engine_threads: int | None = None,
+              **overrides) -> dict:
     """Audit the robustness of one or more engines of one model; returns the JSON report.
 
     ``options`` (:class:`AuditOptions`) or keyword ``overrides`` set what to run. Detectors are
     evaluated on each engine: threshold at 5% FPR on held-out clean images, then the share of
     *successful* adversarial examples flagged. ``warm``: a dict the caller keeps across audits (a
     sweep's worker): engines and the source model are opened once, kept there, and not closed.
+    ``engine_threads``: intra-op threads of the engines it opens (default: the runtime's choice).
     """
     options = AuditOptions.build(options, **overrides)
     if not targets:
         raise InputError("give at least one engine to audit")
-    engines = _open_engines(targets, warm)
+    engines = _open_engines(targets, warm, engine_threads)
     try:
         run = _prepare(engines, options, warm)
         from tqdm.auto import tqdm
@@ -145,14 +147,14 @@ def run_audit(targets: list[str | os.PathLike], options: AuditOptions | None = N
                 e.close()
 
 
-def _open_engines(targets, warm: dict | None = None) -> list[DeployedModel]:
+def _open_engines(targets, warm: dict | None = None, threads: int | None = None) -> list[DeployedModel]:
     engines: list[DeployedModel] = []
     try:
         for t in targets:
-            key = ("engine", str(Path(t).resolve()))
+            key = ("engine", str(Path(t).resolve()), threads)
             engine = warm.get(key) if warm is not None else None
             if engine is None:
-                engine = open_deployed(t)
+                engine = open_deployed(t, threads=threads)
                 if warm is not None:
                     warm[key] = engine
             engines.append(engine)

@@ -18,9 +18,9 @@ def deploy_group() -> None:
 @click.option("-o", "--output", "repo", required=True, type=click.Path(), help="Model repository directory to write.")
 @click.option("--names", type=CommaList(), default=None,
               help="Model names, one per engine (default: MODEL-BACKEND-PRECISION from each card).")
-@click.option("--max-batch-size", type=int, default=None,
-              help="Triton's max_batch_size (default: the engine's largest batch, at most 64).")
-@click.option("--instances", type=int, default=1, show_default=True, help="Model instances (instance_group count).")
+@click.option("--max-batch-size", type=click.IntRange(min=0), default=None,
+              help="Triton's max_batch_size (default: the engine's largest batch, at most 64; 0: no batching).")
+@click.option("--instances", type=click.IntRange(min=1), default=1, show_default=True, help="Model instances (instance_group count).")
 @click.option("--kind", type=click.Choice(["auto", "cpu", "gpu"]), default="auto", show_default=True,
               help="Instance kind: auto is KIND_CPU for ONNX Runtime engines, KIND_GPU for TensorRT plans.")
 @click.option("--dynamic-batching/--no-dynamic-batching", default=True, show_default=True,

@@ -33,6 +33,7 @@ from dlforge.errors import InputError, MissingDependency
 PLATFORMS = {"ort": ("onnxruntime_onnx", "model.onnx"), "tensorrt": ("tensorrt_plan", "model.plan")}
 DEFAULT_FILES = dict(PLATFORMS.values())
 CARD_FILE = "dlforge-card.json"
+MARKER = ".dlforge-triton-repository"  # at the root: `--force` may replace the repository (Triton reads folders only)
 LABELS_FILE = "labels.txt"
 DEFAULT_MAX_BATCH = 64  # for engines without an upper batch limit
 # numpy dtype name -> Triton DataType (model_config.proto)
@@ -81,15 +82,19 @@ def model_config(card: Card, name: str, *, max_batch_size: int | None = None, in
         raise InputError(f"--kind must be one of {', '.join(KINDS)}, got {kind!r}")
     if instances < 1:
         raise InputError(f"--instances must be >= 1, got {instances}")
+    if max_batch_size is not None and max_batch_size < 0:
+        raise InputError(f"--max-batch-size must be >= 0 (0: no batching), got {max_batch_size}")
     platform, filename = PLATFORMS[backend]
     config = pb2.ModelConfig(name=name, platform=platform, default_model_filename=filename)
     limits = batch_range(card)
-    if limits is None:
+    if max_batch_size == 0:  # the user turned batching off: full shapes, the batch dimension variable
+        limits = None
+    elif limits is None:
         if max_batch_size:
             raise InputError(f"{name}: the engine's batch dimension is fixed at {card.model.inputs[0].shape[0]}; "
                              "Triton cannot batch it, so --max-batch-size does not apply (re-export with "
                              "--dynamic-batch to serve batches)")
-    else:
+    if limits is not None:
         lo, hi = limits
         if lo > 1:
             raise InputError(f"{name}: the engine's smallest batch is {lo} (its profile), but Triton sends batches "
@@ -142,7 +147,7 @@ def write_repository(engines: list[str | os.PathLike], repo: str | os.PathLike, 
         raise InputError(f"--names gives {len(names)} name(s) for {len(engines)} engine(s)")
     repo = Path(repo)
     artifacts = [open_artifact(e, ["engine"]) for e in engines]
-    check_output(repo, force=force, protect=[a.path for a in artifacts])
+    check_output(repo, force=force, protect=[a.path for a in artifacts], marker=MARKER)
     names = names or [default_name(a.card) for a in artifacts]
     for n in names:
         if not n or n in (".", "..") or "/" in n or n.startswith("."):
@@ -155,8 +160,12 @@ def write_repository(engines: list[str | os.PathLike], repo: str | os.PathLike, 
     configs = [model_config(a.card, n, **settings) for n, a in zip(names, artifacts)]
     repo.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{repo.name}.staging-", dir=repo.parent))
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(staging, 0o777 & ~umask)  # mkdtemp's 0700 would hide the repository from a server run as another user
     written = []
     try:
+        (staging / MARKER).write_text("written by dlforge deploy triton\n", encoding="utf-8")
         for n, a, config in zip(names, artifacts, configs):
             folder = staging / n
             (folder / "1").mkdir(parents=True)
@@ -165,8 +174,10 @@ def write_repository(engines: list[str | os.PathLike], repo: str | os.PathLike, 
             if a.payload_path.suffix == ".onnx":
                 from dlforge.onnx_external import check_external_data
 
-                for extra in check_external_data(a.payload_path):
-                    shutil.copy2(extra, folder / "1" / extra.name)
+                for extra in check_external_data(a.payload_path):  # same place relative to the model file
+                    target = folder / "1" / extra.resolve().relative_to(a.payload_path.parent.resolve())
+                    target.parent.mkdir(parents=True, exist_ok=True)
+                    shutil.copy2(extra, target)
             (folder / CARD_FILE).write_text(json.dumps(a.card.to_dict(), indent=2), encoding="utf-8")
             if _classifier(a.card):
                 (folder / LABELS_FILE).write_text("\n".join(a.card.model.labels) + "\n", encoding="utf-8")

@@ -185,10 +185,15 @@ def _build_engines(ckpt, out: Path, o, force) -> tuple[dict, dict]:
     onnx = onnx_from_checkpoint(ckpt, out / "onnx", force=force, data=o.data, data_dir=o.data_dir,
                                 dynamic_batch=o.dynamic_batch)
     engines, paths = {}, {}
-    for precision in PRECISIONS:
-        built = engine_from_onnx(onnx.path, out / f"engine-ort-{precision}", precision=precision, force=force,
-                                 data_dir=o.data_dir, max_batch=o.max_batch)
-        engines[precision], paths[precision] = open_deployed(built), str(built.path)
+    try:
+        for precision in PRECISIONS:
+            built = engine_from_onnx(onnx.path, out / f"engine-ort-{precision}", precision=precision, force=force,
+                                     data_dir=o.data_dir, max_batch=o.max_batch)
+            engines[precision], paths[precision] = open_deployed(built), str(built.path)
+    except BaseException:
+        for e in engines.values():
+            e.close()
+        raise
     return engines, paths
 
 
