@@ -455,10 +455,10 @@ class ArtifactWriter:
     """
 
     def __init__(self, out_dir: str | os.PathLike, *, force: bool = False,
-                 protect: Iterable[str | os.PathLike] = ()):
+                 protect: Iterable[str | os.PathLike] = (), marker: str | None = None):
         self.out_dir = Path(out_dir)
         self.force = force
-        check_output(self.out_dir, force=force, protect=protect)
+        check_output(self.out_dir, force=force, protect=protect, marker=marker)
         parent = self.out_dir.resolve().parent
         try:
             parent.mkdir(parents=True, exist_ok=True)
@@ -482,6 +482,12 @@ class ArtifactWriter:
             if files:
                 card.sections["external_data"] = {f.relative_to(self.staging).as_posix(): sha256_file(f) for f in files}
         write_json_atomic(self.staging / CARD_NAME, card.to_dict())
+        self.place()
+        return Artifact(path=self.out_dir, card=card)
+
+    def place(self) -> None:
+        """Move the staging directory into place as it is (``commit`` without a card: outputs that are not
+        artifacts, such as a Triton model repository, identified by the ``marker`` file instead)."""
         os.chmod(self.staging, 0o777 & ~_umask())
         if self.out_dir.is_dir() and exchange(self.staging, self.out_dir):
             shutil.rmtree(self.staging, ignore_errors=True)  # now holds the old artifact
@@ -494,7 +500,6 @@ class ArtifactWriter:
             else:
                 os.replace(self.staging, self.out_dir)
         self._committed = True
-        return Artifact(path=self.out_dir, card=card)
 
     def discard(self) -> None:
         if not self._committed:

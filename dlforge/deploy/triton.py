@@ -23,11 +23,10 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from dlforge.artifact import Card, check_output, open_artifact, sha256_file
+from dlforge.artifact import ArtifactWriter, Card, open_artifact, sha256_file
 from dlforge.errors import InputError, MissingDependency
 
 PLATFORMS = {"ort": ("onnxruntime_onnx", "model.onnx"), "tensorrt": ("tensorrt_plan", "model.plan")}
@@ -136,8 +135,9 @@ def write_repository(engines: list[str | os.PathLike], repo: str | os.PathLike, 
                      force: bool = False, **settings) -> list[dict]:
     """Write a Triton model repository at ``repo`` serving each engine artifact; returns what was written.
 
-    The repository is assembled in a staging directory beside ``repo`` and moved into place at the end:
-    bad input leaves nothing behind, and ``force`` replaces an existing repository only then.
+    The repository is assembled by an :class:`~dlforge.artifact.ArtifactWriter` (a staging directory
+    beside ``repo``, moved into place at the end): bad input leaves nothing behind, and ``force``
+    replaces only a repository dlforge wrote (its ``MARKER`` file), never an input.
     """
     from google.protobuf import text_format
 
@@ -145,9 +145,7 @@ def write_repository(engines: list[str | os.PathLike], repo: str | os.PathLike, 
         raise InputError("give at least one engine artifact directory to deploy")
     if names is not None and len(names) != len(engines):
         raise InputError(f"--names gives {len(names)} name(s) for {len(engines)} engine(s)")
-    repo = Path(repo)
     artifacts = [open_artifact(e, ["engine"]) for e in engines]
-    check_output(repo, force=force, protect=[a.path for a in artifacts], marker=MARKER)
     names = names or [default_name(a.card) for a in artifacts]
     for n in names:
         if not n or n in (".", "..") or "/" in n or n.startswith("."):
@@ -158,16 +156,11 @@ def write_repository(engines: list[str | os.PathLike], repo: str | os.PathLike, 
             raise InputError(f"{seen[n]} and {a.path} would both be served as {n!r}; give --names")
         seen[n] = a.path
     configs = [model_config(a.card, n, **settings) for n, a in zip(names, artifacts)]
-    repo.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{repo.name}.staging-", dir=repo.parent))
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(staging, 0o777 & ~umask)  # mkdtemp's 0700 would hide the repository from a server run as another user
     written = []
-    try:
-        (staging / MARKER).write_text("written by dlforge deploy triton\n", encoding="utf-8")
+    with ArtifactWriter(repo, force=force, protect=[a.path for a in artifacts], marker=MARKER) as writer:
+        writer.file(MARKER).write_text("written by dlforge deploy triton\n", encoding="utf-8")
         for n, a, config in zip(names, artifacts, configs):
-            folder = staging / n
+            folder = writer.file(n)
             (folder / "1").mkdir(parents=True)
             (folder / "config.pbtxt").write_text(text_format.MessageToString(config), encoding="utf-8")
             shutil.copy2(a.payload_path, folder / "1" / config.default_model_filename)
@@ -183,16 +176,7 @@ def write_repository(engines: list[str | os.PathLike], repo: str | os.PathLike, 
                 (folder / LABELS_FILE).write_text("\n".join(a.card.model.labels) + "\n", encoding="utf-8")
             written.append({"name": n, "engine": str(a.path), "platform": config.platform,
                             "max_batch_size": config.max_batch_size})
-        if repo.exists():
-            old = Path(tempfile.mkdtemp(prefix=f".{repo.name}.old-", dir=repo.parent))
-            os.replace(repo, old / "repo")
-            os.replace(staging, repo)
-            shutil.rmtree(old)
-        else:
-            os.replace(staging, repo)
-    finally:
-        if staging.exists():
-            shutil.rmtree(staging)
+        writer.place()
     return written
 
 
