@@ -93,18 +93,11 @@ def load_spec(path: str | os.PathLike) -> SweepSpec:
                          f"{', '.join(sorted(SPEC_KEYS[kind]))}")
     if kind == "bench":
         return _bench_spec(path, raw)
-    for key in ("engines", "attacks"):
-        if not isinstance(raw.get(key), list) or not raw[key] or not all(isinstance(v, str) for v in raw[key]):
-            raise InputError(f"sweep spec {path}: {key} must be a non-empty list of strings")
+    _strings(path, raw, "engines")
+    _strings(path, raw, "attacks")
     if not raw.get("eps") and not raw.get("eps_l2"):
         raise InputError(f"sweep spec {path}: give eps = [...] (and/or eps_l2 = [...])")
-    settings = raw.get("settings", {})
-    if not isinstance(settings, dict):
-        raise InputError(f"sweep spec {path}: [settings] must be a table of audit options")
-    reserved = sorted(set(settings) & {"attacks", "eps", "eps_l2", "samples", "start", "per_sample"})
-    if reserved:
-        raise InputError(f"sweep spec {path}: set {', '.join(reserved)} at the top level, not in [settings]")
-    settings = _resolve_paths(path, settings)
+    settings = _settings(path, raw, "audit", {"attacks", "eps", "eps_l2", "samples", "start", "per_sample"})
     spec = SweepSpec(engines=_engine_paths(path, raw["engines"]),
                      attacks=raw["attacks"], eps=[float(e) for e in raw.get("eps", [])],
                      eps_l2=[float(e) for e in raw.get("eps_l2", [])], samples=raw.get("samples", 500),
@@ -133,25 +126,34 @@ def load_spec(path: str | os.PathLike) -> SweepSpec:
 def _bench_spec(path: Path, raw: dict) -> SweepSpec:
     from dlforge.bench import BenchOptions
 
-    if not isinstance(raw.get("engines"), list) or not raw["engines"] or not all(isinstance(v, str) for v in raw["engines"]):
-        raise InputError(f"sweep spec {path}: engines must be a non-empty list of strings")
+    _strings(path, raw, "engines")
     for key in ("batch_sizes", "threads"):
         values = raw.get(key)
         if not isinstance(values, list) or not values or not all(isinstance(v, int) and v >= 1 for v in values):
             raise InputError(f"sweep spec {path}: {key} must be a non-empty list of positive integers")
-    settings = raw.get("settings", {})
-    if not isinstance(settings, dict):
-        raise InputError(f"sweep spec {path}: [settings] must be a table of bench options")
-    reserved = sorted(set(settings) & {"batch_sizes", "threads"})
-    if reserved:
-        raise InputError(f"sweep spec {path}: set {', '.join(reserved)} at the top level, not in [settings]")
+    settings = _settings(path, raw, "bench", {"batch_sizes", "threads"})
     try:
         BenchOptions.build(None, batch_sizes=tuple(raw["batch_sizes"]), threads=raw["threads"][0], **settings)
     except TypeError as exc:
         raise InputError(f"sweep spec {path}: [settings] has an option `dlforge bench` does not know ({exc})")
-    settings = _resolve_paths(path, settings)
     return SweepSpec(kind="bench", engines=_engine_paths(path, raw["engines"]), batch_sizes=raw["batch_sizes"],
                      threads=raw["threads"], settings=settings)
+
+
+def _strings(path: Path, raw: dict, key: str) -> None:
+    if not isinstance(raw.get(key), list) or not raw[key] or not all(isinstance(v, str) for v in raw[key]):
+        raise InputError(f"sweep spec {path}: {key} must be a non-empty list of strings")
+
+
+def _settings(path: Path, raw: dict, command: str, reserved: set[str]) -> dict:
+    """The spec's ``[settings]`` table (options of ``dlforge COMMAND``), with its paths made absolute."""
+    settings = raw.get("settings", {})
+    if not isinstance(settings, dict):
+        raise InputError(f"sweep spec {path}: [settings] must be a table of {command} options")
+    clash = sorted(set(settings) & reserved)
+    if clash:
+        raise InputError(f"sweep spec {path}: set {', '.join(clash)} at the top level, not in [settings]")
+    return _resolve_paths(path, settings)
 
 
 PATH_SETTINGS = ("source", "surrogate", "data_dir", "data", "torch_checkpoint")
@@ -299,13 +301,15 @@ def _append(path: Path, result: dict) -> None:
 
 
 def run_sweep(spec: SweepSpec, out_dir: str | os.PathLike, *, executor: str = "local", workers: int | None = None,
-              address: str | None = None, on_cell: Callable[[dict, bool], None] = lambda result, cached: None) -> dict:
-    """Run every cell not yet in ``out_dir/cells.jsonl``; returns the merged audit report."""
+              address: str | None = None, on_cell: Callable[[dict, bool], None] = lambda result, cached: None,
+              grid: list[dict] | None = None) -> dict:
+    """Run every cell not yet in ``out_dir/cells.jsonl``; returns the merged report. ``grid``: ``cells(spec)``
+    when the caller already has it (opening every engine verifies its files' sha256)."""
     if executor not in EXECUTORS:
         raise InputError(f"--executor must be one of {', '.join(EXECUTORS)}, got {executor!r}")
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    grid = cells(spec)
+    grid = cells(spec) if grid is None else grid
     results_path = out / RESULTS
     done = read_results(results_path)
     for cell in grid:
@@ -328,9 +332,9 @@ def _local(pending: list[dict], **_) -> Iterable[dict]:
 
 
 def _ray(pending: list[dict], *, workers: int | None, address: str | None, exclusive: bool) -> Iterable[dict]:
-    """Cells on Ray actors. Audit actors take one CPU each. Bench actors (``exclusive``) take every CPU of
-    the smallest node, so no two bench cells, and no other task of the cluster's scheduler, share a
-    node's cores while timing."""
+    """Cells on Ray actors. Audit actors take one CPU each. Bench actors (``exclusive``): one per node,
+    pinned to it and holding all its CPUs, so no two bench cells, and no other task of the cluster's
+    scheduler, share a node's cores while timing."""
     try:
         import ray
     except ImportError as exc:
@@ -386,7 +390,10 @@ class _CellWorker:
 
 def merge(results: list[dict]) -> dict:
     """One audit report from the cells: rows recomputed from the per-sample records of all shards."""
+    import numpy as np
+
     from dlforge.adversarial import checks
+    from dlforge.adversarial.audit import SAMPLES_FILE, SAMPLES_VERSION, SCHEMA_VERSION, outcome_rates
     from dlforge.env import environment
 
     unique: dict = {}  # the source's white-box rows come from every engine's cells: the same records
@@ -407,14 +414,10 @@ def merge(results: list[dict]) -> dict:
         groups.setdefault((r["attack"], r["eps"], r["route"], r["engine"]), []).append(r)
     rows = []
     for key, group in groups.items():
-        group.sort(key=lambda r: r["sample"])
         template = meta[key]
-        correct = [r["clean_prediction"] == r["label"] for r in group]
-        robust = [r["robust"] for r in group]
         row = {k: template[k] for k in ("attack", "norm", "eps", "route", "target", "path")}
-        row.update(robust_accuracy=sum(robust) / len(group), clean_accuracy=sum(correct) / len(group),
-                   attack_success_rate=(sum(c and not r for c, r in zip(correct, robust)) / sum(correct))
-                   if any(correct) else 0.0, samples=len(group))
+        row.update(outcome_rates(*(np.array([r[k] for r in group]) for k in ("prediction", "label", "clean_prediction"))),
+                   samples=len(group))
         queries = [r["queries"] for r in group if r["queries"] is not None]
         if queries:
             row["queries_per_sample"] = sum(queries) / len(queries)
@@ -436,22 +439,22 @@ def merge(results: list[dict]) -> dict:
     samples = len({r["sample"] for r in records})
     gap_bar = first["cell"]["settings"].get("gap_bar", 0.05)
     gaps = checks.transfer_gaps(rows, gap_bar)
-    per_cell = {}
+    recomputed = [checks.monotone_check(rows), checks.masking_check(rows), checks.transfer_gap_check(gaps, gap_bar)]
+    per_cell: dict = {}  # the checks of one model (logits, gradients, full range): combined over the cells
     for res in results:
         for c in res["checks"]:
-            per_cell.setdefault(c["name"], []).append(c)
-    cell_checks = [_combine(name, found, any_pass="full range" in name) for name, found in per_cell.items()
-                   if name not in {"robust accuracy does not increase with eps"} and "masking" not in name
-                   and "transfer" not in name]
+            if c["name"] not in {r["name"] for r in recomputed}:
+                per_cell.setdefault(c["name"], []).append(c)
+    full_range = checks.full_range_check(None)["name"]
+    cell_checks = [_combine(name, found, any_pass=name == full_range) for name, found in per_cell.items()]
     report = {
-        "schema_version": 1, "env": environment(), "target": [e["path"] for e in engine_rows],
+        "schema_version": SCHEMA_VERSION, "env": environment(), "target": [e["path"] for e in engine_rows],
         "engines": engine_rows, "source": first["source"], "crafted_on": first["crafted_on"], "data": first["data"],
         "samples": samples, "value_range": first["value_range"], "clean_accuracy": engine_rows[0]["clean_accuracy"],
         "settings": {**first["cell"]["settings"], "sweep_cells": len(results)}, "rows": rows, "comparisons": [],
         "transfer_gaps": gaps, "gallery": [],
-        "checks": cell_checks + [checks.monotone_check(rows), checks.masking_check(rows),
-                                 checks.transfer_gap_check(gaps, gap_bar)],
-        "per_sample": {"file": "samples.jsonl", "version": 1, "count": len(records),
+        "checks": cell_checks + recomputed,
+        "per_sample": {"file": SAMPLES_FILE, "version": SAMPLES_VERSION, "count": len(records),
                        "records": sorted(records, key=lambda r: (r["attack"], r["eps"], r["route"], r["engine"],
                                                                 r["sample"]))},
     }

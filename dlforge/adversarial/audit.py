@@ -25,6 +25,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 
@@ -147,17 +148,21 @@ def run_audit(targets: list[str | os.PathLike], options: AuditOptions | None = N
                 e.close()
 
 
+def _kept(warm: dict | None, key: tuple, make: Callable):
+    """``make()``, or what ``warm`` (run_audit's cache) already holds for ``key``; kept there when given."""
+    if warm is None:
+        return make()
+    if key not in warm:
+        warm[key] = make()
+    return warm[key]
+
+
 def _open_engines(targets, warm: dict | None = None, threads: int | None = None) -> list[DeployedModel]:
     engines: list[DeployedModel] = []
     try:
         for t in targets:
-            key = ("engine", str(Path(t).resolve()), threads)
-            engine = warm.get(key) if warm is not None else None
-            if engine is None:
-                engine = open_deployed(t, threads=threads)
-                if warm is not None:
-                    warm[key] = engine
-            engines.append(engine)
+            engines.append(_kept(warm, ("engine", str(Path(t).resolve()), threads),
+                                 lambda t=t: open_deployed(t, threads=threads)))
             _check_classifier(engines[-1])
     except BaseException:
         for e in engines:
@@ -232,12 +237,8 @@ def _prepare(engines: list[DeployedModel], options: AuditOptions, warm: dict | N
     if gradient and crafter is None and options.engine_gradients == "off":
         raise InputError(f"attacks {', '.join(gradient)} need gradients: pass --source CHECKPOINT (or --surrogate), "
                          "drop --engine-gradients off, or audit with query attacks only (--attacks square)")
-    key = ("data", options.data, options.data_dir, crafter.path if crafter else None, *(e.path for e in engines))
-    dataset = warm.get(key) if warm is not None else None
-    if dataset is None:
-        dataset = _audit_dataset(options, engines, crafter)
-        if warm is not None:
-            warm[key] = dataset
+    dataset = _kept(warm, ("data", options.data, options.data_dir, crafter.path if crafter else None,
+                           *(e.path for e in engines)), lambda: _audit_dataset(options, engines, crafter))
     stop = options.start + options.samples
     x, y = dataset.x_test[options.start:stop].astype(np.float32), dataset.y_test[options.start:stop]
     if len(y) == 0:
@@ -266,12 +267,8 @@ def _gradient_models(run: AuditRun, gradient: list[str]) -> None:
 
     o = run.options
     if run.crafter is not None:
-        key = ("source", str(run.crafter.path), o.device)
-        run.model = run.warm.get(key) if run.warm is not None else None
-        if run.model is None:
-            run.model = TorchModel.from_checkpoint(run.crafter, o.device)
-            if run.warm is not None:
-                run.warm[key] = run.model
+        run.model = _kept(run.warm, ("source", str(run.crafter.path), o.device),
+                          lambda: TorchModel.from_checkpoint(run.crafter, o.device))
         run.clean["source"] = run.model.predict(run.x).argmax(1)
     if o.engine_gradients != "off":
         noise = min(max(o.eps), run.value_range[1] - run.value_range[0])
@@ -313,23 +310,33 @@ def _needs_gradients(attack: Attack) -> bool:
     return attack.kind in ("gradient", "ensemble") or (isinstance(attack, Probe) and attack.gradients)
 
 
+def outcome_rates(pred: np.ndarray, y: np.ndarray, clean_pred: np.ndarray) -> dict:
+    """Robust accuracy, attack success rate and clean accuracy from predictions after and before the attack.
+
+    A point is robust only if right before *and* after the attack (RobustBench's rule); the success rate
+    is over the points that were right before it.
+    """
+    correct = clean_pred == y
+    robust = correct & (pred == y)
+    return {"robust_accuracy": float(robust.mean()),
+            "attack_success_rate": float((~robust[correct]).mean()) if correct.any() else 0.0,
+            "clean_accuracy": float(correct.mean())}
+
+
 def _row(attack: Attack, eps: float, route: str, target: str, path: str, logits: np.ndarray, y: np.ndarray,
          clean_pred: np.ndarray, **extra) -> dict:
-    pred = logits.argmax(1)
-    correct = clean_pred == y
-    robust = correct & (pred == y)  # robust only if right before *and* after the attack (RobustBench's rule)
     return {"attack": attack.name, "norm": attack.norm, "eps": float(eps), "route": route, "target": target,
-            "path": path, "robust_accuracy": float(robust.mean()),
-            "attack_success_rate": float((~robust[correct]).mean()) if correct.any() else 0.0,
-            "clean_accuracy": float(correct.mean()), **extra}
+            "path": path, **outcome_rates(logits.argmax(1), y, clean_pred), **extra}
 
 
 SAMPLES_VERSION = 1
 SAMPLES_FILE = "samples.jsonl"
 
 
-def _record(run: AuditRun, row: dict, x_adv: np.ndarray, logits: np.ndarray, queries: np.ndarray | None = None) -> None:
-    """Per-sample records of one row (``--per-sample``): what each test image became on this route and engine."""
+def _add(run: AuditRun, row: dict, x_adv: np.ndarray, logits: np.ndarray, queries: np.ndarray | None = None) -> None:
+    """Append ``row`` and, with ``--per-sample``, its per-sample records: what each test image became on
+    this route and engine."""
+    run.rows.append(row)
     if not run.options.per_sample:
         return
     diff = (x_adv - run.x).reshape(len(run.x), -1).astype(np.float64)
@@ -391,9 +398,9 @@ def _craft(run: AuditRun, model, attack: Attack, eps: float, judge, bar=None,
         result = attack.run(model, judge, run.x, run.y, eps=eps, value_range=run.value_range,
                             batch_size=o.batch_size, on_stage=on_stage)
         extra = {"stages": result.stages}
-        if result.queries.any():
-            extra.update(queries_per_sample=float(result.queries.mean()), queries_median=float(np.median(result.queries)))
-        queries = result.queries if result.queries.any() else None
+        queries = result.queries if result.queries.any() else None  # Square's stage queried some points
+        if queries is not None:
+            extra.update(queries_per_sample=float(queries.mean()), queries_median=float(np.median(queries)))
         return project(result.x_adv, run.x, eps, attack.norm, run.value_range), extra, queries
     x_adv = model.attack(attack, run.x, run.y, eps=eps, value_range=run.value_range, batch_size=o.batch_size)
     return project(x_adv, run.x, eps, attack.norm, run.value_range), {}, None
@@ -405,13 +412,12 @@ def _gradient_rows(run: AuditRun, attack: Attack, eps: float, bar=None) -> None:
     run.adv[(attack.name, eps)] = x_adv
     if run.crafted_on == "source":
         logits = run.model.predict(x_adv)
-        run.rows.append(_row(attack, eps, "white-box", "source", "source", logits, run.y, run.clean["source"], **extra))
-        _record(run, run.rows[-1], x_adv, logits, queries)
+        _add(run, _row(attack, eps, "white-box", "source", "source", logits, run.y, run.clean["source"], **extra),
+             x_adv, logits, queries)
     for e in run.engines:
         logits = e.predict(x_adv, o.batch_size)
-        run.rows.append(_row(attack, eps, "transfer", e.label, str(e.path), logits, run.y, run.clean[e.label],
-                             crafted_on=run.crafted_on))
-        _record(run, run.rows[-1], x_adv, logits)
+        _add(run, _row(attack, eps, "transfer", e.label, str(e.path), logits, run.y, run.clean[e.label],
+                       crafted_on=run.crafted_on), x_adv, logits)
 
 
 def _engine_row(run: AuditRun, attack: Attack, eps: float, engine: DeployedModel, model, bar=None) -> None:
@@ -421,9 +427,8 @@ def _engine_row(run: AuditRun, attack: Attack, eps: float, engine: DeployedModel
     x_adv, extra, queries = _craft(run, model, attack, eps, judge, bar, engine.label)
     run.adv[(attack.name, eps, engine.label, ENGINE_ROUTE)] = x_adv
     logits = judge(x_adv)
-    run.rows.append(_row(attack, eps, ENGINE_ROUTE, engine.label, str(engine.path), logits, run.y,
-                         run.clean[engine.label], **extra))
-    _record(run, run.rows[-1], x_adv, logits, queries)
+    _add(run, _row(attack, eps, ENGINE_ROUTE, engine.label, str(engine.path), logits, run.y, run.clean[engine.label],
+                   **extra), x_adv, logits, queries)
 
 
 def _query_row(run: AuditRun, attack: Attack, eps: float, engine: DeployedModel) -> None:
@@ -431,10 +436,9 @@ def _query_row(run: AuditRun, attack: Attack, eps: float, engine: DeployedModel)
     result = attack.run(predict, run.x, run.y, eps=eps, value_range=run.value_range)
     x_adv = project(result.x_adv, run.x, eps, attack.norm, run.value_range)
     logits = predict(x_adv)
-    run.rows.append(_row(attack, eps, "query", engine.label, str(engine.path), logits, run.y,
-                         run.clean[engine.label], queries_per_sample=float(result.queries.mean()),
-                         queries_median=float(np.median(result.queries))))
-    _record(run, run.rows[-1], x_adv, logits, result.queries)
+    _add(run, _row(attack, eps, "query", engine.label, str(engine.path), logits, run.y, run.clean[engine.label],
+                   queries_per_sample=float(result.queries.mean()), queries_median=float(np.median(result.queries))),
+         x_adv, logits, result.queries)
     run.adv[(attack.name, eps, engine.label)] = x_adv
 
 

@@ -28,7 +28,8 @@ def sweep_command(spec, out_dir, executor, workers, address) -> None:
     from dlforge.sweep import cells, load_spec, run_sweep
 
     parsed = load_spec(spec)
-    total = len(cells(parsed))
+    grid = cells(parsed)
+    total = len(grid)
     counts = {"cached": 0, "computed": 0}
     with tqdm(total=total, desc="sweep", unit="cell", disable=None) as bar:
         def on_cell(result, cached):
@@ -39,7 +40,8 @@ def sweep_command(spec, out_dir, executor, workers, address) -> None:
                                 f"[{c['start']}:{c['start'] + c['samples']}]", refresh=False)
             bar.update(1)
 
-        report = run_sweep(parsed, out_dir, executor=executor, workers=workers, address=address, on_cell=on_cell)
+        report = run_sweep(parsed, out_dir, executor=executor, workers=workers, address=address, on_cell=on_cell,
+                           grid=grid)
     say(f"{total} cells: {counts['computed']} computed, {counts['cached']} already in {Path(out_dir) / 'cells.jsonl'}")
     if parsed.kind == "bench":
         from dlforge.bench import write_bench_artifact
