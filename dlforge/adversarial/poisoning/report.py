@@ -112,27 +112,30 @@ def table(r: dict) -> str:
     return "\n".join(lines)
 
 
+def _page(heading: str, body: str) -> str:
+    """A self-contained poisoning report page."""
+    return (f"<!doctype html><html><head><meta charset='utf-8'><title>dlforge poisoning report</title>"
+            f"<style>body{{font-family:sans-serif;margin:2em}} pre{{background:#f6f6f6;padding:1em}}</style></head>"
+            f"<body><h1>{heading}</h1>{body}</body></html>")
+
+
 def to_html(r: dict) -> str:
     esc = html.escape
     if r.get("kind") == "availability":
-        return (f"<!doctype html><html><head><meta charset='utf-8'><title>dlforge poisoning report</title>"
-                f"<style>body{{font-family:sans-serif;margin:2em}} pre{{background:#f6f6f6;padding:1em}}</style>"
-                f"</head><body><h1>Availability-poisoning report</h1><p>Clean test accuracy of the model trained on "
-                f"the clean data (rate 0) and on data with injected mislabelled samples, on PyTorch and on the fp32 "
-                f"and INT8 engines. The loss filter is scored against the known injected samples.</p>"
-                f"{_curve_svg(r)}<pre>{esc(table(r))}</pre></body></html>")
+        return _page("Availability-poisoning report",
+                     "<p>Clean test accuracy of the model trained on the clean data (rate 0) and on data with injected "
+                     "mislabelled samples, on PyTorch and on the fp32 and INT8 engines. The loss filter is scored "
+                     f"against the known injected samples.</p>{_curve_svg(r)}<pre>{esc(table(r))}</pre>")
     per_class = [{k: d[k] for k in ("name", "engine", "per_class", "details") if k in d}
                  for d in r["defences"] if "per_class" in d]
     papers = "".join(f"<li><b>{esc(name)}</b>: {esc(p['paper'])} Method: {esc(p['method'])}. "
                      f"Reported: {esc(p['reported'])}</li>" for name, p in r.get("published", {}).items())
-    return (f"<!doctype html><html><head><meta charset='utf-8'><title>dlforge poisoning report</title>"
-            f"<style>body{{font-family:sans-serif;margin:2em}} pre{{background:#f6f6f6;padding:1em}}</style></head>"
-            f"<body><h1>Data-poisoning report</h1><p>C-Acc, ASR and R-Acc as BackdoorBench defines them: ASR and "
-            f"R-Acc on triggered test images of other classes (classified as the target; as their true label). "
-            f"Training-set defences are scored against the known poisoned indices; STRIP's FRR and FAR are measured "
-            f"on test images disjoint from those that set its boundary.</p><pre>{esc(table(r))}</pre>"
-            f"<h2>Papers</h2><ul>{papers}</ul>"
-            f"<h2>Per-class detection</h2><pre>{esc(json.dumps(per_class, indent=1))}</pre></body></html>")
+    return _page("Data-poisoning report",
+                 "<p>C-Acc, ASR and R-Acc as BackdoorBench defines them: ASR and R-Acc on triggered test images of "
+                 "other classes (classified as the target; as their true label). Training-set defences are scored "
+                 "against the known poisoned indices; STRIP's FRR and FAR are measured on test images disjoint from "
+                 f"those that set its boundary.</p><pre>{esc(table(r))}</pre><h2>Papers</h2><ul>{papers}</ul>"
+                 f"<h2>Per-class detection</h2><pre>{esc(json.dumps(per_class, indent=1))}</pre>")
 
 
 def _curve_svg(r: dict, width: int = 520, height: int = 300) -> str:
@@ -170,13 +173,11 @@ def _curve_svg(r: dict, width: int = 520, height: int = 300) -> str:
 
 def write_poison_artifact(report: dict, out_dir: str | os.PathLike, *, force: bool = False):
     if report.get("kind") == "availability":
-        return write_report_artifact(
-            "poison", report, out_dir, payload="poison.json", files={"report.html": to_html(report)},
-            parent=report["artifacts"]["checkpoint"], force=force,
-            params={k: report[k] for k in ("model", "data", "attack", "rates")},
-            sections={k: report[k] for k in ("clean_accuracy", "lowest_accuracy")})
+        params, sections = ("model", "data", "attack", "rates"), ("clean_accuracy", "lowest_accuracy")
+    else:
+        params = ("model", "data", "attack", "mode", "rate", "target_class", "trigger_size")
+        sections = ("attack_success_rate", "clean_accuracy", "robust_accuracy")
     return write_report_artifact(
         "poison", report, out_dir, payload="poison.json", files={"report.html": to_html(report)},
         parent=report["artifacts"]["checkpoint"], force=force,
-        params={k: report[k] for k in ("model", "data", "attack", "mode", "rate", "target_class", "trigger_size")},
-        sections={k: report[k] for k in ("attack_success_rate", "clean_accuracy", "robust_accuracy")})
+        params={k: report[k] for k in params}, sections={k: report[k] for k in sections})

@@ -101,8 +101,29 @@ def attack_rates(predict, dataset, p) -> dict:
     """C-Acc on the clean test set; ASR and R-Acc on its triggered images of other classes."""
     x_armed, wanted, true = armed_test_set(dataset, p)
     armed = predict(x_armed).argmax(1)
-    return {"clean_accuracy": float((predict(dataset.x_test).argmax(1) == dataset.y_test).mean()),
+    return {"clean_accuracy": _accuracy(predict, dataset),
             "attack_success_rate": float((armed == wanted).mean()), "robust_accuracy": float((armed == true).mean())}
+
+
+def _accuracy(predict, dataset) -> float:
+    """Clean accuracy on the test split."""
+    return float((predict(dataset.x_test).argmax(1) == dataset.y_test).mean())
+
+
+def _trained_without(model: str, poisoned, keep: np.ndarray, train: dict):
+    """The PyTorch model retrained on the training samples ``keep`` selects (in a temporary checkpoint)."""
+    from dlforge.train import checkpoint_from_training, load_checkpoint
+
+    cleaned = dataclasses.replace(poisoned, x_train=poisoned.x_train[keep], y_train=poisoned.y_train[keep])
+    with tempfile.TemporaryDirectory(prefix="dlforge-retrain-") as tmp:
+        retrained = checkpoint_from_training(model, Path(tmp) / "ckpt", dataset=cleaned, **{**train, "force": False})
+        return load_checkpoint(retrained)[0]
+
+
+def _jaccard(a: np.ndarray, b: np.ndarray) -> float:
+    """Agreement of two flag masks (intersection over union; two empty masks agree)."""
+    union = int((a | b).sum())
+    return float((a & b).sum() / union) if union else 1.0
 
 
 def _torch_predict(model):
@@ -246,8 +267,6 @@ def _dataset_defences(engines, poisoned, p, o, on_stage) -> tuple[list[dict], di
 def _retrain(model, defences, masks, poisoned, dataset, p, train, report, on_stage) -> None:
     """Retrain without each training-set defence's fp32-engine flags; C-Acc, ASR and R-Acc of the result.
     A defence that flagged nothing leaves the data, and so the (seeded) model, as they were."""
-    from dlforge.train import checkpoint_from_training, load_checkpoint
-
     for entry in defences:
         if entry["engine"] != "fp32" or (entry["name"], "fp32") not in masks:
             continue
@@ -257,11 +276,7 @@ def _retrain(model, defences, masks, poisoned, dataset, p, train, report, on_sta
                           for k in ("clean_accuracy", "attack_success_rate", "robust_accuracy")})
             continue
         on_stage(f"retrain without the {int((~keep).sum())} samples {entry['name']} flagged")
-        cleaned = dataclasses.replace(poisoned, x_train=poisoned.x_train[keep], y_train=poisoned.y_train[keep])
-        with tempfile.TemporaryDirectory(prefix="dlforge-retrain-") as tmp:
-            retrained = checkpoint_from_training(model, Path(tmp) / "ckpt", dataset=cleaned,
-                                                 **{**train, "force": False})
-            after = attack_rates(_torch_predict(load_checkpoint(retrained)[0]), dataset, p)
+        after = attack_rates(_torch_predict(_trained_without(model, poisoned, keep, train)), dataset, p)
         entry.update({f"{k}_after": v for k, v in after.items()})
 
 
@@ -310,9 +325,7 @@ def differential(defences: list[dict], masks: dict) -> list[dict]:
         entry = {"defence": name, "metric": metric, "fp32": fp32, "int8": int8, "change": int8 - fp32,
                  "survives": None if fp32 < EFFECTIVE else bool(int8 >= fp32 - SURVIVAL_POINTS)}
         if (name, "fp32") in masks:
-            a, b = masks[name, "fp32"], masks[name, "int8"]
-            union = int((a | b).sum())
-            entry["flag_agreement"] = float((a & b).sum() / union) if union else 1.0  # Jaccard; both empty agree
+            entry["flag_agreement"] = _jaccard(masks[name, "fp32"], masks[name, "int8"])
         out.append(entry)
     return out
 
@@ -382,10 +395,6 @@ def run_availability(model: str, out_dir: str | os.PathLike, o: PoisonOptions, *
     return report
 
 
-def _accuracy(predict, dataset) -> float:
-    return float((predict(dataset.x_test).argmax(1) == dataset.y_test).mean())
-
-
 def _loss_filter(engines, poisoned, injection, o, on_stage) -> tuple[dict, np.ndarray]:
     """The loss filter on each engine: flag the highest-loss share of the poisoned training set. Returns
     the report entry and the fp32 engine's flags."""
@@ -398,22 +407,14 @@ def _loss_filter(engines, poisoned, injection, o, on_stage) -> tuple[dict, np.nd
         on_stage(f"defence: loss-filter ({precision}, removes {share:.3f} of the training set)")
         masks[precision] = loss_filter(sample_losses(engine.predict(poisoned.x_train), poisoned.y_train), share)
         out["engines"][precision] = detection_rates(masks[precision], injection.poisoned)
-    a, b = masks["fp32"], masks["int8"]
-    union = int((a | b).sum())
-    out["flag_agreement"] = float((a & b).sum() / union) if union else 1.0  # Jaccard; both empty agree
+    out["flag_agreement"] = _jaccard(masks["fp32"], masks["int8"])
     return out, masks["fp32"]
 
 
 def _retrain_filtered(model, flagged, poisoned, dataset, train, on_stage) -> float:
     """Retrain without the fp32 engine's loss-filter flags; the clean accuracy of the result (PyTorch)."""
-    from dlforge.train import checkpoint_from_training, load_checkpoint
-
-    keep = ~flagged
-    on_stage(f"retrain without the {int((~keep).sum())} samples the loss filter flagged")
-    cleaned = dataclasses.replace(poisoned, x_train=poisoned.x_train[keep], y_train=poisoned.y_train[keep])
-    with tempfile.TemporaryDirectory(prefix="dlforge-retrain-") as tmp:
-        retrained = checkpoint_from_training(model, Path(tmp) / "ckpt", dataset=cleaned, **{**train, "force": False})
-        return _accuracy(_torch_predict(load_checkpoint(retrained)[0]), dataset)
+    on_stage(f"retrain without the {int(flagged.sum())} samples the loss filter flagged")
+    return _accuracy(_torch_predict(_trained_without(model, poisoned, ~flagged, train)), dataset)
 
 
 def availability_summary(curve: list[dict], attack: str) -> dict:
