@@ -86,3 +86,25 @@ def write_report_artifact(kind: str, report: dict, out_dir: str | os.PathLike, *
         card = Card(kind=kind, payload=payload, model=None, parent=lineage, params=params or {},
                     env=report.get("env", {}), sections=sections or {})
         return writer.commit(card)
+
+
+def png_base64(fig) -> str:
+    """A matplotlib figure as base64 PNG (for ``<img src="data:image/png;base64,...">``); closes it."""
+    import base64
+    import io
+
+    import matplotlib.pyplot as plt
+
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=100)
+    plt.close(fig)
+    return base64.b64encode(buf.getvalue()).decode("ascii")
+
+
+def html_table(rows: list[dict], columns: list[Column]) -> str:
+    """Rows as an HTML table through the same :class:`Column` formats as :func:`format_table`."""
+    import html
+
+    head = "".join(f"<th>{html.escape(c.header or c.key)}</th>" for c in columns)
+    body = "".join("<tr>" + "".join(f"<td>{html.escape(c.render(r))}</td>" for c in columns) + "</tr>" for r in rows)
+    return f"<table><tr>{head}</tr>{body}</table>"

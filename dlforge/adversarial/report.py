@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import base64
 import html
-import io
 
 import numpy as np
 
 from dlforge.errors import InputError
-from dlforge.reporting import Column, format_table
+from dlforge.reporting import Column, format_table, html_table, png_base64
 
 
 _ROWS = [Column("attack"), Column("norm"), Column("eps", fmt="g", align=">"), Column("route"),
@@ -73,15 +71,6 @@ def table(report: dict) -> str:
     return "\n".join(lines)
 
 
-def _png(fig) -> str:
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=100)
-    import matplotlib.pyplot as plt
-
-    plt.close(fig)
-    return base64.b64encode(buf.getvalue()).decode("ascii")
-
-
 def curves_png(report: dict) -> str:
     """Robust accuracy vs eps: one panel per attack, one line per (route, target)."""
     import matplotlib
@@ -103,7 +92,7 @@ def curves_png(report: dict) -> str:
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7)
     fig.tight_layout()
-    return _png(fig)
+    return png_base64(fig)
 
 
 def gallery_png(report: dict) -> str | None:
@@ -126,7 +115,7 @@ def gallery_png(report: dict) -> str | None:
             ax.axis("off")
     fig.suptitle(f"{items[0]['attack']} eps {items[0]['eps']:g}: clean (top) vs adversarial (bottom)", fontsize=9)
     fig.tight_layout()
-    return _png(fig)
+    return png_base64(fig)
 
 
 def images_png(items: list[dict], title: str) -> str | None:
@@ -149,13 +138,7 @@ def images_png(items: list[dict], title: str) -> str | None:
         ax.set_title(item["title"], fontsize=8)
     fig.suptitle(title, fontsize=9)
     fig.tight_layout()
-    return _png(fig)
-
-
-def _html_table(rows: list[dict], columns: list) -> str:
-    head = "".join(f"<th>{html.escape(c.header or c.key)}</th>" for c in columns)
-    body = "".join("<tr>" + "".join(f"<td>{html.escape(c.render(r))}</td>" for c in columns) + "</tr>" for r in rows)
-    return f"<table><tr>{head}</tr>{body}</table>"
+    return png_base64(fig)
 
 
 def _probes_html(report: dict) -> str:
@@ -165,7 +148,7 @@ def _probes_html(report: dict) -> str:
 
         doc = (ATTACKS.get(section["probe"]).__doc__ or "").strip().splitlines()
         out.append(f"<h2>{html.escape(name)}</h2><p>{html.escape(doc[0] if doc else '')}</p>")
-        out.append(_html_table(section["rows"], _probe_columns(section["probe"])) if section["rows"] else
+        out.append(html_table(section["rows"], _probe_columns(section["probe"])) if section["rows"] else
                    "<p>No rows.</p>")
         out += [f"<p>{html.escape(n)}</p>" for n in section.get("notes", [])]
         items = section.get("gallery") or []

@@ -6,24 +6,24 @@ import numpy as np
 
 from dlforge.reporting import Column, format_table
 
-_COLUMNS = [Column("precision"), Column("median_ms", "median ms", ".4f", ">"), Column("p90_ms", "p90 ms", ".4f", ">"),
+COLUMNS = [Column("precision"), Column("median_ms", "median ms", ".4f", ">"), Column("p90_ms", "p90 ms", ".4f", ">"),
             Column("speedup_vs_fp32", "speedup", lambda v: f"{v:.2f}x", ">"),
             Column("accuracy", "accuracy", ".4f", ">"), Column("accuracy_drop", "drop pts", ".2f", ">"),
             Column("verdict")]
 
 
-def time_candidates(engines: dict, x: np.ndarray, rounds: int = 5) -> dict[str, np.ndarray]:
+def time_candidates(engines: dict, x: np.ndarray, rounds: int = 5, duration_s: float = 0.2) -> dict[str, np.ndarray]:
     """Per-call latencies (ms) of each engine on ``x``; rounds alternate so machine drift hits all alike."""
     from dlforge.bench.stats import time_calls, warm_up
 
     name_of = {n: e.session.inputs[0].name for n, e in engines.items()}
     calls = {n: (lambda e=e, feeds={name_of[n]: x}: e.session.run(feeds)) for n, e in engines.items()}
     for call in calls.values():
-        warm_up(call, iterations=20, duration_s=0.3)
+        warm_up(call, iterations=20, duration_s=1.5 * duration_s)
     samples: dict[str, list] = {n: [] for n in engines}
     for _ in range(rounds):
         for n, call in calls.items():
-            samples[n].append(time_calls(call, iterations=20, duration_s=0.2))
+            samples[n].append(time_calls(call, iterations=20, duration_s=duration_s))
     return {n: np.concatenate(s) for n, s in samples.items()}
 
 
@@ -48,7 +48,7 @@ def choose(engines: dict, evaluations: dict, x_eval: np.ndarray, options, report
     for r in rows:
         r["verdict"] = "chosen" if r["precision"] == chosen else ("over budget" if not r["within_budget"] else "slower")
     report(f"precision auto: batch {batch}, accuracy budget {options.budget:g} percentage points")
-    report(format_table(rows, _COLUMNS))
+    report(format_table(rows, COLUMNS))
     if chosen == "fp32" and any(r["precision"] != "fp32" and r["within_budget"] for r in rows):
         report("a lower precision is within the accuracy budget but not faster on this machine; keeping fp32")
     return chosen, {"batch_size": batch, "budget_points": options.budget, "candidates": rows, "chosen": chosen}

@@ -21,6 +21,7 @@ from dlforge.build.options import BuildOptions
 from dlforge.data import load_spec
 from dlforge.env import environment
 from dlforge.errors import InputError, StageFailed
+from dlforge.reporting import to_json_text
 
 
 def engine_from_onnx(onnx_dir: str | os.PathLike, out_dir: str | os.PathLike, options: BuildOptions | None = None, *,
@@ -40,16 +41,43 @@ def engine_from_onnx(onnx_dir: str | os.PathLike, out_dir: str | os.PathLike, op
     if options.precision not in (*backend.precisions, "auto"):
         raise InputError(f"backend {options.backend} builds {', '.join(backend.precisions)}, not {options.precision}"
                          + ("; fp16 needs --backend tensorrt" if options.precision == "fp16" else ""))
+    if options.precision_plan is not None and options.precision != "int8":
+        raise InputError("--precision-plan applies to --precision int8 (the plan says which nodes stay fp32)")
+    if options.max_robust_drop is not None and options.precision != "auto":
+        raise InputError("--max-robust-drop is a budget of the per-layer search: use it with --precision auto")
     with ArtifactWriter(out_dir, force=force, protect=[parent.path]) as writer:
         data = _build_data(parent, options)
         with tempfile.TemporaryDirectory(prefix="dlforge-build-") as tmp:
-            built = _compile_candidates(backend, parent, options, data, Path(tmp))
+            plan = _plan_for(parent, options, data, Path(tmp))
+            built = _compile_candidates(backend, parent, options, data, Path(tmp), report)
             chosen, selection = _select(built, data, options, report)
             result = built[chosen]
             _gate(chosen, result["evaluation"], options.max_accuracy_drop)
             shutil.copyfile(result["path"], writer.file(backend.payload))
+            if "plan" in result or plan is not None:
+                plan_doc = result.get("plan") or plan
+                writer.file("plan.json").write_text(to_json_text(plan_doc), encoding="utf-8")
+                chosen = "mixed" if plan_doc["keep_fp32"] else chosen
+                result = {**result, "plan": plan_doc}
+            if selection and "plan_search" in selection:
+                from dlforge.build.mixed_report import write_report
+
+                write_report(writer.file("precision.html"), selection, chosen)
         card = _engine_card(parent, backend, options, chosen, result, data, selection)
         return writer.commit(card)
+
+
+def _plan_for(parent: Artifact, options: BuildOptions, data: dict, tmp: Path) -> dict | None:
+    """``--precision-plan``: the plan's kept nodes, checked against this model's graph, into the calibration."""
+    if options.precision_plan is None:
+        return None
+    from dlforge.build.mixed import plan_document, plan_units, read_plan
+    from dlforge.build.ort import prepare_for_quantization
+
+    units = plan_units(prepare_for_quantization(parent.payload_path, tmp / "prepared.onnx"))
+    kept = read_plan(options.precision_plan, units)
+    data["calibration"]["exclude"] = kept
+    return plan_document(kept, units)
 
 
 def _model_dataset(spec: DatasetSpec, info, flag: str):
@@ -82,8 +110,13 @@ def _build_data(parent: Artifact, options: BuildOptions) -> dict:
                             "per_channel": options.per_channel, "static_batch": static_batch}}
 
 
-def _compile_candidates(backend: Backend, parent: Artifact, options: BuildOptions, data: dict, tmp: Path) -> dict:
-    """Compile each candidate precision into ``tmp`` and evaluate it against the parent."""
+def _compile_candidates(backend: Backend, parent: Artifact, options: BuildOptions, data: dict, tmp: Path,
+                        report: Callable[[str], None]) -> dict:
+    """Compile each candidate precision into ``tmp`` and evaluate it against the parent.
+
+    ``auto`` adds the per-layer plan (:mod:`dlforge.build.mixed`) as candidate ``mixed`` when the
+    backend builds INT8 and the model is a classifier.
+    """
     from dlforge.build.evaluate import compare
     from dlforge.runtime import DeployedModel, open_deployed
 
@@ -99,7 +132,60 @@ def _compile_candidates(backend: Backend, parent: Artifact, options: BuildOption
             built[cand] = {"path": path, "details": details, "build_s": time.perf_counter() - start,
                            "engine": engine, "batch_range": backend.batch_range(details),
                            "evaluation": compare(engine, reference, data["x"], data["y"], parent.card.model.task)}
+        if options.precision == "auto" and "int8" in built and parent.card.model.task == "classification":
+            mixed = _search_mixed(backend, parent, options, data, tmp, built, reference, report)
+            if mixed is not None:
+                built["mixed"] = mixed
     return built
+
+
+def _search_mixed(backend: Backend, parent: Artifact, options: BuildOptions, data: dict, tmp: Path, built: dict,
+                  reference, report) -> dict | None:
+    """Run the per-layer search; compile and evaluate its best plan unless that is all-INT8 or fp32."""
+    import numpy as np
+
+    from dlforge.build.evaluate import compare
+    from dlforge.build.mixed import PlanSearch, SearchContext, plan_document, plan_units
+    from dlforge.build.ort import prepare_for_quantization
+    from dlforge.runtime import DeployedModel
+
+    units = plan_units(prepare_for_quantization(parent.payload_path, tmp / "prepared.onnx"))
+    calibration = {**data["calibration"], "cache": tmp / "calibration.json"}
+
+    def compile_plan(kept: tuple[str, ...], dst: Path) -> DeployedModel:
+        details = backend.compile("int8", parent.payload_path, dst, {**calibration, "exclude": kept})
+        return DeployedModel(path=dst, session=backend.open(dst, details, parent.card.model))
+
+    x, y = data["x"], data["y"]
+    ctx = SearchContext(
+        compile=compile_plan, units=units, reference_predict=reference.predict, fp32_engine=built["fp32"]["engine"],
+        x_calib=data["calibration"]["calib_x"], x_tune=x[0::2], y_tune=y[0::2],
+        timing_batch=np.ascontiguousarray(np.resize(x, (_timing_batch(built["fp32"]["batch_range"], options),
+                                                        *x.shape[1:]))),
+        budget=options.budget, robust_budget=options.max_robust_drop, robust_eps=options.robust_eps,
+        value_range=tuple(parent.card.model.value_range), workdir=tmp / "plans", report=report)
+    search = PlanSearch(ctx)
+    record = search.run(built["int8"]["engine"])
+    built["int8"]["search_record"] = record
+    kept = record["best_kept"]
+    if not kept or len(kept) == len(units):
+        return None  # all-INT8 (already a candidate) or everything fp32 (the fp32 candidate)
+    start = time.perf_counter()
+    path = tmp / "mixed" / backend.payload
+    path.parent.mkdir()
+    details = backend.compile("int8", parent.payload_path, path, {**data["calibration"], "exclude": kept})
+    engine = DeployedModel(path=path, session=backend.open(path, details, parent.card.model))
+    evaluation = compare(engine, reference, x, y, parent.card.model.task)
+    evaluation["check_half"] = compare(engine, reference, x[1::2], y[1::2], parent.card.model.task)
+    return {"path": path, "details": details, "build_s": time.perf_counter() - start, "engine": engine,
+            "batch_range": backend.batch_range(details), "evaluation": evaluation,
+            "plan": plan_document(kept, units)}
+
+
+def _timing_batch(batch_range, options: BuildOptions) -> int:
+    """The batch ``auto`` times: ``--opt-batch`` within the engine's batch range."""
+    lo, hi = batch_range or (1, None)
+    return min(max(options.opt, lo), hi) if hi is not None else max(options.opt, lo)
 
 
 def _select(built: dict, data: dict, options: BuildOptions, report) -> tuple[str, dict | None]:
@@ -108,8 +194,15 @@ def _select(built: dict, data: dict, options: BuildOptions, report) -> tuple[str
             return options.precision, None
         from dlforge.build.auto import choose
 
-        return choose({name: b["engine"] for name, b in built.items()},
-                      {name: b["evaluation"] for name, b in built.items()}, data["x"], options, report)
+        chosen, selection = choose({name: b["engine"] for name, b in built.items()},
+                                   {name: b["evaluation"] for name, b in built.items()}, data["x"], options, report)
+        record = built.get("int8", {}).get("search_record")
+        if record is not None:
+            from dlforge.build.mixed import search_table
+
+            report(search_table(record))
+            selection["plan_search"] = {k: v for k, v in record.items() if k != "best_kept"}
+        return chosen, selection
     finally:
         for b in built.values():
             b["engine"].close()
@@ -137,6 +230,8 @@ def _engine_card(parent: Artifact, backend: Backend, options: BuildOptions, chos
         sections["batch_range"] = list(result["batch_range"])
     if selection:
         sections["selection"] = selection
+    if "plan" in result:
+        sections["plan"] = result["plan"]
     params = {**options.params(), "calib_data": data["calib"].name, "eval_samples": len(data["y"])}
     return Card(kind="engine", payload=backend.payload, model=parent.card.model, parent=parent.lineage(),
                 params=params, env={**environment(), **backend.card_env(result["details"])}, sections=sections)

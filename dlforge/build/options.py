@@ -30,6 +30,11 @@ class BuildOptions(Options):
     per_channel: bool = option(True, "INT8 weight scales per output channel (else per tensor).")
     max_accuracy_drop: float | None = option(None, "Fail when accuracy drops more than this many percentage "
                                                    "points below the parent's.", min=0, max=100)
+    precision_plan: str | None = option(None, "With --precision int8: a plan.json (or an engine built with --precision "
+                                              "auto) naming the ONNX nodes to keep in fp32.")
+    max_robust_drop: float | None = option(None, "With --precision auto: the per-layer plan may also lose at most this "
+                                                 "many points of robust accuracy (PGD on the engine).", min=0, max=100)
+    robust_eps: float = option(0.1, "L-inf eps of --max-robust-drop's PGD.", min=0)
     eval_samples: int | None = option(None, "Held-out images to evaluate on (default: the whole test split).", min=1)
     min_batch: int = option(1, "Smallest batch the engine accepts (TensorRT profile; recorded for ORT).", min=1)
     opt_batch: int | None = option(None, "Batch to optimize for; also the batch --precision auto times "

@@ -165,7 +165,7 @@ class TrtBackend(Backend):
         if plan.onnx_transform == "fp16":
             transform = convert_fp16(src, graph)
         elif plan.onnx_transform == "int8-qdq":
-            transform = quantize_calibrated(src, graph, calibration)
+            transform = quantize_calibrated(src, graph, calibration, activations="int8")
         else:
             graph.write_bytes(src.read_bytes())
             transform = {}
