@@ -32,7 +32,7 @@ from dlforge.errors import ArtifactError, InputError
 
 SCHEMA_VERSION = 1
 CARD_NAME = "card.json"
-KINDS = ("checkpoint", "onnx", "engine", "bench", "audit", "poison")
+KINDS = ("checkpoint", "onnx", "engine", "bench", "audit", "poison", "drift")
 # What a user runs to produce each kind: named in errors that ask for one kind and find another.
 PRODUCED_BY = {
     "checkpoint": "dlforge train or dlforge import",
@@ -41,6 +41,7 @@ PRODUCED_BY = {
     "bench": "dlforge bench -o",
     "audit": "dlforge audit -o",
     "poison": "dlforge poison",
+    "drift": "dlforge drift -o or dlforge pipeline",
 }
 
 

@@ -106,6 +106,13 @@ def headline(artifact: Artifact) -> str:
                 + ", ".join(f"{t} {a:.3f}" for t, a in worst.items())
                 + "; checks " + ", ".join(f"{sum(c.get('status') == s for c in checks)} {s}"
                                           for s in ("pass", "fail", "n/a")) + " (see report.html)")
+    if artifact.kind == "drift":
+        import json
+
+        hops = json.loads(artifact.payload_path.read_text(encoding="utf-8"))["hops"]
+        return "accuracy / robust: " + ", ".join(
+            f"{h['hop']} {h['accuracy']:.4f} / " + ("-" if h["robust_accuracy"] is None else f"{h['robust_accuracy']:.3f}")
+            for h in hops) + " (see report.html)"
     return artifact.kind
 
 

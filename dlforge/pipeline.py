@@ -8,7 +8,9 @@ from typing import Callable
 
 from dlforge.artifact import Artifact
 
-STAGES = ("checkpoint", "onnx", "engine-ort-fp32", "engine-ort-int8", "bench", "audit")
+# The audit's and the drift report's attack settings agree, so their robust accuracies can be compared.
+DRIFT_SAMPLES, AUDIT_PGD_STEPS, DRIFT_EPS = 200, 20, 0.1
+STAGES = ("checkpoint", "onnx", "engine-ort-fp32", "engine-ort-int8", "bench", "audit", "drift")
 
 
 def run_pipeline(
@@ -26,7 +28,8 @@ def run_pipeline(
     on_epoch: Callable | None = None,
 ) -> dict[str, Artifact]:
     """Train ``model`` on ``data``, export, build fp32 and int8 engines, benchmark them side by side
-    with eager PyTorch and audit their robustness, each stage into ``out_dir/<stage>/``.
+    with eager PyTorch, audit their robustness, and end with the per-hop drift report (PyTorch -> ONNX
+    -> each engine), each stage into ``out_dir/<stage>/``.
 
     Returns the artifacts by stage name.
     """
@@ -69,6 +72,14 @@ def run_pipeline(
 
         on_stage("audit")
         report = run_audit([artifacts["engine-ort-fp32"].path, artifacts["engine-ort-int8"].path],
-                           source=artifacts["checkpoint"].path, samples=200, pgd_steps=20, square_queries=300)
+                           source=artifacts["checkpoint"].path, samples=DRIFT_SAMPLES, pgd_steps=AUDIT_PGD_STEPS,
+                           square_queries=300)
         artifacts["audit"] = write_audit_artifact(report, out / "audit", force=force)
+    if artifacts["checkpoint"].card.model.task == "classification":
+        from dlforge.drift import run_drift, write_drift_artifact
+
+        on_stage("drift")
+        hops = [artifacts[s].path for s in ("checkpoint", "onnx", "engine-ort-fp32", "engine-ort-int8")]
+        drift = run_drift(hops, samples=DRIFT_SAMPLES, eps=DRIFT_EPS, pgd_steps=AUDIT_PGD_STEPS)
+        artifacts["drift"] = write_drift_artifact(drift, out / "drift", force=force)
     return artifacts

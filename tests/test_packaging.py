@@ -189,14 +189,37 @@ def test_toolkit_wheel_runs_the_pipeline_outside_the_repo(toolkit_python, tmp_pa
     cwd.mkdir()
     dlforge = toolkit_python.parent / "dlforge"
     # 3 epochs instead of the model's 60 on digits: this proves the install, not the training.
-    _run([dlforge, "pipeline", "lenet", "--data", "digits", "-o", "run", "--epochs", "3"], cwd=cwd, timeout=1200,
-         env=_env(DLFORGE_HOME=str(tmp_path / "home")))
+    proc = _run([dlforge, "pipeline", "lenet", "--data", "digits", "-o", "run", "--epochs", "3"], cwd=cwd,
+                timeout=1200, env=_env(DLFORGE_HOME=str(tmp_path / "home")))
+    cards = {}
     for stage, kind in (("checkpoint", "checkpoint"), ("onnx", "onnx"), ("engine-ort-fp32", "engine"),
-                        ("engine-ort-int8", "engine"), ("bench", "bench"), ("audit", "audit")):
+                        ("engine-ort-int8", "engine"), ("bench", "bench"), ("audit", "audit"), ("drift", "drift")):
         card = cwd / "run" / stage / "card.json"
         assert card.is_file(), f"the pipeline wrote no {card}"
-        assert json.loads(card.read_text())["kind"] == kind
+        cards[stage] = json.loads(card.read_text())
+        assert cards[stage]["kind"] == kind
     assert (cwd / "run" / "audit" / "report.html").is_file()
+    _check_drift(proc.stdout, cwd / "run", cards)
+
+
+def _check_drift(stdout: str, run: Path, cards: dict) -> None:
+    """The pipeline ends with the drift table, and its columns are the stages' own figures."""
+    assert "drift per hop" in stdout and stdout.index("drift per hop") > stdout.index("audit"), stdout[-3000:]
+    hops = {h["hop"]: h for h in json.loads((run / "drift" / "drift.json").read_text())["hops"]}
+    assert list(hops) == ["pytorch", "onnx", "ort fp32", "ort int8"]
+    for hop in hops:
+        assert hop in stdout.split("drift per hop")[1]
+    fp32, int8 = cards["engine-ort-fp32"]["evaluation"], cards["engine-ort-int8"]["evaluation"]
+    assert abs(hops["pytorch"]["accuracy"] - cards["checkpoint"]["metrics"]["test_accuracy"]) < 1e-6
+    assert hops["onnx"]["accuracy"] == fp32["parent_accuracy"] == int8["parent_accuracy"]
+    assert hops["ort fp32"]["accuracy"] == fp32["accuracy"] and hops["ort int8"]["accuracy"] == int8["accuracy"]
+    assert abs((1 - hops["ort fp32"]["top1_disagreement"]) - fp32["top1_agreement"]) < 1e-9
+    audit = json.loads((run / "audit" / "audit.json").read_text())
+    for hop, stage in (("ort fp32", "engine-ort-fp32"), ("ort int8", "engine-ort-int8")):
+        rows = [r for r in audit["rows"] if r["attack"] == "pgd" and r["eps"] == 0.1
+                and r["route"].startswith("white-box (engine)") and Path(r["path"]).name == stage]
+        assert len(rows) == 1, [(r["route"], r["path"]) for r in audit["rows"] if r["attack"] == "pgd"]
+        assert hops[hop]["robust_accuracy"] == rows[0]["robust_accuracy"], (hop, rows[0])
 
 
 def test_base_install_has_no_toolkit(base_python, tmp_path):

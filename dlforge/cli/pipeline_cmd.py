@@ -38,4 +38,10 @@ def pipeline_command(model, data, data_dir, epochs, seed, out_dir, force, as_jso
             from dlforge.bench.report import table
 
             click.echo("\n" + table(json.loads(artifacts["bench"].payload_path.read_text(encoding="utf-8"))))
+        if "drift" in artifacts:
+            import json
+
+            from dlforge.drift import table as drift_table
+
+            click.echo("\n" + drift_table(json.loads(artifacts["drift"].payload_path.read_text(encoding="utf-8"))))
         click.echo(f"details: dlforge inspect {next(iter(artifacts.values())).path.parent}/<stage>")

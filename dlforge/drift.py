@@ -1,0 +1,119 @@
+"""The per-hop drift report: where along PyTorch -> ONNX -> engines accuracy or robustness was lost.
+
+Every hop runs on the same test images. For each hop after the first, against the hop before it:
+max abs logit difference, mean cosine similarity of the logit vectors, top-1 disagreement. For every
+hop: accuracy on the whole test split (the figure each stage's own card records) and robust
+accuracy under PGD at one eps on the first ``samples`` test images, attacked through the hop's own
+differentiable graph (the checkpoint; the ONNX graph; the engine's graph, verified to compute what
+the engine computes, as the audit's white-box engine route) and judged by the hop itself. PGD's
+settings are the audit's (same images, steps, seed and batch), so an engine's robust accuracy here is
+the audit's white-box (engine) figure at that eps.
+"""
+
+from __future__ import annotations
+
+import html
+import os
+from pathlib import Path
+
+import numpy as np
+
+from dlforge.errors import InputError
+from dlforge.reporting import Column, format_table, html_table
+
+COLUMNS = [Column("hop"), Column("artifact", fmt=lambda v: Path(v).name),
+           Column("max_abs_diff", "max |diff|", ".2e", ">"), Column("cosine", "cosine", ".6f", ">"),
+           Column("top1_disagreement", "top-1 disagree", ".4f", ">"), Column("accuracy", "accuracy", ".4f", ">"),
+           Column("robust_accuracy", "robust acc", ".4f", ">")]
+
+
+def _hop_label(artifact) -> str:
+    if artifact.kind == "engine":
+        return f"{artifact.card.sections.get('backend')} {artifact.card.sections.get('precision')}"
+    return {"checkpoint": "pytorch"}.get(artifact.kind, artifact.kind)
+
+
+def _graph(artifact, deployed, x, eps, value_range):
+    """An ONNX or engine hop's verified differentiable graph (TorchModel), or the reason there is none."""
+    from dlforge.adversarial.engine_graph import engine_graph
+
+    g = engine_graph(deployed, x, noise=eps, value_range=value_range)
+    return g.model, g.reason
+
+
+def run_drift(paths: list[str | os.PathLike], *, samples: int = 200, eps: float = 0.1, pgd_steps: int = 20,
+              seed: int = 0, batch_size: int = 256, data_dir: str | None = None) -> dict:
+    """Compare the artifacts at ``paths`` hop by hop (in the order given, e.g. checkpoint, onnx, engines)."""
+    from dlforge.adversarial.attacks.pgd import PGD
+    from dlforge.adversarial.audit import outcome_rates
+    from dlforge.adversarial.torch_model import TorchModel
+    from dlforge.artifact import dataset_spec, open_artifact
+    from dlforge.data import load_spec
+    from dlforge.runtime import open_deployed
+
+    if len(paths) < 2:
+        raise InputError("drift compares at least two artifacts of one model (e.g. checkpoint, onnx, engines)")
+    artifacts = [open_artifact(p, ["checkpoint", "onnx", "engine"]) for p in paths]
+    spec = dataset_spec(artifacts[-1]) or dataset_spec(artifacts[0])
+    if spec is None:
+        raise InputError(f"{artifacts[0].path} does not say which dataset its model was trained on")
+    if any(a.card.model is None or a.card.model.task != "classification" for a in artifacts):
+        raise InputError("drift measures accuracy and robust accuracy: every artifact must be a classifier")
+    dataset = load_spec(spec._replace(data_dir=data_dir or spec.data_dir))
+    x_all, y_all = dataset.x_test.astype(np.float32), dataset.y_test
+    x, y = x_all[:samples], y_all[:samples]
+    value_range = tuple(artifacts[0].card.model.value_range)
+    attack = PGD(steps=pgd_steps, seed=seed)
+    hops, previous = [], None
+    for artifact in artifacts:
+        deployed = None if artifact.kind == "checkpoint" else open_deployed(artifact)
+        try:
+            if deployed is None:
+                model, reason = TorchModel.from_checkpoint(artifact), None
+                predict = model.predict
+            else:
+                model, reason = _graph(artifact, deployed, x, eps, value_range)
+                predict = deployed.predict
+            logits = predict(x_all).astype(np.float64)
+            hop = {"hop": _hop_label(artifact), "artifact": str(artifact.path), "kind": artifact.kind,
+                   "accuracy": float((logits.argmax(1) == y_all).mean())}
+            if previous is not None:
+                norms = np.linalg.norm(logits, axis=1) * np.linalg.norm(previous, axis=1)
+                hop.update(max_abs_diff=float(np.abs(logits - previous).max()),
+                           cosine=float(((logits * previous).sum(1) / np.maximum(norms, 1e-30)).mean()),
+                           top1_disagreement=float((logits.argmax(1) != previous.argmax(1)).mean()))
+            if model is None:
+                hop.update(robust_accuracy=None, robust_note=f"no differentiable graph: {reason}")
+            else:
+                x_adv = model.attack(attack, x, y, eps=eps, value_range=value_range, batch_size=batch_size)
+                hop["robust_accuracy"] = outcome_rates(predict(x_adv).argmax(1), y, predict(x).argmax(1))[
+                    "robust_accuracy"]
+        finally:
+            if deployed is not None:
+                deployed.close()
+        hops.append(hop)
+        previous = logits
+    return {"dataset": dataset.name, "test_samples": int(len(y_all)), "robust_samples": int(len(y)),
+            "attack": {"name": "pgd", "eps": eps, "steps": pgd_steps, "seed": seed, "norm": "linf"},
+            "hops": hops}
+
+
+def table(report: dict) -> str:
+    a = report["attack"]
+    return (f"drift per hop: accuracy on {report['test_samples']} {report['dataset']} test images; robust accuracy: "
+            f"PGD-{a['steps']} L-inf eps {a['eps']:g} on the first {report['robust_samples']}, each hop's own gradients\n"
+            + format_table(report["hops"], COLUMNS))
+
+
+def to_html(report: dict) -> str:
+    return (f"<!doctype html><html><head><meta charset='utf-8'><title>dlforge drift</title></head><body>"
+            f"<h1>Drift per hop</h1><pre>{html.escape(table(report).splitlines()[0])}</pre>"
+            f"{html_table(report['hops'], COLUMNS)}</body></html>")
+
+
+def write_drift_artifact(report: dict, out_dir: str | os.PathLike, *, force: bool = False):
+    from dlforge.reporting import write_report_artifact
+
+    hops = [h["artifact"] for h in report["hops"]]
+    return write_report_artifact("drift", report, out_dir, payload="drift.json", files={"report.html": to_html(report)},
+                                 parent=hops[-1], params=report["attack"], force=force, protect=hops)
