@@ -13,6 +13,7 @@ from dlforge.cli import cli
 from dlforge.data import load_dataset
 
 BUDGET = 1.0
+ROBUST_BUDGET = 5.0
 
 
 @pytest.fixture(scope="module")
@@ -29,7 +30,8 @@ def dim_calibration(tmp_path_factory):
 def auto_engine(digits_onnx, dim_calibration, tmp_path_factory):
     lines = []
     art = engine_from_onnx(digits_onnx.path, tmp_path_factory.mktemp("auto") / "e", precision="auto",
-                           calib_data=str(dim_calibration), max_accuracy_drop=BUDGET, report=lines.append)
+                           calib_data=str(dim_calibration), max_accuracy_drop=BUDGET, max_robust_drop=ROBUST_BUDGET,
+                           report=lines.append)
     return art, lines
 
 
@@ -67,6 +69,9 @@ def test_search_recovers_the_accuracy_all_int8_loses(auto_engine):
     assert by_plan["all-int8"]["accuracy_drop"] > BUDGET and not by_plan["all-int8"]["within_budget"]
     assert search["evaluations_used"] <= evaluation_budget(len(search["units"])) == search["evaluation_budget"]
     assert search["best"]["accuracy_drop"] <= BUDGET and search["best"]["plan"] in search["front"]
+    for r in search["evaluations"]:  # both budgets judged, from measured robust accuracy
+        assert r["robust_accuracy"] is not None
+        assert r["within_budget"] == (r["accuracy_drop"] <= BUDGET and r["robust_drop"] <= ROBUST_BUDGET)
     ev = art.card.sections["evaluation"]
     # whatever was chosen, the gate held on the whole split; a plan was chosen over fp32 only if faster
     assert ev["accuracy_drop"] <= BUDGET
