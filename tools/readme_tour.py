@@ -27,11 +27,13 @@ compared; the diff printed is the diff of the normalized texts. In order:
 
 1. Volatile lines are dropped, in both: lines that appear or not depending on how noisy the machine
    is or which precision was faster (``VOLATILE_LINES``): bench's ``warning: N row(s) marked ! have
-   a coefficient of variation ...`` and ``--precision auto``'s ``... not faster on this machine;
-   keeping fp32``.
+   a coefficient of variation ...``, ``--precision auto``'s ``... not faster on this machine;
+   keeping fp32`` and its ``mixed`` candidate row (present when the per-layer plan differs from
+   all-INT8 and fp32, which can turn on timing).
 2. Timing-dependent words are replaced (``VOLATILE_WORDS``): bench's noise marker ``12.3%!`` becomes
    ``12.3%``; ``--precision auto``'s verdicts ``chosen`` / ``slower`` become ``<verdict>``, and the
-   precision it picked (``engine-auto: ort int8:``) becomes ``<precision>``.
+   precision it picked (``engine-auto: ort int8:``) becomes ``<precision>``; the per-layer search's
+   summary line (its plan can turn on timing) becomes ``per-layer plan: <summary>``.
 3. Hex strings of 8 or more characters (sha256 prefixes) become ``<hex>``.
 4. Every number becomes ``<n>``: integers, decimals, exponents (``6.68e-06``) and a leading sign
    (``-0.28``) at the start of a word; digits inside a word too (``fp32`` -> ``fp<n>``,
@@ -74,6 +76,8 @@ TOUR: list[tuple[str, int, bool]] = [
      "--accuracy --batch-sizes 1,64 --duration 0.2 --rounds 3", 0, False),
     ("dlforge audit runs/lenet/engine-ort-fp32 runs/lenet/engine-ort-int8 --attacks fgsm,pgd,square "
      "--eps 0.1,0.3 --samples 100 --detectors feature-squeezing", 0, False),
+    ("dlforge drift runs/lenet/checkpoint runs/lenet/onnx runs/lenet/engine-ort-fp32 runs/lenet/engine-ort-int8 "
+     "--samples 100", 0, False),
     ("dlforge inspect runs/lenet/engine-ort-int8", 0, False),
     ("dlforge inspect runs/lenet/onnx/model.onnx", 0, False),
     ("dlforge train resnet -o runs/x", 2, True),
@@ -83,11 +87,13 @@ TOUR: list[tuple[str, int, bool]] = [
 VOLATILE_LINES = [
     re.compile(r"^warning: \d+ row\(s\) marked ! have a coefficient of variation"),
     re.compile(r"not faster on this machine; keeping fp32$"),
+    re.compile(r"^mixed\s"),  # auto's per-layer candidate: a row only when its plan is neither all-INT8 nor fp32
 ]
 VOLATILE_WORDS = [
     (re.compile(r"%!"), "%"),
     (re.compile(r"\b(chosen|slower)$"), "<verdict>"),
-    (re.compile(r"(engine-auto: \w+) (fp32|fp16|int8):"), r"\1 <precision>:"),
+    (re.compile(r"(engine-auto: \w+) (fp32|fp16|int8|mixed):"), r"\1 <precision>:"),
+    (re.compile(r"^per-layer plan: .*"), "per-layer plan: <summary>"),
 ]
 HEX = re.compile(r"\b[0-9a-f]{8,}\b")
 NUMBER = re.compile(r"(?<!\w)[-+]?\d+(?:\.\d+)?(?:[eE][-+]?\d+)?|\d+(?:\.\d+)?(?:[eE][-+]?\d+)?")

@@ -74,7 +74,7 @@ def _plan_for(parent: Artifact, options: BuildOptions, data: dict, tmp: Path) ->
     from dlforge.build.mixed import plan_document, plan_units, read_plan
     from dlforge.build.ort import prepare_for_quantization
 
-    units = plan_units(prepare_for_quantization(parent.payload_path, tmp / "prepared.onnx"))
+    units = plan_units(prepare_for_quantization(parent.payload_path, tmp / "prepared.onnx"), parent.payload_path)
     kept = read_plan(options.precision_plan, units)
     data["calibration"]["exclude"] = kept
     return plan_document(kept, units)
@@ -149,7 +149,7 @@ def _search_mixed(backend: Backend, parent: Artifact, options: BuildOptions, dat
     from dlforge.build.ort import prepare_for_quantization
     from dlforge.runtime import DeployedModel
 
-    units = plan_units(prepare_for_quantization(parent.payload_path, tmp / "prepared.onnx"))
+    units = plan_units(prepare_for_quantization(parent.payload_path, tmp / "prepared.onnx"), parent.payload_path)
     calibration = {**data["calibration"], "cache": tmp / "calibration.json"}
 
     def compile_plan(kept: tuple[str, ...], dst: Path) -> DeployedModel:
@@ -198,9 +198,9 @@ def _select(built: dict, data: dict, options: BuildOptions, report) -> tuple[str
                                    {name: b["evaluation"] for name, b in built.items()}, data["x"], options, report)
         record = built.get("int8", {}).get("search_record")
         if record is not None:
-            from dlforge.build.mixed import search_table
+            from dlforge.build.mixed import search_summary
 
-            report(search_table(record))
+            report(search_summary(record))
             selection["plan_search"] = {k: v for k, v in record.items() if k != "best_kept"}
         return chosen, selection
     finally:

@@ -55,6 +55,7 @@ class Unit:
     name: str
     op_type: str
     module: str | None  # PyTorch module path ("features.3"), "" for the top-level forward, None when unknown
+    # (a node pre-processing added takes the module of the node computing its input)
 
 
 def module_path(node) -> str | None:
@@ -75,14 +76,28 @@ def module_path(node) -> str | None:
     return None
 
 
-def plan_units(onnx_path: Path) -> list[Unit]:
-    """The named nodes of ``onnx_path`` that ONNX Runtime's QDQ quantizer handles, in graph order."""
+def plan_units(prepared: Path, parent: Path | None = None) -> list[Unit]:
+    """The named nodes of the ``prepared`` graph that ONNX Runtime's QDQ quantizer handles, in graph order.
+
+    Module paths come from ``parent`` (the exported graph, whose metadata pre-processing drops),
+    matched by node name; a node pre-processing created has none.
+    """
     import onnx
     from onnxruntime.quantization.registry import QDQRegistry, QLinearOpsRegistry
 
     quantizable = set(QDQRegistry) | set(QLinearOpsRegistry)
-    model = onnx.load(str(onnx_path), load_external_data=False)
-    return [Unit(n.name, n.op_type, module_path(n)) for n in model.graph.node if n.name and n.op_type in quantizable]
+    source = onnx.load(str(parent or prepared), load_external_data=False)
+    modules = {n.name: module_path(n) for n in source.graph.node if n.name}
+    model = onnx.load(str(prepared), load_external_data=False) if parent is not None else source
+    made_by, units = {}, []  # tensor -> module of the node that computes it
+    for n in model.graph.node:
+        module = modules.get(n.name)
+        if module is None:  # a node pre-processing added (a layout Transpose): its input's module
+            module = next((made_by[i] for i in n.input if made_by.get(i) is not None), None)
+        made_by.update({o: module for o in n.output})
+        if n.name and n.op_type in quantizable:
+            units.append(Unit(n.name, n.op_type, module))
+    return units
 
 
 def check_plan(kept: list[str], units: list[Unit], source: str) -> tuple[str, ...]:
@@ -267,9 +282,6 @@ class PlanSearch:
         ev.within_budget = ev.accuracy_drop <= ctx.budget and (
             ctx.robust_budget is None or ev.robust_drop <= ctx.robust_budget)
         self.evaluated[kept] = ev
-        ctx.report(f"  plan {label}: {len(kept)} node(s) fp32, accuracy {acc:.4f} (drop {ev.accuracy_drop:.2f} pts), "
-                   f"{ev.speedup:.2f}x fp32" + (f", robust {ev.robust:.3f}" if ev.robust is not None else "")
-                   + (" within budget" if ev.within_budget else ""))
         return ev
 
     def _left(self) -> int:
@@ -278,7 +290,6 @@ class PlanSearch:
     # -- the search --------------------------------------------------------------------------
     def run(self, all_int8) -> dict:
         ctx, names = self.ctx, [u.name for u in self.ctx.units]
-        ctx.report(f"per-layer plan: {len(names)} quantizable nodes, at most {self.budget_evaluations} full evaluations")
         scores = self.sensitivity()
         keeps = self.speed_keeps(all_int8)
         base = frozenset()
@@ -335,7 +346,7 @@ def pareto_front(rows: list[dict]) -> list[str]:
 
 
 SENSITIVITY_COLUMNS = [Column("onnx_node", "ONNX node"), Column("op_type", "op"),
-                       Column("module", "PyTorch module", lambda v: "-" if v is None else (v or "(forward)")),
+                       Column("module", "PyTorch module", lambda v: v or "(top-level forward)"),
                        Column("sensitivity_kl", "KL if INT8 alone", ".2e", ">"),
                        Column("speed_keep", "fp32 faster", lambda v: "" if v is None else f"{v:.2f}x", ">")]
 EVALUATION_COLUMNS = [Column("plan"), Column("kept_fp32", "fp32 nodes", "d", ">"),
@@ -345,8 +356,17 @@ EVALUATION_COLUMNS = [Column("plan"), Column("kept_fp32", "fp32 nodes", "d", ">"
                       Column("within_budget", "in budget", lambda v: "yes" if v else "no")]
 
 
+def search_summary(record: dict) -> str:
+    """One line for the terminal; the tables are in ``precision.html`` and the card."""
+    best = record["best"]
+    found = (f"the fastest within budget keeps {best['kept_fp32']} node(s) in fp32 ({best['plan']}, {best['speedup_vs_fp32']:.2f}x "
+             f"fp32)" if best else "none was within budget")
+    return (f"per-layer plan: {len(record['units'])} quantizable nodes, {record['evaluations_used']} of at most "
+            f"{record['evaluation_budget']} full evaluations; {found}; tables in precision.html")
+
+
 def search_table(record: dict) -> str:
-    """The search's two tables (nodes by sensitivity, plans evaluated) for the terminal."""
+    """The search's two tables (nodes by sensitivity, plans evaluated), as text."""
     units = sorted(record["units"], key=lambda u: -u["sensitivity_kl"])
     return "\n".join([format_table(units, SENSITIVITY_COLUMNS), "",
                       format_table(record["evaluations"], EVALUATION_COLUMNS),

@@ -15,6 +15,7 @@ itself carries a per-layer precision plan (see :mod:`dlforge.build.mixed`).
 
 from __future__ import annotations
 
+import logging
 import tempfile
 from pathlib import Path
 
@@ -96,6 +97,7 @@ def quantize_prepared(prepared: Path, dst: Path, calib_x: np.ndarray, *, method:
     cached = {}
     if cache is not None and "calibration_cache_path" in inspect.signature(quantize_static).parameters:
         cached = {"calibration_cache_path": str(cache)}
+    logging.disable(logging.WARNING)  # the quantizer logs per-tensor notes on the root logger
     try:
         quantize_static(
             str(prepared), str(dst), _Reader(name, calib_x, static_batch or 64),
@@ -106,6 +108,8 @@ def quantize_prepared(prepared: Path, dst: Path, calib_x: np.ndarray, *, method:
     except Exception as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise StageFailed(f"INT8 quantization failed: {first}") from exc
+    finally:
+        logging.disable(logging.NOTSET)
     details = {"format": "QDQ", "activations": "int8 symmetric" if signed else "uint8 asymmetric",
                "weights": "int8 symmetric", "per_channel": per_channel, "method": method,
                "samples": int(len(calib_x))}
