@@ -59,6 +59,11 @@ def run_drift(paths: list[str | os.PathLike], *, samples: int = 200, eps: float 
         raise InputError(f"{artifacts[0].path} does not say which dataset its model was trained on")
     if any(a.card.model is None or a.card.model.task != "classification" for a in artifacts):
         raise InputError("drift measures accuracy and robust accuracy: every artifact must be a classifier")
+    first = artifacts[0].card.model
+    for a in artifacts[1:]:
+        if (a.card.model.inputs, a.card.model.outputs) != (first.inputs, first.outputs):
+            raise InputError(f"{a.path} is not the same model as {artifacts[0].path} (inputs / outputs differ); drift "
+                             "compares the stages of one model")
     dataset = load_spec(spec._replace(data_dir=data_dir or spec.data_dir))
     x_all, y_all = dataset.x_test.astype(np.float32), dataset.y_test
     x, y = x_all[:samples], y_all[:samples]

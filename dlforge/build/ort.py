@@ -4,7 +4,7 @@ Weights are symmetric signed int8, per output channel by default. Activations di
 
 * ONNX Runtime on x86 (``activations="uint8"``): asymmetric uint8, the U8S8 form its integer
   kernels are built for (``vpdpbusd`` multiplies unsigned by signed bytes; with signed activations
-  ORT has to shift them to unsigned first). On the MNIST LeNet this is 1.3-1.4x faster than S8S8
+  ORT has to shift them to unsigned first). On the MNIST LeNet this is 1.25-1.4x faster than S8S8
   (``python bench/int8_speed.py``).
 * TensorRT (``activations="int8"``): symmetric signed int8, zero point 0, the only form its explicit
   quantization accepts.
