@@ -20,7 +20,7 @@ All four payloads are then timed in alternating rounds (ONNX Runtime, batch 64 a
 medians. "kept" is the share of all-INT8's time saving the plan keeps: (s_plan - 1) / (s_int8 - 1)
 with s = fp32 median / median; the goal is >= 80% with the plan within 0.5 points of fp32.
 
-    python bench/precision_plan.py [--cases lenet-digits,transformer-digits,transformer-mnist] [--rounds 7]
+    python bench/precision_plan.py [--cases lenet-digits,transformer-mnist] [--onnx MODEL-DATASET=DIR] [--rounds 7]
 """
 
 from __future__ import annotations
@@ -39,7 +39,9 @@ CASES = {
     "lenet-digits": ("lenet", "digits", 0.5),
     "transformer-digits": ("transformer", "digits", 0.7),
     "transformer-mnist": ("transformer", "mnist", 0.5),
-    "transformer-fashion": ("transformer", "fashion-mnist", 0.5),
+    "mlp-fashion": ("mlp", "fashion-mnist", 0.3),
+    "dbn-fashion": ("dbn", "fashion-mnist", 0.5),
+    "lenet-fashion": ("lenet", "fashion-mnist", 0.5),
 }
 BUDGET = 0.5  # accuracy points, the acceptance bar
 
@@ -106,7 +108,7 @@ def run_case(name: str, onnx_dir: Path, calib: Path, work: Path, rounds: int) ->
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--cases", default="lenet-digits,transformer-digits,transformer-mnist")
+    ap.add_argument("--cases", default=",".join(CASES))
     ap.add_argument("--onnx", action="append", default=[], metavar="MODEL-DATASET=DIR",
                     help="reuse an onnx artifact, e.g. transformer-mnist=runs/t/onnx (repeatable)")
     ap.add_argument("--rounds", type=int, default=7)

@@ -100,3 +100,22 @@ def test_int8_lenet_on_mnist_loses_at_most_half_a_point(mnist_onnx, tmp_path):
     art = engine_from_onnx(mnist_onnx.path, tmp_path / "int8", precision="int8")
     ev = art.card.sections["evaluation"]
     assert ev["samples"] == 10000 and ev["accuracy_drop"] <= 0.5
+
+
+def test_entropy_calibration_is_not_minmax(digits_onnx, tmp_path):
+    """ONNX Runtime's quantize_static alone gives entropy the same ranges as MinMax (128 bins, 128 levels:
+    one candidate threshold); dlforge's 2048-bin histogram must pick other thresholds, quietly (--json)."""
+    import json
+
+    from click.testing import CliRunner
+
+    from dlforge.cli import cli
+
+    cards = {}
+    for method in ("minmax", "entropy"):
+        result = CliRunner().invoke(cli, ["build", str(digits_onnx.path), "-o", str(tmp_path / method), "--precision",
+                                          "int8", "--calib-method", method, "--json"])
+        assert result.exit_code == 0, result.output
+        cards[method] = json.loads(result.stdout)
+    assert cards["entropy"]["build"]["method"] == "entropy"
+    assert cards["entropy"]["sha256"] != cards["minmax"]["sha256"]
