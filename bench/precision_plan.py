@@ -39,6 +39,7 @@ CASES = {
     "lenet-digits": ("lenet", "digits", 0.5),
     "transformer-digits": ("transformer", "digits", 0.7),
     "transformer-mnist": ("transformer", "mnist", 0.5),
+    "transformer-fashion": ("transformer", "fashion-mnist", 0.3),
     "mlp-fashion": ("mlp", "fashion-mnist", 0.3),
     "dbn-fashion": ("dbn", "fashion-mnist", 0.5),
     "lenet-fashion": ("lenet", "fashion-mnist", 0.5),

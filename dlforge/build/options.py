@@ -21,8 +21,9 @@ def _backend_names() -> tuple[str, ...]:
 @dataclass
 class BuildOptions(Options):
     backend: str = option("ort", "Backend that compiles the engine.", choices=_backend_names)
-    precision: str = option("fp32", "fp16 needs --backend tensorrt; auto measures the candidates and keeps the "
-                                    "fastest within the accuracy budget.", choices=PRECISIONS)
+    precision: str = option("fp32", "fp16 needs --backend tensorrt; auto measures the candidates (whole-model fp32 "
+                                    "and INT8, and a per-layer plan searched on measurements) and keeps the fastest "
+                                    "within the accuracy budget.", choices=PRECISIONS)
     calib_data: str | None = option(None, "INT8 calibration dataset (default: the model's own).")
     data_dir: str | None = option(None, "Directory of the dataset's files (MNIST, Fashion-MNIST).")
     calib_samples: int = option(512, "Calibration images, from the training split.", min=1)
