@@ -9,6 +9,9 @@ Weights are symmetric signed int8, per output channel by default. Activations di
 * TensorRT (``activations="int8"``): symmetric signed int8, zero point 0, the only form its explicit
   quantization accepts.
 
+No bf16 precision: ONNX Runtime's CPU provider (1.32) has no bfloat16 MatMul or Gemm kernel and
+ONNX's Conv takes no bfloat16 input, so a bf16 graph would not load, AVX-512 BF16 or not.
+
 ``exclude`` keeps the named nodes in fp32: no Q/DQ pairs are inserted around them, so the graph
 itself carries a per-layer precision plan (see :mod:`dlforge.build.mixed`).
 """
