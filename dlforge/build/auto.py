@@ -27,12 +27,17 @@ def time_candidates(engines: dict, x: np.ndarray, rounds: int = 5, duration_s: f
     return {n: np.concatenate(s) for n, s in samples.items()}
 
 
+def timing_batch(batch_range, opt: int) -> int:
+    """The batch ``auto`` times: ``--opt-batch`` clipped to the engine's batch range."""
+    lo, hi = batch_range or (1, None)
+    return min(max(opt, lo), hi) if hi is not None else max(opt, lo)
+
+
 def choose(engines: dict, evaluations: dict, x_eval: np.ndarray, options, report) -> tuple[str, dict]:
     """The fastest candidate whose accuracy drop is within ``options.budget``; fp32 when none is."""
     from dlforge.bench.stats import summarize
 
-    lo, hi = engines["fp32"].batch_range
-    batch = min(max(options.opt, lo), hi) if hi is not None else max(options.opt, lo)
+    batch = timing_batch(engines["fp32"].batch_range, options.opt)
     x = np.ascontiguousarray(np.resize(x_eval, (batch, *x_eval.shape[1:])))
     latencies = time_candidates(engines, x)
     rows = []

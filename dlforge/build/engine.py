@@ -144,6 +144,7 @@ def _search_mixed(backend: Backend, parent: Artifact, options: BuildOptions, dat
     """Run the per-layer search; compile and evaluate its best plan unless that is all-INT8 or fp32."""
     import numpy as np
 
+    from dlforge.build.auto import timing_batch
     from dlforge.build.evaluate import compare
     from dlforge.build.mixed import PlanSearch, SearchContext, plan_document, plan_units
     from dlforge.build.ort import prepare_for_quantization
@@ -160,7 +161,7 @@ def _search_mixed(backend: Backend, parent: Artifact, options: BuildOptions, dat
     ctx = SearchContext(
         compile=compile_plan, units=units, reference_predict=reference.predict, fp32_engine=built["fp32"]["engine"],
         x_calib=data["calibration"]["calib_x"], x_tune=x[0::2], y_tune=y[0::2],
-        timing_batch=np.ascontiguousarray(np.resize(x, (_timing_batch(built["fp32"]["batch_range"], options),
+        timing_batch=np.ascontiguousarray(np.resize(x, (timing_batch(built["fp32"]["batch_range"], options.opt),
                                                         *x.shape[1:]))),
         budget=options.budget, robust_budget=options.max_robust_drop, robust_eps=options.robust_eps,
         value_range=tuple(parent.card.model.value_range), workdir=tmp / "plans", report=report)
@@ -173,19 +174,13 @@ def _search_mixed(backend: Backend, parent: Artifact, options: BuildOptions, dat
     start = time.perf_counter()
     path = tmp / "mixed" / backend.payload
     path.parent.mkdir()
-    details = backend.compile("int8", parent.payload_path, path, {**data["calibration"], "exclude": kept})
+    details = backend.compile("int8", parent.payload_path, path, {**calibration, "exclude": kept})
     engine = DeployedModel(path=path, session=backend.open(path, details, parent.card.model))
     evaluation = compare(engine, reference, x, y, parent.card.model.task)
     evaluation["check_half"] = compare(engine, reference, x[1::2], y[1::2], parent.card.model.task)
     return {"path": path, "details": details, "build_s": time.perf_counter() - start, "engine": engine,
             "batch_range": backend.batch_range(details), "evaluation": evaluation,
             "plan": plan_document(kept, units)}
-
-
-def _timing_batch(batch_range, options: BuildOptions) -> int:
-    """The batch ``auto`` times: ``--opt-batch`` within the engine's batch range."""
-    lo, hi = batch_range or (1, None)
-    return min(max(options.opt, lo), hi) if hi is not None else max(options.opt, lo)
 
 
 def _select(built: dict, data: dict, options: BuildOptions, report) -> tuple[str, dict | None]:

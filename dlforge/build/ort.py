@@ -168,10 +168,12 @@ def quantize_int8(src: Path, dst: Path, calib_x: np.ndarray, **settings) -> dict
 
 
 def quantize_calibrated(src: Path, dst: Path, calibration: dict, *, activations: str = "uint8") -> dict:
-    """:func:`quantize_int8` with the build's calibration settings (see :meth:`Backend.compile`)."""
+    """:func:`quantize_int8` with the build's calibration settings (see :meth:`Backend.compile`); ``exclude``
+    and ``cache`` in ``calibration`` are optional (a plan's fp32 nodes; a file of calibrated ranges)."""
     return quantize_int8(src, dst, calibration["calib_x"], method=calibration["calib_method"],
                          per_channel=calibration["per_channel"], static_batch=calibration["static_batch"],
-                         activations=activations, exclude=tuple(calibration.get("exclude", ())))
+                         activations=activations, exclude=tuple(calibration.get("exclude", ())),
+                         cache=calibration.get("cache"))
 
 
 @BACKENDS.register("ort")
