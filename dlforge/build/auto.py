@@ -12,18 +12,18 @@ COLUMNS = [Column("precision"), Column("median_ms", "median ms", ".4f", ">"), Co
             Column("verdict")]
 
 
-def time_candidates(engines: dict, x: np.ndarray, rounds: int = 5, duration_s: float = 0.2) -> dict[str, np.ndarray]:
+def time_candidates(engines: dict, x: np.ndarray, rounds: int = 5) -> dict[str, np.ndarray]:
     """Per-call latencies (ms) of each engine on ``x``; rounds alternate so machine drift hits all alike."""
     from dlforge.bench.stats import time_calls, warm_up
 
     name_of = {n: e.session.inputs[0].name for n, e in engines.items()}
     calls = {n: (lambda e=e, feeds={name_of[n]: x}: e.session.run(feeds)) for n, e in engines.items()}
     for call in calls.values():
-        warm_up(call, iterations=20, duration_s=1.5 * duration_s)
+        warm_up(call, iterations=20, duration_s=0.3)
     samples: dict[str, list] = {n: [] for n in engines}
     for _ in range(rounds):
         for n, call in calls.items():
-            samples[n].append(time_calls(call, iterations=20, duration_s=duration_s))
+            samples[n].append(time_calls(call, iterations=20, duration_s=0.2))
     return {n: np.concatenate(s) for n, s in samples.items()}
 
 

@@ -33,7 +33,8 @@ def test_calibration_on_dark_images_breaks_accuracy_and_the_gate_catches_it(digi
 
 
 def _slowed_backend(slow: str):
-    """The ORT backend, with every call of the ``slow`` candidate's session delayed by 3 ms."""
+    """The ORT backend, with every call of the ``slow`` candidate's session delayed by 3 ms ("int8": every
+    quantized session, the per-layer search's plans and the ``mixed`` candidate included)."""
     import time
 
     from dlforge.build.ort import OrtBackend
@@ -41,7 +42,7 @@ def _slowed_backend(slow: str):
     class Slowed(OrtBackend):
         def open(self, path, details, info):
             session = super().open(path, details, info)
-            if path.parent.name == slow:
+            if (path.parent.name == "fp32") == (slow == "fp32"):
                 run = session._run
                 session._run = lambda feeds: (time.sleep(0.003), run(feeds))[1]
             return session
@@ -64,8 +65,11 @@ def test_auto_measures_and_picks_the_fastest_within_budget(slow, expected, digit
     sel = art.card.sections["selection"]
     by_name = {r["precision"]: r for r in sel["candidates"]}
     assert by_name[slow]["median_ms"] >= 3.0 > by_name[expected]["median_ms"]
-    assert sel["chosen"] == art.card.sections["precision"] == expected
-    assert by_name[slow]["verdict"] == "slower" and by_name[expected]["verdict"] == "chosen"
+    # with int8 slowed, every quantized candidate is; with fp32 slowed, a per-layer plan (when the search
+    # found one besides all-INT8) is as fast as int8, so either may win
+    winners = {expected} | ({"mixed"} & by_name.keys() if expected == "int8" else set())
+    assert sel["chosen"] == art.card.sections["precision"] and sel["chosen"] in winners
+    assert by_name[slow]["verdict"] == "slower" and by_name[sel["chosen"]]["verdict"] == "chosen"
     assert any("median ms" in line for line in lines)
 
 
