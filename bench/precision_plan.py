@@ -10,7 +10,7 @@ scales and few calibration images cost these models under 1 point (see the modul
 For each case:
 
 * ``fp32`` and ``int8``: ``dlforge build --precision fp32|int8`` (the INT8 one with the dim images);
-* ``plan``: ``dlforge build --precision auto --opt-batch 64`` with the same calibration: the
+* ``plan``: ``dlforge build --precision auto --opt-batch 64 --threads 1`` with the same calibration: the
   per-layer search (its full evaluations are counted against ``2 * ceil(log2 N) + 10``);
 * ``ranking``: the baseline most per-layer tools amount to: the same sensitivity ranking, keep the
   k most sensitive nodes in fp32 for k = 1, 2, ... and stop at the first k within the accuracy
@@ -79,8 +79,8 @@ def run_case(name: str, onnx_dir: Path, calib: Path, work: Path, rounds: int) ->
     common = {"calib_data": str(calib), "data_dir": _data_dir(CASES[name][1])}
     fp32 = engine_from_onnx(onnx_dir, work / "fp32", precision="fp32", data_dir=common["data_dir"])
     int8 = engine_from_onnx(onnx_dir, work / "int8", precision="int8", **common)
-    plan = engine_from_onnx(onnx_dir, work / "plan", precision="auto", opt_batch=64, max_accuracy_drop=BUDGET,
-                            **common)
+    plan = engine_from_onnx(onnx_dir, work / "plan", precision="auto", opt_batch=64, threads=1,
+                            max_accuracy_drop=BUDGET, **common)
     search = plan.card.sections["selection"]["plan_search"]
     order = [u["onnx_node"] for u in sorted(search["units"], key=lambda u: -u["sensitivity_kl"])]
     ranking, k = None, 0

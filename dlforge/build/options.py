@@ -37,6 +37,9 @@ class BuildOptions(Options):
                                                  "many points of robust accuracy (PGD on the engine).", min=0, max=100)
     robust_eps: float = option(0.1, "L-inf eps of --max-robust-drop's PGD.", min=0)
     eval_samples: int | None = option(None, "Held-out images to evaluate on (default: the whole test split).", min=1)
+    threads: int | None = option(None, "Intra-op threads of the ONNX Runtime sessions the build evaluates and --precision "
+                                       "auto times (default: ONNX Runtime's, one per core); time with the count you "
+                                       "will deploy with.", min=1)
     min_batch: int = option(1, "Smallest batch the engine accepts (TensorRT profile; recorded for ORT).", min=1)
     opt_batch: int | None = option(None, "Batch to optimize for; also the batch --precision auto times "
                                          "(default: --min-batch).", min=1)

@@ -201,4 +201,4 @@ class OrtBackend(Backend):
     def open(self, path, details, info):
         from dlforge.runtime.ort import OrtSession
 
-        return OrtSession(path, model=info, batch_range=self.batch_range(details))
+        return OrtSession(path, model=info, batch_range=self.batch_range(details), threads=self.options.threads)

@@ -25,6 +25,7 @@ from dlforge.inspect import headline
 @option_for(BuildOptions, "max_robust_drop", type=float, metavar="PTS")
 @option_for(BuildOptions, "robust_eps", type=float, metavar="EPS")
 @option_for(BuildOptions, "eval_samples", type=int)
+@option_for(BuildOptions, "threads", type=int)
 @option_for(BuildOptions, "min_batch", type=int)
 @option_for(BuildOptions, "opt_batch", type=int)
 @option_for(BuildOptions, "max_batch", type=int)
