@@ -33,19 +33,12 @@ def _hop_label(artifact) -> str:
     return {"checkpoint": "pytorch"}.get(artifact.kind, artifact.kind)
 
 
-def _graph(artifact, deployed, x, eps, value_range):
-    """An ONNX or engine hop's verified differentiable graph (TorchModel), or the reason there is none."""
-    from dlforge.adversarial.engine_graph import engine_graph
-
-    g = engine_graph(deployed, x, noise=eps, value_range=value_range)
-    return g.model, g.reason
-
-
 def run_drift(paths: list[str | os.PathLike], *, samples: int = 200, eps: float = 0.1, pgd_steps: int = 20,
               seed: int = 0, batch_size: int = 256, data_dir: str | None = None) -> dict:
     """Compare the artifacts at ``paths`` hop by hop (in the order given, e.g. checkpoint, onnx, engines)."""
     from dlforge.adversarial.attacks.pgd import PGD
     from dlforge.adversarial.audit import outcome_rates
+    from dlforge.adversarial.engine_graph import engine_graph
     from dlforge.adversarial.torch_model import TorchModel
     from dlforge.artifact import dataset_spec, open_artifact
     from dlforge.data import load_spec
@@ -76,8 +69,9 @@ def run_drift(paths: list[str | os.PathLike], *, samples: int = 200, eps: float 
             if deployed is None:
                 model, reason = TorchModel.from_checkpoint(artifact), None
                 predict = model.predict
-            else:
-                model, reason = _graph(artifact, deployed, x, eps, value_range)
+            else:  # the engine's own graph, verified to compute what the engine computes
+                graph = engine_graph(deployed, x, noise=eps, value_range=value_range)
+                model, reason = graph.model, graph.reason
                 predict = deployed.predict
             logits = predict(x_all).astype(np.float64)
             hop = {"hop": _hop_label(artifact), "artifact": str(artifact.path), "kind": artifact.kind,
@@ -91,8 +85,8 @@ def run_drift(paths: list[str | os.PathLike], *, samples: int = 200, eps: float 
                 hop.update(robust_accuracy=None, robust_note=f"no differentiable graph: {reason}")
             else:
                 x_adv = model.attack(attack, x, y, eps=eps, value_range=value_range, batch_size=batch_size)
-                hop["robust_accuracy"] = outcome_rates(predict(x_adv).argmax(1), y, predict(x).argmax(1))[
-                    "robust_accuracy"]
+                clean_pred = logits[:len(x)].argmax(1)  # x is the head of x_all
+                hop["robust_accuracy"] = outcome_rates(predict(x_adv).argmax(1), y, clean_pred)["robust_accuracy"]
         finally:
             if deployed is not None:
                 deployed.close()

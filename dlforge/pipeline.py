@@ -9,7 +9,7 @@ from typing import Callable
 from dlforge.artifact import Artifact
 
 # The audit's and the drift report's attack settings agree, so their robust accuracies can be compared.
-DRIFT_SAMPLES, AUDIT_PGD_STEPS, DRIFT_EPS = 200, 20, 0.1
+AUDIT_SAMPLES, AUDIT_PGD_STEPS, DRIFT_EPS = 200, 20, 0.1
 STAGES = ("checkpoint", "onnx", "engine-ort-fp32", "engine-ort-int8", "bench", "audit", "drift")
 
 
@@ -72,7 +72,7 @@ def run_pipeline(
 
         on_stage("audit")
         report = run_audit([artifacts["engine-ort-fp32"].path, artifacts["engine-ort-int8"].path],
-                           source=artifacts["checkpoint"].path, samples=DRIFT_SAMPLES, pgd_steps=AUDIT_PGD_STEPS,
+                           source=artifacts["checkpoint"].path, samples=AUDIT_SAMPLES, pgd_steps=AUDIT_PGD_STEPS,
                            square_queries=300)
         artifacts["audit"] = write_audit_artifact(report, out / "audit", force=force)
     if artifacts["checkpoint"].card.model.task == "classification":
@@ -80,6 +80,6 @@ def run_pipeline(
 
         on_stage("drift")
         hops = [artifacts[s].path for s in ("checkpoint", "onnx", "engine-ort-fp32", "engine-ort-int8")]
-        drift = run_drift(hops, samples=DRIFT_SAMPLES, eps=DRIFT_EPS, pgd_steps=AUDIT_PGD_STEPS)
+        drift = run_drift(hops, samples=AUDIT_SAMPLES, eps=DRIFT_EPS, pgd_steps=AUDIT_PGD_STEPS)
         artifacts["drift"] = write_drift_artifact(drift, out / "drift", force=force)
     return artifacts

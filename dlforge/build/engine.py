@@ -49,17 +49,17 @@ def engine_from_onnx(onnx_dir: str | os.PathLike, out_dir: str | os.PathLike, op
         data = _build_data(parent, options)
         with tempfile.TemporaryDirectory(prefix="dlforge-build-") as tmp:
             plan = _plan_for(parent, options, data, Path(tmp))
-            built = _compile_candidates(backend, parent, options, data, Path(tmp), report)
-            chosen, selection = _select(built, data, options, report)
+            built, search = _compile_candidates(backend, parent, options, data, Path(tmp))
+            if plan is not None:
+                built["int8"]["plan"] = plan
+            chosen, selection = _select(built, search, data, options, report)
             result = built[chosen]
             _gate(chosen, result["evaluation"], options.max_accuracy_drop)
             shutil.copyfile(result["path"], writer.file(backend.payload))
-            if "plan" in result or plan is not None:
-                plan_doc = result.get("plan") or plan
-                writer.file("plan.json").write_text(to_json_text(plan_doc), encoding="utf-8")
-                chosen = "mixed" if plan_doc["keep_fp32"] else chosen
-                result = {**result, "plan": plan_doc}
-            if selection and "plan_search" in selection:
+            if "plan" in result:
+                writer.file("plan.json").write_text(to_json_text(result["plan"]), encoding="utf-8")
+                chosen = "mixed" if result["plan"]["keep_fp32"] else chosen
+            if search is not None:
                 from dlforge.build.mixed_report import write_report
 
                 write_report(writer.file("precision.html"), selection, chosen)
@@ -67,14 +67,24 @@ def engine_from_onnx(onnx_dir: str | os.PathLike, out_dir: str | os.PathLike, op
         return writer.commit(card)
 
 
+def _prepared_units(parent: Artifact, data: dict, tmp: Path) -> list:
+    """Pre-process the parent for quantization once (the calibration's ``prepared`` graph, reused by every
+    compile) and return its quantizable nodes, the units a precision plan names."""
+    from dlforge.build.mixed import plan_units
+    from dlforge.build.ort import prepare_for_quantization
+
+    prepared = prepare_for_quantization(parent.payload_path, tmp / "prepared.onnx")
+    data["calibration"]["prepared"] = prepared
+    return plan_units(prepared, parent.payload_path)
+
+
 def _plan_for(parent: Artifact, options: BuildOptions, data: dict, tmp: Path) -> dict | None:
     """``--precision-plan``: the plan's kept nodes, checked against this model's graph, into the calibration."""
     if options.precision_plan is None:
         return None
-    from dlforge.build.mixed import plan_document, plan_units, read_plan
-    from dlforge.build.ort import prepare_for_quantization
+    from dlforge.build.mixed import plan_document, read_plan
 
-    units = plan_units(prepare_for_quantization(parent.payload_path, tmp / "prepared.onnx"), parent.payload_path)
+    units = _prepared_units(parent, data, tmp)
     kept = read_plan(options.precision_plan, units)
     data["calibration"]["exclude"] = kept
     return plan_document(kept, units)
@@ -110,18 +120,20 @@ def _build_data(parent: Artifact, options: BuildOptions) -> dict:
                             "per_channel": options.per_channel, "static_batch": static_batch}}
 
 
-def _compile_candidates(backend: Backend, parent: Artifact, options: BuildOptions, data: dict, tmp: Path,
-                        report: Callable[[str], None]) -> dict:
+def _compile_candidates(backend: Backend, parent: Artifact, options: BuildOptions, data: dict,
+                        tmp: Path) -> tuple[dict, dict | None]:
     """Compile each candidate precision into ``tmp`` and evaluate it against the parent.
 
-    ``auto`` adds the per-layer plan (:mod:`dlforge.build.mixed`) as candidate ``mixed`` when the
-    backend builds INT8 and the model is a classifier.
+    ``auto`` runs the per-layer search (:mod:`dlforge.build.mixed`) when the backend builds INT8 and the
+    model is a classifier, and adds its plan as candidate ``mixed``. Returns the candidates and the
+    search's record (None without a search).
     """
     from dlforge.build.evaluate import compare
     from dlforge.runtime import DeployedModel, open_deployed
 
     candidates = list(backend.precisions) if options.precision == "auto" else [options.precision]
     built: dict[str, dict] = {}
+    search = None
     with open_deployed(parent) as reference:
         for cand in candidates:
             start = time.perf_counter()
@@ -133,24 +145,24 @@ def _compile_candidates(backend: Backend, parent: Artifact, options: BuildOption
                            "engine": engine, "batch_range": backend.batch_range(details),
                            "evaluation": compare(engine, reference, data["x"], data["y"], parent.card.model.task)}
         if options.precision == "auto" and "int8" in built and parent.card.model.task == "classification":
-            mixed = _search_mixed(backend, parent, options, data, tmp, built, reference, report)
+            search, mixed = _search_mixed(backend, parent, options, data, tmp, built, reference)
             if mixed is not None:
                 built["mixed"] = mixed
-    return built
+    return built, search
 
 
 def _search_mixed(backend: Backend, parent: Artifact, options: BuildOptions, data: dict, tmp: Path, built: dict,
-                  reference, report) -> dict | None:
-    """Run the per-layer search; compile and evaluate its best plan unless that is all-INT8 or fp32."""
+                  reference) -> tuple[dict, dict | None]:
+    """Run the per-layer search: its record, and its best plan compiled and evaluated (None when that is
+    all-INT8 or fp32, which are candidates already)."""
     import numpy as np
 
     from dlforge.build.auto import timing_batch
     from dlforge.build.evaluate import compare
-    from dlforge.build.mixed import PlanSearch, SearchContext, plan_document, plan_units
-    from dlforge.build.ort import prepare_for_quantization
+    from dlforge.build.mixed import PlanSearch, SearchContext, plan_document
     from dlforge.runtime import DeployedModel
 
-    units = plan_units(prepare_for_quantization(parent.payload_path, tmp / "prepared.onnx"), parent.payload_path)
+    units = _prepared_units(parent, data, tmp)
     calibration = {**data["calibration"], "cache": tmp / "calibration.json"}
 
     def compile_plan(kept: tuple[str, ...], dst: Path) -> DeployedModel:
@@ -164,13 +176,11 @@ def _search_mixed(backend: Backend, parent: Artifact, options: BuildOptions, dat
         timing_batch=np.ascontiguousarray(np.resize(x, (timing_batch(built["fp32"]["batch_range"], options.opt),
                                                         *x.shape[1:]))),
         budget=options.budget, robust_budget=options.max_robust_drop, robust_eps=options.robust_eps,
-        value_range=tuple(parent.card.model.value_range), workdir=tmp / "plans", report=report)
-    search = PlanSearch(ctx)
-    record = search.run(built["int8"]["engine"])
-    built["int8"]["search_record"] = record
-    kept = record["best_kept"]
+        value_range=tuple(parent.card.model.value_range), workdir=tmp / "plans")
+    record = PlanSearch(ctx).run(built["int8"]["engine"])
+    kept = tuple(record["best"]["keep_fp32"]) if record["best"] else ()
     if not kept or len(kept) == len(units):
-        return None  # all-INT8 (already a candidate) or everything fp32 (the fp32 candidate)
+        return record, None
     start = time.perf_counter()
     path = tmp / "mixed" / backend.payload
     path.parent.mkdir()
@@ -178,12 +188,12 @@ def _search_mixed(backend: Backend, parent: Artifact, options: BuildOptions, dat
     engine = DeployedModel(path=path, session=backend.open(path, details, parent.card.model))
     evaluation = compare(engine, reference, x, y, parent.card.model.task)
     evaluation["check_half"] = compare(engine, reference, x[1::2], y[1::2], parent.card.model.task)
-    return {"path": path, "details": details, "build_s": time.perf_counter() - start, "engine": engine,
-            "batch_range": backend.batch_range(details), "evaluation": evaluation,
-            "plan": plan_document(kept, units)}
+    return record, {"path": path, "details": details, "build_s": time.perf_counter() - start, "engine": engine,
+                    "batch_range": backend.batch_range(details), "evaluation": evaluation,
+                    "plan": plan_document(kept, units)}
 
 
-def _select(built: dict, data: dict, options: BuildOptions, report) -> tuple[str, dict | None]:
+def _select(built: dict, search: dict | None, data: dict, options: BuildOptions, report) -> tuple[str, dict | None]:
     try:
         if options.precision != "auto":
             return options.precision, None
@@ -191,12 +201,11 @@ def _select(built: dict, data: dict, options: BuildOptions, report) -> tuple[str
 
         chosen, selection = choose({name: b["engine"] for name, b in built.items()},
                                    {name: b["evaluation"] for name, b in built.items()}, data["x"], options, report)
-        record = built.get("int8", {}).get("search_record")
-        if record is not None:
+        if search is not None:
             from dlforge.build.mixed import search_summary
 
-            report(search_summary(record))
-            selection["plan_search"] = {k: v for k, v in record.items() if k != "best_kept"}
+            report(search_summary(search))
+            selection["plan_search"] = search
         return chosen, selection
     finally:
         for b in built.values():

@@ -3,7 +3,7 @@
 A *plan* is the set of nodes kept in fp32; every other node ONNX Runtime's quantizer handles gets
 its Q/DQ pairs, so the plan lives in the QDQ graph itself and a strongly typed TensorRT build of
 that graph gets exactly the same assignment. ``dlforge build --precision auto`` runs
-:func:`search_plan`; ``--precision-plan FILE`` applies a saved plan.
+:class:`PlanSearch`; ``--precision-plan FILE`` applies a saved plan.
 
 The search (what it measures, and how many times):
 
@@ -11,31 +11,30 @@ The search (what it measures, and how many times):
    that node quantized; its output's mean KL divergence from fp32's. One compile and one
    inference per node; the calibrated ranges are computed once and reused.
 2. **Speed probe** (timing only): for each compute node (Conv, Gemm, MatMul, ConvTranspose), the
-   all-INT8 graph with only that node in fp32, timed against all-INT8 in alternating rounds. Nodes
-   whose INT8 kernel is slower than their fp32 one (a 1-channel first convolution is the usual
-   case: too little work per output to pay for quantizing its input) are kept in fp32 when the
-   whole plan proves faster.
+   all-INT8 graph with only that node in fp32, timed against all-INT8 in paired rounds. Nodes that
+   make the graph faster when kept in fp32 (their INT8 kernel loses to fp32 even with the layout
+   and quantization changes around it, which per-kernel profiles do not show) are kept in fp32
+   when the whole plan proves faster.
 3. **Full evaluations** (accuracy on the tuning half of the held-out split, latency against fp32
    side by side, robust accuracy under a short PGD when ``--max-robust-drop`` is given): all-INT8;
    the speed keeps; bisection over "keep the k most sensitive nodes"; then a pruning pass that
    returns kept nodes to INT8 while the budget holds. At most ``2 * ceil(log2 N) + 10`` of them.
 
 The plan reported is the fastest evaluated one within budget; the accuracy the card records is
-measured again on the whole split, and on the half the search never saw (``check``).
+measured again on the whole split, and on the half the search never saw (``check_half``).
 """
 
 from __future__ import annotations
 
 import math
-import tempfile
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
 import numpy as np
 
 from dlforge.errors import InputError
-from dlforge.reporting import Column, format_table
+from dlforge.reporting import Column
 
 COMPUTE_OPS = frozenset({"Conv", "ConvTranspose", "Gemm", "MatMul"})
 SENSITIVITY_SAMPLES = 256
@@ -55,7 +54,6 @@ class Unit:
     name: str
     op_type: str
     module: str | None  # PyTorch module path ("features.3"), "" for the top-level forward, None when unknown
-    # (a node pre-processing added takes the module of the node computing its input)
 
 
 def module_path(node) -> str | None:
@@ -80,12 +78,13 @@ def plan_units(prepared: Path, parent: Path | None = None) -> list[Unit]:
     """The named nodes of the ``prepared`` graph that ONNX Runtime's QDQ quantizer handles, in graph order.
 
     Module paths come from ``parent`` (the exported graph, whose metadata pre-processing drops),
-    matched by node name; a node pre-processing created has none.
+    matched by node name; a node pre-processing added takes the module of the node computing its input.
     """
     import onnx
-    from onnxruntime.quantization.registry import QDQRegistry, QLinearOpsRegistry
 
-    quantizable = set(QDQRegistry) | set(QLinearOpsRegistry)
+    from dlforge.build.ort import quantizable_ops
+
+    quantizable = quantizable_ops()
     source = onnx.load(str(parent or prepared), load_external_data=False)
     modules = {n.name: module_path(n) for n in source.graph.node if n.name}
     model = onnx.load(str(prepared), load_external_data=False) if parent is not None else source
@@ -162,7 +161,7 @@ class Evaluated:
 
 @dataclass
 class SearchContext:
-    """What :func:`search_plan` needs from the build: how to compile, open and judge one plan."""
+    """What :class:`PlanSearch` needs from the build: how to compile, open and judge one plan."""
 
     compile: Callable[[tuple[str, ...], Path], object]  # (kept, dst) -> an opened DeployedModel
     units: list[Unit]
@@ -173,11 +172,10 @@ class SearchContext:
     y_tune: np.ndarray
     timing_batch: np.ndarray
     budget: float  # accuracy points
+    workdir: Path  # where plan graphs are compiled
     robust_budget: float | None = None
     robust_eps: float = 0.1
     value_range: tuple[float, float] = (0.0, 1.0)
-    workdir: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="dlforge-plan-")))
-    report: Callable[[str], None] = lambda line: None
 
 
 def _softmax(z: np.ndarray) -> np.ndarray:
@@ -219,6 +217,7 @@ class PlanSearch:
         self.evaluated: dict[frozenset, Evaluated] = {}
         self._serial = 0
         self._robust_fp32 = None
+        self._reference_accuracy = float((ctx.reference_predict(ctx.x_tune).argmax(1) == ctx.y_tune).mean())
 
     # -- building blocks ---------------------------------------------------------------------
     def _open(self, kept) -> object:
@@ -279,9 +278,8 @@ class PlanSearch:
         engine = self._open(kept)
         try:
             acc = float((engine.predict(ctx.x_tune).argmax(1) == ctx.y_tune).mean())
-            ref_acc = float((ctx.reference_predict(ctx.x_tune).argmax(1) == ctx.y_tune).mean())
             _, t_plan, speedup = _time_pair(ctx.fp32_engine, engine, ctx.timing_batch)
-            ev = Evaluated(kept, label, acc, round((ref_acc - acc) * 100, 4), speedup, t_plan)
+            ev = Evaluated(kept, label, acc, round((self._reference_accuracy - acc) * 100, 4), speedup, t_plan)
             if ctx.robust_budget is not None:
                 if self._robust_fp32 is None:
                     self._robust_fp32 = self._robust_accuracy(ctx.fp32_engine.path, ctx.reference_predict)
@@ -338,8 +336,7 @@ class PlanSearch:
                 "evaluations": [e.row(ctx.units) for e in self.evaluated.values()],
                 "evaluations_used": len(self.evaluated), "evaluation_budget": self.budget_evaluations,
                 "front": pareto_front([e.row(ctx.units) for e in self.evaluated.values()]),
-                "best": None if best is None else best.row(ctx.units),
-                "best_kept": None if best is None else tuple(n for n in names if n in best.kept)}
+                "best": None if best is None else best.row(ctx.units)}
 
 
 def pareto_front(rows: list[dict]) -> list[str]:
@@ -374,11 +371,3 @@ def search_summary(record: dict) -> str:
     return (f"per-layer plan: {len(record['units'])} quantizable nodes, {record['evaluations_used']} of at most "
             f"{record['evaluation_budget']} full evaluations; {found}; tables in precision.html")
 
-
-def search_table(record: dict) -> str:
-    """The search's two tables (nodes by sensitivity, plans evaluated), as text."""
-    units = sorted(record["units"], key=lambda u: -u["sensitivity_kl"])
-    return "\n".join([format_table(units, SENSITIVITY_COLUMNS), "",
-                      format_table(record["evaluations"], EVALUATION_COLUMNS),
-                      f"full evaluations: {record['evaluations_used']} of at most {record['evaluation_budget']}; "
-                      f"Pareto front: {', '.join(record['front'])}"])

@@ -60,6 +60,13 @@ class _Reader:
 ACTIVATIONS = ("uint8", "int8")
 
 
+def quantizable_ops() -> set[str]:
+    """The op types ONNX Runtime's QDQ quantizer handles (and calibrates the inputs and outputs of)."""
+    from onnxruntime.quantization.registry import QDQRegistry, QLinearOpsRegistry
+
+    return set(QDQRegistry) | set(QLinearOpsRegistry)
+
+
 def prepare_for_quantization(src: Path, dst: Path) -> Path:
     """ONNX Runtime's quantization pre-processing (shape inference, graph clean-up) of ``src``.
 
@@ -109,13 +116,16 @@ def quantize_prepared(prepared: Path, dst: Path, calib_x: np.ndarray, *, method:
         cache = Path(scratch.name) / "ranges.json"
     if cache is not None and can_cache:
         cached = {"calibration_cache_path": str(cache)}
+    def reader() -> _Reader:
+        return _Reader(name, calib_x, static_batch or 64)
+
     logging.disable(logging.WARNING)  # the quantizer logs per-tensor notes on the root logger
     try:
         if method == "entropy" and not cache.exists():
-            _entropy_ranges(prepared, _Reader(name, calib_x, static_batch or 64), signed, cache)
+            _entropy_ranges(prepared, reader(), signed, cache)
         with contextlib.redirect_stdout(io.StringIO()):  # histogram calibrators print progress; stdout may be --json
             quantize_static(
-                str(prepared), str(dst), _Reader(name, calib_x, static_batch or 64),
+                str(prepared), str(dst), reader(),
                 quant_format=QuantFormat.QDQ, per_channel=per_channel,
                 activation_type=QuantType.QInt8 if signed else QuantType.QUInt8, weight_type=QuantType.QInt8,
                 calibrate_method=calibrate, nodes_to_exclude=list(exclude), extra_options=extra, **cached)
@@ -145,11 +155,10 @@ def _entropy_ranges(prepared: Path, reader, signed: bool, cache: Path) -> None:
     "entropy" ranges equal MinMax's.
     """
     from onnxruntime.quantization.calibrate import CalibrationMethod, create_calibrator, save_tensors_data
-    from onnxruntime.quantization.registry import QDQRegistry, QLinearOpsRegistry
 
     with tempfile.TemporaryDirectory(prefix="dlforge-calib-") as tmp:
         calibrator = create_calibrator(
-            str(prepared), list(set(QDQRegistry) | set(QLinearOpsRegistry)),
+            str(prepared), list(quantizable_ops()),
             augmented_model_path=str(Path(tmp) / "augmented.onnx"), calibrate_method=CalibrationMethod.Entropy,
             extra_options={"symmetric": signed, "num_bins": ENTROPY_BINS, "num_quantized_bins": ENTROPY_QUANTIZED_BINS})
         with contextlib.redirect_stdout(io.StringIO()):
@@ -168,12 +177,17 @@ def quantize_int8(src: Path, dst: Path, calib_x: np.ndarray, **settings) -> dict
 
 
 def quantize_calibrated(src: Path, dst: Path, calibration: dict, *, activations: str = "uint8") -> dict:
-    """:func:`quantize_int8` with the build's calibration settings (see :meth:`Backend.compile`); ``exclude``
-    and ``cache`` in ``calibration`` are optional (a plan's fp32 nodes; a file of calibrated ranges)."""
-    return quantize_int8(src, dst, calibration["calib_x"], method=calibration["calib_method"],
-                         per_channel=calibration["per_channel"], static_batch=calibration["static_batch"],
-                         activations=activations, exclude=tuple(calibration.get("exclude", ())),
-                         cache=calibration.get("cache"))
+    """:func:`quantize_int8` with the build's calibration settings (see :meth:`Backend.compile`).
+
+    Optional in ``calibration``: ``exclude`` (a plan's fp32 nodes), ``cache`` (a file of calibrated
+    ranges) and ``prepared`` (``src`` already pre-processed), which make compiling many plans cheap.
+    """
+    settings = {"method": calibration["calib_method"], "per_channel": calibration["per_channel"],
+                "static_batch": calibration["static_batch"], "activations": activations,
+                "exclude": tuple(calibration.get("exclude", ())), "cache": calibration.get("cache")}
+    if calibration.get("prepared") is not None:
+        return quantize_prepared(calibration["prepared"], dst, calibration["calib_x"], **settings)
+    return quantize_int8(src, dst, calibration["calib_x"], **settings)
 
 
 @BACKENDS.register("ort")

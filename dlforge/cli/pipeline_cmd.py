@@ -28,20 +28,16 @@ def pipeline_command(model, data, data_dir, epochs, seed, out_dir, force, as_jso
     if as_json:
         emit_json({stage: describe(a.path) for stage, a in artifacts.items()})
     else:
+        import json
+
+        from dlforge.bench.report import table as bench_table
+        from dlforge.drift import table as drift_table
         from dlforge.reporting import format_table
 
         rows = [{"stage": stage, "artifact": str(a.path), "result": headline(a)} for stage, a in artifacts.items()]
         click.echo(format_table(rows, ["stage", "artifact", "result"]))
-        if "bench" in artifacts:
-            import json
 
-            from dlforge.bench.report import table
-
-            click.echo("\n" + table(json.loads(artifacts["bench"].payload_path.read_text(encoding="utf-8"))))
-        if "drift" in artifacts:
-            import json
-
-            from dlforge.drift import table as drift_table
-
-            click.echo("\n" + drift_table(json.loads(artifacts["drift"].payload_path.read_text(encoding="utf-8"))))
+        for stage, render in (("bench", bench_table), ("drift", drift_table)):  # the reports worth reading in full
+            if stage in artifacts:
+                click.echo("\n" + render(json.loads(artifacts[stage].payload_path.read_text(encoding="utf-8"))))
         click.echo(f"details: dlforge inspect {next(iter(artifacts.values())).path.parent}/<stage>")
