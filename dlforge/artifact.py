@@ -77,6 +77,9 @@ class ModelInfo:
     dataset: str | None = None
     preprocessing: str | None = None
     config: dict = field(default_factory=dict)
+    # How a raw photograph becomes the input (``dlforge.data.preprocess``): resize, crop, channel order.
+    # Empty: images are read at the input's size (an image folder resizes them to it).
+    image_preprocessing: dict = field(default_factory=dict)
 
     @property
     def image_shape(self) -> tuple[int, ...] | None:
@@ -104,6 +107,7 @@ class ModelInfo:
             dataset=d.get("dataset"),
             preprocessing=d.get("preprocessing"),
             config=dict(d.get("config", {})),
+            image_preprocessing=dict(d.get("image_preprocessing") or {}),
         )
 
 
@@ -310,6 +314,15 @@ class DatasetSpec(NamedTuple):
     input_shape: tuple[int, int, int] | None = None
     split_seed: int | None = None
     fingerprint: str | None = None
+    labels: tuple[str, ...] | None = None  # the model's label space: evaluation sets map their classes into it
+    preprocess: dict | None = None  # the model's image_preprocessing, for raw photographs
+
+    def for_model(self, info: ModelInfo | None) -> DatasetSpec:
+        """This spec, reading images as the model ``info`` describes (input shape, labels, preprocessing)."""
+        if info is None:
+            return self
+        return self._replace(input_shape=self.input_shape or info.image_shape, labels=info.labels or None,
+                             preprocess=info.image_preprocessing or None)
 
 
 def dataset_spec(artifact: Artifact) -> DatasetSpec | None:
@@ -320,7 +333,7 @@ def dataset_spec(artifact: Artifact) -> DatasetSpec | None:
         section = ckpt.card.sections.get("dataset")
         folder = section.get("image_folder") if isinstance(section, dict) else None
         if folder is None:
-            return DatasetSpec(ckpt.card.params["data"], ckpt.card.params.get("data_dir"))
+            return DatasetSpec(ckpt.card.params["data"], ckpt.card.params.get("data_dir")).for_model(ckpt.card.model)
         shape = section.get("input_shape")
         if not (isinstance(folder, dict) and isinstance(folder.get("path"), str) and isinstance(shape, list)
                 and len(shape) == 3 and all(type(d) is int for d in shape)):
@@ -330,7 +343,7 @@ def dataset_spec(artifact: Artifact) -> DatasetSpec | None:
     model = artifact.card.model
     if model is None or not model.dataset:
         return None
-    return DatasetSpec(model.dataset, input_shape=model.image_shape)
+    return DatasetSpec(model.dataset, ckpt.card.params.get("data_dir") if ckpt is not None else None).for_model(model)
 
 
 def training_data(artifact: Artifact) -> tuple[str, str | None] | None:

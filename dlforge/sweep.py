@@ -439,7 +439,8 @@ def merge(results: list[dict]) -> dict:
     samples = len({r["sample"] for r in records})
     gap_bar = first["cell"]["settings"].get("gap_bar", 0.05)
     gaps = checks.transfer_gaps(rows, gap_bar)
-    recomputed = [checks.monotone_check(rows), checks.masking_check(rows), checks.transfer_gap_check(gaps, gap_bar)]
+    recomputed = [checks.monotone_check(rows), checks.masking_check(rows), checks.transfer_gap_check(gaps, gap_bar),
+                  checks.engine_gradient_check(gaps, gap_bar)]
     per_cell: dict = {}  # the checks of one model (logits, gradients, full range): combined over the cells
     for res in results:
         for c in res["checks"]:

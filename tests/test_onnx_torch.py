@@ -376,9 +376,11 @@ def test_ort_extended_optimization_writes_fused_ops_that_convert(activation, tmp
 
 
 def test_gradients_are_straight_through_quantization():
-    """BPDA: DequantizeLinear(QuantizeLinear(x)) has the identity gradient, saturated values included;
-    a lone QuantizeLinear has 1 / scale, so Q with scale s1 then DQ with scale s2 gives s2 / s1."""
+    """BPDA for the rounding, exact for the saturation: DequantizeLinear(QuantizeLinear(x)) has the identity
+    gradient inside the int8 range and 0 where it saturates (+-300 here); a lone QuantizeLinear has 1 / scale,
+    so Q with scale s1 then DQ with scale s2 gives s2 / s1."""
     x = np.array([[-300.0, -0.013, 0.0, 0.004, 0.5, 300.0]], np.float32)
+    inside = np.array([[0, 1, 1, 1, 1, 0]], np.float32)
     quantize = node("QuantizeLinear", ["x", "s", "z"], ["q"])
     fused = make_model([quantize, node("DequantizeLinear", ["q", "s", "z"], ["d"]), node("Mul", ["d", "three"])], x,
                        {"s": F32(0.01), "z": np.int8(0), "three": F32(3.0)})
@@ -390,7 +392,27 @@ def test_gradients_are_straight_through_quantization():
         out = module(xt)
         np.testing.assert_array_equal(out.detach().numpy(), run_ort(model, x))  # the forward stays exact
         (grad,) = torch.autograd.grad(out.sum(), xt)
-        np.testing.assert_allclose(grad.numpy(), np.full_like(x, slope), rtol=1e-6)
+        np.testing.assert_allclose(grad.numpy(), slope * inside, rtol=1e-6)
+
+
+def test_folded_relu_stops_the_gradient_where_the_quantizer_clips():
+    """ONNX Runtime's QDQ quantizer deletes a Relu before a uint8 QuantizeLinear with zero point 0: the clip
+    at level 0 is the ReLU. The gradient must be the ReLU's (0 for negative inputs), as the graph with the Relu
+    kept gives, not the identity's."""
+    x = np.array([[-2.0, -0.5, -0.02, 0.2, 1.0, 2.4]], np.float32)
+    q = {"s": F32(0.01), "z": np.uint8(0)}
+    folded = make_model([node("QuantizeLinear", ["x", "s", "z"], ["q"]),
+                         node("DequantizeLinear", ["q", "s", "z"])], x, q)
+    kept = make_model([node("Relu", ["x"], ["r"]), node("QuantizeLinear", ["r", "s", "z"], ["q"]),
+                       node("DequantizeLinear", ["q", "s", "z"])], x, q)
+    grads = []
+    for model in (folded, kept):
+        xt = torch.from_numpy(x).requires_grad_(True)
+        out = torch_module_from_onnx(model)(xt)
+        np.testing.assert_array_equal(out.detach().numpy(), run_ort(model, x))
+        grads.append(torch.autograd.grad(out.sum(), xt)[0].numpy())
+    np.testing.assert_array_equal(grads[0], [[0, 0, 0, 1, 1, 1]])
+    np.testing.assert_array_equal(grads[0], grads[1])
 
 
 def test_external_data_is_read_from_beside_the_model(tmp_path):
@@ -428,7 +450,9 @@ def test_static_batch_graph_runs_any_batch():
         (grad,) = torch.autograd.grad(out[:, :6].sum(), batch)
     expected = np.concatenate([run_ort(model, batch[i:i + 1].detach().numpy()) for i in range(5)])
     np.testing.assert_allclose(out.detach().numpy(), expected, atol=1e-6)
-    np.testing.assert_array_equal(grad.numpy(), np.ones((5, 2, 3), np.float32))
+    levels = np.round(batch.detach().numpy() / np.float32(0.01))  # uint8 (no zero point): 0..255 passes
+    np.testing.assert_array_equal(grad.numpy(), ((levels >= 0) & (levels <= 255)).astype(np.float32))
+    assert 0 < grad.sum() < grad.numel()  # both sides of the clip occur
 
 
 def test_unsupported_ops_are_all_named():

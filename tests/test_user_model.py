@@ -446,7 +446,7 @@ def factory_dir(tmp_path, monkeypatch):
       "--kwargs", "{width"], "--kwargs is not JSON"),
     (["tinynets:build", "--weights", "{dir}/w.safetensors", "--data", "digits", "--input-shape", "1,28,28"],
      "--data digits has images (1, 8, 8), but --input-shape is (1, 28, 28)"),
-    (["model.txt", "--num-classes", "10"], "neither a .pt2 file"),
+    (["model.txt", "--num-classes", "10"], "a .pt2 file (torch.export.save) nor package.module:factory"),
 ])
 def test_bad_input_is_one_line_and_exit_2(args, message, factory_dir):
     (factory_dir / "text.pt2").write_text("not a zip")

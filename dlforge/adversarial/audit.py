@@ -221,7 +221,7 @@ def _audit_dataset(options: AuditOptions, engines: list[DeployedModel], crafter:
 
     if options.data:  # an image folder is read at the engine's input shape
         info = engines[0].info
-        return load_spec(DatasetSpec(options.data, options.data_dir, info.image_shape if info else None))
+        return load_spec(DatasetSpec(options.data, options.data_dir).for_model(info))
     for found in [dataset_spec(crafter) if crafter else None, *(e.dataset_spec() for e in engines)]:
         if found:
             return load_spec(found._replace(data_dir=options.data_dir or found.data_dir))
@@ -262,7 +262,7 @@ def _prepare(engines: list[DeployedModel], options: AuditOptions, warm: dict | N
 
 def _gradient_models(run: AuditRun, gradient: list[str]) -> None:
     """The source model (when there is one) and each engine's own differentiable graph."""
-    from dlforge.adversarial.engine_graph import engine_graph, require_graphs
+    from dlforge.adversarial.engine_graph import engine_graph, gradient_agreement, require_graphs
     from dlforge.adversarial.torch_model import TorchModel
 
     o = run.options
@@ -276,6 +276,10 @@ def _gradient_models(run: AuditRun, gradient: list[str]) -> None:
                       for e in run.engines]
         if o.engine_gradients == "require":
             require_graphs(run.graphs)
+        if run.model is not None and run.crafted_on == "source":
+            for g in run.graphs:
+                if g.model is not None:
+                    g.gradients = gradient_agreement(run.model, g.model, run.x, run.y)
     if run.model is None and not any(g.model for g in run.graphs):
         reasons = "; ".join(g.reason for g in run.graphs)
         raise InputError(f"attacks {', '.join(gradient)} need gradients, but there is no PyTorch source and no engine "
@@ -491,7 +495,7 @@ def _report(run: AuditRun, full: tuple[str, float, float] | None) -> dict:
         "engine_graphs": [g.describe() for g in run.graphs], "transfer_gaps": gaps,
         "checks": [checks.logits_check(first.predict(run.x[:64])), checks.gradient_check(grad),
                    checks.full_range_check(full), checks.monotone_check(run.rows), checks.masking_check(run.rows),
-                   checks.transfer_gap_check(gaps, o.gap_bar)],
+                   checks.transfer_gap_check(gaps, o.gap_bar), checks.engine_gradient_check(gaps, o.gap_bar)],
     }
     if run.probes:
         report["probes"] = run.probes

@@ -13,6 +13,7 @@ import numpy as np
 
 PASS, FAIL, NA = "pass", "fail", "n/a"
 ENGINE_ROUTE = "white-box (engine)"
+GRADIENT_ROUTES = ("transfer", ENGINE_ROUTE)  # the gradient routes measured on an engine
 
 
 def check(name: str, status: str, detail: str) -> dict:
@@ -65,9 +66,11 @@ def monotone_check(rows: list[dict], tolerance: float = 0.005) -> dict:
 
 
 def masking_check(rows: list[dict], tolerance: float = 0.02) -> dict:
-    """A query-only attack beating every gradient attack on the same engine signals gradient masking.
+    """A query-only attack beating a gradient route on the same engine signals gradient masking (or gradients
+    that are simply wrong, as an INT8 graph's are when its straight-through estimator ignores the clipping).
 
-    Two kinds of evidence: a query row below every gradient row for the same engine, norm and eps;
+    Two kinds of evidence: a query row below the strongest gradient attack of any one gradient route
+    (transfer, white-box (engine)) for the same engine, norm and eps;
     and, inside an AutoAttack row, Square still fooling points all the gradient stages failed on
     (AutoAttack's own ``check_square_sr`` warns at 0.2 points over 10,000 points; an audit runs on
     hundreds, where one point is already 0.2-1 point, so the bar here is ``tolerance``).
@@ -85,25 +88,30 @@ def masking_check(rows: list[dict], tolerance: float = 0.02) -> dict:
                              f"accuracy from {gradient[-1]['robust_accuracy']:.4f} to {square['robust_accuracy']:.4f}")
     pairs = []
     for q in (r for r in rows if r["route"] == "query" and r["eps"] > 0):
-        grads = [r for r in rows if r["route"] in ("transfer", ENGINE_ROUTE) and r["target"] == q["target"]
-                 and r["eps"] == q["eps"] and r["norm"] == q["norm"]]
-        if grads:
-            pairs.append((q, min(grads, key=lambda g: g["robust_accuracy"])))
+        for route in GRADIENT_ROUTES:  # each route on its own: one sound route must not vouch for a broken one
+            grads = [r for r in rows if r["route"] == route and r["target"] == q["target"]
+                     and r["eps"] == q["eps"] and r["norm"] == q["norm"]]
+            if grads:
+                pairs.append((q, min(grads, key=lambda g: g["robust_accuracy"])))
     if not pairs and not judged:
         return check(name, NA, "needs a query attack and a gradient attack on the same engine, norm and eps "
                                "(e.g. --attacks pgd,square, or autoattack): nothing to compare")
-    found += [f"{q['target']} eps {q['eps']:g}: {q['attack']} {q['robust_accuracy']:.4f} < {g['attack']} "
-              f"{g['robust_accuracy']:.4f}" for q, g in pairs if q["robust_accuracy"] < g["robust_accuracy"] - tolerance]
+    found += [f"{q['target']} eps {q['eps']:g}: {q['attack']} {q['robust_accuracy']:.4f} < {g['route']} "
+              f"{g['attack']} {g['robust_accuracy']:.4f}"
+              for q, g in pairs if q["robust_accuracy"] < g["robust_accuracy"] - tolerance]
     return check(name, FAIL if found else PASS, "; ".join(found) if found else
-                 f"{len(pairs) + judged} comparisons: query robust accuracy >= gradient-attack robust accuracy - "
-                 f"{tolerance}")
+                 f"{len(pairs) + judged} comparisons (each gradient route on each engine): query robust accuracy >= "
+                 f"the route's strongest gradient attack - {tolerance}")
 
 
 def transfer_gaps(rows: list[dict], bar: float) -> list[dict]:
     """Per engine, attack and eps > 0: transfer robust accuracy minus engine white-box robust accuracy.
 
     A large positive gap means examples crafted on the source do not carry over to the engine (a
-    quantized engine often blunts them), so a transfer-only audit would overstate its robustness.
+    quantized engine often blunts them), so a transfer-only audit would overstate its robustness. A
+    large negative gap (``suspect``) means the engine's own gradients craft weaker examples than the
+    source's do on that very engine: a white-box attack should never lose to transfer, so the engine
+    graph's gradients are suspect (:func:`engine_gradient_check`).
     """
     engine = {(r["target"], r["attack"], r["eps"]): r for r in rows if r["route"] == ENGINE_ROUTE}
     out = []
@@ -113,7 +121,7 @@ def transfer_gaps(rows: list[dict], bar: float) -> list[dict]:
             gap = t["robust_accuracy"] - e["robust_accuracy"]
             out.append({"engine": t["target"], "attack": t["attack"], "norm": t["norm"], "eps": t["eps"],
                         "transfer": t["robust_accuracy"], "engine_white_box": e["robust_accuracy"],
-                        "gap": gap, "large": gap > bar})
+                        "gap": gap, "large": gap > bar, "suspect": gap < -bar})
     return out
 
 
@@ -132,3 +140,21 @@ def transfer_gap_check(gaps: list[dict], bar: float) -> dict:
                      + f" (bar: <= {bar:g}); trust the white-box (engine) rows")
     return check(name, PASS, f"{len(gaps)} comparisons; largest gap {worst['gap']:+.4f} ({worst['engine']} "
                              f"{worst['attack']} eps {worst['eps']:g}; bar: <= {bar:g})")
+
+
+def engine_gradient_check(gaps: list[dict], bar: float) -> dict:
+    """Flags a transfer gap below ``-bar``: the engine-graph attack is weaker than transfer on the same engine."""
+    name = "engine-graph attacks are at least as strong as transfer (engine gradients are sound)"
+    if not gaps:
+        return check(name, NA, "needs transfer and white-box (engine) rows for the same engine, attack and eps: "
+                               "nothing to compare")
+    suspect = [g for g in gaps if g["suspect"]]
+    if suspect:
+        return check(name, FAIL, "; ".join(f"{g['engine']} {g['attack']} eps {g['eps']:g}: engine white-box "
+                                           f"{g['engine_white_box']:.4f} vs transfer {g['transfer']:.4f} (gap "
+                                           f"{g['gap']:+.4f})" for g in suspect[:4])
+                     + (f" and {len(suspect) - 4} more" if len(suspect) > 4 else "")
+                     + f" (bar: >= {-bar:g}); the engine graph's gradients are suspect: trust the transfer rows")
+    worst = min(gaps, key=lambda g: g["gap"])
+    return check(name, PASS, f"{len(gaps)} comparisons; most negative gap {worst['gap']:+.4f} ({worst['engine']} "
+                             f"{worst['attack']} eps {worst['eps']:g}; bar: >= {-bar:g})")

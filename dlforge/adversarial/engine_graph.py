@@ -34,10 +34,11 @@ class EngineGraph:
     origin: str | None = None  # "engine" (its own file) or the ancestor's kind ("onnx")
     match: dict | None = None
     reason: str | None = None  # why no graph is usable
+    gradients: dict | None = None  # agreement of its input gradients with the source's (gradient_agreement)
 
     def describe(self) -> dict:
         return {"engine": self.engine, "graph": self.graph, "origin": self.origin, "match": self.match,
-                "usable": self.model is not None, "reason": self.reason}
+                "usable": self.model is not None, "reason": self.reason, "gradient_agreement": self.gradients}
 
 
 def candidate_graphs(engine: DeployedModel) -> list[tuple[Path, str]]:
@@ -76,6 +77,28 @@ def engine_graph(engine: DeployedModel, x: np.ndarray, *, noise: float, value_ra
     return EngineGraph(engine.label, reason="; ".join(reasons))
 
 
+GRADIENT_SAMPLES = 64
+
+
+def gradient_agreement(reference, graph, x: np.ndarray, y: np.ndarray) -> dict:
+    """Per-sample cosine between the input gradients (cross-entropy) of ``graph`` and of ``reference`` (the
+    PyTorch source), on up to :data:`GRADIENT_SAMPLES` inputs, and the ratio of their norms.
+
+    An fp32 engine graph should agree to ~1; an INT8 graph's straight-through gradients differ, but
+    not in direction only by chance: a median near 0 says the engine route's attacks are blind."""
+    x, y = x[:GRADIENT_SAMPLES], y[:GRADIENT_SAMPLES]
+    a = reference.input_gradients(x, y).reshape(len(x), -1).astype(np.float64)
+    b = graph.input_gradients(x, y).reshape(len(x), -1).astype(np.float64)
+    na, nb = np.linalg.norm(a, axis=1), np.linalg.norm(b, axis=1)
+    ok = (na > 0) & (nb > 0)
+    cos = np.where(ok, (a * b).sum(1) / np.where(ok, na * nb, 1.0), np.nan)
+    judged = cos[ok]
+    return {"samples": int(ok.sum()), "cosine_median": float(np.median(judged)) if len(judged) else None,
+            "cosine_min": float(judged.min()) if len(judged) else None,
+            "norm_ratio_median": float(np.median(nb[ok] / na[ok])) if len(judged) else None,
+            "cosine": [None if np.isnan(c) else round(float(c), 4) for c in cos]}
+
+
 def _probe_inputs(x: np.ndarray, noise: float, value_range, seed: int) -> np.ndarray:
     if noise <= 0:
         return x
@@ -95,7 +118,11 @@ def describe_match(g: dict) -> str:
     if not g["usable"]:
         return f"{g['engine']}: none — {g['reason']}"
     where = "its own graph" if g["origin"] == "engine" else f"the graph of its {g['origin']}"
-    return f"{g['engine']}: {where} ({Path(g['graph']).name}; {_figures(g['match'])})"
+    agreement = g.get("gradient_agreement")
+    cosine = (f"; input-gradient cosine with the source median {agreement['cosine_median']:.3f} (min "
+              f"{agreement['cosine_min']:.3f}, norm ratio {agreement['norm_ratio_median']:.3g}) on "
+              f"{agreement['samples']} inputs" if agreement and agreement.get("cosine_median") is not None else "")
+    return f"{g['engine']}: {where} ({Path(g['graph']).name}; {_figures(g['match'])}{cosine})"
 
 
 def require_graphs(graphs: list[EngineGraph]) -> None:

@@ -19,7 +19,8 @@ _COMPARISONS = [Column("between"), Column("attack"), Column("eps", fmt="g", alig
                 Column("disagreement", "disagreement", lambda v: f"{v * 100:.2f}%", ">")]
 _GAPS = [Column("engine", fmt=lambda t: t[:32]), Column("attack"), Column("eps", fmt="g", align=">"),
          Column("transfer", "transfer", ".4f", ">"), Column("engine_white_box", "engine white-box", ".4f", ">"),
-         Column("gap", "gap", "+.4f", ">"), Column("large", "", lambda v: "LARGE" if v else "")]
+         Column("gap", "gap", "+.4f", ">"), Column("large", "", lambda v: "LARGE" if v else ""),
+         Column("suspect", "", lambda v: "SUSPECT" if v else "")]
 _DETECTIONS = [Column("detector"), Column("engine", fmt=lambda t: t[:32]), Column("attack"), Column("route"),
                Column("eps", fmt="g", align=">"), Column("detection_rate", "detected", ".3f", ">"),
                Column("successful_examples", "of", "d", ">"), Column("false_positive_rate", "clean FPR", ".3f", ">")]

@@ -229,12 +229,19 @@ def _dataset(source: DatasetSpec, cache: dict):
     return cache[source]
 
 
+def _data_spec(t: Target, options: BenchOptions) -> DatasetSpec:
+    """``--data`` read for ``t``'s model: its input shape, and its label space and preprocessing where known."""
+    known = t.dataset or DatasetSpec(options.data)
+    return known._replace(name=options.data, data_dir=options.data_dir, input_shape=t.input_shape, split_seed=None,
+                          fingerprint=None)
+
+
 def _inputs(targets: list[Target], batch: int, options: BenchOptions, cache: dict) -> tuple[np.ndarray, str]:
     """One input batch for everyone, prepared outside the timed loop."""
     shape = targets[0].input_shape
     source = None
     if not options.random_inputs:
-        source = DatasetSpec(options.data, options.data_dir, shape) if options.data else \
+        source = _data_spec(targets[0], options) if options.data else \
             next((t.dataset for t in targets if t.dataset), None)
     if source:
         x = _dataset(source, cache).x_test
@@ -276,7 +283,7 @@ def _measure_batch(targets: list[Target], x: np.ndarray, options: BenchOptions, 
 
 def _accuracy(t: Target, options: BenchOptions, cache: dict) -> tuple[float | None, str | None]:
     """Top-1 accuracy of a classifier on its held-out test split, or None and why not."""
-    source = DatasetSpec(options.data, options.data_dir, t.input_shape) if options.data else t.dataset
+    source = _data_spec(t, options) if options.data else t.dataset
     if t.task != "classification":
         return None, f"{t.name}: no accuracy (a {t.task or 'model of unknown task'}, not a classifier)"
     if not source:

@@ -101,22 +101,26 @@ def _model_dataset(spec: DatasetSpec, info, flag: str):
 def _build_data(parent: Artifact, options: BuildOptions) -> dict:
     """The evaluation split (the model's own test data) and the calibration images."""
     info = parent.card.model
-    calib_spec = DatasetSpec(options.calib_data, options.data_dir, info.image_shape) if options.calib_data else None
+    calib_spec = DatasetSpec(options.calib_data, options.data_dir).for_model(info) if options.calib_data else None
     trained_on = dataset_spec(parent) or calib_spec
     if trained_on is None:
         raise InputError(f"{parent.path} does not say which dataset its model was trained on; pass --calib-data "
                          "(and --data-dir) naming one with the model's input shape")
     dataset = _model_dataset(trained_on._replace(data_dir=options.data_dir or trained_on.data_dir), info, "--data-dir")
     calib = _model_dataset(calib_spec, info, "--calib-data") if calib_spec else dataset
-    if options.precision in ("int8", "auto") and options.calib_samples > len(calib.y_train):
+    # An evaluation set has test images only: calibrating on them is allowed (a few photographs of a
+    # pretrained model is often all there is) and the card says the evaluation is then not held out.
+    calib_x = calib.x_test if calib.evaluation_only else calib.x_train
+    if options.precision in ("int8", "auto") and options.calib_samples > len(calib_x) and not calib.evaluation_only:
         raise InputError(f"--calib-samples {options.calib_samples} asks for more images than the calibration set "
-                         f"({calib.name} training split) has: {len(calib.y_train)}")
+                         f"({calib.name} {'evaluation images' if calib.evaluation_only else 'training split'}) has: "
+                         f"{len(calib_x)}")
     n = options.eval_samples
     if len(dataset.y_test) == 0:
         raise InputError(f"dataset {dataset.name} has no test images to evaluate the engine on")
     static_batch = None if parent.card.params.get("dynamic_batch", True) else 1
     return {"dataset": dataset, "calib": calib, "x": dataset.x_test[:n], "y": dataset.y_test[:n],
-            "calibration": {"calib_x": calib.x_train[:options.calib_samples], "calib_method": options.calib_method,
+            "calibration": {"calib_x": calib_x[:options.calib_samples], "calib_method": options.calib_method,
                             "per_channel": options.per_channel, "static_batch": static_batch}}
 
 
@@ -237,5 +241,10 @@ def _engine_card(parent: Artifact, backend: Backend, options: BuildOptions, chos
     if "plan" in result:
         sections["plan"] = result["plan"]
     params = {**options.params(), "calib_data": data["calib"].name, "eval_samples": len(data["y"])}
+    if data["calib"].evaluation_only and options.precision in ("int8", "auto"):
+        params["calib_samples"] = len(data["calibration"]["calib_x"])
+        params["calibration_note"] = ("calibrated on the test images of an evaluation set"
+                                      + (", the same images the accuracy is measured on: not held out"
+                                         if data["calib"].source == data["dataset"].source else ""))
     return Card(kind="engine", payload=backend.payload, model=parent.card.model, parent=parent.lineage(),
                 params=params, env={**environment(), **backend.card_env(result["details"])}, sections=sections)

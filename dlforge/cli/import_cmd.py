@@ -18,13 +18,14 @@ from dlforge.train.import_options import ImportOptions
 @option_for(ImportOptions, "input_shape", type=CommaList(int), metavar="C,H,W")
 @option_for(ImportOptions, "labels", metavar="A,B,..")
 @option_for(ImportOptions, "num_classes")
+@option_for(ImportOptions, "labels_file", type=click.Path(dir_okay=False))
 @option_for(ImportOptions, "value_range", metavar="LOW,HIGH")
 @option_for(ImportOptions, "data")
 @option_for(ImportOptions, "data_dir", type=click.Path(file_okay=False))
 @option_for(ImportOptions, "normalize", metavar="MEAN/STD")
 @option_for(ImportOptions, "task")
 @option_for(ImportOptions, "name")
-@option_for(ImportOptions, "weights", metavar="FILE.safetensors")
+@option_for(ImportOptions, "weights", metavar="FILE")
 @click.option("--kwargs", "kwargs_json", default=None, metavar="JSON",
               help=ImportOptions.__dataclass_fields__["kwargs"].metadata["help"])
 @force_option

@@ -16,6 +16,7 @@ VAL_FRACTION = 0.1
 # otherwise ask for a terabyte-sized output layer.
 MAX_CLASSES = 10_000
 IDX_DATASETS = ("mnist", "fashion-mnist")  # downloadable IDX datasets (dlforge.data.idx.SOURCES)
+NAMED_DATASETS = ("digits", *IDX_DATASETS, "cifar10")
 
 
 @dataclass(frozen=True)
@@ -23,7 +24,9 @@ class Dataset:
     """Images in [0, 1] as float32 ``(N, C, H, W)``, labels as int64, in three splits.
 
     ``details`` is what :meth:`describe` adds for the card beyond the common fields: an image folder
-    records how to reload exactly the same images and splits (``image_folder``).
+    records how to reload exactly the same images and splits (``image_folder``). An evaluation set
+    (:mod:`dlforge.data.evaluation`, ``details["evaluation_only"]``) has only a test split, labelled in
+    a model's label space: it may cover a few of many classes.
     """
 
     name: str
@@ -39,7 +42,7 @@ class Dataset:
 
     def __post_init__(self) -> None:
         """Refuse a dataset that cannot be trained or evaluated on: an empty split, too few classes."""
-        for split in ("train", "val", "test"):
+        for split in ("test",) if self.evaluation_only else ("train", "val", "test"):
             if len(getattr(self, f"y_{split}")) == 0:
                 raise InputError(f"dataset {self.name} ({self.source}) has no {split} images; "
                                  "give it enough images for the train, validation and test splits")
@@ -48,8 +51,19 @@ class Dataset:
                              f"dlforge trains on 2 to {MAX_CLASSES} classes")
 
     @property
+    def evaluation_only(self) -> bool:
+        return bool(self.details.get("evaluation_only"))
+
+    @property
     def input_shape(self) -> tuple[int, int, int]:
-        return tuple(self.x_train.shape[1:])
+        return tuple(self.x_test.shape[1:])
+
+    def training_images(self, purpose: str) -> np.ndarray:
+        """``x_train``, refused for an evaluation set (``purpose`` says what needed it, for the message)."""
+        if self.evaluation_only:
+            raise InputError(f"{self.source} is an evaluation set (test images only, {len(self.y_test)} of them); "
+                             f"{purpose} needs training images: give a dataset with a training split")
+        return self.x_train
 
     @property
     def num_classes(self) -> int:
@@ -75,13 +89,15 @@ class Dataset:
 
 
 def dataset_names() -> tuple[str, ...]:
-    return ("digits", *IDX_DATASETS)
+    return NAMED_DATASETS
 
 
 def load_dataset(name: str, data_dir: str | os.PathLike | None = None, *, input_shape: tuple | None = None,
-                 split_seed: int | None = None) -> Dataset:
-    """Load a dataset by name (``digits``, ``mnist``, ``fashion-mnist``), from a ``.npz`` path, or from a
-    folder of images with one sub-folder per class (:mod:`dlforge.data.image_folder`).
+                 split_seed: int | None = None, labels: tuple[str, ...] | None = None,
+                 preprocess: dict | None = None) -> Dataset:
+    """Load a dataset by name (``digits``, ``mnist``, ``fashion-mnist``, ``cifar10``), from a ``.npz`` path, from a
+    folder of images with one sub-folder per class (:mod:`dlforge.data.image_folder`), or, for a model
+    whose ``labels`` are given, an evaluation set of labelled photographs (:mod:`dlforge.data.evaluation`).
 
     Args:
         name: a dataset name, the path of a ``.npz`` file with ``x`` and ``y`` arrays, or an image folder.
@@ -91,6 +107,9 @@ def load_dataset(name: str, data_dir: str | os.PathLike | None = None, *, input_
             H, W may be None: the images' own). Other datasets ignore it (their shape is checked
             against the model's where they are used).
         split_seed: image folders only: seed of the test and validation splits (default 0).
+        labels: the label space of the model the data is for; with it, a folder of ``NAME_<index>`` images,
+            or a folder whose class folders name some of these labels (a subset), loads as an evaluation set.
+        preprocess: the model's ``image_preprocessing`` for an evaluation set (resize, crop, channel order).
     """
     if name == "digits":
         from dlforge.data.digits import load_digits
@@ -100,16 +119,37 @@ def load_dataset(name: str, data_dir: str | os.PathLike | None = None, *, input_
         from dlforge.data.idx import load_idx_dataset
 
         return load_idx_dataset(name, Path(data_dir) if data_dir else default_data_dir(name))
+    if name == "cifar10":
+        from dlforge.data.cifar import load_cifar10
+
+        return load_cifar10(Path(data_dir) if data_dir else default_data_dir(name))
     if name.endswith(".npz"):
         from dlforge.data.npz import load_npz
 
         return load_npz(Path(name))
+    if labels and os.path.isdir(name) and _evaluation_set(Path(name), labels, preprocess):
+        from dlforge.data.evaluation import load_evaluation_images
+
+        return load_evaluation_images(Path(name).resolve(), labels=tuple(labels), input_shape=input_shape,
+                                      preprocess=preprocess)
     if is_image_folder(name):
         from dlforge.data.image_folder import load_image_folder
 
         return load_image_folder(Path(name), input_shape=input_shape, split_seed=split_seed)
     raise InputError(f"unknown dataset {name!r}; expected one of {', '.join(dataset_names())}, a path to a .npz "
                      "file, or an image folder (one sub-folder of images per class)")
+
+
+def _evaluation_set(folder: Path, labels, preprocess: dict | None) -> bool:
+    """A folder to read as an evaluation set for a model of ``labels``: labelled files; or class folders that
+    name only the model's labels but not all of them, or for a model that preprocesses raw photographs."""
+    from dlforge.data.evaluation import is_labelled_files
+
+    if is_labelled_files(folder):
+        return True
+    classes = {p.name for p in folder.iterdir() if p.is_dir() and not p.name.startswith(".")}
+    names = set(labels) | {label.split(" ", 1)[0] for label in labels}
+    return bool(classes) and classes <= names and (len(classes) < len(labels) or bool(preprocess))
 
 
 def is_image_folder(name: str) -> bool:
@@ -138,8 +178,7 @@ def load_training_data(artifact, data: str | None = None, data_dir: str | os.Pat
     if found is not None and (data is None or _same_data(data, found.name)):
         return load_spec(found._replace(data_dir=data_dir or found.data_dir))
     model = artifact.card.model
-    return load_spec(DatasetSpec(data, data_dir, input_shape=model.image_shape if model else None,
-                                 split_seed=found.split_seed if found else None))
+    return load_spec(DatasetSpec(data, data_dir, split_seed=found.split_seed if found else None).for_model(model))
 
 
 def load_spec(spec) -> Dataset:
@@ -149,7 +188,8 @@ def load_spec(spec) -> Dataset:
         InputError: as :func:`load_dataset`; or the image folder's content no longer matches the
             fingerprint recorded at training (its test split would no longer be held out).
     """
-    dataset = load_dataset(spec.name, spec.data_dir, input_shape=spec.input_shape, split_seed=spec.split_seed)
+    dataset = load_dataset(spec.name, spec.data_dir, input_shape=spec.input_shape, split_seed=spec.split_seed,
+                           labels=spec.labels, preprocess=spec.preprocess)
     actual = dataset.details.get("image_folder", {}).get("fingerprint")
     if spec.fingerprint and actual and actual != spec.fingerprint:
         raise InputError(f"image folder {dataset.source} changed since the model was trained on it (fingerprint "

@@ -9,6 +9,7 @@ is worse than no model.
 from __future__ import annotations
 
 import collections
+import dataclasses
 import contextlib
 import io
 import json
@@ -118,12 +119,10 @@ def _checked_graph(onnx, path):
 def _exported_info(info: ModelInfo, dynamic_batch: bool) -> ModelInfo:
     """The checkpoint's model description with the batch dimension the export fixed."""
     batch = "batch" if dynamic_batch else 1
-    return ModelInfo(
-        name=info.name, task=info.task,
+    return dataclasses.replace(
+        info,
         inputs=(TensorSpec("input", (batch, *info.inputs[0].shape[1:]), "float32"),),
         outputs=(TensorSpec(info.outputs[0].name, (batch, *info.outputs[0].shape[1:]), "float32"),),
-        value_range=info.value_range, labels=info.labels, dataset=info.dataset,
-        preprocessing=info.preprocessing, config=info.config,
     )
 
 

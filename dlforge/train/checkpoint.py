@@ -228,18 +228,19 @@ def load_checkpoint(path: str | os.PathLike | Artifact):
     return with_normalization(model, artifact.card.sections.get("normalization")).eval(), artifact
 
 
-def load_weights(model, path, *, what: str, error: type[InputError], fix: str) -> None:
-    """Load the safetensors file at ``path`` into ``model``, strictly (every key, every shape)."""
-    require("safetensors", "toolkit", "loading a checkpoint")
-    from safetensors import SafetensorError
-    from safetensors.torch import load_file
+def load_weights(model, path, *, what: str, error: type[InputError], fix: str) -> list[str]:
+    """Load the weights file at ``path`` into ``model``, strictly (every key, every shape): safetensors, or a
+    PyTorch state dict read without unpickling code (:mod:`dlforge.train.state_dict`, whose documented
+    fix-ups apply first). Returns the fix-ups applied, as sentences for the card."""
+    from dlforge.train.state_dict import fit_state_dict, read_state_dict
 
-    try:
-        state = load_file(str(path))
-    except (SafetensorError, OSError, ValueError) as exc:
-        raise error(f"{path} is not a safetensors weights file "
-                    f"({str(exc).splitlines()[0] if str(exc) else type(exc).__name__}); {fix}") from exc
     expected = model.state_dict()
+    try:
+        state, fixups = fit_state_dict(read_state_dict(path, error=error, fix=fix), expected)
+    except InputError as exc:
+        if isinstance(exc, error):
+            raise
+        raise error(f"{path}: {exc}") from None
     problems = [f"missing key {k!r}" for k in expected if k not in state]
     problems += [f"unexpected key {k!r}" for k in state if k not in expected]
     problems += [f"{k!r} has shape {list(state[k].shape)}, the model's is {list(v.shape)}"
@@ -251,6 +252,7 @@ def load_weights(model, path, *, what: str, error: type[InputError], fix: str) -
         model.load_state_dict(state, strict=True)
     except (RuntimeError, OSError) as exc:
         raise error(f"weights {path} do not fit {what} ({str(exc).splitlines()[0]}); {fix}") from exc
+    return fixups
 
 
 def _model_from_card(artifact: Artifact):

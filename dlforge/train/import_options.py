@@ -21,6 +21,9 @@ class ImportOptions(Options):
                                 min=1)
     labels: tuple = option((), "Class names in output order, e.g. 0,1,2 (default: --data's classes).")
     num_classes: int | None = option(None, "Number of classes, named 0..N-1 (instead of --labels).", min=1)
+    labels_file: str | None = option(None, "Class names in output order from a file: one per line, or an ImageNet "
+                                           "synset.txt ('n01440764 tench, Tinca tinca'; a class folder may then be "
+                                           "named by its WNID).")
     value_range: tuple = option((0.0, 1.0), "Range of the pixels the model takes, low,high.")
     data: str | None = option(None, "Dataset later stages verify, calibrate and attack on, and the test accuracy "
                                     "is measured on: digits, mnist, fashion-mnist, or a .npz file.")
@@ -31,7 +34,9 @@ class ImportOptions(Options):
                             nonempty=True)
     task: str = option("classification", "What the model outputs.", choices=TASKS)
     name: str | None = option(None, "The model's name in the card (default: the file's, factory's or class's).")
-    weights: str | None = option(None, "Safetensors weights for a package.module:factory model.")
+    weights: str | None = option(None, "Weights of a zoo or package.module:factory model: safetensors, or a PyTorch "
+                                       "state dict (.pt/.pth/.th, read without unpickling code; nested state_dict, "
+                                       "module. prefixes and old BatchNorm buffers are fixed up and recorded).")
     kwargs: dict = option({}, "Keyword arguments of the factory, as a JSON object.", flag="--kwargs", cli=False)
 
     def check(self) -> None:
@@ -39,6 +44,8 @@ class ImportOptions(Options):
             raise InputError(f"--input-shape expects positive integers such as 1,28,28, got {self.input_shape!r}")
         if len(self.value_range) != 2 or not self.value_range[0] < self.value_range[1]:
             raise InputError(f"--value-range expects low,high with low < high, got {self.value_range!r}")
+        if self.labels_file and (self.labels or self.num_classes is not None):
+            raise InputError("give the classes once: --labels-file, or --labels / --num-classes")
         if self.labels and self.num_classes is not None and len(self.labels) != self.num_classes:
             raise InputError(f"--labels names {len(self.labels)} classes but --num-classes says {self.num_classes}; "
                              "give one of them")

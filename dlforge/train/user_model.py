@@ -33,7 +33,7 @@ from typing import Sequence
 import torch
 from torch import nn
 
-from dlforge.artifact import Artifact, ArtifactWriter, Card, ModelInfo, TensorSpec
+from dlforge.artifact import Artifact, ArtifactWriter, Card, ModelInfo, TensorSpec, sha256_file
 from dlforge.card_validation import FACTORY
 from dlforge.env import environment
 from dlforge.errors import ArtifactError, InputError
@@ -41,6 +41,7 @@ from dlforge.train.checkpoint import WEIGHTS, quality_metrics, load_weights, pre
 from dlforge.train.import_options import ImportOptions
 from dlforge.train.normalization import normalization_section, with_normalization
 from dlforge.train.options import parse_normalize
+from dlforge.data.labels import read_labels
 from dlforge.train.pt2_archive import vetted_entries
 
 PROGRAM = "program.pt2"
@@ -185,41 +186,76 @@ def checkpoint_from_file(
     """
     options = ImportOptions.build(options, **settings)
     source = os.fspath(source)
-    factory = FACTORY.fullmatch(source) is not None and not Path(source).exists()
-    if not factory and not (source.endswith(".pt2") or Path(source).exists()):
-        raise InputError(f"MODEL {source!r} is neither a .pt2 file (torch.export.save) nor package.module:factory")
-    if factory:
+    zoo = _is_zoo_name(source)
+    factory = not zoo and FACTORY.fullmatch(source) is not None and not Path(source).exists()
+    if not (zoo or factory) and not (source.endswith(".pt2") or Path(source).exists()):
+        raise InputError(f"MODEL {source!r} is neither a zoo model (dlforge models), a .pt2 file (torch.export.save) "
+                         "nor package.module:factory")
+    if zoo or factory:
         if options.weights is None:
-            raise InputError(f"{source} is a factory; give its weights with --weights FILE.safetensors")
+            raise InputError(f"{source} is a {'zoo model' if zoo else 'factory'}; give its weights with --weights "
+                             "FILE (.safetensors, or a PyTorch state dict .pt/.pth/.th)")
         if not Path(options.weights).is_file():
             raise InputError(f"--weights {options.weights} does not exist or is not a file")
+        if zoo and options.kwargs:
+            raise InputError(f"--kwargs is for a package.module:factory model; zoo model {source} is built from "
+                             "--input-shape and the classes")
+        if zoo and options.name not in (None, source):
+            raise InputError(f"--name: a zoo model keeps its zoo name ({source}) so later stages can rebuild it")
         protect = [options.weights]
     else:
         if options.weights is not None or options.kwargs:
-            raise InputError(f"--weights and --kwargs are for a package.module:factory model; the program in {source} "
-                             "holds its own weights")
+            raise InputError(f"--weights and --kwargs are for a zoo or package.module:factory model; the program in "
+                             f"{source} holds its own weights")
         if not Path(source).is_file():
             raise InputError(f"{source} does not exist or is not a file; expected a .pt2 archive from "
                              "torch.export.save")
         protect = [source]
-    name = options.name or (source.rpartition(":")[2] if factory else Path(source).stem)
+    name = options.name or (source if zoo else source.rpartition(":")[2] if factory else Path(source).stem)
     options = ImportOptions.build(options, name=name)
+    fix = ("pass the weights saved from this model (torch.save(model.state_dict(), path) or "
+           "safetensors.torch.save_file(model.state_dict(), path))")
     with ArtifactWriter(out_dir, force=force, protect=protect) as writer:
-        if factory:
-            module = module_from_factory(source, options.kwargs, error=InputError)
-            load_weights(module, options.weights, what=f"the model {source} builds", error=InputError,
-                         fix="pass the weights saved from this model (safetensors.torch.save_file(model.state_dict()))")
+        dataset, shape, labels = _resolve_io(options)
+        config = None
+        if zoo or factory:
+            module = _zoo_module(source, shape, labels, options) if zoo else \
+                module_from_factory(source, options.kwargs, error=InputError)
+            fixups = load_weights(module, options.weights, what=f"the model {source} builds", error=InputError,
+                                  fix=fix)
             save_weights(module, writer.file(WEIGHTS))  # exactly what was loaded
-            architecture, payload, batch = {"route": "factory", "factory": source, "kwargs": options.kwargs}, WEIGHTS, 2
+            payload, batch = WEIGHTS, 2
+            architecture = {"route": "factory", "factory": source, "kwargs": options.kwargs} if factory else None
+            config = module.config if zoo else None
+            weights = {"file": os.path.basename(options.weights), "sha256": sha256_file(options.weights),
+                       "fixups": fixups}
         else:
             program, data = load_program(source, error=InputError)
             writer.file(PROGRAM).write_bytes(data)
             architecture, payload = _program_architecture(program), PROGRAM
             module, batch = program_module(program, error=InputError), architecture.get("batch", 2)
-        dataset, shape, labels = _resolve_io(options)
+            weights = None
         _check_forward(module.eval(), shape, options, labels, batch=batch, what=source)
         return _commit(writer, module, options, source=source, architecture=architecture, payload=payload,
-                       dataset=dataset, shape=shape, labels=labels)
+                       dataset=dataset, shape=shape, labels=labels, config=config, weights=weights)
+
+
+def _is_zoo_name(source: str) -> bool:
+    from dlforge_models import list_models
+
+    return source in list_models() and not Path(source).exists()
+
+
+def _zoo_module(name: str, shape: tuple[int, ...], labels: tuple[str, ...], options: ImportOptions) -> nn.Module:
+    from dlforge_models import create_model, get_entry
+
+    if get_entry(name).task != options.task:
+        raise InputError(f"zoo model {name} is a {get_entry(name).task} model, not {options.task}; drop --task")
+    try:
+        return create_model(name, input_shape=shape, num_classes=max(len(labels), 1)).eval()
+    except (ValueError, TypeError, RuntimeError) as exc:
+        raise InputError(f"zoo model {name} cannot be built for inputs {list(shape)} ({exc}); give the "
+                         "--input-shape it was trained with") from None
 
 
 def model_from_card(artifact: Artifact) -> nn.Module:
@@ -373,20 +409,25 @@ def _normalize_spec(normalization) -> str:
 
 
 def _resolve_io(options: ImportOptions):
-    """``(dataset or None, input shape, labels)`` from the options, filled in from the dataset."""
+    """``(dataset or None, input shape, labels)`` from the options, filled in from the dataset.
+
+    Classes given with the options are the model's label space: a folder of labelled photographs then
+    loads as an evaluation set in that space (:mod:`dlforge.data.evaluation`)."""
+    given = tuple(options.labels) or (read_labels(options.labels_file) if options.labels_file else ()) or \
+        tuple(str(i) for i in range(options.num_classes or 0))
     dataset = None
     if options.data:
         from dlforge.data import load_dataset
 
-        dataset = load_dataset(options.data, options.data_dir)
+        dataset = load_dataset(options.data, options.data_dir, labels=given or None,
+                               input_shape=tuple(options.input_shape) or None)
     elif options.data_dir:
         raise InputError("--data-dir needs --data (the dataset whose files it holds)")
     shape = tuple(options.input_shape) or (tuple(dataset.input_shape) if dataset is not None else ())
     if not shape:
         raise InputError("give --input-shape (one input without the batch, e.g. 1,28,28), or --data, whose images "
                          "set it")
-    labels = tuple(options.labels) or tuple(str(i) for i in range(options.num_classes or 0)) or \
-        (tuple(dataset.labels) if dataset is not None else ())
+    labels = given or (tuple(dataset.labels) if dataset is not None else ())
     if options.task == "classification" and len(labels) < 2:
         raise InputError("give the classes: --labels a,b,c or --num-classes N (2 or more), or --data, whose classes "
                          "set them")
@@ -436,11 +477,16 @@ def _check_same(model: nn.Module, rebuilt: nn.Module, shape: tuple[int, ...], wh
                          "inputs); pass the factory that builds this model, or a model that exports faithfully")
 
 
-def _commit(writer: ArtifactWriter, module: nn.Module, options: ImportOptions, *, source: str, architecture: dict,
-            payload: str, dataset, shape: tuple[int, ...], labels: tuple[str, ...]) -> Artifact:
+def _commit(writer: ArtifactWriter, module: nn.Module, options: ImportOptions, *, source: str, architecture: dict | None,
+            payload: str, dataset, shape: tuple[int, ...], labels: tuple[str, ...], config: dict | None = None,
+            weights: dict | None = None) -> Artifact:
+    """The checkpoint's card. ``architecture`` None is the zoo route (``config`` rebuilds the model by name);
+    ``weights`` records the weights file the user gave and the fix-ups applied to it."""
     parsed = parse_normalize(options.normalize)
     normalization = normalization_section(*parsed, shape[0]) if parsed else None
-    sections = {"architecture": architecture}
+    sections = {"architecture": architecture} if architecture is not None else {}
+    if weights is not None:
+        sections["weights"] = weights
     if normalization:
         sections["normalization"] = normalization
     if dataset is not None:
@@ -456,7 +502,7 @@ def _commit(writer: ArtifactWriter, module: nn.Module, options: ImportOptions, *
         outputs=(TensorSpec("logits", ("batch", len(labels)), "float32") if classifier
                  else TensorSpec("reconstruction", ("batch", *shape), "float32"),),
         value_range=(float(low), float(high)), labels=labels, dataset=dataset.name if dataset is not None else None,
-        preprocessing=preprocessing_text(f"pixels in [{low:g}, {high:g}]", normalization))
+        preprocessing=preprocessing_text(f"pixels in [{low:g}, {high:g}]", normalization), config=config or {})
     recorded = ImportOptions.build(options, input_shape=shape, labels=labels)  # the defaults filled in
     card = Card(kind="checkpoint", payload=payload, model=info, params={"model": source, **recorded.params()},
                 env=environment(), sections=sections)

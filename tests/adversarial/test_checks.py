@@ -23,6 +23,31 @@ def test_masking_check_flags_a_query_attack_beating_gradients():
     assert checks.masking_check(rows)["status"] == "pass"
 
 
+def test_masking_check_judges_each_gradient_route_on_its_own():
+    """The ResNet-20 INT8 case: Square 0.05 on the engine, transfer PGD 0.00 (sound), engine-graph PGD 0.50
+    (broken gradients). The sound route must not vouch for the broken one."""
+    rows = [_row("pgd", "transfer", 0.03, 0.0), _row("pgd", checks.ENGINE_ROUTE, 0.03, 0.5),
+            _row("square", "query", 0.03, 0.05)]
+    c = checks.masking_check(rows)
+    assert c["status"] == "fail" and "white-box (engine) pgd 0.5000" in c["detail"]
+    rows[1]["robust_accuracy"] = 0.0
+    assert checks.masking_check(rows)["status"] == "pass"
+    other = [*rows[:2], _row("square", "query", 0.03, 0.05, target="other")]  # another engine: nothing to compare
+    assert checks.masking_check(other)["status"] == "n/a"
+
+
+def test_negative_transfer_gap_flags_suspect_engine_gradients():
+    rows = [_row("pgd", "transfer", 0.03, 0.0), _row("pgd", checks.ENGINE_ROUTE, 0.03, 0.5)]
+    gaps = checks.transfer_gaps(rows, 0.05)
+    assert gaps[0]["gap"] == -0.5 and gaps[0]["suspect"] and not gaps[0]["large"]
+    assert checks.transfer_gap_check(gaps, 0.05)["status"] == "pass"  # transfer does not overstate here
+    c = checks.engine_gradient_check(gaps, 0.05)
+    assert c["status"] == "fail" and "suspect" in c["detail"]
+    rows[1]["robust_accuracy"] = 0.03  # within the bar
+    assert checks.engine_gradient_check(checks.transfer_gaps(rows, 0.05), 0.05)["status"] == "pass"
+    assert checks.engine_gradient_check([], 0.05)["status"] == "n/a"
+
+
 def test_monotone_check_is_na_on_single_eps_curves():
     assert checks.monotone_check([_row("pgd", "transfer", 0.3, 0.1)])["status"] == "n/a"
     rising = [_row("pgd", "transfer", 0.1, 0.2), _row("pgd", "transfer", 0.3, 0.5)]
