@@ -83,16 +83,24 @@ def train_command(model, out_dir, force, as_json, overrides, **settings) -> None
 
 
 @cli.command("download")
-@click.argument("dataset", type=click.Choice(IDX_DATASETS))
+@click.argument("dataset", type=click.Choice((*IDX_DATASETS, "cifar10")))
 @click.option("--data-dir", type=click.Path(file_okay=False), default=None,
-              help="Where to put the IDX files (default: $DLFORGE_HOME/data/DATASET).")
+              help="Where to put the files (default: $DLFORGE_HOME/data/DATASET).")
 def download_command(dataset, data_dir) -> None:
-    """Download a dataset's IDX files, checking their MD5 sums."""
+    """Download a dataset's files, checking their published MD5 sums (MNIST and Fashion-MNIST: the IDX files;
+    CIFAR-10: the python-version archive, unpacked to cifar-10-batches-py/)."""
     from pathlib import Path
 
     from dlforge.data.dataset import default_data_dir
-    from dlforge.data.idx import download_idx
 
     target = Path(data_dir) if data_dir else default_data_dir(dataset)
-    for path in download_idx(dataset, target):
+    if dataset == "cifar10":
+        from dlforge.data.cifar import download_cifar10
+
+        paths = download_cifar10(target)
+    else:
+        from dlforge.data.idx import download_idx
+
+        paths = download_idx(dataset, target)
+    for path in paths:
         click.echo(str(path))

@@ -28,7 +28,10 @@ NESTED_KEYS = ("state_dict", "model_state_dict", "model", "net", "weights")
 PREFIXES = ("module.", "_orig_mod.")  # DataParallel / DDP, torch.compile
 
 
-def read_state_dict(path: str | os.PathLike, *, error: type[InputError] = InputError, fix: str = ""):
+DEFAULT_FIX = "give the file torch.save(model.state_dict(), path) or safetensors wrote"
+
+
+def read_state_dict(path: str | os.PathLike, *, error: type[InputError] = InputError, fix: str = DEFAULT_FIX):
     """What a safetensors or PyTorch weights file holds (nothing unpickled): a ``{key: tensor}`` dict, or for a
     PyTorch file whatever plain container it saved; :func:`fit_state_dict` finds the state dict in it."""
     path = Path(path)
@@ -53,14 +56,25 @@ def _torch_file(path: Path, error: type[InputError], fix: str) -> dict:
     try:
         obj = torch.load(str(path), map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise error(f"{path} holds more than tensors and plain containers ({first[:200]}); dlforge never unpickles "
-                    "code: save the model's state_dict (torch.save(model.state_dict(), path)) or a safetensors "
-                    "file") from None
+        reason = _torch_reason(str(exc))
+        if "GLOBAL" in reason or "global" in reason:
+            raise error(f"{path} holds more than tensors and plain containers ({reason}); dlforge never unpickles "
+                        "code: save the model's state_dict (torch.save(model.state_dict(), path)) or a safetensors "
+                        "file") from None
+        raise error(f"{path} is not a readable PyTorch weights file ({reason}); {fix}") from None
     except (OSError, RuntimeError, EOFError, ValueError, KeyError) as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise error(f"{path} is not a readable PyTorch weights file ({first[:200]}); {fix}") from None
+        raise error(f"{path} is not a readable PyTorch weights file ({_torch_reason(str(exc))}); {fix}") from None
     return obj
+
+
+def _torch_reason(message: str) -> str:
+    """The line of torch.load's message that says what was wrong (not its advice to turn weights_only off)."""
+    lines = [line.strip() for line in message.splitlines() if line.strip()]
+    for line in lines:
+        if "GLOBAL" in line or "Unsupported" in line or "invalid load key" in line:
+            return line[:200]
+    useful = [line for line in lines if "weights_only" not in line and "torch.load" not in line]
+    return (useful[0] if useful else lines[0] if lines else "unreadable")[:200]
 
 
 def fit_state_dict(state, expected: dict) -> tuple[dict, list[str]]:

@@ -1,0 +1,115 @@
+"""The pretrained CIFAR-10 ResNets of ../shared/data through every stage, and the properties that a LeNet could not
+show: INT8 engine-graph gradients that point where the fp32 graph's do on a residual network, and audit checks
+that fail when they do not (the identity straight-through estimator ignored ONNX Runtime's folded ReLUs)."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+
+import numpy as np
+import pytest
+import torch
+from click.testing import CliRunner
+
+import dlforge.onnx_torch as onnx_torch
+from dlforge.adversarial.audit import run_audit
+from dlforge.adversarial.engine_graph import gradient_agreement
+from dlforge.adversarial.torch_model import TorchModel
+from dlforge.artifact import open_artifact
+from dlforge.cli import cli
+from dlforge.data import load_dataset
+from dlforge.train import load_checkpoint
+from tests.helpers import shared_path
+
+CIFAR_LABELS = "airplane,automobile,bird,cat,deer,dog,frog,horse,ship,truck"
+NORMALIZE = "0.485,0.456,0.406/0.229,0.224,0.225"  # the training preprocessing the shared README states
+FILES = {"resnet20": "resnet20-12fca82f.th", "resnet32": "resnet32-d509ac18.th"}
+
+
+def dlforge(*args):
+    result = CliRunner().invoke(cli, [str(a) for a in args])
+    assert result.exit_code == 0, result.output
+    return result.output
+
+
+def _import(name: str, out):
+    images = shared_path("cifar10-test-first20")
+    dlforge("import", name, "--weights", shared_path("cifar10-resnet", FILES[name]), "--data", images,
+            "--labels", CIFAR_LABELS, "--normalize", NORMALIZE, "-o", out)
+    return out
+
+
+@pytest.fixture(scope="module")
+def resnet20(tmp_path_factory):
+    """ResNet-20 imported, exported, and built as ORT fp32 and INT8 (U8S8) engines, from the CLI."""
+    root = tmp_path_factory.mktemp("resnet20")
+    _import("resnet20", root / "checkpoint")
+    dlforge("export", root / "checkpoint", "-o", root / "onnx")
+    dlforge("build", root / "onnx", "-o", root / "fp32")
+    dlforge("build", root / "onnx", "-o", root / "int8", "--precision", "int8")
+    return root
+
+
+@pytest.mark.parametrize("name, correct", [("resnet20", 20), ("resnet32", 19)])
+def test_zoo_resnets_load_the_pretrained_files_and_match_their_own_architecture(name, correct, tmp_path):
+    ckpt = _import(name, tmp_path / name)
+    card = json.loads((ckpt / "card.json").read_text())
+    assert card["metrics"]["test_accuracy"] == correct / 20  # as the files' own architecture classifies them
+    spec = importlib.util.spec_from_file_location("akamaster_resnet", shared_path("cifar10-resnet", "resnet.py"))
+    reference_code = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(reference_code)
+    reference = getattr(reference_code, name)()
+    state = torch.load(shared_path("cifar10-resnet", FILES[name]), map_location="cpu", weights_only=True)
+    reference.load_state_dict({k.removeprefix("module."): v for k, v in state["state_dict"].items()})
+    ds = load_dataset(str(shared_path("cifar10-test-first20")), labels=tuple(CIFAR_LABELS.split(",")))
+    x = torch.from_numpy(ds.x_test)
+    mean, std = (torch.tensor([float(v) for v in part.split(",")]).view(1, 3, 1, 1) for part in NORMALIZE.split("/"))
+    ours, _ = load_checkpoint(ckpt)
+    with torch.no_grad():
+        expected, got = reference.eval()((x - mean) / std), ours(x)
+    torch.testing.assert_close(got, expected, atol=1e-5, rtol=1e-5)
+    assert int((expected.argmax(1).numpy() == ds.y_test).sum()) == correct
+
+
+def _gradients(root, identity: bool, monkeypatch) -> dict:
+    monkeypatch.setattr(onnx_torch, "IDENTITY_STE", identity)
+    images = load_dataset(str(shared_path("cifar10-test-first20")), labels=tuple(CIFAR_LABELS.split(",")))
+    source = TorchModel.from_checkpoint(open_artifact(root / "checkpoint"), "cpu")
+    graph = TorchModel(onnx_torch.torch_module_from_onnx(root / "int8" / "model.onnx").eval(), "cpu")
+    return gradient_agreement(source, graph, images.x_test, images.y_test)
+
+
+def test_int8_engine_graph_gradients_agree_with_fp32(resnet20, monkeypatch):
+    right = _gradients(resnet20, False, monkeypatch)
+    assert right["samples"] == 20 and right["cosine_median"] >= 0.8, right
+    wrong = _gradients(resnet20, True, monkeypatch)  # the identity backward through the folded ReLUs
+    assert abs(wrong["cosine_median"]) < 0.2 and wrong["norm_ratio_median"] > 10, wrong
+
+
+def _checks(report) -> dict:
+    return {c["name"].split(" (")[0]: c["status"] for c in report["checks"]}
+
+
+def test_audit_checks_pass_with_sound_gradients_and_fail_with_the_identity_estimator(resnet20, monkeypatch):
+    engines = [resnet20 / "fp32", resnet20 / "int8"]
+    settings = dict(attacks=("fgsm", "pgd", "square"), eps=(8 / 255,), samples=20, progress=False)
+    sound = run_audit(engines, **settings)
+    rows = {(r["attack"], r["route"], r["target"]): r["robust_accuracy"] for r in sound["rows"]}
+    for target in ("fp32", "int8"):  # every gradient route within 0.05 of the strongest attack on the engine
+        strongest = min(v for (a, route, t), v in rows.items() if t == target)
+        assert rows["pgd", "white-box (engine)", target] <= strongest + 0.05
+        assert rows["pgd", "transfer", target] <= strongest + 0.05
+    checks = _checks(sound)
+    assert checks["query attack is not stronger than the gradient attacks"] == "pass"
+    assert checks["engine-graph attacks are at least as strong as transfer"] == "pass"
+    int8 = next(g for g in sound["engine_graphs"] if g["engine"] == "int8")
+    assert int8["gradient_agreement"]["cosine_median"] >= 0.8
+
+    monkeypatch.setattr(onnx_torch, "IDENTITY_STE", True)
+    broken = run_audit(engines, **settings)
+    checks = _checks(broken)
+    assert checks["query attack is not stronger than the gradient attacks"] == "fail"
+    assert checks["engine-graph attacks are at least as strong as transfer"] == "fail"
+    int8 = next(g for g in broken["engine_graphs"] if g["engine"] == "int8")
+    assert abs(int8["gradient_agreement"]["cosine_median"]) < 0.2
