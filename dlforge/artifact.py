@@ -315,14 +315,17 @@ class DatasetSpec(NamedTuple):
     split_seed: int | None = None
     fingerprint: str | None = None
     labels: tuple[str, ...] | None = None  # the model's label space: evaluation sets map their classes into it
-    preprocess: dict | None = None  # the model's image_preprocessing, for raw photographs
+    # the model's image_preprocessing for raw photographs, as sorted (key, value) pairs: a spec is hashable
+    preprocess: tuple | None = None
 
     def for_model(self, info: ModelInfo | None) -> DatasetSpec:
         """This spec, reading images as the model ``info`` describes (input shape, labels, preprocessing)."""
         if info is None:
             return self
+        frozen = tuple(sorted((k, tuple(v) if isinstance(v, list) else v)
+                              for k, v in info.image_preprocessing.items())) or None
         return self._replace(input_shape=self.input_shape or info.image_shape, labels=info.labels or None,
-                             preprocess=info.image_preprocessing or None)
+                             preprocess=frozen)
 
 
 def dataset_spec(artifact: Artifact) -> DatasetSpec | None:

@@ -45,6 +45,10 @@ def engine_from_onnx(onnx_dir: str | os.PathLike, out_dir: str | os.PathLike, op
         raise InputError("--precision-plan applies to --precision int8 (the plan says which nodes stay fp32)")
     if options.max_robust_drop is not None and options.precision != "auto":
         raise InputError("--max-robust-drop is a budget of the per-layer search: use it with --precision auto")
+    quantized = bool(parent.card.sections.get("graph", {}).get("quantized"))
+    if quantized and options.precision != "fp32":
+        raise InputError(f"{parent.path} holds an already quantized graph (imported INT8); build it with --precision "
+                         "fp32, which compiles it as it is (the card then records its precision as int8)")
     with ArtifactWriter(out_dir, force=force, protect=[parent.path]) as writer:
         data = _build_data(parent, options)
         with tempfile.TemporaryDirectory(prefix="dlforge-build-") as tmp:
@@ -227,9 +231,11 @@ def _gate(chosen: str, ev: dict, max_drop: float | None) -> None:
 
 def _engine_card(parent: Artifact, backend: Backend, options: BuildOptions, chosen: str, result: dict, data: dict,
                  selection: dict | None) -> Card:
+    quantized = bool(parent.card.sections.get("graph", {}).get("quantized"))
     sections = {
         "backend": options.backend,
-        "precision": chosen,
+        # an imported INT8 graph compiled as it is: int8, whatever precision the build added (none)
+        "precision": "int8" if quantized else chosen,
         "evaluation": {**result["evaluation"], "dataset": data["dataset"].name, "split": "test"},
         "build": {**result["details"], "seconds": round(result["build_s"], 3)},
         **backend.card_sections(result["details"]),

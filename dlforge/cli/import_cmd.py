@@ -24,6 +24,11 @@ from dlforge.train.import_options import ImportOptions
 @option_for(ImportOptions, "data_dir", type=click.Path(file_okay=False))
 @option_for(ImportOptions, "normalize", metavar="MEAN/STD")
 @option_for(ImportOptions, "task")
+@option_for(ImportOptions, "resize")
+@option_for(ImportOptions, "crop", type=CommaList(int), metavar="H,W")
+@option_for(ImportOptions, "interpolation")
+@option_for(ImportOptions, "channel_order")
+@option_for(ImportOptions, "atol")
 @option_for(ImportOptions, "name")
 @option_for(ImportOptions, "weights", metavar="FILE")
 @click.option("--kwargs", "kwargs_json", default=None, metavar="JSON",
@@ -31,11 +36,17 @@ from dlforge.train.import_options import ImportOptions
 @force_option
 @json_option
 def import_command(model, out_dir, kwargs_json, force, as_json, **settings) -> None:
-    """Import MODEL, a PyTorch model of your own, as a checkpoint the other stages take.
+    """Import MODEL, a model of your own, as an artifact the other stages take.
 
-    MODEL is a .pt2 file (torch.export.save of your model; it is vetted and never unpickled) or
-    package.module:factory, a callable that builds the model, with --weights (a safetensors file of
-    its state_dict). Example: dlforge import net.pt2 --data mnist --normalize 0.1307/0.3081 -o ckpt
+    MODEL is a .pt2 file (torch.export.save of your model; it is vetted and never unpickled),
+    package.module:factory (a callable that builds the model) or a zoo model's name, each with
+    --weights (safetensors, or a PyTorch state dict read without unpickling code): these give a
+    checkpoint. A .onnx file gives an onnx artifact: its labels, value range, normalization (put in
+    front of the graph, so eps stays in pixel units) and photograph preprocessing recorded.
+
+    Examples: dlforge import net.pt2 --data mnist --normalize 0.1307/0.3081 -o ckpt;
+    dlforge import mobilenet.onnx --labels-file synset.txt --normalize 0.485,0.456,0.406/0.229,0.224,0.225
+    --resize 256 --data photos/ -o onnx
     """
     from dlforge.inspect import headline
     from dlforge.train.user_model import checkpoint_from_file

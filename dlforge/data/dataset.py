@@ -189,7 +189,7 @@ def load_spec(spec) -> Dataset:
             fingerprint recorded at training (its test split would no longer be held out).
     """
     dataset = load_dataset(spec.name, spec.data_dir, input_shape=spec.input_shape, split_seed=spec.split_seed,
-                           labels=spec.labels, preprocess=spec.preprocess)
+                           labels=spec.labels, preprocess=dict(spec.preprocess) if spec.preprocess else None)
     actual = dataset.details.get("image_folder", {}).get("fingerprint")
     if spec.fingerprint and actual and actual != spec.fingerprint:
         raise InputError(f"image folder {dataset.source} changed since the model was trained on it (fingerprint "

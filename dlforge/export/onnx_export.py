@@ -166,11 +166,16 @@ def _export(torch, model, example: np.ndarray, path, opset: int, dynamic_batch: 
 
 
 def _write_metadata(proto, info: ModelInfo) -> None:
-    """Store the model's facts in the graph itself, so a bare .onnx still says what it expects."""
+    """Name the output as the card does and store the model's facts in the graph (:func:`set_metadata`)."""
     out_name = info.outputs[0].name
     proto.graph.output[0].name = out_name
     for node in proto.graph.node:
         node.output[:] = [out_name if o == "output" else o for o in node.output]
+    set_metadata(proto, info)
+
+
+def set_metadata(proto, info: ModelInfo) -> None:
+    """Store the model's facts in the graph itself, so a bare .onnx still says what it expects."""
     meta = {
         "dlforge.model": info.name,
         "dlforge.task": info.task,

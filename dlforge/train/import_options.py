@@ -33,7 +33,17 @@ class ImportOptions(Options):
                             "0.49,0.48,0.45/0.25,0.24,0.26.",
                             nonempty=True)
     task: str = option("classification", "What the model outputs.", choices=TASKS)
+    resize: int | None = option(None, "Photographs: resize the shorter side to this many pixels before the center crop "
+                                      "to the input size (ImageNet: 256 for a 224 input); recorded on the card and "
+                                      "applied by every stage that reads raw images.", min=1)
+    crop: tuple = option((), "Photographs: center-crop to H,W (must be the input's size; default with --resize: "
+                             "the input's size).", min=1)
+    interpolation: str = option("bilinear", "Resampling filter for --resize.", choices=("bilinear", "bicubic",
+                                                                                         "nearest"))
+    channel_order: str = option("RGB", "Channel order the model takes.", choices=("RGB", "BGR"))
     name: str | None = option(None, "The model's name in the card (default: the file's, factory's or class's).")
+    atol: float = option(1e-4, ".onnx files: largest logit difference allowed between the imported graph (with its "
+                               "normalization in front) and the original fed normalized inputs.", min=0)
     weights: str | None = option(None, "Weights of a zoo or package.module:factory model: safetensors, or a PyTorch "
                                        "state dict (.pt/.pth/.th, read without unpickling code; nested state_dict, "
                                        "module. prefixes and old BatchNorm buffers are fixed up and recorded).")
@@ -55,6 +65,18 @@ class ImportOptions(Options):
             raise InputError(f"--labels names a class twice: {', '.join(self.labels)}")
         if not isinstance(self.kwargs, dict):
             raise InputError(f"--kwargs expects a JSON object such as '{{\"width\": 32}}', got {self.kwargs!r}")
+        if self.crop and (len(self.crop) != 2 or not all(type(d) is int for d in self.crop)):
+            raise InputError(f"--crop expects H,W such as 224,224, got {self.crop!r}")
         if self.name is not None and not self.name.strip():
             raise InputError("--name must not be empty")
         parse_normalize(self.normalize)
+
+    def image_preprocessing(self, input_shape: tuple) -> dict:
+        """The card's ``image_preprocessing`` (empty when no photograph preprocessing was asked for)."""
+        if self.resize is None and not self.crop and self.interpolation == "bilinear" and self.channel_order == "RGB":
+            return {}
+        from dlforge.data.evaluation import check_preprocess
+
+        return check_preprocess({"resize": self.resize, "crop": list(self.crop) or None,
+                                 "interpolation": self.interpolation, "channel_order": self.channel_order},
+                                tuple(input_shape))

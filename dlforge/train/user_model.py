@@ -186,6 +186,10 @@ def checkpoint_from_file(
     """
     options = ImportOptions.build(options, **settings)
     source = os.fspath(source)
+    if source.lower().endswith(".onnx"):
+        from dlforge.export.onnx_import import onnx_from_file
+
+        return onnx_from_file(source, out_dir, options, force=force)
     zoo = _is_zoo_name(source)
     factory = not zoo and FACTORY.fullmatch(source) is not None and not Path(source).exists()
     if not (zoo or factory) and not (source.endswith(".pt2") or Path(source).exists()):
@@ -420,7 +424,8 @@ def _resolve_io(options: ImportOptions):
         from dlforge.data import load_dataset
 
         dataset = load_dataset(options.data, options.data_dir, labels=given or None,
-                               input_shape=tuple(options.input_shape) or None)
+                               input_shape=tuple(options.input_shape) or None,
+                               preprocess=_preprocess(options, tuple(options.input_shape)))
     elif options.data_dir:
         raise InputError("--data-dir needs --data (the dataset whose files it holds)")
     shape = tuple(options.input_shape) or (tuple(dataset.input_shape) if dataset is not None else ())
@@ -442,6 +447,16 @@ def _resolve_io(options: ImportOptions):
             raise InputError(f"--data {options.data} holds pixels in [0, 1], but --value-range is "
                              f"{list(options.value_range)}; a model taking another range cannot be measured on it")
     return dataset, shape, labels
+
+
+def _preprocess(options: ImportOptions, shape: tuple) -> dict | None:
+    """The options' photograph preprocessing for inputs of ``shape`` (None when none was asked for)."""
+    if options.resize is None and not options.crop and options.interpolation == "bilinear" and \
+            options.channel_order == "RGB":
+        return None
+    if not shape:
+        raise InputError("--resize / --crop / --channel-order need the model's --input-shape C,H,W")
+    return options.image_preprocessing(shape) or None
 
 
 def _check_forward(model: nn.Module, shape: tuple[int, ...], options: ImportOptions, labels, *, batch: int,
@@ -502,9 +517,12 @@ def _commit(writer: ArtifactWriter, module: nn.Module, options: ImportOptions, *
         outputs=(TensorSpec("logits", ("batch", len(labels)), "float32") if classifier
                  else TensorSpec("reconstruction", ("batch", *shape), "float32"),),
         value_range=(float(low), float(high)), labels=labels, dataset=dataset.name if dataset is not None else None,
-        preprocessing=preprocessing_text(f"pixels in [{low:g}, {high:g}]", normalization), config=config or {})
-    recorded = ImportOptions.build(options, input_shape=shape, labels=labels)  # the defaults filled in
-    card = Card(kind="checkpoint", payload=payload, model=info, params={"model": source, **recorded.params()},
+        preprocessing=preprocessing_text(f"pixels in [{low:g}, {high:g}]", normalization), config=config or {},
+        image_preprocessing=_preprocess(options, shape) or {})
+    # the defaults filled in; the labels as read (the file they came from recorded beside them)
+    recorded = ImportOptions.build(options, input_shape=shape, labels=labels, labels_file=None)
+    card = Card(kind="checkpoint", payload=payload, model=info,
+                params={"model": source, **recorded.params(), "labels_file": options.labels_file},
                 env=environment(), sections=sections)
     return writer.commit(card)
 
