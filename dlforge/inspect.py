@@ -129,7 +129,10 @@ def _model_lines(model: dict) -> list[str]:
     for t in model["outputs"]:
         lines.append(f"  output     {t['name']}: {t['dtype']}{t['shape']}")
     if model.get("labels"):
-        lines.append(f"  labels     {', '.join(model['labels'])}")
+        labels = model["labels"]
+        shown = ", ".join(labels) if len(labels) <= 20 else \
+            f"{len(labels)} classes: " + "; ".join(labels[:3]) + f"; ... ; {labels[-1]}"
+        lines.append(f"  labels     {shown}")
     return lines
 
 

@@ -63,8 +63,9 @@ class AuditOptions(Options):
                                      "samples.jsonl beside audit.json (needs -o).")
     batch_size: int = option(256, "Batch size of gradient attacks and engine calls.", min=1)
     device: str = option("cpu", "Where gradient attacks run.", choices=("cpu", "cuda"))
-    pgd_steps: int = option(40, "Default steps of iterative gradient attacks.", min=1)
-    square_queries: int = option(1000, "Default query budget per image of query attacks.", min=1)
+    pgd_steps: int = option(40, "Steps of PGD (pgd, pgd-l2) unless its spec sets them; other attacks keep their own "
+                                "defaults (apgd 100, fab 100, cw-l2 1000).", min=1)
+    square_queries: int = option(1000, "Query budget per image of Square unless its spec sets it.", min=1)
     seed: int = option(0, "Seed of every random choice.", min=0)
     gallery: int = option(6, "Clean/adversarial pairs shown in the report.", min=0)
     detectors: tuple[str, ...] = option((), "Input filters to evaluate: feature-squeezing, autoencoder=ENGINE_DIR.")
@@ -330,7 +331,8 @@ def outcome_rates(pred: np.ndarray, y: np.ndarray, clean_pred: np.ndarray) -> di
 def _row(attack: Attack, eps: float, route: str, target: str, path: str, logits: np.ndarray, y: np.ndarray,
          clean_pred: np.ndarray, **extra) -> dict:
     return {"attack": attack.name, "norm": attack.norm, "eps": float(eps), "route": route, "target": target,
-            "path": path, **outcome_rates(logits.argmax(1), y, clean_pred), **extra}
+            "path": path, **outcome_rates(logits.argmax(1), y, clean_pred),
+            "settings": dict(getattr(attack, "settings", {})), **extra}
 
 
 SAMPLES_VERSION = 1

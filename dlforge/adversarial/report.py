@@ -54,6 +54,9 @@ def table(report: dict) -> str:
              + ", ".join(f"{e['label']} {e['clean_accuracy']:.4f}" for e in report["engines"]) + ")"]
     if report["rows"]:
         lines.append(format_table(report["rows"], _ROWS))
+        settings = {r["attack"]: r["settings"] for r in report["rows"] if r.get("settings")}
+        lines += [f"settings: {name} " + " ".join(f"{k}={v}" for k, v in values.items())
+                  for name, values in settings.items()]
     lines += probe_lines(report)
     if report.get("engine_graphs"):
         from dlforge.adversarial.engine_graph import describe_match
@@ -203,31 +206,49 @@ Every candidate is projected onto the eps-ball and the value range by the audit 
 """
 
 
-def parse_fail_under(specs: tuple[str, ...], audited_eps: tuple[float, ...] | None = None) -> list[tuple[float, float]]:
-    """``EPS:ACC`` gates; each EPS must be one the audit runs (else exit 2 before any work)."""
+GATE_NORMS = ("linf", "l2")
+# Checks whose failure says the attacks under-report (broken or masked gradients): a gate on robust
+# accuracy cannot pass on figures these call untrustworthy.
+GATING_CHECKS = ("white-box accuracy at eps = full range is near 0",
+                 "query attack is not stronger than the gradient attacks (no gradient masking)",
+                 "engine-graph attacks are at least as strong as transfer (engine gradients are sound)")
+
+
+def parse_fail_under(specs: tuple[str, ...], audited_eps: dict[str, tuple[float, ...]] | None = None
+                     ) -> list[tuple[str, float, float]]:
+    """``[NORM:]EPS:ACC`` gates as ``(norm, eps, acc)``; NORM is linf (the default) or l2, and each EPS must be
+    one the audit runs in that norm (else exit 2 before any work)."""
     import math
 
     out = []
     for spec in specs:
-        eps, sep, acc = spec.partition(":")
+        parts = spec.split(":")
+        norm = parts.pop(0).lower() if len(parts) == 3 else "linf"
         try:
-            pair = (float(eps), float(acc))
+            eps, acc = (float(v) for v in parts) if len(parts) == 2 else (None, None)
         except ValueError:
-            pair = None
-        if not sep or pair is None or not math.isfinite(pair[0]) or pair[0] < 0 or not 0 <= pair[1] <= 1:
-            raise InputError(f"--fail-under expects EPS:ACC with EPS >= 0 and ACC in [0, 1], e.g. 0.1:0.5; got {spec!r}")
-        if audited_eps is not None and not any(abs(pair[0] - e) < 1e-9 for e in audited_eps):
-            raise InputError(f"--fail-under {spec}: eps {pair[0]:g} is not among the audited --eps "
-                             f"({','.join(f'{e:g}' for e in audited_eps)}); add it")
-        out.append(pair)
+            eps = acc = None
+        if norm not in GATE_NORMS or eps is None or not math.isfinite(eps) or eps < 0 or not 0 <= acc <= 1:
+            raise InputError(f"--fail-under expects [NORM:]EPS:ACC with NORM linf (default) or l2, EPS >= 0 and ACC "
+                             f"in [0, 1], e.g. 0.1:0.5 or l2:0.5:0.5; got {spec!r}")
+        if audited_eps is not None and not any(abs(eps - e) < 1e-9 for e in audited_eps.get(norm, ())):
+            flag = "--eps" if norm == "linf" else "--eps-l2"
+            raise InputError(f"--fail-under {spec}: {norm} eps {eps:g} is not among the audited {flag} "
+                             f"({','.join(f'{e:g}' for e in audited_eps.get(norm, ()))}); add it")
+        out.append((norm, eps, acc))
     return out
 
 
-def gate(report: dict, thresholds: list[tuple[float, float]]) -> list[str]:
-    """Rows on the engines (not the white-box source rows) whose robust accuracy at EPS is below ACC."""
+def gate(report: dict, thresholds: list[tuple[str, float, float]]) -> list[str]:
+    """Rows on the engines (not the white-box source rows) of the gate's norm whose robust accuracy at EPS is
+    below ACC; and, when there is any gate, each failed check that says the attacks under-report."""
     failures = []
-    for eps, acc in thresholds:
-        rows = [r for r in report["rows"] if r["route"] != "white-box" and abs(r["eps"] - eps) < 1e-9]
-        failures += [f"{r['attack']} on {r['target']} at eps {eps:g}: robust accuracy {r['robust_accuracy']:.4f} < {acc:g}"
-                     for r in rows if r["robust_accuracy"] < acc]
+    for norm, eps, acc in thresholds:
+        rows = [r for r in report["rows"] if r["route"] != "white-box" and r["norm"] == norm
+                and abs(r["eps"] - eps) < 1e-9]
+        failures += [f"{r['attack']} on {r['target']} at {norm} eps {eps:g}: robust accuracy "
+                     f"{r['robust_accuracy']:.4f} < {acc:g}" for r in rows if r["robust_accuracy"] < acc]
+    if thresholds:
+        failures += [f"check failed, the robust accuracy figures are not trustworthy: {c['name']}"
+                     for c in report.get("checks", []) if c["name"] in GATING_CHECKS and c["status"] == "fail"]
     return failures

@@ -45,8 +45,10 @@ def _list_attacks(ctx, param, value) -> None:
 @option_for(AuditOptions, "detectors")
 @option_for(AuditOptions, "engine_gradients")
 @option_for(AuditOptions, "gap_bar", type=float)
-@click.option("--fail-under", multiple=True, metavar="EPS:ACC",
-              help="Exit 1 when robust accuracy at EPS on an engine is below ACC (a CI gate); repeatable.")
+@click.option("--fail-under", multiple=True, metavar="[NORM:]EPS:ACC",
+              help="Exit 1 when robust accuracy at EPS (L-inf, or l2:EPS:ACC) on an engine is below ACC, or when a "
+                   "check says the attacks under-report (full range, masking, engine gradients): a CI gate; "
+                   "repeatable.")
 @click.option("-o", "--output", "out_dir", type=click.Path(), default=None,
               help="Write an audit artifact: audit.json and a self-contained report.html.")
 @force_option
@@ -60,7 +62,7 @@ def audit_command(artifacts, fail_under, out_dir, force, as_json, **settings) ->
     from dlforge.adversarial.report import gate, parse_fail_under, table
 
     options = AuditOptions(**settings)
-    thresholds = parse_fail_under(fail_under, options.eps + options.eps_l2)
+    thresholds = parse_fail_under(fail_under, {"linf": options.eps, "l2": options.eps_l2})
     if options.per_sample and not out_dir:
         from dlforge.errors import InputError
 

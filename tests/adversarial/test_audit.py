@@ -80,7 +80,7 @@ def test_cli_gate_and_report(digits_engines, tmp_path):
     args = ["audit", str(digits_engines["fp32"].path), "--samples", "100", "--attacks", "fgsm", "--eps", "0,0.3"]
     result = CliRunner().invoke(cli, args + ["--fail-under", "0.3:0.5", "-o", str(tmp_path / "audit"), "--json"])
     assert result.exit_code == 1, result.output
-    assert "robustness gate failed: fgsm on fp32 at eps 0.3" in result.stderr
+    assert "robustness gate failed: fgsm on fp32 at linf eps 0.3" in result.stderr
     report = json.loads(result.stdout)
     assert report["schema_version"] == 3 and {"rows", "checks", "clean_accuracy"} <= set(report)
     html = (tmp_path / "audit" / "report.html").read_text()

@@ -65,3 +65,30 @@ def test_logits_check_fails_on_probabilities():
     p = np.full((3, 4), 0.25)
     assert checks.logits_check(p)["status"] == "fail"
     assert checks.logits_check(np.log(p))["status"] == "pass"
+
+
+def test_fail_under_gates_match_the_norm_as_well_as_eps():
+    from dlforge.adversarial.report import gate, parse_fail_under
+    from dlforge.errors import InputError
+
+    report = {"rows": [_row("pgd", "transfer", 0.5, 0.1), _row("pgd-l2", "transfer", 0.5, 0.9, norm="l2")],
+              "checks": []}
+    audited = {"linf": (0.5,), "l2": (0.5,)}
+    assert gate(report, parse_fail_under(("l2:0.5:0.5",), audited)) == []  # the L-inf row at 0.5 is not an L2 row
+    failed = gate(report, parse_fail_under(("0.5:0.5",), audited))
+    assert len(failed) == 1 and "linf eps 0.5" in failed[0]
+    try:
+        parse_fail_under(("l2:0.3:0.5",), audited)
+    except InputError as exc:
+        assert "l2 eps 0.3 is not among the audited --eps-l2" in str(exc)
+    else:
+        raise AssertionError("an L2 gate at an eps the audit does not run must be refused")
+
+
+def test_a_failed_check_that_says_the_attack_under_reports_fails_the_gate():
+    from dlforge.adversarial.report import gate
+
+    report = {"rows": [_row("pgd", "transfer", 0.3, 0.96)],
+              "checks": [checks.full_range_check(("pgd", 1.0, 0.9))]}  # a broken attack: 0.9 at the full range
+    assert any("not trustworthy" in f for f in gate(report, [("linf", 0.3, 0.5)]))
+    assert gate(report, []) == []  # no gate asked for: the report alone says FAIL

@@ -61,7 +61,7 @@ def test_build_of_garbage_onnx(digits_onnx, tmp_path):
     (["--attacks", "pgd:stepz=3"], "has no option 'stepz'"),
     (["--samples", "0"], "--samples must be"),
     (["--detectors", "magic"], "unknown detector 'magic'"),
-    (["--fail-under", "nan:0.5"], "--fail-under expects EPS:ACC"),
+    (["--fail-under", "nan:0.5"], "--fail-under expects [NORM:]EPS:ACC"),
     (["--fail-under", "0.25:0.5"], "is not among the audited --eps"),
 ])
 def test_audit_bad_flags(digits_engines, tmp_path, args, message):

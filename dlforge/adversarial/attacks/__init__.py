@@ -43,9 +43,52 @@ def parse_spec(spec: str) -> tuple[str, dict]:
     return name, parse_key_values(pairs, f"attack spec {spec!r}")
 
 
+# Where an option's generic range (ints >= 1, floats > 0) does not fit: (low, high, low inclusive).
+ZERO_OK = (0, None, True)
+GENERIC_RANGES = {"seed": ZERO_OK, "target": ZERO_OK}
+
+
+def _check_value(spec: str, cls: type[Attack], name: str, value):
+    """``value`` for option ``name`` of ``cls``, of the type its signature declares and within its range."""
+    import math
+
+    param = inspect.signature(cls.__init__).parameters[name]
+    annotation = str(param.annotation)
+    kinds = {part.strip() for part in annotation.split("|")}
+    if value is None and "None" in kinds:
+        return value
+    wrong = InputError(f"attack {spec!r}: {name}={value!r} is not {' or '.join(sorted(kinds - {'None'}))} "
+                       f"(default {param.default!r})")
+    if "bool" in kinds:
+        if not isinstance(value, bool):
+            raise wrong
+        return value
+    if "int" in kinds:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise wrong
+    elif "float" in kinds:
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+            raise wrong
+        value = float(value)
+    elif "str" in kinds:
+        if not isinstance(value, str):
+            raise wrong
+        return value
+    low, high, inclusive = {**GENERIC_RANGES, **getattr(cls, "option_ranges", {})}.get(
+        name, (1, None, True) if "int" in kinds else (0, None, False))
+    if (value < low if inclusive else value <= low) or (high is not None and value > high):
+        bound = f"{'>=' if inclusive else '>'} {low:g}" + (f" and <= {high:g}" if high is not None else "")
+        raise InputError(f"attack {spec!r}: {name}={value!r} is out of range (must be {bound})")
+    return value
+
+
 def make_attack(spec: str, **defaults) -> Attack:
-    """Build the attack a spec names. ``defaults`` (e.g. ``steps``, ``queries``, ``seed`` from the
-    audit's options) apply where the attack takes them and the spec does not set them."""
+    """Build the attack a spec names, every option type- and range-checked.
+
+    ``defaults`` (``steps``, ``queries``, ``seed`` from the audit's options) apply only where the attack lists
+    the option in ``budget_options`` (``--pgd-steps`` is PGD's step count, not FAB's or CW's) or it is
+    ``seed``, and the spec does not set it; every other option keeps the attack's own default. The attack's
+    effective settings are kept as ``attack.settings`` for the report."""
     name, settings = parse_spec(spec)
     cls = ATTACKS.get(name)
     known = attack_options(cls)
@@ -53,14 +96,15 @@ def make_attack(spec: str, **defaults) -> Attack:
     if unknown:
         raise InputError(f"attack {name!r} has no option {unknown[0]!r}; its options: "
                          f"{', '.join(f'{k}={v!r}' for k, v in known.items()) or 'none'}")
-    if cls.kind == "probe":  # the audit's --pgd-steps and --square-queries are attack budgets, not a probe's
-        defaults = {k: v for k, v in defaults.items() if k == "seed"}
-    kwargs = {k: v for k, v in defaults.items() if k in known and v is not None}
-    kwargs.update(settings)
+    takes = {"seed", *getattr(cls, "budget_options", ())}
+    kwargs = {k: v for k, v in defaults.items() if k in known and k in takes and v is not None}
+    kwargs.update({k: _check_value(spec, cls, k, v) for k, v in settings.items()})
     try:
-        return cls(**kwargs)
+        attack = cls(**kwargs)
     except (TypeError, ValueError) as exc:
         raise InputError(f"attack {spec!r}: {exc}") from exc
+    attack.settings = {**known, **kwargs}
+    return attack
 
 
 def describe_attacks() -> list[dict]:

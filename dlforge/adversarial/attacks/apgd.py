@@ -163,6 +163,7 @@ class APGD(GradientAttack):
     """
 
     name = "apgd-ce"
+    option_ranges = {"rho": (0, 1, False)}
 
     def __init__(self, *, norm: str = "linf", loss: str = "ce", iterations: int = 100, restarts: int = 1,
                  rho: float = 0.75, seed: int = 0):
@@ -219,6 +220,7 @@ class APGDT(GradientAttack):
     """
 
     name = "apgd-t"
+    option_ranges = {"rho": (0, 1, False)}
 
     def __init__(self, *, norm: str = "linf", targets: int = 9, iterations: int = 100, restarts: int = 1,
                  rho: float = 0.75, seed: int = 0):

@@ -48,6 +48,7 @@ class CarliniWagnerL2(GradientAttack):
     """
 
     name = "cw-l2"
+    option_ranges = {"confidence": (0, None, True)}
     norm = "l2"
 
     def __init__(self, *, binary_search_steps: int = 9, steps: int = 1000, learning_rate: float | None = None,

@@ -47,6 +47,7 @@ class FAB(GradientAttack):
     """
 
     name = "fab"
+    option_ranges = {"beta": (0, 1, False)}
     targeted = False  # fab-t: towards each of the top-k classes in turn
     target_classes = 0
 

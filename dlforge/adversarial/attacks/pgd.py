@@ -34,6 +34,7 @@ class PGD(GradientAttack):
     """
 
     name = "pgd"
+    budget_options = ("steps",)  # the audit's --pgd-steps
 
     def __init__(self, *, norm: str = "linf", steps: int = 40, rel_stepsize: float | None = None,
                  random_start: bool = True, seed: int = 0):

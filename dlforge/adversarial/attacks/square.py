@@ -63,6 +63,8 @@ class Square(QueryAttack):
     """
 
     name = "square"
+    budget_options = ("queries",)  # the audit's --square-queries
+    option_ranges = {"p_init": (0, 1, False)}
     norm = "linf"
 
     def __init__(self, *, queries: int = 1000, p_init: float = 0.8, rescale: bool = True, seed: int = 0):

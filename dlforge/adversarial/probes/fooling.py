@@ -86,6 +86,7 @@ class FoolingImages(Probe):
     """
 
     name = "fooling"
+    option_ranges = {"confidence": (0, 1, False)}
     gradients = True
     columns = COLUMNS
 
@@ -180,6 +181,7 @@ class FoolingEvolution(Probe):
     """
 
     name = "fooling-evo"
+    option_ranges = {"confidence": (0, 1, False), "mutation_rate": (0, 1, False)}
     columns = COLUMNS
 
     def __init__(self, *, queries: int = 30_000, batch: int = 100, mutation_rate: float = 0.1, eta: float = 15.0,

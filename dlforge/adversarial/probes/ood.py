@@ -37,6 +37,7 @@ class OutOfDistribution(Probe):
     """
 
     name = "ood"
+    option_ranges = {"threshold": (0, 1, False)}
     columns = (Column("target", fmt=lambda t: t[:32]), Column("inputs"), Column("samples", "n", "d", ">"),
                Column("mean_confidence", "mean max-prob", ".4f", ">"),
                Column("confident", "share > threshold", ".4f", ">"), Column("top_class", "most predicted"))

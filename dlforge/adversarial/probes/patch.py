@@ -52,6 +52,7 @@ class AdversarialPatch(Probe):
     """
 
     name = "patch"
+    option_ranges = {"rotation": (0, None, True)}
     gradients = True
     columns = (Column("route"), Column("target", fmt=lambda t: t[:32]), Column("area", fmt=".3f", align=">"),
                Column("side", "side px", "d", ">"), Column("success", "targeted success", ".4f", ">"),

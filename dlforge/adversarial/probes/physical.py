@@ -42,6 +42,8 @@ class PhysicalWorld(Probe):
     """
 
     name = "physical"
+    option_ranges = {k: (0, None, True) for k in ("noise", "brightness", "contrast", "rotation", "blur",
+                                                  "translation")}
     gradients = True
     columns = (Column("route"), Column("target", fmt=lambda t: t[:32]), Column("attack"),
                Column("eps", fmt="g", align=">"), Column("adversarial", "adv (no chain)", ".4f", ">"),
