@@ -208,7 +208,8 @@ def _select(built: dict, search: dict | None, data: dict, options: BuildOptions,
         from dlforge.build.auto import choose
 
         chosen, selection = choose({name: b["engine"] for name, b in built.items()},
-                                   {name: b["evaluation"] for name, b in built.items()}, data["x"], options, report)
+                                   {name: b["evaluation"] for name, b in built.items()}, data["x"], options, report,
+                                   robust_drops=_robust_drops(search))
         if search is not None:
             from dlforge.build.mixed import search_summary
 
@@ -218,6 +219,20 @@ def _select(built: dict, search: dict | None, data: dict, options: BuildOptions,
     finally:
         for b in built.values():
             b["engine"].close()
+
+
+def _robust_drops(search: dict | None) -> dict:
+    """Each candidate's PGD robust-accuracy drop as the per-layer search measured it: ``int8`` is its all-INT8
+    plan, ``mixed`` its best plan (the one compiled as that candidate)."""
+    if not search:
+        return {}
+    rows = {r["plan"]: r for r in search["evaluations"]}
+    found = {}
+    if "all-int8" in rows:
+        found["int8"] = rows["all-int8"]["robust_drop"]
+    if search.get("best"):
+        found["mixed"] = search["best"]["robust_drop"]
+    return found
 
 
 def _gate(chosen: str, ev: dict, max_drop: float | None) -> None:
