@@ -7,7 +7,7 @@ torch so the attack's gradients are those of the deployed graph, and :func:`matc
 mapping against the engine before anyone trusts an attack run on it.
 
 Why our own mapping: onnx2torch imports torchvision, which has no CPU build here; and it maps neither
-ONNX Runtime's fused ops nor QDQ with straight-through gradients.
+ONNX Runtime's fused ops nor QDQ / QOperator INT8 graphs with straight-through gradients.
 
 How the module runs:
 
@@ -37,8 +37,12 @@ How the module runs:
   runs at construction; where they differ (a batch baked in elsewhere), the module runs the graph
   per group of ``static_batch`` samples under ``torch.func.vmap`` instead.
 
+The QOperator form of INT8 graphs (``QLinearConv``, ``QLinearMatMul``, com.microsoft ``QLinearAdd`` ...)
+is mapped in :mod:`dlforge.onnx_qoperator`, imported at the end of this module, with the same
+straight-through rule.
+
 Left out (:class:`UnsupportedGraph` names every one in a single message): control flow (``If``,
-``Loop``, ``Scan``), the QOperator format (``QLinearConv`` ...), ``Resize``, ``GRU``/``RNN``, LSTM
+``Loop``, ``Scan``), ``Resize``, ``GRU``/``RNN``, LSTM
 peepholes / clip / sequence_lens / layout 1, ``FusedMatMul`` with ``transBatch*``, MaxPool's
 ``Indices``, float8 and blocked quantization, and any op not registered in ``_BUILDERS`` below.
 """
@@ -62,12 +66,14 @@ from onnx import TensorProto, numpy_helper
 from dlforge.artifact import is_artifact, open_artifact
 from dlforge.errors import InputError
 from dlforge.onnx_external import check_external_data
+from dlforge.onnx_info import QDQ_OPS, QUANTIZED_OPS
 
 MS = "com.microsoft"
 FP32_ATOL = 1e-4
 QUANTIZED_TOP1 = 0.995
 _CONTROL_FLOW = {"If", "Loop", "Scan", "SequenceMap"}
-_QDQ = {"QuantizeLinear", "DequantizeLinear"}
+_QDQ = QDQ_OPS
+_QUANTIZED_OPS = QUANTIZED_OPS  # a quantized graph's match against its engine is judged on top-1
 _CONV_OPS = {"Conv", "FusedConv", "ConvTranspose"}
 
 _DTYPES = {
@@ -1152,7 +1158,7 @@ class OnnxTorchModule(torch.nn.Module):
     Attributes:
         input_name, output_name: the graph's input and first output.
         op_counts: how many nodes of each op type the ONNX graph holds (``domain.op`` outside ONNX's own).
-        quantized: the graph holds QuantizeLinear/DequantizeLinear (gradients are straight-through).
+        quantized: the graph holds quantization (QDQ or QOperator ops; gradients are straight-through).
         static_batch: the input's fixed batch dimension, or None when it is dynamic.
     """
 
@@ -1161,7 +1167,7 @@ class OnnxTorchModule(torch.nn.Module):
         self.input_name = reader.input.name
         self.output_name = reader.graph.output[0].name
         self.op_counts = op_counts
-        self.quantized = any(op.split(".")[-1] in _QDQ for op in op_counts)
+        self.quantized = any(op.split(".")[-1] in _QUANTIZED_OPS for op in op_counts)
         dims = reader.input.type.tensor_type.shape.dim
         self.input_shape = tuple(d.dim_value if d.HasField("dim_value") else None for d in dims)
         self.input_dtype = _DTYPES.get(reader.input.type.tensor_type.elem_type, torch.float32)
@@ -1344,3 +1350,6 @@ def check_matches_engine(module: OnnxTorchModule, predict: Callable[[np.ndarray]
             f"agreement {result['top1_agreement']:.2%} on {result['samples']} samples; needs {result['criterion']}); "
             "attack the PyTorch checkpoint instead, and report the graph's ops (dlforge inspect)")
     return result
+
+
+from dlforge import onnx_qoperator  # noqa: E402,F401  (registers the QOperator builders)

@@ -28,11 +28,10 @@ from pathlib import Path
 from dlforge.artifact import Artifact, ArtifactWriter, Card, ModelInfo, TensorSpec, sha256_file
 from dlforge.env import environment
 from dlforge.errors import InputError, StageFailed, require
+from dlforge.onnx_info import QUANTIZED_OPS
 from dlforge.train.import_options import ImportOptions
 
 PAYLOAD = "model.onnx"
-QUANTIZED_OPS = {"QuantizeLinear", "DequantizeLinear", "QLinearConv", "QLinearMatMul", "QLinearAdd", "QGemm",
-                 "ConvInteger", "MatMulInteger"}
 NOISE_SAMPLES = 16
 QUANTIZED_TOP1 = 0.995
 
