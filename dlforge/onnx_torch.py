@@ -66,13 +66,12 @@ from onnx import TensorProto, numpy_helper
 from dlforge.artifact import is_artifact, open_artifact
 from dlforge.errors import InputError
 from dlforge.onnx_external import check_external_data
-from dlforge.onnx_info import QDQ_OPS, QUANTIZED_OPS
+from dlforge.onnx_info import QUANTIZED_OPS
 
 MS = "com.microsoft"
 FP32_ATOL = 1e-4
 QUANTIZED_TOP1 = 0.995
 _CONTROL_FLOW = {"If", "Loop", "Scan", "SequenceMap"}
-_QDQ = QDQ_OPS
 _QUANTIZED_OPS = QUANTIZED_OPS  # a quantized graph's match against its engine is judged on top-1
 _CONV_OPS = {"Conv", "FusedConv", "ConvTranspose"}
 
