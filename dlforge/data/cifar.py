@@ -104,7 +104,6 @@ def download_cifar10(data_dir: Path, url: str = URL) -> list[Path]:
     The archive goes to a temporary file first and is unpacked only after its checksum matches, so an
     interrupted or tampered download leaves nothing that loads."""
     data_dir.mkdir(parents=True, exist_ok=True)
-    target = data_dir / FOLDER
     fd, tmp = tempfile.mkstemp(prefix=".cifar-10-python.", suffix=".tar.gz", dir=data_dir)
     try:
         try:

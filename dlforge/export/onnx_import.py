@@ -46,8 +46,6 @@ def onnx_from_file(source: str | os.PathLike, out_dir: str | os.PathLike, option
         StageFailed: the rewritten graph does not compute what the original does (nothing is written).
     """
     onnx = require("onnx", "toolkit", "importing an ONNX model")
-    import numpy as np
-
     options = ImportOptions.build(options, **settings)
     source = Path(source)
     if options.weights is not None or options.kwargs:
@@ -207,7 +205,7 @@ def _with_normalization(onnx, proto, in_name: str, normalization: dict | None):
     return graph
 
 
-def _noise(shape: tuple, value_range) -> "np.ndarray":
+def _noise(shape: tuple, value_range):
     import numpy as np
 
     lo, hi = value_range

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Callable
 
 from dlforge.artifact import Artifact, ArtifactWriter, Card, ModelInfo, TensorSpec, open_artifact
 from dlforge.env import environment
-from dlforge.errors import ArtifactError, InputError, require
+from dlforge.errors import ArtifactError, InputError
 from dlforge.train.architecture import build_model, check_architecture
 from dlforge.train.options import TrainOptions
 
