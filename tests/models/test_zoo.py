@@ -6,7 +6,7 @@ import torch
 from dlforge.errors import InputError
 from dlforge_models import create_model, get_entry, list_models
 
-SHAPES = [(1, 8, 8), (1, 28, 28)]
+SHAPES = [(1, 8, 8), (1, 28, 28), (3, 32, 32)]
 
 
 def test_registry_lists_the_zoo():
