@@ -49,11 +49,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterable
 
+from dlforge.artifact import check_output, write_json_atomic
 from dlforge.errors import InputError
 
 SPEC_KEYS = {"audit": {"kind", "engines", "attacks", "eps", "eps_l2", "samples", "start", "shards", "settings"},
              "bench": {"kind", "engines", "batch_sizes", "threads", "settings"}}
 RESULTS = "cells.jsonl"
+MARKER = "dlforge-sweep.json"  # says a directory is a sweep's: -o may resume it
 _WARM: dict = {}  # this process's open engines, source models and datasets, kept across cells
 EXECUTORS = ("local", "ray")
 
@@ -300,16 +302,46 @@ def _append(path: Path, result: dict) -> None:
         os.fsync(f.fileno())
 
 
+def check_sweep_output(out_dir: str | os.PathLike, kind: str) -> None:
+    """Raise :class:`InputError` now unless ``out_dir`` can hold this sweep: absent, empty, or a sweep directory
+    of the same kind (which the sweep resumes; its ``audit/`` or ``bench/`` report is the sweep's own to
+    replace). Anything else (a file, a pipeline's run directory with an ``audit/`` of its own) is refused
+    before any work; creates nothing."""
+    out = Path(out_dir)
+    if out.exists() and not out.is_dir():
+        raise InputError(f"-o {out} exists and is not a directory; give a sweep directory")
+    if not out.is_dir() or not any(out.iterdir()):
+        check_output(out)  # a writable place
+        return
+    marker = out / MARKER
+    if not marker.is_file() and (out / RESULTS).is_file():
+        return  # a sweep written before the marker existed: resumable as it is
+    if not marker.is_file():
+        raise InputError(f"-o {out} exists and is not a sweep directory (no {MARKER}); a sweep writes cells.jsonl "
+                         "and its report there and would replace what is in it: choose a new or empty -o")
+    try:
+        written = json.loads(marker.read_text())
+    except (OSError, ValueError) as exc:
+        raise InputError(f"{marker} is unreadable ({exc}); choose a new -o") from None
+    if written.get("kind") != kind:
+        raise InputError(f"-o {out} holds a {written.get('kind')} sweep, this spec is a {kind} sweep; choose "
+                         "another -o")
+
+
 def run_sweep(spec: SweepSpec, out_dir: str | os.PathLike, *, executor: str = "local", workers: int | None = None,
               address: str | None = None, on_cell: Callable[[dict, bool], None] = lambda result, cached: None,
               grid: list[dict] | None = None) -> dict:
     """Run every cell not yet in ``out_dir/cells.jsonl``; returns the merged report. ``grid``: ``cells(spec)``
-    when the caller already has it (opening every engine verifies its files' sha256)."""
+    when the caller already has it (opening every engine verifies its files' sha256). Every input and the
+    output directory are checked before it is created (:func:`check_sweep_output`)."""
     if executor not in EXECUTORS:
         raise InputError(f"--executor must be one of {', '.join(EXECUTORS)}, got {executor!r}")
+    check_sweep_output(out_dir, spec.kind)
+    grid = cells(spec) if grid is None else grid
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    grid = cells(spec) if grid is None else grid
+    if not (out / MARKER).is_file():
+        write_json_atomic(out / MARKER, {"kind": spec.kind, "schema_version": 1})
     results_path = out / RESULTS
     done = read_results(results_path)
     for cell in grid:

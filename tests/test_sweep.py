@@ -139,6 +139,29 @@ def test_cli_sweep(spec, tmp_path):
     assert bad.exit_code == 2 and len(bad.stderr.strip().splitlines()) == 1
 
 
+def test_sweep_refuses_an_output_that_is_not_a_sweep_before_any_work(spec, digits_engines, tmp_path):
+    """A pipeline's run directory (with an audit/ of its own), a regular file and a bad executor: exit 2, nothing
+    replaced or added, no directory created."""
+    from dlforge.adversarial.audit import run_audit
+    from dlforge.adversarial import write_audit_artifact
+    from dlforge.artifact import open_artifact
+
+    run_dir = tmp_path / "run"
+    report = run_audit([digits_engines["fp32"].path], attacks=("fgsm",), eps=(0.1,), samples=10, progress=False)
+    write_audit_artifact(report, run_dir / "audit")
+    before = sorted(p.name for p in run_dir.iterdir())
+    result = CliRunner().invoke(cli, ["sweep", str(spec), "-o", str(run_dir)])
+    assert result.exit_code == 2 and "is not a sweep directory" in result.stderr, result.output
+    assert sorted(p.name for p in run_dir.iterdir()) == before
+    open_artifact(run_dir / "audit")  # its sha256 still verifies: nothing was replaced
+    (tmp_path / "file").write_text("x")
+    result = CliRunner().invoke(cli, ["sweep", str(spec), "-o", str(tmp_path / "file")])
+    assert result.exit_code == 2 and "is not a directory" in result.stderr
+    result = CliRunner().invoke(cli, ["sweep", str(spec), "-o", str(tmp_path / "new"), "--executor", "local",
+                                      "--workers", "0"])
+    assert result.exit_code == 2 and not (tmp_path / "new").exists()
+
+
 @pytest.fixture
 def bench_spec(digits_engines, tmp_path):
     path = tmp_path / "bench.toml"

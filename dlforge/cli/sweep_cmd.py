@@ -25,9 +25,14 @@ def sweep_command(spec, out_dir, executor, workers, address) -> None:
 
     from tqdm.auto import tqdm
 
-    from dlforge.sweep import cells, load_spec, run_sweep
+    from dlforge.sweep import EXECUTORS, cells, check_sweep_output, load_spec, run_sweep
 
     parsed = load_spec(spec)
+    if executor not in EXECUTORS:
+        from dlforge.errors import InputError
+
+        raise InputError(f"--executor must be one of {', '.join(EXECUTORS)}, got {executor!r}")
+    check_sweep_output(out_dir, parsed.kind)  # before any work: nothing of the user's is replaced
     grid = cells(parsed)
     total = len(grid)
     counts = {"cached": 0, "computed": 0}
