@@ -118,6 +118,14 @@ class AuditRun:
     def value_range(self) -> tuple[float, float]:
         return self.engines[0].value_range
 
+    def held_out(self, limit: int | None = None) -> np.ndarray:
+        """Test images outside the audited slice ``[start, start + samples)`` (up to ``limit``), for what must be
+        measured on data disjoint from the audited points: detector thresholds, the familiarity yardstick."""
+        test = self.dataset.x_test
+        start = self.options.start
+        rest = np.concatenate([test[start + len(self.y):], test[:start]]) if start else test[len(self.y):]
+        return (rest if limit is None else rest[:limit]).astype(np.float32)
+
 
 def run_audit(targets: list[str | os.PathLike], options: AuditOptions | None = None, *,
               progress: bool | None = None, warm: dict | None = None, engine_threads: int | None = None,

@@ -35,9 +35,9 @@ def detections(run, fpr_examples: int = 1000) -> list[dict]:
     successful adversarial examples it flags (and its false-positive rate on the audited images)."""
     from dlforge.adversarial.detectors import make_detector
 
-    held_out = run.dataset.x_test[run.options.samples:run.options.samples + fpr_examples].astype(np.float32)
+    held_out = run.held_out(fpr_examples)  # disjoint from the audited slice, whatever --start is
     if len(held_out) < 100:
-        raise InputError(f"detectors need >= 100 held-out clean test images beyond --samples {run.options.samples}; "
+        raise InputError(f"detectors need >= 100 held-out clean test images beside the {len(run.y)} audited; "
                          f"{run.dataset.name} has {len(run.dataset.x_test)} test images: lower --samples")
     out = []
     for spec in run.options.detectors:

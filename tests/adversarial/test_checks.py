@@ -92,3 +92,19 @@ def test_a_failed_check_that_says_the_attack_under_reports_fails_the_gate():
               "checks": [checks.full_range_check(("pgd", 1.0, 0.9))]}  # a broken attack: 0.9 at the full range
     assert any("not trustworthy" in f for f in gate(report, [("linf", 0.3, 0.5)]))
     assert gate(report, []) == []  # no gate asked for: the report alone says FAIL
+
+
+def test_held_out_images_never_overlap_the_audited_slice_whatever_the_start():
+    from types import SimpleNamespace
+
+    from dlforge.adversarial.audit import AuditOptions, AuditRun
+
+    test = np.arange(40, dtype=np.float32)[:, None]
+    for start in (0, 5, 30):
+        options = AuditOptions(start=start, samples=10)
+        audited = test[start:start + 10]
+        run = AuditRun(options, [], audited, np.zeros(len(audited), np.int64), SimpleNamespace(x_test=test))
+        held = run.held_out()
+        assert not set(held[:, 0].tolist()) & set(audited[:, 0].tolist())
+        assert len(held) == 40 - len(audited)
+        assert len(run.held_out(7)) == 7

@@ -84,7 +84,7 @@ def familiarity(run) -> Familiarity:
     """The yardstick of an audit run, built once and shared by the probes that need it."""
     if "familiarity" not in run.cache:
         ds = run.dataset
-        held_out = ds.x_test[len(run.y):] if len(ds.x_test) > len(run.y) else ds.x_val  # not the audited points
+        held_out = run.held_out() if len(ds.x_test) > len(run.y) else ds.x_val  # not the audited points
         run.cache["familiarity"] = Familiarity(ds.x_train, held_out, seed=run.options.seed)
     return run.cache["familiarity"]
 
