@@ -46,17 +46,15 @@ def run_drift(paths: list[str | os.PathLike], *, samples: int = 200, eps: float 
 
     if len(paths) < 2:
         raise InputError("drift compares at least two artifacts of one model (e.g. checkpoint, onnx, engines)")
+    if not (isinstance(eps, (int, float)) and np.isfinite(eps) and eps >= 0):
+        raise InputError(f"--eps must be a finite number >= 0, got {eps!r}")
     artifacts = [open_artifact(p, ["checkpoint", "onnx", "engine"]) for p in paths]
     spec = dataset_spec(artifacts[-1]) or dataset_spec(artifacts[0])
     if spec is None:
         raise InputError(f"{artifacts[0].path} does not say which dataset its model was trained on")
     if any(a.card.model is None or a.card.model.task != "classification" for a in artifacts):
         raise InputError("drift measures accuracy and robust accuracy: every artifact must be a classifier")
-    first = artifacts[0].card.model
-    for a in artifacts[1:]:
-        if (a.card.model.inputs, a.card.model.outputs) != (first.inputs, first.outputs):
-            raise InputError(f"{a.path} is not the same model as {artifacts[0].path} (inputs / outputs differ); drift "
-                             "compares the stages of one model")
+    _check_one_model(artifacts)
     dataset = load_spec(spec._replace(data_dir=data_dir or spec.data_dir))
     x_all, y_all = dataset.x_test.astype(np.float32), dataset.y_test
     x, y = x_all[:samples], y_all[:samples]
@@ -95,6 +93,22 @@ def run_drift(paths: list[str | os.PathLike], *, samples: int = 200, eps: float 
     return {"dataset": dataset.name, "test_samples": int(len(y_all)), "robust_samples": int(len(y)),
             "attack": {"name": "pgd", "eps": eps, "steps": pgd_steps, "seed": seed, "norm": "linf"},
             "hops": hops}
+
+
+def _check_one_model(artifacts) -> None:
+    """Every artifact must descend from one origin: the furthest verified ancestor of each (the checkpoint, or
+    an imported ONNX) is the same file. Matching input and output shapes alone would let a LeNet and an MLP
+    trained on the same data pass as hops of one model."""
+    from dlforge.artifact import lineage
+
+    first = artifacts[0]
+    origin = lineage(first)[-1]
+    for a in artifacts[1:]:
+        root = lineage(a)[-1]
+        if root.card.sha256 != origin.card.sha256:
+            raise InputError(f"{a.path} is not a stage of the same model as {first.path}: they descend from "
+                             f"{root.path} ({a.card.model.name}) and {origin.path} ({first.card.model.name}); drift "
+                             "compares the stages of one model (its checkpoint, onnx and engines)")
 
 
 def table(report: dict) -> str:

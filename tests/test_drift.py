@@ -37,5 +37,17 @@ def test_drift_refuses_other_models_and_writes_nothing(digits_onnx, tmp_path):
     other = checkpoint_from_training("mlp", tmp_path / "other", data=str(data), epochs=1, progress=False)
     out = tmp_path / "drift"
     result = CliRunner().invoke(cli, ["drift", str(digits_onnx.path), str(other.path), "-o", str(out)])
-    assert result.exit_code == 2 and "is not the same model" in result.output, result.output
+    assert result.exit_code == 2 and "is not a stage of the same model" in result.output, result.output
     assert len(result.output.strip().splitlines()) == 1 and not out.exists()
+
+
+def test_drift_refuses_a_model_of_the_same_shapes_and_a_nan_eps(digits_lenet, digits_onnx, tmp_path):
+    """An MLP trained on the same digits has the LeNet's inputs and outputs: shapes alone cannot tell them apart."""
+    from dlforge.train import checkpoint_from_training
+
+    mlp = checkpoint_from_training("mlp", tmp_path / "mlp", epochs=1, progress=False)
+    assert mlp.card.model.inputs == digits_lenet.card.model.inputs
+    result = CliRunner().invoke(cli, ["drift", str(digits_onnx.path), str(mlp.path)])
+    assert result.exit_code == 2 and "is not a stage of the same model" in result.output, result.output
+    result = CliRunner().invoke(cli, ["drift", str(digits_lenet.path), str(digits_onnx.path), "--eps", "nan"])
+    assert result.exit_code == 2 and "--eps must be a finite number" in result.output, result.output
