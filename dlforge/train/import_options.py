@@ -26,8 +26,10 @@ class ImportOptions(Options):
                                            "named by its WNID).")
     value_range: tuple = option((0.0, 1.0), "Range of the pixels the model takes, low,high.")
     data: str | None = option(None, "Dataset later stages verify, calibrate and attack on, and the test accuracy "
-                                    "is measured on: digits, mnist, fashion-mnist, or a .npz file.")
-    data_dir: str | os.PathLike | None = option(None, "Directory of the IDX files (MNIST, Fashion-MNIST).")
+                                    "is measured on: digits, mnist, fashion-mnist, cifar10, a .npz file, an image "
+                                    "folder, or an evaluation set of labelled photographs in the model's classes.")
+    data_dir: str | os.PathLike | None = option(None, "Directory of a named dataset's files (MNIST, Fashion-MNIST "
+                                                      "IDX files, CIFAR-10 python batches).")
     normalize: str = option("none", "Normalization the model expects, applied inside the checkpoint so it takes "
                             "pixels: none or MEAN/STD, e.g. 0.1307/0.3081 or per channel "
                             "0.49,0.48,0.45/0.25,0.24,0.26.",
