@@ -112,3 +112,20 @@ def test_audit_checks_pass_with_sound_gradients_and_fail_with_the_identity_estim
     assert checks["engine-graph attacks are at least as strong as transfer"] == "fail"
     int8 = next(g for g in broken["engine_graphs"] if g["engine"] == "int8")
     assert abs(int8["gradient_agreement"]["cosine_median"]) < 0.2
+
+
+def test_imagenet_int8_mobilenet_is_attacked_through_its_own_qoperator_graph(tmp_path):
+    """The ONNX Model Zoo's INT8 MobileNetV2 (QLinearConv, QLinearAdd, ...): imported with its preprocessing and
+    class list, PGD from its own graph at eps 4/255 in pixel units leaves robust accuracy <= 0.10."""
+    root = tmp_path / "mnv2"
+    dlforge("import", shared_path("onnx-models", "mobilenetv2-12-int8.onnx"), "--labels-file",
+            shared_path("imagenet-labels", "synset.txt"), "--normalize", NORMALIZE, "--resize", "256",
+            "--data", shared_path("imagenet-samples"), "-o", root / "onnx")
+    dlforge("build", root / "onnx", "-o", root / "engine")
+    report = run_audit([root / "engine"], attacks=("pgd:steps=10",), eps=(4 / 255,), samples=6, progress=False)
+    graph = report["engine_graphs"][0]
+    assert graph["usable"] and graph["match"]["max_abs_diff"] == 0  # the QOperator forward is ORT's, exactly
+    row = next(r for r in report["rows"] if r["route"] == "white-box (engine)")
+    assert report["engines"][0]["precision"] == "int8" and row["robust_accuracy"] <= 0.10
+    assert {c["name"].split(" (")[0]: c["status"] for c in report["checks"]}[
+        "white-box accuracy at eps = full range is near 0"] == "pass"
