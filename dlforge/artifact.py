@@ -439,6 +439,9 @@ def check_output(out_dir: str | os.PathLike, *, force: bool = False, protect: It
     Stages call this before any work, so bad input never leaves a directory behind.
     """
     out_dir = Path(out_dir)
+    if out_dir.is_symlink() and not out_dir.exists():
+        raise InputError(f"output path {out_dir} is a symbolic link to {os.readlink(out_dir)}, which does not exist; "
+                         "choose another -o or create the link's target")
     if out_dir.exists() and not out_dir.is_dir():
         raise InputError(f"output path {out_dir} exists and is not a directory; choose another -o")
     occupied = out_dir.is_dir() and any(out_dir.iterdir())

@@ -9,7 +9,7 @@ Exit codes (the CLI's contract, also in ``dlforge --help``):
 0     success
 1     a stage or gate judged the model: export beyond ``--atol``, build beyond
       ``--max-accuracy-drop``, an audit below ``--fail-under``
-2     bad input: a path, a flag, a file's contents; nothing was written
+2     bad input: a path, a flag, a file's contents, a download that failed; nothing was written
 3     internal error: a bug in dlforge (rerun with ``--debug`` and report the traceback)
 130   interrupted (Ctrl-C, SIGTERM); temporary files were removed, nothing was written
 ====  =====================================================================================
@@ -49,6 +49,11 @@ class StageFailed(DlforgeError):
 
 class ArtifactError(InputError):
     """An artifact directory is missing, incomplete, corrupt, or of the wrong kind."""
+
+
+class DownloadFailed(InputError):
+    """A download did not arrive whole or did not match its published checksum: the network or the mirror, not the
+    model (exit 2, like other input the user can fix: retry, or put the file in place by hand)."""
 
 
 class MissingDependency(InputError):

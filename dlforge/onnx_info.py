@@ -16,12 +16,19 @@ QUANTIZED_OPS = QDQ_OPS | {"QLinearConv", "QLinearMatMul", "QGemm", "QLinearAdd"
 
 def onnx_summary(path: str | os.PathLike) -> dict:
     onnx = require("onnx", "toolkit", "inspecting an ONNX graph")
+    if not os.path.isfile(path):
+        raise InputError(f"{path} does not exist or is not a file; give an .onnx model or an artifact directory")
+    if os.path.getsize(path) == 0:
+        raise InputError(f"{path} is empty (0 bytes); it is not an ONNX model: re-export it")
     try:
         model = onnx.load(str(path), load_external_data=False)
     except Exception as exc:  # protobuf raises several unrelated types on garbage
         raise InputError(f"{path} is not a readable ONNX model ({type(exc).__name__}: {exc}); "
                          "re-export it") from exc
     graph = model.graph
+    if not graph.node and not graph.output:
+        raise InputError(f"{path} parses as an ONNX model with no graph (no nodes, no outputs): it is not a model; "
+                         "re-export it")
     initializers = {i.name for i in graph.initializer}
     opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), None)
     ops = Counter(n.op_type if n.domain in ("", "ai.onnx") else f"{n.domain}.{n.op_type}" for n in graph.node)

@@ -35,31 +35,28 @@ class DlforgeGroup(click.Group):
         try:
             return super().main(args, prog_name or "dlforge", complete_var, standalone_mode=False, **extra)
         except click.UsageError as exc:
-            if debug:
-                raise
             where = exc.ctx.command_path if exc.ctx else "dlforge"
-            _fail(f"{exc.format_message()} (see '{where} --help')", exc.exit_code)
+            _fail(f"{exc.format_message()} (see '{where} --help')", exc.exit_code, debug)
         except click.ClickException as exc:
-            if debug:
-                raise
-            _fail(exc.format_message(), exc.exit_code)
+            _fail(exc.format_message(), exc.exit_code, debug)
         except DlforgeError as exc:
-            if debug:
-                raise
-            _fail(str(exc), exc.exit_code)
+            _fail(str(exc), exc.exit_code, debug)
         except (click.Abort, KeyboardInterrupt) as exc:
             what = "terminated" if isinstance(exc, Terminated) or isinstance(exc.__cause__, Terminated) else "interrupted"
             _fail(f"{what}; temporary files were removed and no partial artifact was written", EXIT_INTERRUPTED)
         except Exception as exc:  # a bug, not bad input: still one line unless --debug
-            if debug:
-                raise
             _fail(f"internal error: {type(exc).__name__}: {exc} (a bug in dlforge; rerun with --debug for the "
-                  "traceback)", EXIT_INTERNAL)
+                  "traceback)", EXIT_INTERNAL, debug)
         finally:
             signal.signal(signal.SIGTERM, previous)
 
 
-def _fail(message: str, code: int) -> None:
+def _fail(message: str, code: int, debug: bool = False) -> None:
+    """One line on stderr and the documented exit code; with ``--debug`` the traceback first, same exit code."""
+    if debug:
+        import traceback
+
+        traceback.print_exc()
     click.echo(f"Error: {message}", err=True)
     sys.exit(code)
 

@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from dlforge.data.dataset import Dataset, split_train_val
-from dlforge.errors import InputError, StageFailed
+from dlforge.errors import DownloadFailed, InputError
 
 URL = "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz"
 ARCHIVE_MD5 = "c58f30108f718f92721af3b95e74349a"
@@ -111,11 +111,11 @@ def download_cifar10(data_dir: Path, url: str = URL) -> list[Path]:
                 while chunk := resp.read(1 << 20):
                     out.write(chunk)
         except OSError as exc:
-            raise StageFailed(f"could not download {url}: {exc}; check the network, or put cifar-10-python.tar.gz's "
+            raise DownloadFailed(f"could not download {url}: {exc}; check the network, or put cifar-10-python.tar.gz's "
                               f"contents in {data_dir} by hand") from exc
         digest = hashlib.md5(Path(tmp).read_bytes(), usedforsecurity=False).hexdigest()
         if digest != ARCHIVE_MD5:
-            raise StageFailed(f"download of {url} has MD5 {digest}, expected {ARCHIVE_MD5}; try again")
+            raise DownloadFailed(f"download of {url} has MD5 {digest}, expected {ARCHIVE_MD5}; try again")
         return unpack(Path(tmp), data_dir)
     finally:
         Path(tmp).unlink(missing_ok=True)

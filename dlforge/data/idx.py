@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from dlforge.data.dataset import Dataset, split_train_val
-from dlforge.errors import InputError, StageFailed
+from dlforge.errors import DownloadFailed, InputError
 
 IMAGES_MAGIC = 2051
 LABELS_MAGIC = 2049
@@ -156,11 +156,11 @@ def download_idx(name: str, data_dir: Path, base_url: str | None = None) -> list
                 while chunk := resp.read(1 << 20):
                     out.write(chunk)
             if (digest := _md5(Path(tmp))) != source["md5"][key]:
-                raise StageFailed(f"download of {target.name} has MD5 {digest}, expected "
+                raise DownloadFailed(f"download of {target.name} has MD5 {digest}, expected "
                                   f"{source['md5'][key]}; try again or fetch the file by hand")
             os.replace(tmp, target)
         except OSError as exc:
-            raise StageFailed(f"could not download {base_url + target.name}: {exc}; "
+            raise DownloadFailed(f"could not download {base_url + target.name}: {exc}; "
                               f"check the network or put the file in {data_dir} by hand") from exc
         finally:
             Path(tmp).unlink(missing_ok=True)

@@ -129,3 +129,21 @@ def test_internal_error_exits_3_without_traceback(digits_engines, monkeypatch):
 def test_exit_codes_are_documented():
     result = _invoke(["--help"])
     assert "Exit codes: 0 ok; 1 " in result.output and "2 bad input; 3 internal error" in result.output
+
+
+def test_more_bad_input_exits_2_before_any_work(digits_onnx, tmp_path):
+    """Each of these once exited 0, 1 or 3 (an empty .onnx inspected, a dangling -o link after the whole build,
+    a non-classifier poisoned after training, a download that failed)."""
+    empty = tmp_path / "empty.onnx"
+    empty.write_bytes(b"")
+    result = _invoke(["inspect", empty])
+    assert result.exit_code == 2 and "is empty" in result.output
+    link = tmp_path / "dangling"
+    link.symlink_to(tmp_path / "no" / "such" / "dir")
+    result = _invoke(["build", digits_onnx.path, "-o", link])
+    assert result.exit_code == 2 and "does not exist" in result.output and not (tmp_path / "no").exists()
+    out = tmp_path / "poison"
+    _assert_bad_input(_invoke(["poison", "autoencoder", "--data", "digits", "-o", out]), "not a classifier", out)
+    result = _invoke(["download", "mnist", "--data-dir", tmp_path / "dl"])  # no network here, or a refused host
+    if result.exit_code != 0:  # where the network is reachable the download may succeed: nothing to judge then
+        assert result.exit_code == 2 and "could not download" in result.output

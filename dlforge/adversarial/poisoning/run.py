@@ -141,7 +141,9 @@ def run_poison(model: str, out_dir: str | os.PathLike, options: PoisonOptions | 
     from dlforge.adversarial.poisoning.defences import PUBLISHED
 
     o = PoisonOptions.build(options, **overrides)
-    get_entry(model)
+    if get_entry(model).task != "classification":
+        raise InputError(f"poisoning attacks flip or plant labels: {model} is a {get_entry(model).task} model, not a "
+                         "classifier; poison a classifier (e.g. lenet)")
     if o.attack in AVAILABILITY_ATTACKS:
         return run_availability(model, out_dir, o, force=force, on_stage=on_stage)
     if "loss-filter" in o.defences:
