@@ -248,6 +248,12 @@ def _prepare(engines: list[DeployedModel], options: AuditOptions, warm: dict | N
                          "drop --engine-gradients off, or audit with query attacks only (--attacks square)")
     dataset = _kept(warm, ("data", options.data, options.data_dir, crafter.path if crafter else None,
                            *(e.path for e in engines)), lambda: _audit_dataset(options, engines, crafter))
+    info = engines[0].info
+    if info is not None and info.labels and not dataset.evaluation_only and tuple(dataset.labels) != tuple(info.labels):
+        shown = ", ".join(dataset.labels[:5]) + (" ..." if len(dataset.labels) > 5 else "")
+        raise InputError(f"dataset {dataset.name} has {len(dataset.labels)} classes ({shown}), but {engines[0].path} "
+                         f"classifies {len(info.labels)} ({', '.join(info.labels[:5])}{' ...' if len(info.labels) > 5 else ''}); "
+                         "pass the model's own --data, or a folder whose class folders are named after its labels")
     stop = options.start + options.samples
     x, y = dataset.x_test[options.start:stop].astype(np.float32), dataset.y_test[options.start:stop]
     if len(y) == 0:

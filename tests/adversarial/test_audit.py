@@ -112,3 +112,24 @@ def test_fgsm_and_pgd_on_mnist_lenet_engines(mnist_engines):
     gap = next(g for g in report["transfer_gaps"] if (g["engine"], g["attack"], g["eps"]) == ("int8", "pgd", 0.3))
     assert gap["gap"] == pytest.approx(rows[("pgd", 0.3, "transfer", "int8")] - rows[("pgd", 0.3, "white-box (engine)",
                                                                                         "int8")])
+
+
+def test_audit_data_folder_must_speak_the_engines_label_space(digits_engines, tmp_path):
+    """A 3-class folder of other names is refused for a 10-class engine; class folders named after some of the
+    engine's labels are read in its label space (folder '7' is class 7, not class 2 of 3)."""
+    from PIL import Image
+
+    from dlforge.data import load_dataset
+
+    digits = load_dataset("digits")
+    for root, names in ((tmp_path / "other", ("a", "b", "c")), (tmp_path / "subset", ("1", "3", "7"))):
+        for name, digit in zip(names, (1, 3, 7)):
+            (root / name).mkdir(parents=True)
+            for i, img in enumerate(digits.x_test[digits.y_test == digit][:5]):
+                Image.fromarray((img[0] * 255).astype(np.uint8)).save(root / name / f"{i}.png")
+    engine = str(digits_engines["fp32"].path)
+    bad = CliRunner().invoke(cli, ["audit", engine, "--data", str(tmp_path / "other"), "--attacks", "fgsm",
+                                   "--eps", "0.1"])
+    assert bad.exit_code == 2 and "has 3 classes (a, b, c), but" in bad.output, bad.output
+    report = run_audit([engine], data=str(tmp_path / "subset"), attacks=("fgsm",), eps=(0.1,), progress=False)
+    assert report["samples"] == 15 and report["clean_accuracy"] >= 0.8  # labels 1, 3, 7 in the engine's space
