@@ -88,6 +88,7 @@ def test_normalization():
         ["lenet/engine-ort-int<n> ort int<n> <n> <n> <n> <n> <n>% <n>x <n>"]
     assert norm("row sums -7.01..-2.17, max abs diff 6.68e-06") == ["row sums <n>..<n>, max abs diff <n>"]
     assert norm("payload    model.onnx (144.1 KiB, sha256 d3e710e642bc)") == ["payload model.onnx (<n> KiB, sha<n> <hex>)"]
-    assert norm("warning: 6 row(s) marked ! have a coefficient of variation above 2.5%: noisy") == []
+    assert norm("warning: 2 row(s) marked ! moved by more than 10% against another engine") == []
+    assert norm("note: round medians moved by up to 40% but together across the engines") == []
     assert norm("fp32  0.03  chosen") == norm("fp32  0.04  slower")
     assert norm("[pass] a check") != norm("[FAIL] a check")

@@ -26,8 +26,8 @@ not its values. Both the README block and the fresh block are normalized line by
 compared; the diff printed is the diff of the normalized texts. In order:
 
 1. Volatile lines are dropped, in both: lines that appear or not depending on how noisy the machine
-   is or which precision was faster (``VOLATILE_LINES``): bench's ``warning: N row(s) marked ! have
-   a coefficient of variation ...``, ``--precision auto``'s ``... not faster on this machine;
+   is or which precision was faster (``VOLATILE_LINES``): bench's ``warning: N row(s) marked ! moved
+   by more than ...`` and ``note: round medians moved ...``, ``--precision auto``'s ``... not faster on this machine;
    keeping fp32`` and its ``mixed`` candidate row (present when the per-layer plan differs from
    all-INT8 and fp32, which can turn on timing).
 2. Timing-dependent words are replaced (``VOLATILE_WORDS``): bench's noise marker ``12.3%!`` becomes
@@ -85,7 +85,8 @@ TOUR: list[tuple[str, int, bool]] = [
 ]
 
 VOLATILE_LINES = [
-    re.compile(r"^warning: \d+ row\(s\) marked ! have a coefficient of variation"),
+    re.compile(r"^warning: \d+ row\(s\) marked ! moved by more than"),  # bench's stability verdicts turn on timing
+    re.compile(r"^note: round medians moved by up to"),
     re.compile(r"not faster on this machine; keeping fp32$"),
     re.compile(r"^mixed\s"),  # auto's per-layer candidate: a row only when its plan is neither all-INT8 nor fp32
 ]

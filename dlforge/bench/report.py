@@ -9,7 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Iterable, Mapping
 
-from dlforge.bench.stats import COV_WARNING
+from dlforge.bench.stats import INSTABILITY_BAR, paired_spread, round_spread
 from dlforge.errors import InputError
 from dlforge.reporting import Column, format_table
 
@@ -21,7 +21,7 @@ def short(name: str) -> str:
 
 
 def _percent(flag_noisy: bool):
-    return lambda v: f"{v * 100:.1f}%" + ("!" if flag_noisy and v > COV_WARNING else "")
+    return lambda v: "-" if v is None else f"{v * 100:.1f}%" + ("!" if flag_noisy and v > INSTABILITY_BAR else "")
 
 
 def _latency(stat: str):
@@ -39,14 +39,15 @@ COLUMNS = {
     "p90": Column("latency_ms", "p90 ms", _latency("p90"), ">"),
     "p99": Column("latency_ms", "p99 ms", _latency("p99"), ">"),
     "throughput": Column("throughput_per_s", "items/s", ".0f", ">"),
-    "cov": Column("cov", "cov", _percent(True), ">"),
+    "cov": Column("cov", "cov", _percent(False), ">"),
+    "stability": Column("stability", "spread", _percent(True), ">"),
     "speedup": Column("speedup", "speedup", lambda v: f"{v:.2f}x", ">"),
     "accuracy": Column("accuracy", "accuracy", ".4f", ">"),
 }
-TERMINAL = ("artifact", "backend", "precision", "mode", "threads", "batch", "median", "p99", "throughput", "cov", "speedup",
-            "accuracy")
-MARKDOWN = ("artifact", "backend", "precision", "mode", "threads", "batch", "median", "p90", "p99", "throughput", "cov",
+TERMINAL = ("artifact", "backend", "precision", "mode", "threads", "batch", "median", "p99", "throughput", "stability",
             "speedup", "accuracy")
+MARKDOWN = ("artifact", "backend", "precision", "mode", "threads", "batch", "median", "p90", "p99", "throughput", "cov",
+            "stability", "speedup", "accuracy")
 
 COMPARE_COLUMNS = [
     Column("artifact", "artifact"),
@@ -92,31 +93,58 @@ def resolve_baseline(names: list[str], baseline: str | None) -> str:
 
 def with_ratios(report: dict, baseline: str | None = None) -> list[dict]:
     """Rows with ``speedup`` = baseline median latency / row median latency, per batch size (and, in a
-    bench sweep, per thread count: ratios never cross cells).
+    bench sweep, per thread count: ratios never cross cells), and ``stability``: the spread of the row's
+    round medians against the baseline's in the same rounds (:func:`dlforge.bench.stats.paired_spread`;
+    the baseline itself against the next target; None with one target or from an older report).
 
     ``baseline`` None: the one the report was measured with (``--baseline``, else the first artifact).
     """
     rows = report["results"]
     names = list(dict.fromkeys(r["artifact"] for r in rows))
     base = resolve_baseline(names, baseline if baseline is not None else report["settings"].get("baseline"))
-    ref = {(r["batch_size"], r.get("threads")): r["latency_ms"]["median"] for r in rows if r["artifact"] == base}
-    return [{**r, "speedup": ref[r["batch_size"], r.get("threads")] / r["latency_ms"]["median"], "baseline": base}
-            for r in rows]
+    cells: dict = {}
+    for r in rows:
+        cells.setdefault((r["batch_size"], r.get("threads")), []).append(r)
+    out = []
+    for r in rows:
+        cell = cells[r["batch_size"], r.get("threads")]
+        ref = next(c for c in cell if c["artifact"] == base)
+        partner = ref if r is not ref else next((c for c in cell if c is not ref), None)
+        stability = (paired_spread(r["round_medians_ms"], partner["round_medians_ms"])
+                     if partner is not None and "round_medians_ms" in r and "round_medians_ms" in partner else None)
+        out.append({**r, "speedup": ref["latency_ms"]["median"] / r["latency_ms"]["median"], "baseline": base,
+                    "stability": stability})
+    return out
+
+
+def stability_lines(rows: list[dict]) -> list[str]:
+    """What the spread column says: an engine unstable on its own, a noisy machine, or too little to tell."""
+    unstable = [r for r in rows if r["stability"] is not None and r["stability"] > INSTABILITY_BAR]
+    machine = [s for s in (round_spread(r.get("round_medians_ms", [])) for r in rows) if s is not None]
+    lines = []
+    if unstable:
+        lines.append(f"warning: {len(unstable)} row(s) marked ! moved by more than {INSTABILITY_BAR * 100:.0f}% against "
+                     "another engine timed in the same rounds: their own speed is unstable (a noisy machine slows "
+                     "every engine of a round alike, which cancels in this ratio); repeat before trusting them")
+    elif machine and max(machine) > INSTABILITY_BAR:
+        lines.append(f"note: round medians moved by up to {max(machine) * 100:.0f}% but together across the engines: "
+                     "the machine is noisy, the engines are stable against each other; compare the speedups, which "
+                     "are paired per round")
+    if rows and all(r["stability"] is None for r in rows):
+        lines.append("note: spread needs two engines timed in the same rounds (and --rounds >= 2): with one, a noisy "
+                     "machine and an unstable engine cannot be told apart")
+    return lines
 
 
 def table(report: dict, baseline: str | None = None) -> str:
-    """The terminal table, with what the ratios mean, the inputs, the notes and a noise warning."""
+    """The terminal table, with what the ratios mean, the inputs, the notes and what the spread says."""
     rows = with_ratios(report, baseline)
     out = [format_table(rows, columns_for(rows, TERMINAL)),
            f"speedup: median latency of {short(rows[0]['baseline'])} / this row's, per batch size"
-           f"{' and thread count' if 'threads' in rows[0] else ''}. "
-           f"inputs: {report['settings']['inputs']}."]
+           f"{' and thread count' if 'threads' in rows[0] else ''}. spread: (max - min) / median of the row's round "
+           f"medians divided by another engine's in the same rounds. inputs: {report['settings']['inputs']}."]
     out += [f"note: {note}" for note in report.get("notes", [])]
-    noisy = [r for r in rows if r["cov"] > COV_WARNING]
-    if noisy:
-        out.append(f"warning: {len(noisy)} row(s) marked ! have a coefficient of variation above "
-                   f"{COV_WARNING * 100:.1f}%: the machine is noisy; compare medians and repeat before trusting "
-                   "small differences")
+    out += stability_lines(rows)
     return "\n".join(out)
 
 

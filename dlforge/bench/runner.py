@@ -274,6 +274,7 @@ def _measure_batch(targets: list[Target], x: np.ndarray, options: BenchOptions, 
         rows.append({
             "artifact": t.name, "backend": t.backend, "precision": t.precision, "batch_size": len(x), "mode": t.mode,
             "latency_ms": summarize(lat), "cov": coefficient_of_variation(lat),
+            "round_medians_ms": [float(np.median(r)) for r in samples[t.name]],
             "throughput_per_s": len(x) * len(lat) / (lat.sum() / 1e3), "iterations": int(len(lat)),
             "first_run_ms": first[t.name], "load_ms": t.load_ms, "memory_mb": t.memory_mb,
             "model_bytes": t.model_bytes,

@@ -7,8 +7,29 @@ from typing import Callable
 
 import numpy as np
 
-# trtexec-style stability flag: a coefficient of variation above this marks a noisy measurement.
+# trtexec-style per-call coefficient of variation: kept in the JSON, no longer a warning (on a shared machine it
+# is 100-500% for every row, so a flag on it always fires and says nothing).
 COV_WARNING = 0.025
+# Stability: how far a target's round medians move against another target's timed in the same rounds.
+INSTABILITY_BAR = 0.10
+
+
+def round_spread(medians) -> float | None:
+    """(max - min) / median of a target's per-round medians: between-round variability (machine and engine)."""
+    m = np.asarray(medians, dtype=np.float64)
+    return float((m.max() - m.min()) / np.median(m)) if len(m) > 1 and np.median(m) > 0 else None
+
+
+def paired_spread(medians, reference) -> float | None:
+    """:func:`round_spread` of this target's round medians divided by ``reference``'s in the same rounds.
+
+    The targets take turns within each round, so a slow moment of the machine slows every target of that
+    round alike and cancels in the ratio; what is left is the target's own instability (or the reference's).
+    """
+    m, r = np.asarray(medians, dtype=np.float64), np.asarray(reference, dtype=np.float64)
+    if len(m) != len(r) or len(m) < 2 or (r <= 0).any():
+        return None
+    return round_spread(m / r)
 
 
 def summarize(latencies_ms: np.ndarray) -> dict:

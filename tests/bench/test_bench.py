@@ -187,3 +187,28 @@ def test_baseline_must_name_a_target_and_is_checked_before_timing(digits_engines
     result = CliRunner().invoke(cli, ["bench", str(digits_engines["fp32"].path), "--baseline", "nope",
                                       "--duration", "3600", "-o", str(tmp_path / "b")])
     assert result.exit_code == 2 and "--baseline nope is not one of" in result.stderr
+
+
+def _timed(rounds_a, rounds_b):
+    def row(name, rounds):
+        lat = {k: float(np.median(rounds)) for k in ("min", "mean", "median", "p90", "p95", "p99", "max")}
+        return {"artifact": name, "backend": "ort", "precision": "fp32", "batch_size": 1, "mode": "end-to-end",
+                "latency_ms": {**lat, "std": 0.0}, "cov": 4.0, "round_medians_ms": list(rounds),
+                "throughput_per_s": 1.0, "iterations": 10}
+    return {"results": [row("a", rounds_a), row("b", rounds_b)], "settings": {"inputs": "x", "baseline": None}}
+
+
+def test_spread_tells_a_noisy_machine_from_an_unstable_engine():
+    """A per-call CoV of 400% (every row on a shared machine) is no verdict. A machine that slows every engine of a
+    round alike cancels in the paired ratio; an engine whose own speed moves does not."""
+    from dlforge.bench.report import stability_lines, with_ratios
+
+    machine = with_ratios(_timed([1.0, 3.0, 1.1, 1.0], [2.0, 6.0, 2.2, 2.0]))  # round 2: everything 3x slower
+    assert all(r["stability"] < 0.01 for r in machine)
+    lines = stability_lines(machine)
+    assert not any(line.startswith("warning") for line in lines) and "machine is noisy" in lines[0]
+    unstable = with_ratios(_timed([1.0, 1.0, 1.0, 1.0], [2.0, 4.0, 2.0, 2.6]))  # b alone moves
+    assert all(r["stability"] > 0.4 for r in unstable)  # each judged against the other: both marked
+    assert stability_lines(unstable)[0].startswith("warning: 2 row(s) marked !")
+    single = with_ratios({"results": _timed([1.0, 3.0], [1.0, 1.0])["results"][:1], "settings": {"inputs": "x"}})
+    assert single[0]["stability"] is None and "cannot be told apart" in stability_lines(single)[-1]
