@@ -21,6 +21,20 @@ def skip_unless_ci(reason: str):
     pytest.skip(reason)
 
 
+def import_or_skip(module: str, reason: str):
+    """``pytest.importorskip`` on a developer's machine; under CI=true a missing reference library fails, so a
+    broken install cannot skip every cross-check and still pass."""
+    if IN_CI:
+        import importlib
+
+        try:
+            return importlib.import_module(module)
+        except ImportError as exc:
+            pytest.fail(f"{reason}: {module} does not import ({exc}); CI=true: install it, this test must run",
+                        pytrace=False)
+    return pytest.importorskip(module, reason=reason)
+
+
 def shared_path(*parts: str) -> Path:
     """A path under ../shared/data; a skip naming what is missing (a failure in CI)."""
     path = SHARED_DATA.joinpath(*parts)

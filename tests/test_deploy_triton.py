@@ -18,8 +18,9 @@ from click.testing import CliRunner
 from dlforge.cli import cli
 from dlforge.deploy.triton import validate_repository, write_repository
 from dlforge.errors import InputError
+from tests.helpers import import_or_skip
 
-pytest.importorskip("tritonclient.grpc.model_config_pb2")
+import_or_skip("tritonclient.grpc.model_config_pb2", "tritonclient is the serve extra")
 
 
 @pytest.fixture(scope="module")

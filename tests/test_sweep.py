@@ -15,12 +15,13 @@ from click.testing import CliRunner
 from dlforge.cli import cli
 from dlforge.errors import InputError
 from dlforge.sweep import cells, load_spec, read_results, run_sweep
+from tests.helpers import import_or_skip
 
 
 @pytest.fixture(scope="session")
 def ray_cluster():
     """A local Ray cluster with 2 CPUs, started once per test session."""
-    ray = pytest.importorskip("ray")
+    ray = import_or_skip("ray", "Ray is the ray extra")
     if not ray.is_initialized():
         ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
     yield ray

@@ -22,8 +22,9 @@ from torch import nn
 from dlforge.adversarial.attacks import make_attack
 from dlforge.adversarial.torch_model import TorchModel
 from dlforge.data import load_dataset
+from tests.helpers import import_or_skip
 
-ta = pytest.importorskip("torchattacks", reason="torchattacks is a test-only dependency (pip install --no-deps)")
+ta = import_or_skip("torchattacks", "torchattacks is a test-only dependency (pip install --no-deps)")
 N = 100
 
 
@@ -83,7 +84,7 @@ def _ours(model, spec, x, y, eps) -> float:
 
 
 def test_pgd_agrees_with_torchattacks_and_art(case):
-    art = pytest.importorskip("art.attacks.evasion", reason="ART is a test-only dependency")
+    art = import_or_skip("art.attacks.evasion", "ART is a test-only dependency")
     from art.estimators.classification import PyTorchClassifier
 
     model, x, y, eps = case

@@ -11,7 +11,7 @@ import pytest
 
 from dlforge.data import load_dataset
 from dlforge.data.cifar import TEST_BATCH, TRAIN_BATCHES, download_cifar10, unpack, write_batch
-from dlforge.errors import InputError, StageFailed
+from dlforge.errors import DownloadFailed, InputError
 
 
 def _batches(folder, n=20, seed=0):
@@ -57,7 +57,7 @@ def test_download_refuses_a_wrong_archive_and_leaves_nothing(tmp_path):
     with tarfile.open(archive, "w:gz") as tar:
         tar.add(src / "cifar-10-batches-py", arcname="cifar-10-batches-py")
     target = tmp_path / "data"
-    with pytest.raises(StageFailed, match="expected c58f30108f718f92721af3b95e74349a"):
+    with pytest.raises(DownloadFailed, match="expected c58f30108f718f92721af3b95e74349a"):
         download_cifar10(target, url=archive.as_uri())
     assert list(target.iterdir()) == []  # no temporary file, nothing unpacked
     paths = unpack(archive, target)  # what download does once the checksum matches
