@@ -31,6 +31,7 @@ import numpy as np
 
 from dlforge.adversarial import checks
 from dlforge.adversarial.attacks import Attack, GradientAttack, Probe, make_attack
+from dlforge.adversarial.invariance import invariance_check
 from dlforge.adversarial.projection import project
 from dlforge.artifact import Artifact, open_artifact
 from dlforge.env import environment
@@ -74,6 +75,8 @@ class AuditOptions(Options):
                                    "off.", choices=ENGINE_GRADIENTS)
     gap_bar: float = option(0.05, "Flag a transfer gap (transfer minus engine white-box robust accuracy) above this.",
                             min=0, max=1)
+    rebuild_check: bool = option(False, "Also build each engine again from its parent ONNX with its card's settings "
+                                        "and check the two answer alike (rebuild invariance).")
 
     def check(self) -> None:
         from dlforge.adversarial.detectors import DETECTORS
@@ -492,6 +495,29 @@ def _full_range(run: AuditRun, bar) -> tuple[str, float, float] | None:
     return attack.name, eps, float((judge(x_full).argmax(1) == run.y).mean())
 
 
+INVARIANCE_SAMPLES = 16
+INVARIANCE_BATCH = 32
+
+
+def _invariance(run: AuditRun) -> list[dict]:
+    """Batch-composition invariance of every engine on the first audited inputs (and rebuild invariance with
+    ``rebuild_check``): :mod:`dlforge.adversarial.invariance`."""
+    import tempfile
+
+    from dlforge.adversarial.invariance import batch_invariance, rebuild_invariance
+
+    x = run.x[:INVARIANCE_SAMPLES]
+    others = run.held_out(256) if len(run.dataset.x_test) > len(run.y) else run.x
+    out = []
+    for e in run.engines:
+        batch = int((e.artifact.card.params.get("opt_batch") if e.artifact else None) or INVARIANCE_BATCH)
+        out.append(batch_invariance(e, x, others, batch=batch, seed=run.options.seed))
+        if run.options.rebuild_check:
+            with tempfile.TemporaryDirectory(prefix="dlforge-rebuild-") as tmp:
+                out.append(rebuild_invariance(e, run.x[:64], batch=batch, workdir=Path(tmp) / "engine"))
+    return out
+
+
 def _report(run: AuditRun, full: tuple[str, float, float] | None) -> dict:
     from dlforge.adversarial.evidence import comparisons, detections, gallery
 
@@ -509,10 +535,12 @@ def _report(run: AuditRun, full: tuple[str, float, float] | None) -> dict:
         "clean_accuracy": float((run.clean[first.label] == y).mean()), "settings": o.params(),
         "rows": run.rows, "comparisons": comparisons(run),
         "engine_graphs": [g.describe() for g in run.graphs], "transfer_gaps": gaps,
-        "checks": [checks.logits_check(first.predict(run.x[:64])), checks.gradient_check(grad),
-                   checks.full_range_check(full), checks.monotone_check(run.rows), checks.masking_check(run.rows),
-                   checks.transfer_gap_check(gaps, o.gap_bar), checks.engine_gradient_check(gaps, o.gap_bar)],
     }
+    report["invariance"] = _invariance(run)
+    report["checks"] = [checks.logits_check(first.predict(run.x[:64])), checks.gradient_check(grad),
+                        checks.full_range_check(full), checks.monotone_check(run.rows), checks.masking_check(run.rows),
+                        checks.transfer_gap_check(gaps, o.gap_bar), checks.engine_gradient_check(gaps, o.gap_bar),
+                        invariance_check(report["invariance"])]
     if run.probes:
         report["probes"] = run.probes
     if o.detectors:

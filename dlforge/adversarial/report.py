@@ -68,6 +68,14 @@ def table(report: dict) -> str:
     if report["comparisons"]:
         rows = [{**c, "between": f"{c['a']} vs {c['b']}"} for c in report["comparisons"]]
         lines += ["", format_table(rows, _COMPARISONS)]
+    for inv in report.get("invariance", []):
+        if "single" in inv:
+            lines.append(f"invariance: {inv['engine']}: batch 1 and mixed batches vs batch {inv['deployment_batch']}: "
+                         f"max logit diff {max(inv['single']['max_abs_diff'], inv['mixed']['max_abs_diff']):.3g}, "
+                         f"top-1 agreement {min(inv['single']['top1_agreement'], inv['mixed']['top1_agreement']):.4f}")
+        elif "rebuilt_sha256" in inv:
+            lines.append(f"invariance: {inv['engine']}: rebuilt from its ONNX ({'the same file' if inv['same_file'] else 'another file'}): "
+                         f"max logit diff {inv['max_abs_diff']:.3g}, top-1 agreement {inv['top1_agreement']:.4f}")
     if report.get("detections"):
         lines += ["", format_table(report["detections"], _DETECTIONS)]
     lines.append("")
@@ -211,7 +219,8 @@ GATE_NORMS = ("linf", "l2")
 # accuracy cannot pass on figures these call untrustworthy.
 GATING_CHECKS = ("white-box accuracy at eps = full range is near 0",
                  "query attack is not stronger than the gradient attacks (no gradient masking)",
-                 "engine-graph attacks are at least as strong as transfer (engine gradients are sound)")
+                 "engine-graph attacks are at least as strong as transfer (engine gradients are sound)",
+                 "engine outputs do not depend on batch composition or rebuild (invariance)")
 
 
 def parse_fail_under(specs: tuple[str, ...], audited_eps: dict[str, tuple[float, ...]] | None = None

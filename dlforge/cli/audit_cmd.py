@@ -45,6 +45,7 @@ def _list_attacks(ctx, param, value) -> None:
 @option_for(AuditOptions, "detectors")
 @option_for(AuditOptions, "engine_gradients")
 @option_for(AuditOptions, "gap_bar", type=float)
+@option_for(AuditOptions, "rebuild_check")
 @click.option("--fail-under", multiple=True, metavar="[NORM:]EPS:ACC",
               help="Exit 1 when robust accuracy at EPS (L-inf, or l2:EPS:ACC) on an engine is below ACC, or when a "
                    "check says the attacks under-report (full range, masking, engine gradients): a CI gate; "
