@@ -37,7 +37,7 @@ def run_drift(paths: list[str | os.PathLike], *, samples: int = 200, eps: float 
               seed: int = 0, batch_size: int = 256, data_dir: str | None = None) -> dict:
     """Compare the artifacts at ``paths`` hop by hop (in the order given, e.g. checkpoint, onnx, engines)."""
     from dlforge.adversarial.attacks.pgd import PGD
-    from dlforge.adversarial.audit import outcome_rates
+    from dlforge.adversarial.audit import robust_accuracy
     from dlforge.adversarial.engine_graph import engine_graph
     from dlforge.adversarial.torch_model import TorchModel
     from dlforge.artifact import dataset_spec, open_artifact
@@ -82,9 +82,9 @@ def run_drift(paths: list[str | os.PathLike], *, samples: int = 200, eps: float 
             if model is None:
                 hop.update(robust_accuracy=None, robust_note=f"no differentiable graph: {reason}")
             else:
-                x_adv = model.attack(attack, x, y, eps=eps, value_range=value_range, batch_size=batch_size)
                 clean_pred = logits[:len(x)].argmax(1)  # x is the head of x_all
-                hop["robust_accuracy"] = outcome_rates(predict(x_adv).argmax(1), y, clean_pred)["robust_accuracy"]
+                hop["robust_accuracy"] = robust_accuracy(model, attack, x, y, eps=eps, value_range=value_range,
+                                                         predict=predict, clean_pred=clean_pred, batch_size=batch_size)
         finally:
             if deployed is not None:
                 deployed.close()

@@ -345,6 +345,17 @@ def outcome_rates(pred: np.ndarray, y: np.ndarray, clean_pred: np.ndarray) -> di
             "clean_accuracy": float(correct.mean())}
 
 
+def robust_accuracy(model, attack: GradientAttack, x: np.ndarray, y: np.ndarray, *, eps: float, value_range,
+                    predict, clean_pred: np.ndarray | None = None, batch_size: int = 256) -> float:
+    """``attack`` crafted with ``model``'s gradients, projected as the audit projects every candidate, and judged
+    by ``predict`` with the audit's rule (:func:`outcome_rates`): the one robust accuracy that drift and the
+    per-layer precision search report."""
+    x_adv = model.attack(attack, x, y.astype(np.int64), eps=eps, value_range=value_range, batch_size=batch_size)
+    x_adv = project(x_adv, x, eps, attack.norm, value_range)
+    clean = predict(x).argmax(1) if clean_pred is None else clean_pred
+    return outcome_rates(predict(x_adv).argmax(1), y, clean)["robust_accuracy"]
+
+
 def _row(attack: Attack, eps: float, route: str, target: str, path: str, logits: np.ndarray, y: np.ndarray,
          clean_pred: np.ndarray, **extra) -> dict:
     return {"attack": attack.name, "norm": attack.norm, "eps": float(eps), "route": route, "target": target,
@@ -422,8 +433,10 @@ def _craft(run: AuditRun, model, attack: Attack, eps: float, judge, bar=None,
                             batch_size=o.batch_size, on_stage=on_stage)
         extra = {"stages": result.stages}
         queries = result.queries if result.queries.any() else None  # Square's stage queried some points
-        if queries is not None:
-            extra.update(queries_per_sample=float(queries.mean()), queries_median=float(np.median(queries)))
+        if queries is not None:  # over the points Square attacked: the others cost it no query, not zero queries
+            attacked = queries[queries > 0]
+            extra.update(queries_per_sample=float(attacked.mean()), queries_median=float(np.median(attacked)),
+                         queried_samples=int(len(attacked)))
         return project(result.x_adv, run.x, eps, attack.norm, run.value_range), extra, queries
     x_adv = model.attack(attack, run.x, run.y, eps=eps, value_range=run.value_range, batch_size=o.batch_size)
     return project(x_adv, run.x, eps, attack.norm, run.value_range), {}, None

@@ -24,8 +24,10 @@ def comparisons(run) -> list[dict]:
             if len(key) != 2:  # query examples are specific to the engine they were found on
                 continue
             pa, pb = base.predict(x_adv, bs).argmax(1), other.predict(x_adv, bs).argmax(1)
+            # robust as the audit counts it: right on the clean input and on the adversarial one
+            robust_a, robust_b = (ca == y) & (pa == y), (cb == y) & (pb == y)
             out.append({"a": base.label, "b": other.label, "attack": key[0], "eps": float(key[1]),
-                        "robust_accuracy_diff": float((pb == y).mean() - (pa == y).mean()),
+                        "robust_accuracy_diff": float(robust_b.mean() - robust_a.mean()),
                         "disagreement": float((pa != pb).mean())})
     return out
 

@@ -258,15 +258,14 @@ class PlanSearch:
     def _robust_accuracy(self, onnx_path: Path, predict) -> float:
         """PGD through ``onnx_path``'s own graph, judged by ``predict``; the audit's rule (right before and after)."""
         from dlforge.adversarial.attacks.pgd import PGD
-        from dlforge.adversarial.audit import outcome_rates
+        from dlforge.adversarial.audit import robust_accuracy
         from dlforge.adversarial.torch_model import TorchModel
         from dlforge.onnx_torch import torch_module_from_onnx
 
         x, y = self.ctx.x_tune[:ROBUST_SAMPLES], self.ctx.y_tune[:ROBUST_SAMPLES]
         model = TorchModel(torch_module_from_onnx(onnx_path))
-        x_adv = model.attack(PGD(steps=ROBUST_STEPS), x, y.astype(np.int64), eps=self.ctx.robust_eps,
-                             value_range=self.ctx.value_range, batch_size=256)
-        return outcome_rates(predict(x_adv).argmax(1), y, predict(x).argmax(1))["robust_accuracy"]
+        return robust_accuracy(model, PGD(steps=ROBUST_STEPS), x, y, eps=self.ctx.robust_eps,
+                               value_range=self.ctx.value_range, predict=predict)
 
     def evaluate(self, kept: frozenset, label: str) -> Evaluated:
         """One full evaluation (accuracy, latency vs fp32, robust accuracy if budgeted); cached per plan."""

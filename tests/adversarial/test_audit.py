@@ -34,7 +34,8 @@ def test_checks_pass_on_a_sound_evaluation(digits_audit):
     statuses = {c["name"]: c["status"] for c in digits_audit["checks"]}
     gap = statuses.pop(next(n for n in statuses if n.startswith("transfer attacks")))
     assert gap in ("pass", "fail")  # judged: both engines have transfer and white-box (engine) rows
-    assert len(statuses) == 5 and set(statuses.values()) == {"pass"}, digits_audit["checks"]
+    # logits, gradients, full range, monotone, masking, engine gradients, invariance
+    assert len(statuses) == 7 and set(statuses.values()) == {"pass"}, digits_audit["checks"]
 
 
 def test_robust_accuracy_falls_by_30_points_at_eps_03(digits_audit):

@@ -43,3 +43,35 @@ def test_a_batch_dependent_engine_fails_and_a_sound_one_passes(digits_engines, t
     assert all(r["passed"] for r in sound), sound
     assert invariance_check(sound)["status"] == "pass"
     assert invariance_check([{"engine": "e", "passed": None, "reason": "no parent"}])["status"] == "n/a"
+
+
+def test_engine_comparison_counts_robustness_as_the_audit_does(digits_engines):
+    """'robust acc diff' between engines: a point is robust only if right before and after (it was plain accuracy
+    on the adversarial inputs, which counted points an engine got wrong on the clean input)."""
+    from types import SimpleNamespace
+
+    from dlforge.adversarial.evidence import comparisons
+
+    ds = load_dataset("digits")
+    x, y = ds.x_test[:40], ds.y_test[:40]
+    with open_deployed(digits_engines["fp32"].path) as a, open_deployed(digits_engines["int8"].path) as b:
+        clean_b = b.predict(x).argmax(1)
+        clean_b[:20] = (y[:20] + 1) % 10  # as if b had been wrong on these clean inputs
+        run = SimpleNamespace(engines=[a, b], y=y, options=SimpleNamespace(batch_size=64),
+                              clean={a.label: a.predict(x).argmax(1), b.label: clean_b}, adv={("pgd", 0.1): x})
+        row = next(r for r in comparisons(run) if r["attack"] == "pgd")
+        pa, pb = a.predict(x).argmax(1), b.predict(x).argmax(1)
+        expected = ((clean_b == y) & (pb == y)).mean() - ((run.clean[a.label] == y) & (pa == y)).mean()
+        assert row["robust_accuracy_diff"] == expected and expected < -0.3
+
+
+def test_autoattack_queries_per_sample_average_only_the_points_square_attacked(digits_engines):
+    from dlforge.adversarial.audit import run_audit
+
+    report = run_audit([digits_engines["fp32"].path], attacks=("autoattack:iterations=5:square_queries=200",),
+                       eps=(0.05,), samples=40, progress=False)
+    rows = [r for r in report["rows"] if "queries_per_sample" in r]
+    assert rows, "Square attacked some point in at least one route"
+    for r in rows:
+        assert 0 < r["queried_samples"] <= 40 and r["queries_per_sample"] >= 1  # no zeros averaged in
+        assert r["queries_per_sample"] <= 200

@@ -53,3 +53,23 @@ def test_the_audit_projects_and_judges_the_projected_input(digits_engines, tmp_p
         assert rows["overshoot", "transfer"] == expected
     finally:
         ATTACKS.unregister("overshoot")
+
+
+def test_the_robust_accuracy_drift_and_the_precision_search_report_is_judged_on_the_projection(digits_engines):
+    from dlforge.adversarial.audit import robust_accuracy
+    from dlforge.adversarial.torch_model import TorchModel
+    from dlforge.artifact import source_checkpoint
+    from dlforge.data import load_dataset
+    from dlforge.runtime import open_deployed
+
+    ds = load_dataset("digits")
+    x, y = ds.x_test[:60], ds.y_test[:60]
+    eps = 0.05
+    with open_deployed(digits_engines["fp32"].path) as engine:
+        model = TorchModel.from_checkpoint(source_checkpoint(digits_engines["fp32"]), "cpu")
+        got = robust_accuracy(model, Overshoot(), x, y, eps=eps, value_range=(0.0, 1.0), predict=engine.predict)
+        cheat = x + 10 * eps * np.sign(model.input_gradients(x, y)) + 5.0
+        unprojected = float(((engine.predict(x).argmax(1) == y) & (engine.predict(cheat).argmax(1) == y)).mean())
+        projected = project(cheat, x, eps, "linf", (0.0, 1.0))
+        expected = float(((engine.predict(x).argmax(1) == y) & (engine.predict(projected).argmax(1) == y)).mean())
+    assert got == expected and got != unprojected
