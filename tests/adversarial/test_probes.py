@@ -136,3 +136,15 @@ def test_patch_and_physical_run_on_every_model(digits_engines):
         run_audit(engines[:1], attacks=("patch:target=12",), samples=10, progress=False)
     with pytest.raises(InputError, match="areas"):
         run_audit(engines[:1], attacks=("patch:areas=0.1/0.7",), samples=10, progress=False)
+
+
+def test_physical_headline_is_the_absolute_share_and_eot_beats_plain_pgd_on_it(digits_engines):
+    """The headline is the share of *all* points still fooled after the chain (survival is conditional on the
+    attack having fooled the point without the chain); on it EOT-PGD must beat plain PGD."""
+    spec = "physical:points=100:draws=5:eot_samples=4:steps=20"
+    report = run_audit([digits_engines["fp32"].path], attacks=(spec,), samples=100, progress=False)
+    rows = {(r["route"], r["attack"]): r for r in report["probes"]["physical"]["rows"]}
+    pgd, eot = rows["white-box", "pgd"], rows["white-box", "eot-pgd"]
+    for r in (pgd, eot):  # the chain alone also costs points: the absolute share is not survival x fooled
+        assert 0 <= r["fooled_after_chain"] <= 1 and r["survival"] is not None
+    assert eot["fooled_after_chain"] > pgd["fooled_after_chain"], (pgd, eot)
