@@ -23,10 +23,12 @@ def test_rows_cover_every_route_and_engine(digits_audit):
     routes = {(r["attack"], r["route"], r["target"]) for r in digits_audit["rows"]}
     assert ("fgsm", "white-box", "source") in routes and ("pgd", "transfer", "int8") in routes
     assert ("square", "query", "fp32") in routes
-    for r in digits_audit["rows"]:
-        assert 0 <= r["robust_accuracy"] <= r["clean_accuracy"]
-        if r["eps"] == 0:
-            assert r["robust_accuracy"] == pytest.approx(r["clean_accuracy"]) and r["attack_success_rate"] == 0
+    clean = {e["label"]: e["clean_accuracy"] for e in digits_audit["engines"]}
+    for r in digits_audit["rows"]:  # every row is judged on the very inputs whose clean accuracy the report gives
+        if r["target"] in clean:
+            assert r["clean_accuracy"] == clean[r["target"]]
+        if r["eps"] == 0:  # an attack at eps 0 changes nothing once the audit has projected it
+            assert r["robust_accuracy"] == r["clean_accuracy"] and r["attack_success_rate"] == 0
     assert all(r["queries_per_sample"] <= 150 for r in digits_audit["rows"] if r["route"] == "query")
 
 
@@ -111,8 +113,7 @@ def test_fgsm_and_pgd_on_mnist_lenet_engines(mnist_engines):
     assert rows[("pgd", 0.3, "white-box (engine)", "fp32")] <= 0.02
     assert rows[("pgd", 0.3, "white-box (engine)", "int8")] <= 0.02
     gap = next(g for g in report["transfer_gaps"] if (g["engine"], g["attack"], g["eps"]) == ("int8", "pgd", 0.3))
-    assert gap["gap"] == pytest.approx(rows[("pgd", 0.3, "transfer", "int8")] - rows[("pgd", 0.3, "white-box (engine)",
-                                                                                        "int8")])
+    assert not gap["suspect"] and not gap["large"]  # the INT8 graph's gradients are as strong as the source's
 
 
 def test_audit_data_folder_must_speak_the_engines_label_space(digits_engines, tmp_path):

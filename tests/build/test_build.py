@@ -74,18 +74,24 @@ def test_auto_measures_and_picks_the_fastest_within_budget(slow, expected, digit
 
 
 def test_auto_keeps_fp32_when_int8_is_over_budget(digits_onnx, tmp_path):
+    """INT8 calibrated on images at 35% brightness loses points on the real ones (about 9 on the digits LeNet): over
+    a 0.5-point budget whatever the timing, so fp32 ships even where INT8 is faster."""
     from dlforge.build import BACKENDS
 
+    d = load_dataset("digits")
+    dim = tmp_path / "dim.npz"
+    np.savez(dim, x=(d.x_train[:, 0] * 0.35).astype(np.float32), y=d.y_train)
     BACKENDS.register("slowed")(_slowed_backend("fp32"))
     try:
         art = engine_from_onnx(digits_onnx.path, tmp_path / "auto", backend="slowed", precision="auto",
-                               max_accuracy_drop=0.0, eval_samples=300)
+                               max_accuracy_drop=0.5, eval_samples=300, calib_data=str(dim))
     finally:
         BACKENDS.unregister("slowed")
-    int8 = next(r for r in art.card.sections["selection"]["candidates"] if r["precision"] == "int8")
-    if int8["accuracy_drop"] <= 0:
-        pytest.skip("int8 lost no accuracy on these samples; the budget cannot exclude it")
-    assert int8["verdict"] == "over budget" and art.card.sections["precision"] == "fp32"
+    candidates = {r["precision"]: r for r in art.card.sections["selection"]["candidates"]}
+    assert candidates["int8"]["accuracy_drop"] > 0.5  # the case this test is about, always
+    assert candidates["int8"]["verdict"] == "over budget"
+    assert art.card.sections["precision"] in ("fp32", "mixed")  # the per-layer plan may keep the budget too
+    assert candidates[art.card.sections["precision"]]["accuracy_drop"] <= 0.5
 
 
 def test_calibration_set_smaller_than_requested(digits_onnx, tmp_path):
