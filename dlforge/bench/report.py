@@ -122,10 +122,18 @@ def stability_lines(rows: list[dict]) -> list[str]:
     unstable = [r for r in rows if r["stability"] is not None and r["stability"] > INSTABILITY_BAR]
     machine = [s for s in (round_spread(r.get("round_medians_ms", [])) for r in rows) if s is not None]
     lines = []
-    if unstable:
+    judged = [r for r in rows if r["stability"] is not None]
+    if unstable and len(unstable) == len(judged):
         lines.append(f"warning: {len(unstable)} row(s) marked ! moved by more than {INSTABILITY_BAR * 100:.0f}% against "
-                     "another engine timed in the same rounds: their own speed is unstable (a noisy machine slows "
-                     "every engine of a round alike, which cancels in this ratio); repeat before trusting them")
+                     "the other engines timed in the same rounds, every one of them: an engine is unstable or the "
+                     "load on the machine changed within rounds (more busy processes than cores?), and pairing cannot "
+                     "tell these apart here; rerun on a quieter machine, with fewer threads or a longer --duration, "
+                     "before trusting any ratio")
+    elif unstable:
+        lines.append(f"warning: {len(unstable)} row(s) marked ! moved by more than {INSTABILITY_BAR * 100:.0f}% against "
+                     "another engine timed in the same rounds while the others did not: their own speed is unstable "
+                     "(a noisy machine slows every engine of a round alike, which cancels in this ratio); repeat "
+                     "before trusting them")
     elif machine and max(machine) > INSTABILITY_BAR:
         lines.append(f"note: round medians moved by up to {max(machine) * 100:.0f}% but together across the engines: "
                      "the machine is noisy, the engines are stable against each other; compare the speedups, which "

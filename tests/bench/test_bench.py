@@ -210,5 +210,11 @@ def test_spread_tells_a_noisy_machine_from_an_unstable_engine():
     unstable = with_ratios(_timed([1.0, 1.0, 1.0, 1.0], [2.0, 4.0, 2.0, 2.6]))  # b alone moves
     assert all(r["stability"] > 0.4 for r in unstable)  # each judged against the other: both marked
     assert stability_lines(unstable)[0].startswith("warning: 2 row(s) marked !")
+    assert "pairing cannot tell these apart" in stability_lines(unstable)[0]  # two engines: either may be at fault
+    three = _timed([1.0, 1.0, 1.0, 1.0], [2.0, 4.0, 2.0, 2.6])
+    three["results"].append({**three["results"][0], "artifact": "c", "round_medians_ms": [3.0, 3.0, 3.0, 3.0]})
+    rows = with_ratios(three)  # a and c hold still against each other; only b moves
+    assert [r["artifact"] for r in rows if r["stability"] > 0.1] == ["a", "b"] or \
+        [r["artifact"] for r in rows if r["stability"] > 0.1] == ["b"]
     single = with_ratios({"results": _timed([1.0, 3.0], [1.0, 1.0])["results"][:1], "settings": {"inputs": "x"}})
     assert single[0]["stability"] is None and "cannot be told apart" in stability_lines(single)[-1]
