@@ -505,6 +505,8 @@ def _full_range(run: AuditRun, bar) -> tuple[str, float, float] | None:
     eps = width * (float(np.prod(run.x.shape[1:])) ** 0.5 if attack.norm == "l2" else 1.0)
     x_full, _, _ = _craft(run, model, attack, eps, judge)
     bar.update(1)
+    if not (judge(run.x).argmax(1) == run.y).any():
+        return attack.name, eps, None  # nothing right to begin with: nothing to judge
     return attack.name, eps, float((judge(x_full).argmax(1) == run.y).mean())
 
 

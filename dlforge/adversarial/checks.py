@@ -16,6 +16,12 @@ ENGINE_ROUTE = "white-box (engine)"
 GRADIENT_ROUTES = ("transfer", ENGINE_ROUTE)  # the gradient routes measured on an engine
 
 
+def judgeable(rows: list[dict]) -> list[dict]:
+    """Rows with something to judge: a row whose target got no point right on the clean input has robust accuracy 0
+    whatever the attack did, so it can neither pass nor fail a comparison."""
+    return [r for r in rows if r.get("clean_accuracy", 1.0) > 0]
+
+
 def check(name: str, status: str, detail: str) -> dict:
     return {"name": name, "status": status, "passed": None if status == NA else status == PASS, "detail": detail}
 
@@ -47,6 +53,9 @@ def full_range_check(result: tuple[str, float, float] | None, bar: float = 0.1) 
     if result is None:
         return check(name, NA, "no gradient attack was run: nothing to judge")
     attack, eps, acc = result
+    if acc is None:
+        return check(name, NA, f"{attack} at eps {eps:g}: no audited point is classified right on the clean input, "
+                               "so a near-0 accuracy proves nothing")
     return check(name, PASS if acc <= bar else FAIL,
                  f"{attack} at eps {eps:g}: robust accuracy {acc:.4f} (bar: <= {bar:.2f})")
 
@@ -76,6 +85,7 @@ def masking_check(rows: list[dict], tolerance: float = 0.02) -> dict:
     hundreds, where one point is already 0.2-1 point, so the bar here is ``tolerance``).
     """
     name = "query attack is not stronger than the gradient attacks (no gradient masking)"
+    rows = judgeable(rows)
     found, judged = [], 0
     for r in rows:
         stages = [s for s in r.get("stages", []) if "skipped" not in s]
@@ -113,6 +123,7 @@ def transfer_gaps(rows: list[dict], bar: float) -> list[dict]:
     source's do on that very engine: a white-box attack should never lose to transfer, so the engine
     graph's gradients are suspect (:func:`engine_gradient_check`).
     """
+    rows = judgeable(rows)
     engine = {(r["target"], r["attack"], r["eps"]): r for r in rows if r["route"] == ENGINE_ROUTE}
     out = []
     for t in (r for r in rows if r["route"] == "transfer" and r["eps"] > 0):

@@ -54,7 +54,7 @@ def _read_batch(path: Path) -> dict:
     except pickle.UnpicklingError as exc:
         raise InputError(f"{path} is not a CIFAR-10 batch ({exc}); dlforge reads only arrays from it and runs "
                          "no code: replace it with the file from the official archive") from None
-    except (OSError, EOFError, ValueError, TypeError, IndexError) as exc:
+    except (OSError, EOFError, ValueError, TypeError, IndexError, LookupError, AttributeError) as exc:
         raise InputError(f"{path} is not a readable CIFAR-10 batch ({type(exc).__name__}: {exc}); replace it with "
                          "the file from the official archive") from None
     if not isinstance(batch, dict) or "data" not in batch or "labels" not in batch:
@@ -64,7 +64,11 @@ def _read_batch(path: Path) -> dict:
 
 def _arrays(path: Path) -> tuple[np.ndarray, np.ndarray]:
     batch = _read_batch(path)
-    data, labels = batch["data"], np.asarray(batch["labels"])
+    data = batch["data"]
+    try:
+        labels = np.asarray(batch["labels"])
+    except (ValueError, TypeError):
+        raise InputError(f"{path}: 'labels' is not a flat list of integers; replace the file") from None
     if not (isinstance(data, np.ndarray) and data.dtype == np.uint8 and data.ndim == 2 and data.shape[1] == 3072):
         shape = getattr(data, "shape", None)
         raise InputError(f"{path}: 'data' is {type(data).__name__} {shape}, not uint8 rows of 3072 values "

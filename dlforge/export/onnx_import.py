@@ -95,6 +95,10 @@ def onnx_from_file(source: str | os.PathLike, out_dir: str | os.PathLike, option
         quantized = bool(QUANTIZED_OPS & {n.op_type for n in proto.graph.node})
         x = dataset.x_test if dataset is not None else _noise(shape, options.value_range)
         verification, logits = _verify(source, path, x, normalization, options.atol, quantized)
+        verification["inputs"] = "evaluation images" if dataset is not None else "uniform noise in the value range"
+        if logits.ndim != 2 or logits.shape[1] != len(labels):
+            raise InputError(f"{source} outputs {list(logits.shape[1:])} scores per input, but the labels name "
+                             f"{len(labels)} classes; give the class list of this model")
         sections = {"verification": verification, "source_file": {"path": str(source.resolve()),
                                                                    "sha256": sha256_file(source)},
                     "graph": {"opset": _opset(proto), "nodes": len(graph.graph.node), "quantized": quantized,
@@ -189,6 +193,10 @@ def _with_normalization(onnx, proto, in_name: str, normalization: dict | None):
     graph.CopyFrom(proto)
     if not normalization:
         return graph
+    if _opset(proto) < 7:
+        raise InputError(f"the graph's opset is {_opset(proto)}; the Sub/Div that --normalize puts in front need "
+                         "broadcasting (opset 7 or later): convert it first with onnx.version_converter, or import it "
+                         "without --normalize")
     inner = f"{in_name}_dlforge_normalized"
     for node in graph.graph.node:
         node.input[:] = [inner if i == in_name else i for i in node.input]
@@ -240,8 +248,7 @@ def _verify(source: Path, path: Path, x, normalization: dict | None, atol: float
     diff = np.abs(got.astype(np.float64) - expected.astype(np.float64))
     agreement = float((got.argmax(1) == expected.argmax(1)).mean())
     result = {"max_abs_diff": float(diff.max()) if finite else None, "samples": int(len(x)), "atol": atol,
-              "top1_agreement": agreement, "inputs": "evaluation images" if len(x) != NOISE_SAMPLES else "noise",
-              "criterion": f"top1_agreement>={QUANTIZED_TOP1}" if quantized else f"max_abs_diff<={atol:g}"}
+              "top1_agreement": agreement, "criterion": f"top1_agreement>={QUANTIZED_TOP1}" if quantized else f"max_abs_diff<={atol:g}"}
     result["passed"] = bool(finite and (agreement >= QUANTIZED_TOP1 if quantized else diff.max() <= atol))
     if not result["passed"]:
         raise StageFailed(f"the imported graph does not compute what {source} does: max abs diff "

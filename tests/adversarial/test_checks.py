@@ -108,3 +108,15 @@ def test_held_out_images_never_overlap_the_audited_slice_whatever_the_start():
         assert not set(held[:, 0].tolist()) & set(audited[:, 0].tolist())
         assert len(held) == 40 - len(audited)
         assert len(run.held_out(7)) == 7
+
+
+def test_checks_say_na_when_no_point_was_right_to_begin_with():
+    """A model right on no audited point has robust accuracy 0 under any attack: nothing to compare, never pass."""
+    rows = [{**_row("pgd", "transfer", 0.03, 0.0), "clean_accuracy": 0.0},
+            {**_row("pgd", checks.ENGINE_ROUTE, 0.03, 0.0), "clean_accuracy": 0.0},
+            {**_row("square", "query", 0.03, 0.0), "clean_accuracy": 0.0}]
+    assert checks.masking_check(rows)["status"] == "n/a"
+    gaps = checks.transfer_gaps(rows, 0.05)
+    assert checks.transfer_gap_check(gaps, 0.05)["status"] == "n/a"
+    assert checks.engine_gradient_check(gaps, 0.05)["status"] == "n/a"
+    assert checks.full_range_check(("pgd", 1.0, None))["status"] == "n/a"

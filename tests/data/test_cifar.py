@@ -63,3 +63,12 @@ def test_download_refuses_a_wrong_archive_and_leaves_nothing(tmp_path):
     paths = unpack(archive, target)  # what download does once the checksum matches
     assert [p.name for p in paths] == sorted((*TRAIN_BATCHES, TEST_BATCH))
     assert len(load_dataset("cifar10", target).y_test) == 20
+
+
+def test_malformed_batches_are_bad_input_not_a_crash(tmp_path):
+    _batches(tmp_path / "cifar-10-batches-py")
+    ragged = io.BytesIO()
+    pickle.dump({"data": np.zeros((2, 3072), np.uint8), "labels": [[1], [2, 3]]}, ragged, protocol=2)
+    (tmp_path / "cifar-10-batches-py" / TEST_BATCH).write_bytes(ragged.getvalue())
+    with pytest.raises(InputError, match="'labels' is not a flat list of integers"):
+        load_dataset("cifar10", tmp_path)

@@ -125,3 +125,28 @@ def test_imagenet_int8_mobilenet_imports_with_its_preprocessing_and_classifies_1
     assert result.exit_code == 0 and "ort int8: accuracy 0.8500" in result.output, result.output
     result = dlforge("build", tmp_path / "onnx", "-o", tmp_path / "requantized", "--precision", "int8")
     assert result.exit_code == 2 and "already quantized" in result.output
+
+
+def test_a_symbolic_output_width_is_checked_against_the_labels_by_running_the_graph(tmp_path):
+    source = _tiny_classifier(tmp_path / "tiny.onnx", classes=3)
+    proto = onnx.load(str(source))
+    dims = proto.graph.output[0].type.tensor_type.shape.dim
+    dims[1].ClearField("dim_value")
+    dims[1].dim_param = "K"  # the width is not in the graph's signature
+    onnx.save(proto, str(source))
+    result = dlforge("import", source, "--num-classes", "10", "-o", tmp_path / "onnx")
+    assert result.exit_code == 2 and "outputs [3] scores per input, but the labels name 10" in result.output
+    assert not (tmp_path / "onnx").exists()
+    ok = dlforge("import", source, "--labels", "a,b,c", "-o", tmp_path / "ok")
+    assert ok.exit_code == 0, ok.output
+    card = json.loads((tmp_path / "ok" / "card.json").read_text())
+    assert card["verification"]["inputs"] == "uniform noise in the value range"
+
+
+def test_normalize_on_an_opset_too_old_for_broadcasting_names_the_reason(tmp_path):
+    source = _tiny_classifier(tmp_path / "tiny.onnx")
+    proto = onnx.load(str(source))
+    proto.opset_import[0].version = 6
+    onnx.save(proto, str(source))
+    result = dlforge("import", source, "--labels", "a,b,c,d", "--normalize", "0.5/0.2", "-o", tmp_path / "onnx")
+    assert result.exit_code == 2 and "opset is 6" in result.output and not (tmp_path / "onnx").exists()
