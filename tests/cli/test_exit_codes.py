@@ -57,7 +57,7 @@ def test_build_of_garbage_onnx(digits_onnx, tmp_path):
     (["--eps", "0.1,-1"], "--eps must be a finite number >= 0"),
     (["--attacks", ""], "--attacks must not be empty"),
     (["--attacks", "deepfool"], "unknown attack 'deepfool'"),
-    (["--attacks", "pgd:steps=0"], "steps must be >= 1"),
+    (["--attacks", "pgd:steps=0"], "steps=0 is out of range (must be >= 1)"),
     (["--attacks", "pgd:stepz=3"], "has no option 'stepz'"),
     (["--samples", "0"], "--samples must be"),
     (["--detectors", "magic"], "unknown detector 'magic'"),
