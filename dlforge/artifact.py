@@ -77,7 +77,7 @@ class ModelInfo:
     dataset: str | None = None
     preprocessing: str | None = None
     config: dict = field(default_factory=dict)
-    # How a raw photograph becomes the input (``dlforge.data.preprocess``): resize, crop, channel order.
+    # How a raw photograph becomes the input (``dlforge.data.evaluation.pixels``): resize, crop, channel order.
     # Empty: images are read at the input's size (an image folder resizes them to it).
     image_preprocessing: dict = field(default_factory=dict)
 

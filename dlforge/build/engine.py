@@ -45,8 +45,7 @@ def engine_from_onnx(onnx_dir: str | os.PathLike, out_dir: str | os.PathLike, op
         raise InputError("--precision-plan applies to --precision int8 (the plan says which nodes stay fp32)")
     if options.max_robust_drop is not None and options.precision != "auto":
         raise InputError("--max-robust-drop is a budget of the per-layer search: use it with --precision auto")
-    quantized = bool(parent.card.sections.get("graph", {}).get("quantized"))
-    if quantized and options.precision != "fp32":
+    if _imported_int8(parent) and options.precision != "fp32":
         raise InputError(f"{parent.path} holds an already quantized graph (imported INT8); build it with --precision "
                          "fp32, which compiles it as it is (the card then records its precision as int8)")
     with ArtifactWriter(out_dir, force=force, protect=[parent.path]) as writer:
@@ -221,6 +220,11 @@ def _select(built: dict, search: dict | None, data: dict, options: BuildOptions,
             b["engine"].close()
 
 
+def _imported_int8(parent: Artifact) -> bool:
+    """Whether the parent onnx artifact holds an already quantized graph (``dlforge import`` of an INT8 model)."""
+    return bool(parent.card.sections.get("graph", {}).get("quantized"))
+
+
 def _robust_drops(search: dict | None) -> dict:
     """Each candidate's PGD robust-accuracy drop as the per-layer search measured it: ``int8`` is its all-INT8
     plan, ``mixed`` its best plan (the one compiled as that candidate)."""
@@ -246,11 +250,10 @@ def _gate(chosen: str, ev: dict, max_drop: float | None) -> None:
 
 def _engine_card(parent: Artifact, backend: Backend, options: BuildOptions, chosen: str, result: dict, data: dict,
                  selection: dict | None) -> Card:
-    quantized = bool(parent.card.sections.get("graph", {}).get("quantized"))
     sections = {
         "backend": options.backend,
         # an imported INT8 graph compiled as it is: int8, whatever precision the build added (none)
-        "precision": "int8" if quantized else chosen,
+        "precision": "int8" if _imported_int8(parent) else chosen,
         "evaluation": {**result["evaluation"], "dataset": data["dataset"].name, "split": "test"},
         "build": {**result["details"], "seconds": round(result["build_s"], 3)},
         **backend.card_sections(result["details"]),

@@ -58,13 +58,6 @@ class Dataset:
     def input_shape(self) -> tuple[int, int, int]:
         return tuple(self.x_test.shape[1:])
 
-    def training_images(self, purpose: str) -> np.ndarray:
-        """``x_train``, refused for an evaluation set (``purpose`` says what needed it, for the message)."""
-        if self.evaluation_only:
-            raise InputError(f"{self.source} is an evaluation set (test images only, {len(self.y_test)} of them); "
-                             f"{purpose} needs training images: give a dataset with a training split")
-        return self.x_train
-
     @property
     def num_classes(self) -> int:
         return len(self.labels)

@@ -11,10 +11,10 @@ own. Two layouts:
   class name from the card, or an ImageNet WNID (``n01440764``) where the card's labels come from a
   ``synset.txt``; the folders may cover any subset of the classes.
 
-Pixels follow the model's ``image_preprocessing`` (:func:`preprocess`): resize the shorter side,
+Pixels follow the model's ``image_preprocessing`` (:func:`pixels`): resize the shorter side,
 center-crop, channel order; without one, each image is resized to the input's size (bilinear), as
-an image folder is. Every image lands in the test split; stages that need training images (training,
-INT8 calibration) refuse the set and say what to give instead.
+an image folder is. Every image lands in the test split: training refuses the set, and an INT8
+build that calibrates on it says on the card that its evaluation is then not held out.
 """
 
 from __future__ import annotations
@@ -27,9 +27,9 @@ from pathlib import Path
 import numpy as np
 
 from dlforge.data.dataset import Dataset
+from dlforge.data.image_folder import GRAY_MODES, IMAGE_SUFFIXES
 from dlforge.errors import InputError, require
 
-SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp")
 _INDEXED = re.compile(r".*_(\d+)$")
 _WNID = re.compile(r"n\d{8}")
 INTERPOLATIONS = ("bilinear", "bicubic", "nearest")
@@ -37,7 +37,7 @@ INTERPOLATIONS = ("bilinear", "bicubic", "nearest")
 
 def _images(folder: Path) -> list[Path]:
     return sorted(p for p in folder.iterdir() if p.is_file() and not p.name.startswith(".")
-                  and p.suffix.lower() in SUFFIXES)
+                  and p.suffix.lower() in IMAGE_SUFFIXES)
 
 
 def is_labelled_files(folder: str | Path) -> bool:
@@ -122,7 +122,7 @@ def _own_shape(image, root: Path, files: list[Path]) -> tuple[int, int, int]:
         try:
             with image.open(path) as img:
                 sizes.add((img.height, img.width))
-                gray = gray and img.mode in ("1", "L", "LA", "I", "I;16", "F")
+                gray = gray and img.mode in GRAY_MODES
         except (OSError, ValueError, SyntaxError) as exc:
             raise InputError(f"{path} is not a readable image ({exc}); replace it or delete it") from None
     if len(sizes) != 1:

@@ -167,10 +167,7 @@ def _io(proto, source: Path, options: ImportOptions) -> tuple[tuple[int, ...], i
 
 
 def _labels(options: ImportOptions, width: int | None, source: Path) -> tuple[str, ...]:
-    from dlforge.data.labels import read_labels
-
-    labels = tuple(options.labels) or (read_labels(options.labels_file) if options.labels_file else ()) or \
-        tuple(str(i) for i in range(options.num_classes or (width or 0)))
+    labels = options.given_labels() or tuple(str(i) for i in range(width or 0))
     if len(labels) < 2:
         raise InputError(f"{source}: give the classes (--labels, --labels-file or --num-classes); the graph's output "
                          "width does not say")

@@ -73,9 +73,25 @@ class ImportOptions(Options):
             raise InputError("--name must not be empty")
         parse_normalize(self.normalize)
 
+    @property
+    def preprocessing_asked(self) -> bool:
+        """Whether any photograph preprocessing (resize, crop, interpolation, channel order) was asked for."""
+        return not (self.resize is None and not self.crop and self.interpolation == "bilinear"
+                    and self.channel_order == "RGB")
+
+    def given_labels(self) -> tuple[str, ...]:
+        """The classes the options name (--labels, --labels-file or --num-classes); empty when they name none."""
+        if self.labels:
+            return tuple(self.labels)
+        if self.labels_file:
+            from dlforge.data.labels import read_labels
+
+            return read_labels(self.labels_file)
+        return tuple(str(i) for i in range(self.num_classes or 0))
+
     def image_preprocessing(self, input_shape: tuple) -> dict:
         """The card's ``image_preprocessing`` (empty when no photograph preprocessing was asked for)."""
-        if self.resize is None and not self.crop and self.interpolation == "bilinear" and self.channel_order == "RGB":
+        if not self.preprocessing_asked:
             return {}
         from dlforge.data.evaluation import check_preprocess
 

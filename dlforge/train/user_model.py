@@ -41,7 +41,6 @@ from dlforge.train.checkpoint import WEIGHTS, quality_metrics, load_weights, pre
 from dlforge.train.import_options import ImportOptions
 from dlforge.train.normalization import normalization_section, with_normalization
 from dlforge.train.options import parse_normalize
-from dlforge.data.labels import read_labels
 from dlforge.train.pt2_archive import vetted_entries
 
 PROGRAM = "program.pt2"
@@ -417,8 +416,7 @@ def _resolve_io(options: ImportOptions):
 
     Classes given with the options are the model's label space: a folder of labelled photographs then
     loads as an evaluation set in that space (:mod:`dlforge.data.evaluation`)."""
-    given = tuple(options.labels) or (read_labels(options.labels_file) if options.labels_file else ()) or \
-        tuple(str(i) for i in range(options.num_classes or 0))
+    given = options.given_labels()
     dataset = None
     if options.data:
         from dlforge.data import load_dataset
@@ -451,8 +449,7 @@ def _resolve_io(options: ImportOptions):
 
 def _preprocess(options: ImportOptions, shape: tuple) -> dict | None:
     """The options' photograph preprocessing for inputs of ``shape`` (None when none was asked for)."""
-    if options.resize is None and not options.crop and options.interpolation == "bilinear" and \
-            options.channel_order == "RGB":
+    if not options.preprocessing_asked:
         return None
     if not shape:
         raise InputError("--resize / --crop / --channel-order need the model's --input-shape C,H,W")
