@@ -115,7 +115,7 @@ class AuditRun:
     probes: dict = field(default_factory=dict)  # a probe's name -> its report section
     samples: list = field(default_factory=list)  # per-sample records (options.per_sample)
     warm: dict | None = None  # kept open across audits by the caller (run_audit's ``warm``)
-    cache: dict = field(default_factory=dict)  # what probes share (the familiarity yardstick)
+    cache: dict = field(default_factory=dict)  # what probes share (the resemblance yardstick)
 
     @property
     def value_range(self) -> tuple[float, float]:
@@ -123,7 +123,7 @@ class AuditRun:
 
     def held_out(self, limit: int | None = None) -> np.ndarray:
         """Test images outside the audited slice ``[start, start + samples)`` (up to ``limit``), for what must be
-        measured on data disjoint from the audited points: detector thresholds, the familiarity yardstick."""
+        measured on data disjoint from the audited points: detector thresholds, the resemblance yardstick."""
         test = self.dataset.x_test
         start = self.options.start
         rest = np.concatenate([test[start + len(self.y):], test[:start]]) if start else test[len(self.y):]

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from dlforge.adversarial.audit import run_audit
-from dlforge.adversarial.probes import Familiarity, probabilities
+from dlforge.adversarial.probes import Resemblance, probabilities
 from dlforge.data import load_dataset
 from dlforge.errors import InputError
 
@@ -43,21 +43,64 @@ def test_fooling_images_are_confident_and_unrecognizable(digits_probes):
         for row in digits_probes["probes"][probe]["rows"]:
             assert row["classes_fooled"] >= 9, (probe, row["route"], row["target"], row["per_class"])
             counted = [p for p in row["per_class"] if p["confidence"] >= row["confidence_bar"]]
-            assert all(p["unrecognizable"] and p["distance_ratio"] > 1 for p in counted)
+            assert all(p["unrecognizable"] and p["resemblance_ratio"] <= 1 for p in counted)
     evo = digits_probes["probes"]["fooling-evo"]["rows"]
     assert all(r["queries"] <= 4000 for r in evo) and all(r["queries"] > 3000 for r in evo)
     gallery = digits_probes["probes"]["fooling"]["gallery"]
     assert len(gallery) == 10 and np.asarray(gallery[0]["image"]).shape == (1, 8, 8)
 
 
-def test_familiarity_bar_separates_test_images_from_noise():
+def _judge_cases(ds, known, amplitude):
+    """Fractions judged unrecognizable: held-out real images, lightly perturbed ones, fresh noise, and
+    real images drawn at ``amplitude`` into fresh noise (what the searches could produce: legible)."""
+    rng = np.random.default_rng(7)
+    real = ds.x_test[-300:]
+    light = np.clip(real + rng.uniform(-0.1, 0.1, real.shape), 0, 1)
+    noise = rng.uniform(0, 1, real.shape)
+    faint = np.clip(rng.uniform(0, 1, real.shape) + amplitude * (2 * real - 1), 0, 1)
+    return [float(known.unrecognizable(x).mean()) for x in (real, light, noise, faint)]
+
+
+def test_unrecognizable_judge_can_say_no_on_digits():
     ds = load_dataset("digits")
-    known = Familiarity(ds.x_train, ds.x_test, quantile=0.99)
-    above = (known.distances(ds.x_test) > known.bar).mean()
-    assert 0 < above <= 0.02  # the bar is the 99th percentile of exactly these distances
-    assert (known.distances(np.random.default_rng(0).uniform(0, 1, (200, 1, 8, 8)).astype(np.float32))
-            > known.bar).all()
-    assert known.distances(ds.x_train[:5]).max() < 1e-3 or len(known.reference) < len(ds.x_train)
+    known = Resemblance(ds.x_train, ds.x_test[:-300])
+    real, light, noise, faint = _judge_cases(ds, known, amplitude=0.4)
+    assert known.judgeable and real == 0 and light == 0
+    assert noise >= 0.99  # the bar is noise's 99.9% quantile, measured on other noise
+    assert faint <= 0.05  # a digit drawn into noise is recognizable (8x8 leaves little to draw with)
+
+
+def test_unrecognizable_judge_catches_a_digit_drawn_into_noise(mnist_dir):
+    """The case that defeated the L2 yardstick (issue 24): within L-inf 0.3 of uniform noise, a digit's
+    strokes drawn in stay farther from every training image than real test images are, yet a person
+    reads them. The resemblance judge calls them recognizable; noise alone it does not."""
+    ds = load_dataset("mnist", data_dir=mnist_dir)
+    known = Resemblance(ds.x_train, ds.x_test[:1000])
+    real, light, noise, faint = _judge_cases(ds, known, amplitude=0.3)
+    assert known.judgeable and real == 0 and light == 0 and noise >= 0.99
+    assert faint == 0, faint
+
+
+def test_legible_probe_output_is_caught(digits_lenet):
+    """Gradient ascent without the probe's radius and confidence stop draws the class's shape into the
+    noise (legible digits in the issue-14 gallery): the judge calls those images recognizable, where the
+    L2 yardstick it replaced called all of them unrecognizable."""
+    from dlforge.adversarial.probes.fooling import FoolingImages
+    from dlforge.adversarial.torch_model import TorchModel
+
+    ds = load_dataset("digits")
+    known = Resemblance(ds.x_train, ds.x_test)
+    drawn = FoolingImages(radius=1.0, steps=300, confidence=1 - 1e-9, starts=2).ascend(
+        TorchModel.from_checkpoint(digits_lenet), 10, ds.x_test.shape[1:], (0.0, 1.0))
+    assert known.unrecognizable(drawn).mean() <= 0.1  # measured 0.05
+
+
+def test_judge_that_cannot_separate_data_from_noise_says_so():
+    rng = np.random.default_rng(0)
+    noise_data = rng.uniform(0, 1, (500, 1, 8, 8)).astype(np.float32)  # a "dataset" of noise
+    known = Resemblance(noise_data[:400], noise_data[400:])
+    assert not known.judgeable and not known.unrecognizable(noise_data[:10]).any()
+    assert "no image is judged unrecognizable" in known.note()
 
 
 def test_ood_confidence_is_lower_on_noise_than_on_test_images(digits_probes):
@@ -130,10 +173,13 @@ def test_patch_and_physical_run_on_every_model(digits_engines):
     assert {(r["route"], round(r["area"], 2)) for r in patch} >= {("white-box", 0.14), ("transfer", 0.14)}
     big = [r for r in patch if r["route"] == "white-box" and r["area"] > 0.2]
     assert big and big[0]["success"] > big[0]["noise_patch"], patch  # the trained patch beats the occlusion control
-    for key in ("physical", "physical:points=60:draws=3:eot_samples=2:steps=10:eps=0.3"):
-        for row in report["probes"][key]["rows"]:
-            assert 0 <= row["adversarial"] <= 1 and row["clean_under_chain"] > 0.5
-            assert row["survival"] is None or 0 <= row["survival"] <= 1
+    small, large = ({(r["route"], r["target"], r["attack"]): r for r in report["probes"][key]["rows"]}
+                    for key in ("physical", "physical:points=60:draws=3:eot_samples=2:steps=10:eps=0.3"))
+    assert small.keys() == large.keys()
+    for key, row in large.items():  # a larger ball fools at least as many points, with or without the chain
+        assert row["clean_under_chain"] > 0.5 and row["examples"] == round(row["adversarial"] * 60)
+        assert row["adversarial"] >= small[key]["adversarial"] and row["adversarial"] > 0.5, (key, small[key], row)
+        assert row["fooled_after_chain"] >= small[key]["fooled_after_chain"] - 0.05, (key, small[key], row)
     with pytest.raises(InputError, match="not a class"):
         run_audit(engines[:1], attacks=("patch:target=12",), samples=10, progress=False)
     with pytest.raises(InputError, match="areas"):

@@ -13,8 +13,8 @@ shows its options. A probe runs once per audit and writes its own report section
 - ``physical``: PGD vs EOT-PGD examples through a print-and-photograph stand-in (Kurakin et al.
   2017, Athalye et al. 2018).
 
-This module holds what they share: turning outputs into probabilities, and the yardstick for
-"unrecognizable" taken from the model's own data.
+This module holds what they share: turning outputs into probabilities, and the judge of
+"unrecognizable" (:class:`Resemblance`), measured against the model's own data and against noise.
 """
 
 from __future__ import annotations
@@ -45,48 +45,81 @@ def log_probabilities(out: np.ndarray) -> np.ndarray:
     return z - np.log(np.exp(z).sum(1, keepdims=True))
 
 
-class Familiarity:
-    """How far an input lies from the model's own training data, and where "unrecognizable" begins.
+class Resemblance:
+    """Whether an input resembles the model's own data more than noise does: the judge of "unrecognizable".
 
-    The distance is the L2 distance to the nearest of (up to) ``reference`` training images. The
-    bar is the ``quantile`` of that distance over held-out test images: an input farther from every
-    training image than 99% of real test images are is called unrecognizable. Nguyen et al. judged
-    "unrecognizable" by eye; this is a yardstick that can be computed and checked, stated per image
-    in the report as the ratio distance / bar (> 1: unrecognizable).
+    An input's *resemblance* is its largest Pearson correlation with (up to) ``reference`` training
+    images: 1 for a training image, high for a real test image or a lightly perturbed one, and low for
+    uniform noise, whatever the brightness or contrast. The *noise bar* is the ``quantile`` of that
+    score over ``noise`` images of uniform noise in the value range: an input at or below it looks no
+    more like any training image than noise does, and is called unrecognizable; above it, the input
+    carries structure of the data (a digit's strokes drawn faintly into noise score far above the bar
+    on MNIST, though they stay far from every training image in L2). Nguyen et al. judged
+    "unrecognizable" by eye; this judge can say no, and errs towards "recognizable": an image a person
+    would need to squint at is already above the bar.
+
+    ``data_level`` is the 1% quantile of the resemblance of held-out test images. Where it is not above
+    the noise bar, real images do not stand out from noise by this measure and no judgement is
+    possible (:attr:`judgeable` is False, and the probes say so).
     """
 
-    def __init__(self, x_train: np.ndarray, x_held_out: np.ndarray, *, reference: int = 10_000,
-                 held_out: int = 1000, quantile: float = 0.99, seed: int = 0):
+    def __init__(self, x_train: np.ndarray, x_held_out: np.ndarray, value_range: tuple[float, float] = (0.0, 1.0),
+                 *, reference: int = 10_000, held_out: int = 1000, noise: int = 1000, quantile: float = 0.999,
+                 seed: int = 0):
         if len(x_train) == 0 or len(x_held_out) == 0:
             raise InputError("judging which inputs are unrecognizable needs training and held-out images")
         rng = np.random.default_rng(seed)
         pick = rng.choice(len(x_train), min(reference, len(x_train)), replace=False)
-        self.reference = x_train[np.sort(pick)].reshape(len(pick), -1).astype(np.float32)
-        self._sq = (self.reference.astype(np.float64) ** 2).sum(1)
+        self.reference = _standardize(x_train[np.sort(pick)])
         self.quantile = quantile
-        self.bar = float(np.quantile(self.distances(x_held_out[:held_out]), quantile))
+        lo, hi = value_range
+        noise_images = rng.uniform(lo, hi, (noise, *x_train.shape[1:]))
+        self.bar = float(np.quantile(self.scores(noise_images), quantile))
+        self.data_level = float(np.quantile(self.scores(x_held_out[:held_out]), 0.01))
 
-    def distances(self, x: np.ndarray, batch: int = 512) -> np.ndarray:
-        """L2 distance of each input to its nearest reference training image."""
-        flat = x.reshape(len(x), -1).astype(np.float32)
+    @property
+    def judgeable(self) -> bool:
+        return self.data_level > self.bar
+
+    def scores(self, x: np.ndarray, batch: int = 512) -> np.ndarray:
+        """Each input's resemblance: its largest correlation with a reference training image."""
         out = np.empty(len(x))
         for i in range(0, len(x), batch):
-            q = flat[i:i + batch]
-            d2 = (q.astype(np.float64) ** 2).sum(1)[:, None] + self._sq[None, :] - 2.0 * (q @ self.reference.T)
-            out[i:i + batch] = np.sqrt(np.clip(d2.min(1), 0.0, None))
+            out[i:i + batch] = (_standardize(x[i:i + batch]) @ self.reference.T).max(1)
         return out
 
+    def unrecognizable(self, x: np.ndarray) -> np.ndarray:
+        """Per input: resembles no training image more than noise does (all False where not judgeable)."""
+        return (self.scores(x) <= self.bar) & self.judgeable
+
     def describe(self) -> dict:
-        return {"reference_images": int(len(self.reference)), "quantile": self.quantile, "bar": self.bar}
+        return {"reference_images": int(len(self.reference)), "noise_quantile": self.quantile, "bar": self.bar,
+                "data_level": self.data_level, "judgeable": self.judgeable}
+
+    def note(self) -> str:
+        text = (f"unrecognizable: resembles none of {len(self.reference)} training images more than "
+                f"{self.quantile:.1%} of uniform-noise images do (largest correlation <= {self.bar:.3f}; "
+                f"99% of held-out test images reach {self.data_level:.3f})")
+        if not self.judgeable:
+            text += ("; held-out test images do not stand out from noise by this measure, so no image is "
+                     "judged unrecognizable and no class counts as fooled")
+        return text
 
 
-def familiarity(run) -> Familiarity:
+def _standardize(x: np.ndarray) -> np.ndarray:
+    """Each input flattened, centred and scaled to unit norm (float32), so a dot product is a correlation."""
+    f = np.asarray(x, dtype=np.float64).reshape(len(x), -1)
+    f = f - f.mean(1, keepdims=True)
+    return (f / np.maximum(np.linalg.norm(f, axis=1, keepdims=True), 1e-12)).astype(np.float32)
+
+
+def resemblance(run) -> Resemblance:
     """The yardstick of an audit run, built once and shared by the probes that need it."""
-    if "familiarity" not in run.cache:
+    if "resemblance" not in run.cache:
         ds = run.dataset
         held_out = run.held_out() if len(ds.x_test) > len(run.y) else ds.x_val  # not the audited points
-        run.cache["familiarity"] = Familiarity(ds.x_train, held_out, seed=run.options.seed)
-    return run.cache["familiarity"]
+        run.cache["resemblance"] = Resemblance(ds.x_train, held_out, run.value_range, seed=run.options.seed)
+    return run.cache["resemblance"]
 
 
 def gradient_routes(run):
@@ -105,4 +138,4 @@ def gradient_routes(run):
             yield ENGINE_ROUTE, engine.label, graph.model, {engine.label: lambda z, e=engine: e.predict(z, batch)}
 
 
-__all__ = ["Familiarity", "familiarity", "gradient_routes", "log_probabilities", "probabilities"]
+__all__ = ["Resemblance", "resemblance", "gradient_routes", "log_probabilities", "probabilities"]

@@ -12,14 +12,15 @@ probes, one per way of searching:
   engine with queries only (no gradients): one elite per class, offspring of random elites with
   each pixel mutated with probability ``mutation_rate`` by polynomial mutation of strength 15.
 
-"Unrecognizable" is judged, not assumed: an image counts only if it lies farther from every
-training image than 99% of held-out test images do (:class:`dlforge.adversarial.probes.Familiarity`);
-the evolutionary search never keeps an elite that does not. That yardstick measures distance from
-the data, not legibility: noise keeps an image far from every digit even when a digit's shape is
-faintly drawn into it. So both searches stop at the bar (further search draws the shape in), and
-each class's image is in the JSON and the HTML gallery for a person to judge. Per route and
-target, a row gives the classes reached at ``confidence`` or more, the lowest and median best
-confidence over classes, and the queries spent.
+"Unrecognizable" is judged, not assumed: an image counts only if it resembles no training image
+more than uniform noise does (its largest correlation with a training image is at or below the
+99.9% quantile of noise's; :class:`dlforge.adversarial.probes.Resemblance`); the evolutionary search
+never keeps an elite that does not. The judge catches a digit's shape drawn faintly into noise
+(an earlier L2-distance yardstick did not: noise kept every image far from every digit, legible or
+not). Both searches also stop at the confidence bar (further search draws the shape in), and each
+class's image is in the JSON and the HTML gallery for a person to judge. Per route and target, a
+row gives the classes reached at ``confidence`` or more, the lowest and median best confidence
+over classes, and the queries spent.
 """
 
 from __future__ import annotations
@@ -30,18 +31,20 @@ import numpy as np
 
 from dlforge.adversarial.attacks import ATTACKS
 from dlforge.adversarial.attacks.base import Probe
-from dlforge.adversarial.probes import familiarity, gradient_routes, log_probabilities
+from dlforge.adversarial.probes import gradient_routes, log_probabilities, resemblance
 from dlforge.reporting import Column
 
 COLUMNS = (Column("route"), Column("target", fmt=lambda t: t[:32]),
            Column("fooled", "classes >= bar", align=">"), Column("min_confidence", "min conf", ".6f", ">"),
            Column("median_confidence", "median conf", ".6f", ">"),
-           Column("min_distance_ratio", "min dist/bar", ".2f", ">"), Column("queries", "queries", "d", ">"))
+           Column("max_resemblance_ratio", "max resemb/bar", ".2f", ">"), Column("queries", "queries", "d", ">"))
 
 
-def _class_rows(images, logp, distances, bar, labels) -> list[dict]:
+def _class_rows(images, logp, known, labels) -> list[dict]:
+    scores, judged = known.scores(images), known.unrecognizable(images)
     return [{"class": labels[c] if c < len(labels) else str(c), "confidence": float(np.exp(logp[c, c])),
-             "distance_ratio": float(distances[c] / bar), "unrecognizable": bool(distances[c] > bar)}
+             "resemblance": float(scores[c]), "resemblance_ratio": float(scores[c] / known.bar),
+             "unrecognizable": bool(judged[c])}
             for c in range(len(images))]
 
 
@@ -51,13 +54,15 @@ def _row(route: str, target: str, per_class: list[dict], confidence: float, quer
     return {"route": route, "target": target, "fooled": f"{fooled}/{len(per_class)}", "classes_fooled": fooled,
             "classes": len(per_class), "confidence_bar": confidence, "min_confidence": float(conf.min()),
             "median_confidence": float(np.median(conf)),
-            "min_distance_ratio": float(min(p["distance_ratio"] for p in per_class)),
+            "max_resemblance_ratio": float(max(p["resemblance_ratio"] for p in per_class)),
             "queries": queries, "per_class": per_class}
 
 
-def _yardstick(known) -> str:
-    return (f"unrecognizable: farther from every one of {len(known.reference)} training images than "
-            f"{known.quantile:.0%} of held-out test images (L2 > {known.bar:.3f})")
+def _unjudged(known) -> dict | None:
+    """The section of a probe that cannot judge "unrecognizable" on this data: said, not searched."""
+    if known.judgeable:
+        return None
+    return {"rows": [], "gallery": [], "resemblance": known.describe(), "notes": [known.note()]}
 
 
 def _gallery(route: str, target: str, images: np.ndarray, per_class: list[dict]) -> list[dict]:
@@ -80,7 +85,7 @@ class FoolingImages(Probe):
         steps: most ascent steps (default 100).
         step_size: L-inf size of each step, in value units (default 0.01).
         radius: the most any pixel may move from its starting noise, as a share of the value range (default 0.3).
-        starts: noise images per class (default 4).
+        starts: noise images per class (default 8).
         confidence: the bar a class must reach to count as fooled (default 0.99).
         seed: seed of the noise.
     """
@@ -90,7 +95,7 @@ class FoolingImages(Probe):
     gradients = True
     columns = COLUMNS
 
-    def __init__(self, *, steps: int = 100, step_size: float = 0.01, radius: float = 0.3, starts: int = 4,
+    def __init__(self, *, steps: int = 100, step_size: float = 0.01, radius: float = 0.3, starts: int = 8,
                  confidence: float = 0.99, seed: int = 0):
         if steps < 1 or starts < 1:
             raise ValueError(f"steps and starts must be >= 1, got {steps} and {starts}")
@@ -104,32 +109,35 @@ class FoolingImages(Probe):
         self.steps, self.step_size, self.starts, self.confidence, self.seed = steps, step_size, starts, confidence, seed
 
     def probe(self, run, show) -> dict:
-        known = familiarity(run)
+        known = resemblance(run)
+        if (section := _unjudged(known)) is not None:
+            return section
         labels = run.dataset.labels
         k = run.engines[0].predict(run.x[:1]).shape[1]
         rows, gallery = [], []
         for route, target, model, judges in gradient_routes(run):
             show(f"ascent on {target}")
-            candidates = self.ascend(model, k, run.x.shape[1:], run.value_range)
-            distances = known.distances(candidates)
+            candidates = self.ascend(model, k, run.x.shape[1:], run.value_range, keep=known.unrecognizable)
+            unrecognizable = known.unrecognizable(candidates).reshape(k, self.starts)
             for judge_target, judge in judges.items():
                 logp = log_probabilities(judge(candidates)).reshape(k, self.starts, -1)
                 own = logp[np.arange(k), :, np.arange(k)]  # (k, starts): each image's log-probability of its class
-                own = np.where(distances.reshape(k, self.starts) > known.bar, own, -np.inf)
+                own = np.where(unrecognizable, own, -np.inf)
                 best = own.argmax(1)
                 pick = np.arange(k) * self.starts + best
                 images = candidates[pick]
-                per_class = _class_rows(images, logp[np.arange(k), best], distances[pick], known.bar, labels)
+                per_class = _class_rows(images, logp[np.arange(k), best], known, labels)
                 on = route if judge_target == target else "transfer"
                 rows.append(_row(on, judge_target, per_class, self.confidence, None))
                 if not gallery:
                     gallery = _gallery(on, judge_target, images, per_class)
-        return {"rows": rows, "gallery": gallery, "familiarity": known.describe(),
-                "notes": [_yardstick(known)]}
+        return {"rows": rows, "gallery": gallery, "resemblance": known.describe(), "notes": [known.note()]}
 
-    def ascend(self, model, classes: int, shape: tuple, value_range: tuple[float, float]) -> np.ndarray:
+    def ascend(self, model, classes: int, shape: tuple, value_range: tuple[float, float], keep=None) -> np.ndarray:
         """``classes * starts`` images, each pushed up its class's log-probability (class-major order),
-        within ``radius`` of its starting noise, each stopping once it reaches ``confidence``."""
+        within ``radius`` of its starting noise, each stopping once it reaches ``confidence``. With ``keep``
+        (a judge: images -> bool per image), each start returns its best iterate that ``keep`` accepts
+        (the ascent may draw the class's shape in; an iterate past that point is not kept)."""
         import torch
 
         lo, hi = value_range
@@ -149,6 +157,8 @@ class FoolingImages(Probe):
                 (grad,) = torch.autograd.grad(logp.sum(), x)
             with torch.no_grad():
                 better = (logp > best_logp) & (best_logp < bar)  # an image at the bar is kept as it is
+                if keep is not None:
+                    better &= torch.from_numpy(keep(x.detach().cpu().numpy())).to(better.device)
                 best[better], best_logp[better] = x[better], logp[better]
                 moving = (best_logp < bar).view(-1, *[1] * (x.ndim - 1))
                 if not moving.any():
@@ -198,20 +208,20 @@ class FoolingEvolution(Probe):
         self.confidence, self.seed = confidence, seed
 
     def probe(self, run, show) -> dict:
-        known = familiarity(run)
+        known = resemblance(run)
+        if (section := _unjudged(known)) is not None:
+            return section
         labels = run.dataset.labels
         rows, gallery = [], []
         for engine in run.engines:
             predict = lambda z, e=engine: e.predict(z, run.options.batch_size)  # noqa: E731
             images, logp, used = self.evolve(predict, run.x.shape[1:], run.value_range, known,
                                              lambda q, e=engine: show(f"{e.label}: {q} queries"))
-            distances = known.distances(images)
-            per_class = _class_rows(images, logp, distances, known.bar, labels)
+            per_class = _class_rows(images, logp, known, labels)
             rows.append(_row("query", engine.label, per_class, self.confidence, used))
             if not gallery:
                 gallery = _gallery("query", engine.label, images, per_class)
-        return {"rows": rows, "gallery": gallery, "familiarity": known.describe(),
-                "notes": [_yardstick(known)]}
+        return {"rows": rows, "gallery": gallery, "resemblance": known.describe(), "notes": [known.note()]}
 
     def evolve(self, predict, shape: tuple, value_range: tuple[float, float], known, on_progress=None):
         """``(elites, their log-probabilities (classes, classes), queries used)``."""
@@ -220,7 +230,7 @@ class FoolingEvolution(Probe):
         population = rng.uniform(lo, hi, (self.batch, *shape)).astype(np.float32)
         logp = log_probabilities(predict(population))
         used = len(population)
-        ok = known.distances(population) > known.bar
+        ok = known.unrecognizable(population)
         fitness = np.where(ok[:, None], logp, -np.inf)
         best = fitness.argmax(0)
         elites, elite_logp, elite_fit = population[best].copy(), logp[best].copy(), fitness[best, np.arange(logp.shape[1])]
@@ -230,7 +240,7 @@ class FoolingEvolution(Probe):
             children = self.mutate(parents, rng, lo, hi)
             logp = log_probabilities(predict(children))
             used += len(children)
-            ok = known.distances(children) > known.bar
+            ok = known.unrecognizable(children)
             fitness = np.where(ok[:, None], logp, -np.inf)
             best = fitness.argmax(0)
             # a class at the bar is settled: its elite is kept, not evolved further towards the class's shape
