@@ -31,7 +31,8 @@ def main() -> None:
     ap.add_argument("--mode", default="single", choices=["single", "all-to-all"])
     ap.add_argument("--rate", type=float, default=0.1)
     ap.add_argument("--ac-reduce", default="pca", choices=["pca", "ica"])
-    ap.add_argument("--ss-eps", type=float, default=None, help="spectral signatures' eps (default: --rate)")
+    ap.add_argument("--ss-eps", type=float, default=None, help="spectral signatures' eps (default: dlforge's, ART's bound 0.33; "
+                                                                   "the true --rate is an oracle)")
     ap.add_argument("--epochs", type=int, default=None, help="default: the model's")
     ap.add_argument("--retrain", action=argparse.BooleanOptionalAction, default=True,
                     help="retrain without each training-set defence's fp32 flags")
@@ -45,7 +46,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="dlforge-bench-poison-") as tmp:
         report = run_poison("lenet", Path(args.keep or Path(tmp) / "run"), data="mnist", data_dir=args.data_dir,
                             attack="badnets", mode=args.mode, rate=args.rate, epochs=args.epochs,
-                            ac_reduce=args.ac_reduce, ss_eps=args.ss_eps, retrain=args.retrain,
+                            ac_reduce=args.ac_reduce, retrain=args.retrain, **({} if args.ss_eps is None else {"ss_eps": args.ss_eps}),
                             on_stage=lambda s: print(f"[{time.perf_counter() - start:6.0f}s] {s}", flush=True))
     print()
     print(table(report))

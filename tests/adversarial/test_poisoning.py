@@ -206,7 +206,7 @@ def test_digits_backdoor_end_to_end_on_both_engines(tmp_path, digits):
                         strip_copies=20, ac_reduce="pca")
     rows = [report] + report["engines"]
     assert all(r["attack_success_rate"] >= 0.9 and r["robust_accuracy"] <= 0.1 for r in rows)
-    assert all(r["attack_success_rate"] + r["robust_accuracy"] <= 1 for r in rows)
+    assert all(r["clean_accuracy"] >= 0.85 for r in rows)  # a backdoor keeps clean accuracy (BadNets)
 
     net, _ = load_checkpoint(run / "checkpoint")
     torch_features = penultimate(net, digits.x_test)
@@ -222,14 +222,19 @@ def test_digits_backdoor_end_to_end_on_both_engines(tmp_path, digits):
                             for e in ("fp32", "int8")}
     for engine in ("fp32", "int8"):
         ss = entries["spectral-signatures", engine]
-        assert ss["flagged"] == sum(round(1.5 * 0.1 * int((poisoned.y_train == c).sum())) for c in range(10))
+        # the defender's default bound (ART's 0.33), not the true rate 0.1: no oracle, and none claimed
+        assert ss["settings"]["eps"] == 0.33 and "oracle" not in ss
+        assert ss["flagged"] == sum(round(1.5 * 0.33 * int((poisoned.y_train == c).sum())) for c in range(10))
         ac = entries["activation-clustering", engine]
         assert set(ac["by_analysis"]) == {"relative-size", "silhouette"}
         assert [sum(r["poisoned_per_cluster"]) for r in ac["per_class"]] == [r["poisoned"] for r in ac["per_class"]]
         strip = entries["strip", engine]
         sizes = strip["set_sizes"]  # 359 test images: four sets of 89, fewer triggered (class 0 left out)
         assert [sizes[k] for k in ("overlays", "threshold", "clean")] == [89] * 3 and 80 <= sizes["triggered"] <= 89
-        assert 0 <= strip["false_rejection_rate"] <= 1 and strip["detection_rate"] == 1 - strip["false_acceptance_rate"]
+        # the trigger survives blending: lower entropy than clean inputs (STRIP's signal) and more rejected;
+        # on 8x8 digits at 20 copies only a few fall below the 1%-FRR boundary (measured 0.07 detected, FRR 0)
+        assert strip["triggered_entropy_mean"] < strip["clean_entropy_mean"] - strip["clean_entropy_std"], strip
+        assert strip["detection_rate"] > strip["false_rejection_rate"], strip
     for d in report["differential"]:
         if d["survives"] is not None:
             assert d["survives"] == (d["int8"] >= d["fp32"] - SURVIVAL_POINTS)
@@ -245,7 +250,8 @@ def test_mnist_badnets_at_ten_percent_defences_as_published_on_both_engines(tmp_
     the poison, but it is no minority, so the relative-size analysis flags nothing; spectral
     signatures' per-class budget (1.5 * 0.1 of each label) caps what they can remove."""
     report = run_poison("lenet", tmp_path / "run", data="mnist", data_dir=shared_path("mnist"), rate=0.1,
-                        defences=("activation-clustering", "spectral-signatures"), retrain=False)
+                        defences=("activation-clustering", "spectral-signatures"), retrain=False,
+                        ss_eps=0.1)  # Tran et al.'s setting: eps the true rate, so the report calls it an oracle
     for e in report["engines"]:
         assert e["attack_success_rate"] >= 0.95 and e["robust_accuracy"] <= 0.05
         assert report["baseline_clean_accuracy"] - e["clean_accuracy"] <= 0.01
@@ -259,6 +265,7 @@ def test_mnist_badnets_at_ten_percent_defences_as_published_on_both_engines(tmp_
         assert details0["cluster_sizes"][k] <= 1.05 * poisons  # ...and little else
         assert min(details0["cluster_shares"]) > 0.35 and ac["by_analysis"]["relative-size"]["true_positive_rate"] == 0
         ss = entries["spectral-signatures", engine]
+        assert "oracle" in ss["oracle"]
         removed0 = round(1.5 * 0.1 * details0["samples"])
         assert ss["details"][0]["removed"] == removed0
         assert 0.7 * removed0 / poisons <= ss["true_positive_rate"] <= removed0 / poisons

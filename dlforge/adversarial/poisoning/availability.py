@@ -122,6 +122,18 @@ def sample_losses(outputs: np.ndarray, y: np.ndarray) -> np.ndarray:
     return -log_probabilities(outputs)[np.arange(len(y)), y]
 
 
+VALIDATION_QUANTILE = 0.99
+
+
+def loss_threshold(validation_losses: np.ndarray, quantile: float = VALIDATION_QUANTILE) -> float:
+    """The loss filter's bar when the defender does not know how much was injected: the ``quantile`` of
+    the losses of clean held-out (validation) samples under the same model. What a defender with a
+    trusted clean set knows; the poisoned share is not needed."""
+    if len(validation_losses) == 0:
+        raise InputError("the loss filter's threshold needs clean validation samples; set --filter-share instead")
+    return float(np.quantile(validation_losses, quantile))
+
+
 def loss_filter(losses: np.ndarray, share: float) -> np.ndarray:
     """Flag the ``share`` of samples with the highest loss (ties broken by index); a boolean mask."""
     if not 0 <= share < 1:

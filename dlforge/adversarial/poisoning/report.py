@@ -74,9 +74,12 @@ def availability_table(r: dict) -> str:
                     if "accuracy_after" in row["loss_filter"] else {})}
                 for row in r["curve"] if "loss_filter" in row]
     if filtered:
-        lines += ["", "loss filter (Koh et al. 2018): removes the highest-loss share of the poisoned training set under "
-                      "each engine (TPR, FPR against the injected samples); acc after: PyTorch, retrained without the "
-                      "fp32 engine's flags", format_table(filtered, _FILTER)]
+        first = filtered[0]
+        rule = (f"removes a fixed share {first['share']:g} of the poisoned training set" if first["rule"] == "fixed share"
+                else f"removes training samples whose {first['rule']} (removed: the fp32 engine's share)")
+        lines += ["", f"loss filter (Koh et al. 2018): {rule}, under each engine (TPR, FPR against the injected samples); "
+                      "acc after: PyTorch, retrained without the fp32 engine's flags", format_table(filtered, _FILTER)]
+        lines += [f"note: {first['oracle']}"] if "oracle" in first else []
     return "\n".join(lines)
 
 

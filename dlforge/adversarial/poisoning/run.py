@@ -56,6 +56,9 @@ def _analyses() -> tuple[str, ...]:
     return AC_ANALYSES
 
 
+SS_DEFAULT_EPS = 0.33  # ART's SpectralSignatureDefense(expected_pp_poison=0.33): a bound, not the true rate
+
+
 @dataclass
 class PoisonOptions(Options):
     data: str = option("digits", "digits, mnist, fashion-mnist, or a .npz file with x and y.", nonempty=True)
@@ -70,7 +73,9 @@ class PoisonOptions(Options):
                                        "sample), separated by '/'.", nonempty=True)
     reference: bool = option(True, "Availability attacks: also draw the random-label curve at the same rates.")
     filter_share: float | None = option(None, "Loss filter: share of the poisoned training set it removes (default: "
-                                              "the poisoned share, rate / (1 + rate)).", min=0, max=1, max_open=True)
+                                              "samples whose loss exceeds the 99th percentile of the clean validation "
+                                              "set's, which needs no knowledge of the poisoned share).",
+                                        min=0, max=1, max_open=True)
     target_class: int = option(0, "Class the backdoor or the flipped labels point to.", min=0)
     trigger_size: int | None = option(None, "BadNets trigger side in pixels (default: width / 9, at least 2).", min=1)
     defences: tuple[str, ...] = option(BACKDOOR_DEFAULT_DEFENCES,
@@ -81,9 +86,10 @@ class PoisonOptions(Options):
                                    "deterministic; ica: Chen et al.'s choice).", choices=_reductions)
     ac_analysis: str = option("relative-size", "Activation clustering's analysis whose flags are removed (both are "
                                                "reported).", choices=_analyses)
-    ss_eps: float | None = option(None, "Spectral signatures' eps, the defender's bound on the poisoned fraction; "
-                                        "1.5*eps of each class is removed (default: --rate).",
-                                  min=0, max=1, min_open=True, max_open=True)
+    ss_eps: float = option(SS_DEFAULT_EPS, "Spectral signatures' eps, the defender's bound on the poisoned "
+                                           "fraction; 1.5*eps of each class is removed (default: ART's "
+                                           "expected_pp_poison, 0.33; the true --rate would be an oracle).",
+                           min=0, max=1, min_open=True, max_open=True)
     strip_fpr: float = option(0.01, "STRIP's preset false-rejection rate (clean inputs rejected), which sets its "
                                     "entropy boundary.", min=0, max=1, min_open=True, max_open=True)
     strip_samples: int = option(500, "Test images in each of STRIP's four disjoint sets (blending pool, boundary, "
@@ -237,7 +243,7 @@ def _dataset_defences(engines, poisoned, p, o, on_stage) -> tuple[list[dict], di
 
     names = [d for d in o.defences if d in DATASET_DEFENCES]
     settings = {"activation-clustering": dict(reduce=o.ac_reduce, analysis=o.ac_analysis, seed=o.seed),
-                "spectral-signatures": dict(eps=o.ss_eps if o.ss_eps is not None else o.rate)}
+                "spectral-signatures": dict(eps=o.ss_eps)}
     out, masks = [], {}
     if not names:
         return out, masks
@@ -250,6 +256,7 @@ def _dataset_defences(engines, poisoned, p, o, on_stage) -> tuple[list[dict], di
             flags = defence.flag(features, poisoned.y_train)
             masks[name, precision] = flags.flagged
             entry = {"name": name, "engine": precision, "settings": defence.settings(),
+                     **({"oracle": _oracle_note(o)} if name == "spectral-signatures" and o.ss_eps == o.rate else {}),
                      **detection_rates(flags.flagged, p.poisoned),
                      "per_class": per_class_rates(flags.flagged, p.poisoned, poisoned.y_train),
                      "details": flags.details}
@@ -400,17 +407,36 @@ def run_availability(model: str, out_dir: str | os.PathLike, o: PoisonOptions, *
 def _loss_filter(engines, poisoned, injection, o, on_stage) -> tuple[dict, np.ndarray]:
     """The loss filter on each engine: flag the highest-loss share of the poisoned training set. Returns
     the report entry and the fp32 engine's flags."""
-    from dlforge.adversarial.poisoning.availability import loss_filter, sample_losses
+    from dlforge.adversarial.poisoning.availability import VALIDATION_QUANTILE, loss_filter, loss_threshold, sample_losses
     from dlforge.adversarial.poisoning.defences import detection_rates
 
-    share = o.filter_share if o.filter_share is not None else injection.describe()["poisoned_share"]
-    out, masks = {"share": share, "engines": {}}, {}
+    poisoned_share = injection.describe()["poisoned_share"]
+    if o.filter_share is None:
+        out = {"rule": f"loss above the {VALIDATION_QUANTILE:.0%} quantile of the clean validation set's", "engines": {}}
+    else:
+        out = {"rule": "fixed share", "share": o.filter_share, "engines": {},
+               **({"oracle": "the share given is the true poisoned share, which a defender does not know"}
+                  if abs(o.filter_share - poisoned_share) < 5e-4 else {})}
+    masks = {}
     for precision, engine in engines.items():
-        on_stage(f"defence: loss-filter ({precision}, removes {share:.3f} of the training set)")
-        masks[precision] = loss_filter(sample_losses(engine.predict(poisoned.x_train), poisoned.y_train), share)
-        out["engines"][precision] = detection_rates(masks[precision], injection.poisoned)
+        losses = sample_losses(engine.predict(poisoned.x_train), poisoned.y_train)
+        if o.filter_share is None:
+            bar = loss_threshold(sample_losses(engine.predict(poisoned.x_val), poisoned.y_val))
+            on_stage(f"defence: loss-filter ({precision}, removes losses above {bar:.3f})")
+            masks[precision] = losses > bar
+            rates = {"threshold": bar, "share": float(masks[precision].mean())}
+        else:
+            on_stage(f"defence: loss-filter ({precision}, removes {o.filter_share:.3f} of the training set)")
+            masks[precision], rates = loss_filter(losses, o.filter_share), {}
+        out["engines"][precision] = {**detection_rates(masks[precision], injection.poisoned), **rates}
+    out.setdefault("share", out["engines"]["fp32"]["share"])
     out["flag_agreement"] = _jaccard(masks["fp32"], masks["int8"])
     return out, masks["fp32"]
+
+
+def _oracle_note(o) -> str:
+    return (f"--ss-eps {o.ss_eps:g} is the true poisoning rate: an oracle unless the defender knew it "
+            f"(the default bound is {SS_DEFAULT_EPS})")
 
 
 def _retrain_filtered(model, flagged, poisoned, dataset, train, on_stage) -> float:
