@@ -78,6 +78,11 @@ def _edit(folder: Path, old: str, new: str) -> None:
     config.write_text(text.replace(old, new, 1))
 
 
+def _edit_card(folder: Path, **sections) -> None:
+    card = folder / "dlforge-card.json"
+    card.write_text(json.dumps({**json.loads(card.read_text()), **sections}))
+
+
 def _codes(repo: Path) -> set[str]:
     return {p.code for p in validate_repository(repo)[1]}
 
@@ -101,6 +106,16 @@ BROKEN = {
     "platform for another backend": (lambda f: _edit(f, 'platform: "onnxruntime_onnx"', 'platform: "tensorrt_plan"'),
                                      {"platform-mismatch", "plan-on-cpu"}),
     "no config": (lambda f: (f / "config.pbtxt").unlink(), {"missing-config"}),
+    "platform Triton has no backend for": (lambda f: _edit(f, 'platform: "onnxruntime_onnx"', 'platform: "caffe2"'),
+                                           {"unknown-platform"}),
+    "no card": (lambda f: (f / "dlforge-card.json").unlink(), {"no-card"}),
+    "card is not a card": (lambda f: (f / "dlforge-card.json").write_text("[1, 2]"), {"bad-card"}),
+    "negative max batch": (lambda f: (_edit(f, "max_batch_size: 64", "max_batch_size: -2"),
+                                      _edit(f, "dynamic_batching {\n  max_queue_delay_microseconds: 100\n}", "")),
+                           {"bad-max-batch", "wrong-dims"}),  # below 1, Triton reads dims as the full shape
+    "engine's smallest batch above 1": (lambda f: _edit_card(f, batch_range=[2, 64]), {"batch-under-profile"}),
+    "unknown output": (lambda f: _edit(f, 'name: "logits"', 'name: "scores"'), {"unknown-output", "missing-output"}),
+    "label file named but absent": (lambda f: (f / "labels.txt").unlink(), {"missing-labels"}),
     "tensorrt plan on a CPU instance": (None, {"plan-on-cpu"}),
     "batch larger than the profile": (None, {"batch-over-profile"}),
 }

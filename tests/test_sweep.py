@@ -85,6 +85,8 @@ def test_local_sweep_resumes_without_recomputing_and_matches_one_audit(spec, dig
 
 
 def test_ray_gives_bit_identical_cells_and_survives_a_killed_worker(spec, tmp_path, ray_cluster):
+    """Bit-identical for the spec's attacks: FGSM and a seeded 30-query Square (the seeded query attack is
+    the case that could differ between a Ray worker and this process); other attacks are not covered here."""
     local, ray_out = tmp_path / "local", tmp_path / "ray"
     _sweep(spec, local)
     killed = []
