@@ -11,6 +11,8 @@ Exit codes (the CLI's contract, also in ``dlforge --help``):
       ``--max-accuracy-drop``, an audit below ``--fail-under``
 2     bad input: a path, a flag, a file's contents, a download that failed; nothing was written
 3     internal error: a bug in dlforge (rerun with ``--debug`` and report the traceback)
+4     the device failed: a CUDA or TensorRT runtime call on valid input (driver, GPU memory, a
+      lost device); neither the model nor the input was judged
 130   interrupted (Ctrl-C, SIGTERM); temporary files were removed, nothing was written
 ====  =====================================================================================
 """
@@ -21,11 +23,13 @@ EXIT_OK = 0
 EXIT_JUDGED = 1
 EXIT_BAD_INPUT = 2
 EXIT_INTERNAL = 3
+EXIT_DEVICE = 4
 EXIT_INTERRUPTED = 130
 
 EXIT_CODES_HELP = (
     "Exit codes: 0 ok; 1 the model failed a stage's bar or a gate (--atol, --max-accuracy-drop, "
-    "--fail-under); 2 bad input; 3 internal error (a bug: rerun with --debug); 130 interrupted."
+    "--fail-under); 2 bad input; 3 internal error (a bug: rerun with --debug); 4 the device (CUDA, TensorRT) "
+    "failed; 130 interrupted."
 )
 
 
@@ -45,6 +49,17 @@ class StageFailed(DlforgeError):
     """A stage ran on valid input and its result did not meet its bar (e.g. export verification)."""
 
     exit_code = EXIT_JUDGED
+
+
+class DeviceError(DlforgeError):
+    """A CUDA or TensorRT runtime call failed on valid input: the device or its driver, not the model or the
+    input (exit 4). Retrying, freeing GPU memory or checking ``nvidia-smi`` is the fix, not another flag."""
+
+    exit_code = EXIT_DEVICE
+
+
+class CudaError(DeviceError):
+    """A CUDA runtime call returned an error code (``dlforge.runtime.cuda_mem`` names the call)."""
 
 
 class ArtifactError(InputError):

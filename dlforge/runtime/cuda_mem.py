@@ -11,14 +11,12 @@ import ctypes
 
 import numpy as np
 
+from dlforge.errors import CudaError
+
 try:  # cuda-python >= 12.6 moved the runtime bindings here
     from cuda.bindings import runtime as cudart
 except ImportError:  # older cuda-python
     from cuda import cudart
-
-
-class CudaError(RuntimeError):
-    pass
 
 
 def check(result, call: str = "CUDA call"):

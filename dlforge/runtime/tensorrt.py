@@ -16,7 +16,7 @@ import tensorrt as trt
 
 from dlforge.artifact import Artifact, TensorSpec
 from dlforge.tensorrt_plan import ShapeProfile, check_engine_compatibility
-from dlforge.errors import InputError
+from dlforge.errors import DeviceError, InputError
 from dlforge.runtime.base import Session
 from dlforge.runtime.cuda_mem import (CudaGraph, DeviceBuffer, PinnedBuffer, Stream, copy_to_device, copy_to_host,
                                       device_info)
@@ -93,7 +93,7 @@ class TrtSession(Session):
 
     def execute(self, synchronize: bool = True) -> None:
         if not self._context.execute_async_v3(self._stream.ptr):
-            raise InputError("TensorRT failed to enqueue the inference (see the TensorRT log)")
+            raise DeviceError("TensorRT failed to enqueue the inference (see the TensorRT log)")
         if synchronize:
             self._stream.synchronize()
 

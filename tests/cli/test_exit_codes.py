@@ -126,9 +126,34 @@ def test_internal_error_exits_3_without_traceback(digits_engines, monkeypatch):
     assert "internal error: RuntimeError: a bug" in result.stderr and "Traceback" not in result.output
 
 
+def test_a_device_failure_exits_4_not_as_bad_input(digits_engines, monkeypatch):
+    """A CUDA call that fails (the TensorRT runtime's device layer raises CudaError) is neither bad input (2) nor a
+    bug (3). It cannot be provoked without a GPU, so the session's run is replaced by one that fails as it would."""
+    import ast
+    import inspect
+
+    import dlforge.adversarial.audit as audit
+    from dlforge.errors import CudaError, DeviceError, DlforgeError
+
+    def device_lost(*args, **kwargs):
+        raise CudaError("cudaMemcpyAsync failed: cudaErrorLaunchFailure")
+
+    monkeypatch.setattr(audit, "_prepare", device_lost)
+    result = _invoke(["audit", digits_engines["fp32"].path, "--attacks", "square"])
+    assert result.exit_code == 4 and "cudaErrorLaunchFailure" in result.stderr and "Traceback" not in result.output
+    assert issubclass(CudaError, DeviceError) and issubclass(DeviceError, DlforgeError)
+    # the TensorRT runtime (not importable here) raises the device error on a failed enqueue, not InputError
+    from pathlib import Path
+
+    source = (Path(inspect.getfile(audit)).parents[1] / "runtime" / "tensorrt.py").read_text()
+    raised = [n for n in ast.walk(ast.parse(source)) if isinstance(n, ast.Raise) and "enqueue" in ast.unparse(n)]
+    assert raised and all(ast.unparse(n.exc).startswith("DeviceError(") for n in raised)
+
+
 def test_exit_codes_are_documented():
     result = _invoke(["--help"])
     assert "Exit codes: 0 ok; 1 " in result.output and "2 bad input; 3 internal error" in result.output
+    assert "4 the device" in result.output
 
 
 def test_more_bad_input_exits_2_before_any_work(digits_onnx, tmp_path):
