@@ -141,20 +141,25 @@ def _compile_candidates(backend: Backend, parent: Artifact, options: BuildOption
     candidates = list(backend.precisions) if options.precision == "auto" else [options.precision]
     built: dict[str, dict] = {}
     search = None
-    with open_deployed(parent) as reference:
-        for cand in candidates:
-            start = time.perf_counter()
-            path = tmp / cand / backend.payload
-            path.parent.mkdir()
-            details = backend.compile(cand, parent.payload_path, path, data["calibration"])
-            engine = DeployedModel(path=path, session=backend.open(path, details, parent.card.model))
-            built[cand] = {"path": path, "details": details, "build_s": time.perf_counter() - start,
-                           "engine": engine, "batch_range": backend.batch_range(details),
-                           "evaluation": compare(engine, reference, data["x"], data["y"], parent.card.model.task)}
-        if options.precision == "auto" and "int8" in built and parent.card.model.task == "classification":
-            search, mixed = _search_mixed(backend, parent, options, data, tmp, built, reference)
-            if mixed is not None:
-                built["mixed"] = mixed
+    try:
+        with open_deployed(parent) as reference:
+            for cand in candidates:
+                start = time.perf_counter()
+                path = tmp / cand / backend.payload
+                path.parent.mkdir()
+                details = backend.compile(cand, parent.payload_path, path, data["calibration"])
+                engine = DeployedModel(path=path, session=backend.open(path, details, parent.card.model))
+                built[cand] = {"path": path, "details": details, "build_s": time.perf_counter() - start,
+                               "engine": engine, "batch_range": backend.batch_range(details)}
+                built[cand]["evaluation"] = compare(engine, reference, data["x"], data["y"], parent.card.model.task)
+            if options.precision == "auto" and "int8" in built and parent.card.model.task == "classification":
+                search, mixed = _search_mixed(backend, parent, options, data, tmp, built, reference)
+                if mixed is not None:
+                    built["mixed"] = mixed
+    except BaseException:  # a later candidate failed: close the engines already open (the caller never sees them)
+        for b in built.values():
+            b["engine"].close()
+        raise
     return built, search
 
 

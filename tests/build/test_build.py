@@ -129,3 +129,31 @@ def test_entropy_calibration_is_not_minmax(digits_onnx, tmp_path):
         cards[method] = json.loads(result.stdout)
     assert cards["entropy"]["build"]["method"] == "entropy"
     assert cards["entropy"]["sha256"] != cards["minmax"]["sha256"]
+
+
+def test_engines_already_open_are_closed_when_a_later_candidate_fails(digits_onnx, tmp_path):
+    """``--precision auto`` compiles fp32 then int8; when int8's compile fails, fp32's engine (opened for its
+    evaluation) is closed, not left to the garbage collector (it leaked before)."""
+    from dlforge.build.backends import BACKENDS
+    from dlforge.build.ort import OrtBackend
+
+    opened = []
+
+    class FailsOnInt8(OrtBackend):
+        def compile(self, precision, src, dst, calibration):
+            if precision == "int8":
+                raise StageFailed("int8 compile failed (test backend)")
+            return super().compile(precision, src, dst, calibration)
+
+        def open(self, path, details, info):
+            opened.append(super().open(path, details, info))
+            return opened[-1]
+
+    BACKENDS.register("fails-on-int8")(FailsOnInt8)
+    try:
+        with pytest.raises(StageFailed, match="int8 compile failed"):
+            engine_from_onnx(digits_onnx.path, tmp_path / "e", precision="auto", backend="fails-on-int8")
+    finally:
+        BACKENDS.unregister("fails-on-int8")
+    assert len(opened) == 1 and opened[0]._closed
+    assert not (tmp_path / "e").exists()
