@@ -54,7 +54,7 @@ def main() -> None:
 
     from dlforge.adversarial.attacks.fgsm import FGSM
     from dlforge.adversarial.attacks.pgd import PGD
-    from dlforge.adversarial.torch_model import TorchModel
+    from dlforge.train.checkpoint import attack_model
     from dlforge.artifact import open_artifact
     from dlforge.data import load_dataset
     from dlforge.train import checkpoint_from_training, load_checkpoint
@@ -69,7 +69,7 @@ def main() -> None:
     ds = load_dataset(ckpt.card.params["data"], ckpt.card.params.get("data_dir"))
     x_np, y_np = ds.x_test[: args.samples], ds.y_test[: args.samples]
     x, y = torch.from_numpy(x_np).to(args.device), torch.from_numpy(y_np).to(args.device)
-    ours = TorchModel.from_checkpoint(ckpt, args.device)
+    ours = attack_model(ckpt, args.device)
     plain_model, _ = load_checkpoint(ckpt)
     plain_model = copy.deepcopy(plain_model).eval().to(args.device)  # parameters keep requires_grad=True
     eps = 0.25

@@ -27,7 +27,8 @@ def main() -> None:
     args = parse_attack_args(ap)
 
     from dlforge.adversarial.attacks.pgd import PGD
-    from dlforge.adversarial.torch_model import TorchModel
+    from dlforge.adversarial.attacks.torch_model import TorchModel
+    from dlforge.train.checkpoint import attack_model
     from dlforge.artifact import open_artifact
     from dlforge.data import load_training_data
     from dlforge.onnx_torch import torch_module_from_onnx
@@ -39,7 +40,7 @@ def main() -> None:
     ds = load_training_data(ckpt)
     x, y = ds.x_test[:args.samples], ds.y_test[:args.samples]
     engines = {p: open_deployed(run / f"engine-ort-{p}") for p in ("fp32", "int8")}
-    models = {"source": (TorchModel.from_checkpoint(ckpt, args.device), engines["fp32"]),
+    models = {"source": (attack_model(ckpt, args.device), engines["fp32"]),
               **{f"{p} engine graph": (TorchModel(torch_module_from_onnx(e.artifact.payload_path), args.device), e)
                  for p, e in engines.items()}}
     attack = PGD(steps=args.steps, seed=0)

@@ -31,14 +31,14 @@ def main() -> None:
     import torchattacks as ta
 
     from dlforge.adversarial.attacks import make_attack
-    from dlforge.adversarial.torch_model import TorchModel
+    from dlforge.train.checkpoint import attack_model
     from dlforge.artifact import dataset_spec, open_artifact
     from dlforge.data import load_spec
 
     ckpt = open_artifact(args.checkpoint, ["checkpoint"])
     spec = dataset_spec(ckpt)
     ds = load_spec(spec._replace(data_dir=args.data_dir or spec.data_dir))
-    tm = TorchModel.from_checkpoint(ckpt)
+    tm = attack_model(ckpt)
     model, eps = tm.model, args.eps
     x = torch.from_numpy(ds.x_test[:args.samples].astype(np.float32))
     y = torch.from_numpy(ds.y_test[:args.samples]).long()

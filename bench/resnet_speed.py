@@ -213,7 +213,7 @@ def attacks_vs_torchattacks(source, x_np: np.ndarray, y_np: np.ndarray, args) ->
 
 def engine_graph_pgd(source, engines: dict, x_np: np.ndarray, y_np: np.ndarray, args) -> list[dict]:
     from dlforge.adversarial.attacks.pgd import PGD
-    from dlforge.adversarial.torch_model import TorchModel
+    from dlforge.adversarial.attacks.torch_model import TorchModel
     from dlforge.onnx_torch import torch_module_from_onnx
 
     models = {"source (PyTorch)": (source, engines["fp32"]),
@@ -275,8 +275,8 @@ def main() -> None:
     args = parse_attack_args(ap)
     t_start = time.perf_counter()
 
-    from dlforge.adversarial.torch_model import TorchModel
     from dlforge.artifact import open_artifact
+    from dlforge.train.checkpoint import attack_model
     from dlforge.data import load_training_data
     from dlforge.reporting import Column, format_table
     from dlforge.runtime.deployed import open_deployed
@@ -292,7 +292,7 @@ def main() -> None:
     paths = {role: find(run, role) for role in LAYOUT}
     ckpt = open_artifact(paths["checkpoint"], ["checkpoint"])
     ds = load_training_data(ckpt)
-    source = TorchModel.from_checkpoint(ckpt, args.device)
+    source = attack_model(ckpt, args.device)
     correct = source.predict(ds.x_test).argmax(1) == ds.y_test
     if not correct.any():
         raise SystemExit("the checkpoint classifies none of the test images correctly")

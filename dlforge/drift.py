@@ -37,9 +37,9 @@ def run_drift(paths: list[str | os.PathLike], *, samples: int = 200, eps: float 
               seed: int = 0, batch_size: int = 256, data_dir: str | None = None) -> dict:
     """Compare the artifacts at ``paths`` hop by hop (in the order given, e.g. checkpoint, onnx, engines)."""
     from dlforge.adversarial.attacks.pgd import PGD
-    from dlforge.adversarial.audit import robust_accuracy
+    from dlforge.adversarial.attacks.robust import robust_accuracy
+    from dlforge.train.checkpoint import attack_model
     from dlforge.adversarial.engine_graph import engine_graph
-    from dlforge.adversarial.torch_model import TorchModel
     from dlforge.artifact import dataset_spec, open_artifact
     from dlforge.data import load_spec
     from dlforge.runtime import open_deployed
@@ -65,7 +65,7 @@ def run_drift(paths: list[str | os.PathLike], *, samples: int = 200, eps: float 
         deployed = None if artifact.kind == "checkpoint" else open_deployed(artifact)
         try:
             if deployed is None:
-                model, reason = TorchModel.from_checkpoint(artifact), None
+                model, reason = attack_model(artifact), None
                 predict = model.predict
             else:  # the engine's own graph, verified to compute what the engine computes
                 graph = engine_graph(deployed, x, noise=eps, value_range=value_range)

@@ -18,7 +18,7 @@ How the module runs:
   the first output are dropped. Two patterns ONNX Runtime leaves unfused on 3-D inputs run as one
   torch call (``MatMul`` + bias ``Add`` as ``F.linear``, GELU written with ``Erf`` as ``F.gelu``),
   and conv graphs keep their weights channels-last, as the PyTorch model under attack does
-  (:mod:`dlforge.adversarial.torch_model`): PGD on a converted LeNet runs as fast as on its source.
+  (:mod:`dlforge.adversarial.attacks.torch_model`): PGD on a converted LeNet runs as fast as on its source.
 - ``QuantizeLinear``/``DequantizeLinear`` compute exactly what ONNX defines (``x / scale``, round
   half to even, add the zero point, saturate; per tensor or per ``axis``). Quantized values travel
   as float tensors holding the integer levels. The backward pass is straight-through (BPDA:
@@ -1302,7 +1302,7 @@ def torch_module_from_onnx(model: str | os.PathLike | onnx.ModelProto) -> OnnxTo
         op_counts[name] = op_counts.get(name, 0) + 1
     module = OnnxTorchModule(_GraphReader(proto, base_dir, source), op_counts)
     if any(b.dim() == 4 for b in module.buffers()) and any(op.split(".")[-1] in _CONV_OPS for op in op_counts):
-        # As for the PyTorch model (dlforge.adversarial.torch_model): oneDNN convolves markedly faster in
+        # As for the PyTorch model (dlforge.adversarial.attacks.torch_model): oneDNN convolves markedly faster in
         # channels-last layout, and channels-last weights carry it to the activations whatever the input's layout.
         module.to(memory_format=torch.channels_last)
     module._generalize_batch()

@@ -10,14 +10,16 @@ is one module plus a registration::
         ...
 
 The CLI's help, the audit and the reports read names, summaries and options from the registry.
-Built-in entries are registered by importing the modules listed at construction (lazily, on the
-first look-up, so ``import dlforge`` stays light); third-party packages can register through the
-entry-point group ``dlforge.<registry name>``.
+Built-in entries are registered by importing the modules listed at construction, or every public
+module of the packages named there (discovery: a new attack is a new module in the package, no list
+to edit); lazily, on the first look-up, so ``import dlforge`` stays light. Third-party packages can
+register through the entry-point group ``dlforge.<registry name>``.
 """
 
 from __future__ import annotations
 
 import importlib
+import pkgutil
 from importlib import metadata
 from typing import Callable, Generic, Iterable, TypeVar
 
@@ -29,9 +31,10 @@ T = TypeVar("T")
 class Registry(Generic[T]):
     """Names to implementations, filled by ``@registry.register(name)``."""
 
-    def __init__(self, kind: str, builtin_modules: Iterable[str] = ()):
+    def __init__(self, kind: str, builtin_modules: Iterable[str] = (), *, packages: Iterable[str] = ()):
         self.kind = kind
         self._builtin_modules = tuple(builtin_modules)
+        self._packages = tuple(packages)
         self._entries: dict[str, T] = {}
         self._loaded = False
 
@@ -60,6 +63,8 @@ class Registry(Generic[T]):
         self._loaded = True
         for module in self._builtin_modules:
             importlib.import_module(module)
+        for package in self._packages:
+            import_package_modules(package)
         for entry in metadata.entry_points(group=f"dlforge.{self.kind.replace(' ', '_')}s"):
             entry.load()
 
@@ -82,3 +87,12 @@ class Registry(Generic[T]):
     def items(self) -> list[tuple[str, T]]:
         self._load()
         return sorted(self._entries.items())
+
+
+def import_package_modules(package: str) -> list[str]:
+    """Import every public module (no leading underscore) of ``package``: discovery of what registers itself."""
+    pkg = importlib.import_module(package)
+    names = [f"{package}.{m.name}" for m in pkgutil.iter_modules(pkg.__path__) if not m.name.startswith("_")]
+    for name in names:
+        importlib.import_module(name)
+    return names

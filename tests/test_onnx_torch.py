@@ -511,10 +511,10 @@ def test_digits_lenet_engine_matches_onnxruntime(digits_engines, digits_test_x, 
 
 def test_fp32_engine_gradients_are_the_source_models(digits_lenet, digits_engines, digits_test_x):
     """Attacking the converted fp32 engine uses the gradients of the model it was compiled from."""
-    from dlforge.adversarial.torch_model import TorchModel
+    from dlforge.train.checkpoint import attack_model
 
     x, y = digits_test_x[:64], np.arange(64) % 10
-    source = TorchModel.from_checkpoint(digits_lenet).input_gradients(x, y)
+    source = attack_model(digits_lenet).input_gradients(x, y)
     module = torch_module_from_onnx(digits_engines["fp32"].path)
     xt = torch.from_numpy(x).requires_grad_(True)
     loss = torch.nn.functional.cross_entropy(module(xt), torch.from_numpy(y), reduction="sum")

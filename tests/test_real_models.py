@@ -14,7 +14,8 @@ from click.testing import CliRunner
 import dlforge.onnx_torch as onnx_torch
 from dlforge.adversarial.audit import run_audit
 from dlforge.adversarial.engine_graph import gradient_agreement
-from dlforge.adversarial.torch_model import TorchModel
+from dlforge.adversarial.attacks.torch_model import TorchModel
+from dlforge.train.checkpoint import attack_model
 from dlforge.artifact import open_artifact
 from dlforge.cli import cli
 from dlforge.data import load_dataset
@@ -74,7 +75,7 @@ def test_zoo_resnets_load_the_pretrained_files_and_match_their_own_architecture(
 def _gradients(root, identity: bool, monkeypatch) -> dict:
     monkeypatch.setattr(onnx_torch, "IDENTITY_STE", identity)
     images = load_dataset(str(shared_path("cifar10-test-first20")), labels=tuple(CIFAR_LABELS.split(",")))
-    source = TorchModel.from_checkpoint(open_artifact(root / "checkpoint"), "cpu")
+    source = attack_model(open_artifact(root / "checkpoint"), "cpu")
     graph = TorchModel(onnx_torch.torch_module_from_onnx(root / "int8" / "model.onnx").eval(), "cpu")
     return gradient_agreement(source, graph, images.x_test, images.y_test)
 

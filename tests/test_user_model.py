@@ -146,10 +146,9 @@ def test_checkpoint_takes_pixels_and_gives_input_gradients(api_checkpoint, model
     np.testing.assert_allclose(logits.detach().numpy(), reference_logits(model, digits.x_test[:16]), atol=1e-5)
     nn.functional.cross_entropy(logits, torch.from_numpy(digits.y_test[:16])).backward()
     assert x.grad is not None and float(x.grad.abs().sum()) > 0
+    from dlforge.train.checkpoint import attack_model
 
-    from dlforge.adversarial.torch_model import TorchModel
-
-    source = TorchModel.from_checkpoint(api_checkpoint)
+    source = attack_model(api_checkpoint)
     np.testing.assert_allclose(source.predict(digits.x_test[:600]), reference_logits(model, digits.x_test[:600]),
                                atol=1e-5)
     assert np.abs(source.input_gradients(digits.x_test[:8], digits.y_test[:8])).sum() > 0

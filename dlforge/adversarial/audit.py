@@ -29,10 +29,12 @@ from typing import Callable
 
 import numpy as np
 
+import dlforge.adversarial.probes  # noqa: F401  (registers the probes in ATTACKS beside the attacks)
 from dlforge.adversarial import checks
 from dlforge.adversarial.attacks import Attack, GradientAttack, Probe, make_attack
+from dlforge.adversarial.attacks.projection import project
+from dlforge.adversarial.attacks.robust import outcome_rates
 from dlforge.adversarial.invariance import invariance_check
-from dlforge.adversarial.projection import project
 from dlforge.artifact import Artifact, open_artifact
 from dlforge.env import environment
 from dlforge.errors import InputError
@@ -281,12 +283,12 @@ def _prepare(engines: list[DeployedModel], options: AuditOptions, warm: dict | N
 def _gradient_models(run: AuditRun, gradient: list[str]) -> None:
     """The source model (when there is one) and each engine's own differentiable graph."""
     from dlforge.adversarial.engine_graph import engine_graph, gradient_agreement, require_graphs
-    from dlforge.adversarial.torch_model import TorchModel
+    from dlforge.train.checkpoint import attack_model
 
     o = run.options
     if run.crafter is not None:
         run.model = _kept(run.warm, ("source", str(run.crafter.path), o.device),
-                          lambda: TorchModel.from_checkpoint(run.crafter, o.device))
+                          lambda: attack_model(run.crafter, o.device))
         run.clean["source"] = run.model.predict(run.x).argmax(1)
     if o.engine_gradients != "off":
         noise = min(max(o.eps), run.value_range[1] - run.value_range[0])
@@ -330,30 +332,6 @@ def _work(run: AuditRun) -> int:
 def _needs_gradients(attack: Attack) -> bool:
     """Gradient attacks, ensembles (AutoAttack) and gradient probes run on the source and on each engine's graph."""
     return attack.kind in ("gradient", "ensemble") or (isinstance(attack, Probe) and attack.gradients)
-
-
-def outcome_rates(pred: np.ndarray, y: np.ndarray, clean_pred: np.ndarray) -> dict:
-    """Robust accuracy, attack success rate and clean accuracy from predictions after and before the attack.
-
-    A point is robust only if right before *and* after the attack (RobustBench's rule); the success rate
-    is over the points that were right before it.
-    """
-    correct = clean_pred == y
-    robust = correct & (pred == y)
-    return {"robust_accuracy": float(robust.mean()),
-            "attack_success_rate": float((~robust[correct]).mean()) if correct.any() else 0.0,
-            "clean_accuracy": float(correct.mean())}
-
-
-def robust_accuracy(model, attack: GradientAttack, x: np.ndarray, y: np.ndarray, *, eps: float, value_range,
-                    predict, clean_pred: np.ndarray | None = None, batch_size: int = 256) -> float:
-    """``attack`` crafted with ``model``'s gradients, projected as the audit projects every candidate, and judged
-    by ``predict`` with the audit's rule (:func:`outcome_rates`): the one robust accuracy that drift and the
-    per-layer precision search report."""
-    x_adv = model.attack(attack, x, y.astype(np.int64), eps=eps, value_range=value_range, batch_size=batch_size)
-    x_adv = project(x_adv, x, eps, attack.norm, value_range)
-    clean = predict(x).argmax(1) if clean_pred is None else clean_pred
-    return outcome_rates(predict(x_adv).argmax(1), y, clean)["robust_accuracy"]
 
 
 def _row(attack: Attack, eps: float, route: str, target: str, path: str, logits: np.ndarray, y: np.ndarray,

@@ -56,7 +56,7 @@ def candidate_graphs(engine: DeployedModel) -> list[tuple[Path, str]]:
 def engine_graph(engine: DeployedModel, x: np.ndarray, *, noise: float, value_range, device: str = "cpu",
                  seed: int = 0) -> EngineGraph:
     """Convert and verify the first graph of ``engine`` that matches it on ``x`` (clean and noisy)."""
-    from dlforge.adversarial.torch_model import TorchModel
+    from dlforge.adversarial.attacks.torch_model import TorchModel
     from dlforge.onnx_torch import UnsupportedGraph, match_engine, torch_module_from_onnx
 
     probe = _probe_inputs(x[:MATCH_SAMPLES], noise, value_range, seed)

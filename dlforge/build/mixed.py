@@ -258,8 +258,8 @@ class PlanSearch:
     def _robust_accuracy(self, onnx_path: Path, predict) -> float:
         """PGD through ``onnx_path``'s own graph, judged by ``predict``; the audit's rule (right before and after)."""
         from dlforge.adversarial.attacks.pgd import PGD
-        from dlforge.adversarial.audit import robust_accuracy
-        from dlforge.adversarial.torch_model import TorchModel
+        from dlforge.adversarial.attacks.robust import robust_accuracy
+        from dlforge.adversarial.attacks.torch_model import TorchModel
         from dlforge.onnx_torch import torch_module_from_onnx
 
         x, y = self.ctx.x_tune[:ROBUST_SAMPLES], self.ctx.y_tune[:ROBUST_SAMPLES]

@@ -1,8 +1,8 @@
 """Adversarial training objectives (torch only): the loss of one batch under FGSM or PGD training.
 
-These are training steps, not audits: :mod:`dlforge.adversarial` measures robustness and imports
-the training stage, so the training stage must not import it back. The PGD here is the L-inf,
-random-start variant of Madry et al. with their step rule (2.5 * eps / steps).
+These are training steps, not audits. PGD training crafts its examples with the attack the audit
+runs (:class:`dlforge.adversarial.attacks.pgd.PGD`, L-inf, random start, Madry et al.'s step rule
+2.5 * eps / steps): the attacks sit in a layer below the stages, so training imports them directly.
 
 An objective may ramp its eps up linearly over its first ``warmup_steps`` calls (each call is one
 training step), from 0 to the full budget: training at a large eps from random weights can stall at
@@ -16,6 +16,8 @@ import itertools
 from typing import Callable, Iterator
 
 import torch
+
+from dlforge.adversarial.attacks.pgd import PGD
 
 Objective = Callable[[torch.nn.Module, torch.Tensor, torch.Tensor], torch.Tensor]
 
@@ -77,20 +79,8 @@ def pgd_objective(eps: float, steps: int, value_range: tuple[float, float] = (0.
 
 def linf_pgd(model, x: torch.Tensor, y: torch.Tensor, *, eps: float, steps: int,
              value_range: tuple[float, float] = (0.0, 1.0), seed: int = 0) -> torch.Tensor:
-    """L-inf PGD examples for ``x`` (detached), each step projected onto the eps-box and the range."""
-    lo, hi = value_range
-    lower, upper = (x - eps).clamp_min(lo), (x + eps).clamp_max(hi)
-    generator = torch.Generator(device=x.device).manual_seed(seed)
-    noise = torch.empty_like(x).uniform_(-1.0, 1.0, generator=generator)
-    x_adv = torch.minimum(torch.maximum(x + eps * noise, lower), upper)
-    step = 2.5 * eps / steps
-    for _ in range(steps):
-        x_adv = x_adv.detach().requires_grad_(True)
-        with torch.enable_grad():
-            loss = torch.nn.functional.cross_entropy(model(x_adv), y, reduction="sum")
-            (grad,) = torch.autograd.grad(loss, x_adv)
-        x_adv = torch.minimum(torch.maximum(x_adv + step * grad.sign(), lower), upper)
-    return x_adv.detach()
+    """L-inf PGD examples for ``x`` (detached): the audit's own PGD (random start, Madry et al.'s step rule)."""
+    return PGD(norm="linf", steps=steps, seed=seed).run(model, x, y, eps=eps, value_range=value_range).detach()
 
 
 def adversarial_objective(method: str, eps: float, steps: int, value_range: tuple[float, float] = (0.0, 1.0), *,

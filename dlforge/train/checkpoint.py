@@ -14,6 +14,7 @@ import dataclasses
 import os
 from typing import TYPE_CHECKING, Callable
 
+from dlforge.adversarial.attacks.torch_model import resolve_device
 from dlforge.artifact import Artifact, ArtifactWriter, Card, ModelInfo, TensorSpec, open_artifact
 from dlforge.env import environment
 from dlforge.errors import ArtifactError, InputError
@@ -54,14 +55,15 @@ def model_info_for(name: str, task: str, dataset: Dataset, config: dict,
     )
 
 
-def resolve_device(device: str) -> str:
-    import torch
+def attack_model(checkpoint: Artifact, device: str = "cpu"):
+    """The checkpoint's classifier as the model gradient attacks are crafted on (a
+    :class:`~dlforge.adversarial.attacks.torch_model.TorchModel`), rebuilt without running pickled code."""
+    from dlforge.adversarial.attacks.torch_model import TorchModel  # torch, only when attacks are crafted
 
-    if device not in ("cpu", "cuda"):
-        raise InputError(f"unknown device {device!r}; expected cpu or cuda")
-    if device == "cuda" and not torch.cuda.is_available():
-        raise InputError(f"--device cuda, but torch {torch.__version__} sees no CUDA device; use --device cpu")
-    return device
+    if checkpoint.card.model is not None and checkpoint.card.model.task != "classification":
+        raise InputError(f"{checkpoint.path} is a {checkpoint.card.model.task} model; attacks need a classifier")
+    model, _ = load_checkpoint(checkpoint)
+    return TorchModel(model, device)
 
 
 def checkpoint_from_training(

@@ -8,8 +8,8 @@ from dlforge.adversarial.attacks import ATTACKS, GradientAttack, make_attack
 from dlforge.adversarial.attacks.fgsm import FGSM
 from dlforge.adversarial.attacks.pgd import PGD
 from dlforge.adversarial.attacks.square import Square, square_fraction
-from dlforge.adversarial.projection import distance, project
-from dlforge.adversarial.torch_model import TorchModel
+from dlforge.adversarial.attacks.projection import distance, project
+from dlforge.adversarial.attacks.torch_model import TorchModel
 from dlforge.data import load_dataset
 from dlforge.errors import InputError
 from dlforge.runtime import open_session

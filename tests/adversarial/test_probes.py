@@ -86,12 +86,12 @@ def test_legible_probe_output_is_caught(digits_lenet):
     noise (legible digits in the issue-14 gallery): the judge calls those images recognizable, where the
     L2 yardstick it replaced called all of them unrecognizable."""
     from dlforge.adversarial.probes.fooling import FoolingImages
-    from dlforge.adversarial.torch_model import TorchModel
+    from dlforge.train.checkpoint import attack_model
 
     ds = load_dataset("digits")
     known = Resemblance(ds.x_train, ds.x_test)
     drawn = FoolingImages(radius=1.0, steps=300, confidence=1 - 1e-9, starts=2).ascend(
-        TorchModel.from_checkpoint(digits_lenet), 10, ds.x_test.shape[1:], (0.0, 1.0))
+        attack_model(digits_lenet), 10, ds.x_test.shape[1:], (0.0, 1.0))
     assert known.unrecognizable(drawn).mean() <= 0.1  # measured 0.05
 
 

@@ -8,7 +8,7 @@ import numpy as np
 
 from dlforge.adversarial.attacks import ATTACKS, GradientAttack
 from dlforge.adversarial.audit import run_audit
-from dlforge.adversarial.projection import project
+from dlforge.adversarial.attacks.projection import project
 
 
 class Overshoot(GradientAttack):
@@ -40,10 +40,10 @@ def test_the_audit_projects_and_judges_the_projected_input(digits_engines, tmp_p
         ds = load_dataset("digits")
         x, y = ds.x_test[:60], ds.y_test[:60]
         with open_deployed(engine.path) as deployed:
-            from dlforge.adversarial.torch_model import TorchModel
+            from dlforge.train.checkpoint import attack_model
             from dlforge.artifact import source_checkpoint
 
-            model = TorchModel.from_checkpoint(source_checkpoint(engine), "cpu")
+            model = attack_model(source_checkpoint(engine), "cpu")
             grad = model.input_gradients(x, y)
             cheat = x + 10 * eps * np.sign(grad) + 5.0
             projected = project(cheat, x, eps, "linf", (0.0, 1.0))
@@ -56,8 +56,8 @@ def test_the_audit_projects_and_judges_the_projected_input(digits_engines, tmp_p
 
 
 def test_the_robust_accuracy_drift_and_the_precision_search_report_is_judged_on_the_projection(digits_engines):
-    from dlforge.adversarial.audit import robust_accuracy
-    from dlforge.adversarial.torch_model import TorchModel
+    from dlforge.adversarial.attacks.robust import robust_accuracy
+    from dlforge.train.checkpoint import attack_model
     from dlforge.artifact import source_checkpoint
     from dlforge.data import load_dataset
     from dlforge.runtime import open_deployed
@@ -66,7 +66,7 @@ def test_the_robust_accuracy_drift_and_the_precision_search_report_is_judged_on_
     x, y = ds.x_test[:60], ds.y_test[:60]
     eps = 0.05
     with open_deployed(digits_engines["fp32"].path) as engine:
-        model = TorchModel.from_checkpoint(source_checkpoint(digits_engines["fp32"]), "cpu")
+        model = attack_model(source_checkpoint(digits_engines["fp32"]), "cpu")
         got = robust_accuracy(model, Overshoot(), x, y, eps=eps, value_range=(0.0, 1.0), predict=engine.predict)
         cheat = x + 10 * eps * np.sign(model.input_gradients(x, y)) + 5.0
         unprojected = float(((engine.predict(x).argmax(1) == y) & (engine.predict(cheat).argmax(1) == y)).mean())

@@ -21,7 +21,7 @@ import torch
 from torch import nn
 
 from dlforge.adversarial.attacks import make_attack
-from dlforge.adversarial.torch_model import TorchModel
+from dlforge.adversarial.attacks.torch_model import TorchModel
 from dlforge.data import load_dataset
 from tests.helpers import import_or_skip
 

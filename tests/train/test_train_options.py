@@ -60,7 +60,9 @@ def test_pgd_examples_stay_in_the_eps_box_and_the_range_and_raise_the_loss():
     assert fgsm_objective(0.1)(model, x, y) > ce(model(x), y)
 
 
-def test_training_does_not_import_the_adversarial_package():
+def test_training_imports_the_attack_layer_only():
+    """PGD training runs the audit's PGD (one implementation), from the attack layer below the stages; nothing
+    above it (audit, probes, detectors, poisoning) is imported by training."""
     code = ("import sys\n"
             "from dlforge.train import checkpoint_from_training\n"
             "import tempfile, pathlib\n"
@@ -70,4 +72,8 @@ def test_training_does_not_import_the_adversarial_package():
             "print(sorted(m for m in sys.modules if m.startswith('dlforge.adversarial')))\n")
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr
-    assert proc.stdout.strip() == "[]"
+    loaded = eval(proc.stdout.strip())
+    assert "dlforge.adversarial.attacks.pgd" in loaded
+    assert all(m in ("dlforge.adversarial", "dlforge.adversarial.attacks")
+               or m.startswith("dlforge.adversarial.attacks.") for m in loaded), loaded
+    assert not any(m.startswith("dlforge.adversarial.probes") for m in loaded)

@@ -15,20 +15,9 @@ from dlforge.errors import InputError
 from dlforge.options import parse_key_values
 from dlforge.registry import Registry
 
-ATTACKS: Registry[type[Attack]] = Registry("attack", [
-    "dlforge.adversarial.attacks.fgsm",
-    "dlforge.adversarial.attacks.pgd",
-    "dlforge.adversarial.attacks.square",
-    "dlforge.adversarial.attacks.apgd",
-    "dlforge.adversarial.attacks.autoattack",
-    "dlforge.adversarial.attacks.cw",
-    "dlforge.adversarial.attacks.fab",
-    "dlforge.adversarial.probes.fooling",
-    "dlforge.adversarial.probes.ood",
-    "dlforge.adversarial.probes.substitute",
-    "dlforge.adversarial.probes.patch",
-    "dlforge.adversarial.probes.physical",
-])
+# every module of this package is discovered; the audit's probes (dlforge.adversarial.probes, a layer up)
+# register into the same registry when that package is imported
+ATTACKS: Registry[type[Attack]] = Registry("attack", packages=["dlforge.adversarial.attacks"])
 
 
 def attack_options(cls: type[Attack]) -> dict:

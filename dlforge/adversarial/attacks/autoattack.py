@@ -21,7 +21,7 @@ import numpy as np
 
 from dlforge.adversarial.attacks import ATTACKS, make_attack
 from dlforge.adversarial.attacks.base import Attack
-from dlforge.adversarial.projection import NORMS, project
+from dlforge.adversarial.attacks.projection import NORMS, project
 
 
 @dataclass
@@ -69,7 +69,7 @@ class AutoAttack(Attack):
     def run(self, model, predict: Callable[[np.ndarray], np.ndarray], x: np.ndarray, y: np.ndarray, *, eps: float,
             value_range: tuple[float, float] = (0.0, 1.0), batch_size: int = 256,
             on_stage: Callable[[str], None] | None = None) -> CascadeResult:
-        """The cascade on ``x``. ``model``: a :class:`~dlforge.adversarial.torch_model.TorchModel` for the
+        """The cascade on ``x``. ``model``: a :class:`~dlforge.adversarial.attacks.torch_model.TorchModel` for the
         gradient attacks (None: they are skipped, and the stages say so); ``predict``: the judge."""
         robust = predict(x).argmax(1) == y
         x_adv, queries = x.copy(), np.zeros(len(x), dtype=np.int64)

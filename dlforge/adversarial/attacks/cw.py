@@ -8,7 +8,7 @@ import torch
 
 from dlforge.adversarial.attacks import ATTACKS
 from dlforge.adversarial.attacks.base import GradientAttack
-from dlforge.adversarial.projection import project
+from dlforge.adversarial.attacks.projection import project
 
 _ADAM_BETAS, _ADAM_EPS = (0.9, 0.999), 1e-8
 _TANH_LIMIT = 1 - 1e-6  # keeps atanh finite at the ends of the range, as Carlini's 0.999999 factor does

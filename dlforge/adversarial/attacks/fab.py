@@ -8,7 +8,7 @@ import torch
 
 from dlforge.adversarial.attacks import ATTACKS
 from dlforge.adversarial.attacks.base import GradientAttack
-from dlforge.adversarial.projection import NORMS, distance
+from dlforge.adversarial.attacks.projection import NORMS, distance
 
 
 @ATTACKS.register("fab")

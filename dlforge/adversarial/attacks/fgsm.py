@@ -6,7 +6,7 @@ import torch
 
 from dlforge.adversarial.attacks import ATTACKS
 from dlforge.adversarial.attacks.base import GradientAttack
-from dlforge.adversarial.projection import project
+from dlforge.adversarial.attacks.projection import project
 
 
 @ATTACKS.register("fgsm")

@@ -7,7 +7,7 @@ import torch
 from dlforge.adversarial.attacks import ATTACKS
 from dlforge.adversarial.attacks.base import GradientAttack
 from dlforge.adversarial.attacks.fgsm import input_gradient
-from dlforge.adversarial.projection import NORMS, linf_box, project
+from dlforge.adversarial.attacks.projection import NORMS, linf_box, project
 
 
 @ATTACKS.register("pgd")

@@ -22,6 +22,7 @@ from __future__ import annotations
 import numpy as np
 
 from dlforge.errors import InputError
+from dlforge.registry import import_package_modules
 
 
 def _is_distribution(out: np.ndarray) -> bool:
@@ -139,3 +140,6 @@ def gradient_routes(run):
 
 
 __all__ = ["Resemblance", "resemblance", "gradient_routes", "log_probabilities", "probabilities"]
+
+
+import_package_modules(__name__)  # each probe module registers itself in ATTACKS (discovery, no list to edit)

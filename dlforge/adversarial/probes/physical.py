@@ -8,7 +8,7 @@ from dlforge.adversarial.attacks import ATTACKS, make_attack
 from dlforge.adversarial.attacks.base import Probe
 from dlforge.adversarial.probes import gradient_routes
 from dlforge.adversarial.probes.transforms import Chain, apply_chain
-from dlforge.adversarial.projection import project
+from dlforge.adversarial.attacks.projection import project
 from dlforge.reporting import Column
 
 

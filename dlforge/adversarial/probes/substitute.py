@@ -6,7 +6,7 @@ import numpy as np
 
 from dlforge.adversarial.attacks import ATTACKS, make_attack
 from dlforge.adversarial.attacks.base import Probe
-from dlforge.adversarial.projection import project
+from dlforge.adversarial.attacks.projection import project
 from dlforge.errors import InputError
 from dlforge.reporting import Column
 
@@ -105,7 +105,7 @@ class SubstituteAttack(Probe):
                              f"seeds={self.seeds}; pass substitute:seeds=N with N <= {len(run.dataset.x_val)}")
 
     def probe(self, run, show) -> dict:
-        from dlforge.adversarial.torch_model import TorchModel
+        from dlforge.adversarial.attacks.torch_model import TorchModel
 
         rows = []
         x_seed = run.dataset.x_val[:self.seeds].astype(np.float32)

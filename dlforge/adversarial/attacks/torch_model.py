@@ -1,6 +1,6 @@
 """The PyTorch model gradient attacks are crafted on: eval mode, frozen parameters, batched.
 
-It wraps any classifier module: a checkpoint's model (:meth:`TorchModel.from_checkpoint`) or an
+It wraps any classifier module: a checkpoint's model (:func:`dlforge.train.checkpoint.attack_model`) or an
 engine's own graph made differentiable (:mod:`dlforge.onnx_torch`).
 """
 
@@ -8,15 +8,23 @@ from __future__ import annotations
 
 import numpy as np
 
-from dlforge.artifact import Artifact
 from dlforge.errors import InputError, require
+
+
+def resolve_device(device: str) -> str:
+    """``device`` checked: cpu, or cuda where torch sees a CUDA device."""
+    import torch
+
+    if device not in ("cpu", "cuda"):
+        raise InputError(f"unknown device {device!r}; expected cpu or cuda")
+    if device == "cuda" and not torch.cuda.is_available():
+        raise InputError(f"--device cuda, but torch {torch.__version__} sees no CUDA device; use --device cpu")
+    return device
 
 
 class TorchModel:
     def __init__(self, module, device: str = "cpu"):
         torch = require("torch", "toolkit", "gradient attacks")
-        from dlforge.train.checkpoint import resolve_device
-
         self.torch = torch
         self.device = resolve_device(device)
         self.model = module.eval().to(self.device)
@@ -27,17 +35,6 @@ class TorchModel:
         if any(isinstance(m, torch.nn.Conv2d) for m in self.model.modules()):
             self.layout = torch.channels_last
             self.model = self.model.to(memory_format=self.layout)
-
-    @classmethod
-    def from_checkpoint(cls, checkpoint: Artifact, device: str = "cpu") -> TorchModel:
-        """The checkpoint's model, rebuilt without running pickled code (:func:`load_checkpoint`)."""
-        require("torch", "toolkit", "gradient attacks")
-        from dlforge.train import load_checkpoint
-
-        if checkpoint.card.model is not None and checkpoint.card.model.task != "classification":
-            raise InputError(f"{checkpoint.path} is a {checkpoint.card.model.task} model; attacks need a classifier")
-        model, _ = load_checkpoint(checkpoint)
-        return cls(model, device)
 
     def predict(self, x: np.ndarray, batch_size: int = 512) -> np.ndarray:
         torch = self.torch
