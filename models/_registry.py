@@ -63,6 +63,11 @@ def register_model(*, task: str = "classification", defaults: TrainDefaults | No
 
     def decorator(fn: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
         summary = (fn.__doc__ or "").strip().splitlines()[0] if fn.__doc__ else ""
+        known = _REGISTRY.get(fn.__name__)
+        if known is not None and (known.factory.__module__, known.factory.__qualname__) != (fn.__module__,
+                                                                                           fn.__qualname__):
+            raise ValueError(f"model {fn.__name__!r} is already registered by {known.factory.__module__}; "
+                             "rename the factory (a second registration would replace it silently)")
         _REGISTRY[fn.__name__] = ModelEntry(fn.__name__, fn, task, summary, defaults or TrainDefaults(), pretrain)
         return fn
 

@@ -108,3 +108,79 @@ def test_unknown_names_list_the_registry():
         ATTACKS.get("cw")
     with pytest.raises(InputError, match="unknown backend"):
         BACKENDS.get("onnx-mlir")
+
+
+def _stripes(data_dir=None):
+    """Horizontal against vertical stripes, 8x8 (a dataset anyone can write in ten lines)."""
+    from dlforge.data.dataset import Dataset, holdout_test, split_train_val
+
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 2, 600)
+    phase = rng.integers(0, 2, 600)
+    grid = (np.arange(8)[:, None] + phase[:, None, None] + np.zeros((1, 1, 8))) % 2  # rows alternate
+    x = np.where(y[:, None, None] == 0, grid, grid.transpose(0, 2, 1))[:, None].astype(np.float32)
+    x = np.clip(x + rng.normal(0, 0.2, x.shape), 0, 1).astype(np.float32)
+    x_rest, y_rest, x_test, y_test = holdout_test(x, y.astype(np.int64))
+    x_train, y_train, x_val, y_val = split_train_val(x_rest, y_rest)
+    return Dataset(name="stripes", x_train=x_train, y_train=y_train, x_val=x_val, y_val=y_val, x_test=x_test,
+                   y_test=y_test, labels=("horizontal", "vertical"), source="generated")
+
+
+def _load_csv(path):
+    """A CSV of ``label,pixel0..pixel63`` rows (8x8 images in [0, 1])."""
+    from dlforge.data.dataset import Dataset, holdout_test, split_train_val
+
+    table = np.loadtxt(path, delimiter=",", dtype=np.float32)
+    x, y = table[:, 1:].reshape(-1, 1, 8, 8), table[:, 0].astype(np.int64)
+    x_rest, y_rest, x_test, y_test = holdout_test(x, y)
+    x_train, y_train, x_val, y_val = split_train_val(x_rest, y_rest)
+    return Dataset(name=str(path), x_train=x_train, y_train=y_train, x_val=x_val, y_val=y_val, x_test=x_test,
+                   y_test=y_test, labels=tuple(str(i) for i in range(int(y.max()) + 1)), source=str(path))
+
+
+@pytest.fixture()
+def data_plugins():
+    from dlforge.data.dataset import DATA_FORMATS, DATASETS, DataFormat
+
+    DATASETS.register("stripes")(_stripes)
+    DATA_FORMATS.register("csv")(DataFormat(matches=lambda p: p.suffix == ".csv", load=_load_csv,
+                                            description="a .csv of label,pixels rows"))
+    yield
+    DATASETS.unregister("stripes")
+    DATA_FORMATS.unregister("csv")
+
+
+def test_a_registered_dataset_and_data_format_train_export_and_build(data_plugins, tmp_path):
+    from dlforge.build import engine_from_onnx
+    from dlforge.data import dataset_names, load_dataset
+    from dlforge.export import onnx_from_checkpoint
+    from dlforge.train import checkpoint_from_training
+
+    assert "stripes" in dataset_names()
+    ckpt = checkpoint_from_training("mlp", tmp_path / "ckpt", data="stripes", epochs=3, progress=False)
+    engine = engine_from_onnx(onnx_from_checkpoint(ckpt.path, tmp_path / "onnx").path, tmp_path / "engine")
+    assert engine.card.sections["evaluation"]["accuracy"] > 0.9  # reloaded by name from the lineage, and learnt
+
+    digits = load_dataset("digits")
+    rows = np.concatenate([digits.y_train[:, None], digits.x_train.reshape(len(digits.y_train), -1)], 1)
+    csv = tmp_path / "digits.csv"
+    np.savetxt(csv, rows, delimiter=",", fmt="%.4f")
+    assert load_dataset(str(csv)).x_train.shape[1:] == (1, 8, 8)
+    ckpt = checkpoint_from_training("mlp", tmp_path / "ckpt-csv", data=str(csv), epochs=3, progress=False)
+    engine = engine_from_onnx(onnx_from_checkpoint(ckpt.path, tmp_path / "onnx-csv").path, tmp_path / "engine-csv")
+    assert engine.card.sections["evaluation"]["accuracy"] > 0.8
+    with pytest.raises(InputError, match=r"a \.csv of label,pixels rows"):
+        load_dataset(str(tmp_path / "nothing.txt"))
+
+
+def test_a_zoo_name_cannot_be_registered_twice():
+    """The zoo's registry refused nothing: a second ``mlp`` replaced the built-in one silently."""
+    from dlforge_models import list_models, register_model
+
+    assert "mlp" in list_models()
+
+    def mlp(*, input_shape, num_classes):
+        """Not the zoo's MLP."""
+
+    with pytest.raises(ValueError, match="'mlp' is already registered by dlforge_models"):
+        register_model()(mlp)

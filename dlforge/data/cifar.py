@@ -24,7 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
-from dlforge.data.dataset import Dataset, split_train_val
+from dlforge.data.dataset import DATASETS, Dataset, split_train_val
 from dlforge.errors import DownloadFailed, InputError
 
 URL = "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz"
@@ -88,6 +88,7 @@ def find_folder(data_dir: Path) -> Path:
                      f"cifar10 --data-dir {data_dir}`, or unpack cifar-10-python.tar.gz there and pass --data-dir")
 
 
+@DATASETS.register("cifar10")
 def load_cifar10(data_dir: Path) -> Dataset:
     """CIFAR-10 from the python batches under ``data_dir``: 45,000 train / 5,000 validation (seeded) / 10,000 test."""
     folder = find_folder(data_dir)

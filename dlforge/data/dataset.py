@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from dlforge.errors import InputError
+from dlforge.registry import Registry
 
 SPLIT_SEED = 0
 VAL_FRACTION = 0.1
@@ -16,7 +17,23 @@ VAL_FRACTION = 0.1
 # otherwise ask for a terabyte-sized output layer.
 MAX_CLASSES = 10_000
 IDX_DATASETS = ("mnist", "fashion-mnist")  # downloadable IDX datasets (dlforge.data.idx.SOURCES)
-NAMED_DATASETS = ("digits", *IDX_DATASETS, "cifar10")
+
+# Named datasets: name -> loader(data_dir: Path) -> Dataset, registered in the module that reads them
+# (digits.py, idx.py, cifar.py); every module of dlforge.data is discovered.
+DATASETS: Registry = Registry("dataset", packages=["dlforge.data"])
+
+
+@dataclass(frozen=True)
+class DataFormat:
+    """A file format a dataset can be given in (``--data PATH``): ``matches(path)`` says whether ``path`` is
+    one, ``load(path)`` reads it. Registered in :data:`DATA_FORMATS`, tried before image folders."""
+
+    matches: object  # Callable[[Path], bool]
+    load: object  # Callable[[Path], Dataset]
+    description: str = ""
+
+
+DATA_FORMATS: Registry[DataFormat] = Registry("data format", packages=["dlforge.data"])
 
 
 @dataclass(frozen=True)
@@ -82,7 +99,9 @@ class Dataset:
 
 
 def dataset_names() -> tuple[str, ...]:
-    return NAMED_DATASETS
+    """The registered dataset names, the embedded default first."""
+    names = DATASETS.names()
+    return tuple(sorted(names, key=lambda n: (n != "digits", n)))
 
 
 def load_dataset(name: str, data_dir: str | os.PathLike | None = None, *, input_shape: tuple | None = None,
@@ -104,22 +123,11 @@ def load_dataset(name: str, data_dir: str | os.PathLike | None = None, *, input_
             or a folder whose class folders name some of these labels (a subset), loads as an evaluation set.
         preprocess: the model's ``image_preprocessing`` for an evaluation set (resize, crop, channel order).
     """
-    if name == "digits":
-        from dlforge.data.digits import load_digits
-
-        return load_digits()
-    if name in IDX_DATASETS:
-        from dlforge.data.idx import load_idx_dataset
-
-        return load_idx_dataset(name, Path(data_dir) if data_dir else default_data_dir(name))
-    if name == "cifar10":
-        from dlforge.data.cifar import load_cifar10
-
-        return load_cifar10(Path(data_dir) if data_dir else default_data_dir(name))
-    if name.endswith(".npz"):
-        from dlforge.data.npz import load_npz
-
-        return load_npz(Path(name))
+    if name in DATASETS:
+        return DATASETS.get(name)(Path(data_dir) if data_dir else default_data_dir(name))
+    for _, fmt in DATA_FORMATS.items():
+        if fmt.matches(Path(name)):
+            return fmt.load(Path(name))
     if labels and os.path.isdir(name) and _evaluation_set(Path(name), labels, preprocess):
         from dlforge.data.evaluation import load_evaluation_images
 
@@ -129,8 +137,9 @@ def load_dataset(name: str, data_dir: str | os.PathLike | None = None, *, input_
         from dlforge.data.image_folder import load_image_folder
 
         return load_image_folder(Path(name), input_shape=input_shape, split_seed=split_seed)
-    raise InputError(f"unknown dataset {name!r}; expected one of {', '.join(dataset_names())}, a path to a .npz "
-                     "file, or an image folder (one sub-folder of images per class)")
+    formats = ", ".join(f.description or n for n, f in DATA_FORMATS.items())
+    raise InputError(f"unknown dataset {name!r}; expected one of {', '.join(dataset_names())}, a file of a known "
+                     f"format ({formats}), or an image folder (one sub-folder of images per class)")
 
 
 def _evaluation_set(folder: Path, labels, preprocess: dict | None) -> bool:
@@ -147,7 +156,8 @@ def _evaluation_set(folder: Path, labels, preprocess: dict | None) -> bool:
 
 def is_image_folder(name: str) -> bool:
     """Whether :func:`load_dataset` reads ``name`` as an image folder (a dataset's name wins over a folder)."""
-    return name not in dataset_names() and not name.endswith(".npz") and os.path.isdir(name)
+    return (name not in DATASETS and not any(f.matches(Path(name)) for _, f in DATA_FORMATS.items())
+            and os.path.isdir(name))
 
 
 def load_training_data(artifact, data: str | None = None, data_dir: str | os.PathLike | None = None,

@@ -4,8 +4,13 @@ from __future__ import annotations
 
 import numpy as np
 
-from dlforge.data.dataset import Dataset, holdout_test, split_train_val
+from dlforge.data.dataset import DATASETS, Dataset, holdout_test, split_train_val
 from dlforge.errors import require
+
+
+@DATASETS.register("digits")
+def _registered(data_dir=None) -> Dataset:
+    return load_digits()  # embedded in scikit-learn: no directory
 
 
 def load_digits() -> Dataset:

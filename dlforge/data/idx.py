@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from dlforge.data.dataset import Dataset, split_train_val
+from dlforge.data.dataset import DATASETS, IDX_DATASETS, Dataset, split_train_val
 from dlforge.errors import DownloadFailed, InputError
 
 IMAGES_MAGIC = 2051
@@ -170,3 +170,7 @@ def download_idx(name: str, data_dir: Path, base_url: str | None = None) -> list
 
 def _md5(path: Path) -> str:
     return hashlib.md5(path.read_bytes(), usedforsecurity=False).hexdigest()
+
+
+for _name in IDX_DATASETS:
+    DATASETS.register(_name)(lambda data_dir, name=_name: load_idx_dataset(name, data_dir))

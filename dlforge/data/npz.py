@@ -11,11 +11,12 @@ from pathlib import Path
 
 import numpy as np
 
-from dlforge.data.dataset import MAX_CLASSES, Dataset, holdout_test, split_train_val
+from dlforge.data.dataset import DATA_FORMATS, MAX_CLASSES, DataFormat, Dataset, holdout_test, split_train_val
 from dlforge.errors import InputError
 
 
 def load_npz(path: Path) -> Dataset:
+    """The dataset in ``path``; registered as the ``npz`` data format (any path ending in ``.npz``)."""
     if not path.is_file():
         raise InputError(f"dataset file {path} does not exist; pass a .npz with 'x' and 'y' arrays")
     try:
@@ -107,3 +108,7 @@ def _labels(path: Path, key: str, y: np.ndarray, n: int) -> np.ndarray:
     if len(y) and y.min() < 0:
         raise InputError(f"{path}: {key!r} has negative labels; expected 0..num_classes-1")
     return y.astype(np.int64)
+
+
+DATA_FORMATS.register("npz")(DataFormat(matches=lambda path: path.name.endswith(".npz"), load=load_npz,
+                                        description="a .npz with x and y arrays"))
