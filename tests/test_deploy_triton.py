@@ -116,9 +116,26 @@ BROKEN = {
     "engine's smallest batch above 1": (lambda f: _edit_card(f, batch_range=[2, 64]), {"batch-under-profile"}),
     "unknown output": (lambda f: _edit(f, 'name: "logits"', 'name: "scores"'), {"unknown-output", "missing-output"}),
     "label file named but absent": (lambda f: (f / "labels.txt").unlink(), {"missing-labels"}),
+    "labels not the card's": (lambda f: (f / "labels.txt").write_text("\n".join(str(9 - i) for i in range(10)) + "\n"),
+                              {"wrong-labels"}),
+    "card without a model": (lambda f: _edit_card(f, model=None), {"bad-card"}),
     "tensorrt plan on a CPU instance": (None, {"plan-on-cpu"}),
     "batch larger than the profile": (None, {"batch-over-profile"}),
 }
+
+
+def test_every_code_the_validator_can_give_has_a_broken_repository():
+    """The codes in dlforge/deploy/triton.py's ``problem(...)`` calls, each produced by a case above."""
+    import re
+
+    from dlforge.deploy import triton
+
+    source = Path(triton.__file__).read_text(encoding="utf-8")
+    codes = set(re.findall(r'problem\("([a-z-]+)"', source))
+    for kind in re.findall(r'problem\(f"([a-z]+)-\{kind\}"', source):
+        codes |= {f"{kind}-input", f"{kind}-output"}
+    assert len(codes) == 24
+    assert codes == set().union(*(expected for _, expected in BROKEN.values()))
 
 
 @pytest.mark.parametrize("case", [c for c, (edit, _) in BROKEN.items() if edit is not None])

@@ -33,6 +33,7 @@ def check_line(c: dict) -> str:
 
 
 def _probe_columns(name: str) -> list:
+    import dlforge.adversarial.probes  # noqa: F401  (the probes register in ATTACKS when their package is imported)
     from dlforge.adversarial.attacks import ATTACKS
 
     columns = list(getattr(ATTACKS.get(name), "columns", ()))
@@ -156,6 +157,7 @@ def images_png(items: list[dict], title: str) -> str | None:
 def _probes_html(report: dict) -> str:
     out = []
     for name, section in report.get("probes", {}).items():
+        import dlforge.adversarial.probes  # noqa: F401  (the probes register in ATTACKS when their package is imported)
         from dlforge.adversarial.attacks import ATTACKS
 
         doc = (ATTACKS.get(section["probe"]).__doc__ or "").strip().splitlines()

@@ -198,8 +198,12 @@ def _search_mixed(backend: Backend, parent: Artifact, options: BuildOptions, dat
     path.parent.mkdir()
     details = backend.compile("int8", parent.payload_path, path, {**calibration, "exclude": kept})
     engine = DeployedModel(path=path, session=backend.open(path, details, parent.card.model))
-    evaluation = compare(engine, reference, x, y, parent.card.model.task)
-    evaluation["check_half"] = compare(engine, reference, x[1::2], y[1::2], parent.card.model.task)
+    try:
+        evaluation = compare(engine, reference, x, y, parent.card.model.task)
+        evaluation["check_half"] = compare(engine, reference, x[1::2], y[1::2], parent.card.model.task)
+    except BaseException:  # not among the candidates yet: nobody else would close it
+        engine.close()
+        raise
     return record, {"path": path, "details": details, "build_s": time.perf_counter() - start, "engine": engine,
                     "batch_range": backend.batch_range(details), "evaluation": evaluation,
                     "plan": plan_document(kept, units)}

@@ -16,7 +16,7 @@ import sys
 import click
 
 from dlforge import __version__
-from dlforge.errors import EXIT_CODES_HELP, EXIT_INTERNAL, EXIT_INTERRUPTED, DlforgeError
+from dlforge.errors import EXIT_CODES_HELP, EXIT_DEVICE, EXIT_INTERNAL, EXIT_INTERRUPTED, DlforgeError
 
 
 class Terminated(KeyboardInterrupt):
@@ -45,10 +45,21 @@ class DlforgeGroup(click.Group):
             what = "terminated" if isinstance(exc, Terminated) or isinstance(exc.__cause__, Terminated) else "interrupted"
             _fail(f"{what}; temporary files were removed and no partial artifact was written", EXIT_INTERRUPTED)
         except Exception as exc:  # a bug, not bad input: still one line unless --debug
+            if _device_failure(exc):
+                _fail(f"the device failed: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}",
+                      EXIT_DEVICE, debug)
             _fail(f"internal error: {type(exc).__name__}: {exc} (a bug in dlforge; rerun with --debug for the "
                   "traceback)", EXIT_INTERNAL, debug)
         finally:
             signal.signal(signal.SIGTERM, previous)
+
+
+def _device_failure(exc: BaseException) -> bool:
+    """A CUDA failure raised by torch or ONNX Runtime's CUDA provider (out of memory, a launch failure): the
+    device, not dlforge or the input; exit 4 like :class:`~dlforge.errors.DeviceError`."""
+    text = str(exc)
+    return (type(exc).__name__ == "OutOfMemoryError" and type(exc).__module__.startswith("torch")) or \
+        "CUDA out of memory" in text or "CUDA error" in text or "CUDA failure" in text
 
 
 def _fail(message: str, code: int, debug: bool = False) -> None:

@@ -252,6 +252,9 @@ def validate_model(folder: Path) -> list[Problem]:
         card = Card.from_dict(json.loads(card_path.read_text(encoding="utf-8")))
     except (ValueError, KeyError, TypeError) as exc:
         return problem("bad-card", f"{CARD_FILE} is not a dlforge card: {exc}")
+    if card.model is None or not card.model.inputs:
+        return problem("bad-card", f"{CARD_FILE} does not describe the model's inputs and outputs; redeploy the "
+                                   "engine with `dlforge deploy triton`")
     backend = card.sections.get("backend", "ort")
     if PLATFORMS.get(backend, (None,))[0] != platform:
         problem("platform-mismatch", f"platform {platform} cannot run the card's {backend} engine "

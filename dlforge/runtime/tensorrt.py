@@ -41,6 +41,8 @@ class TrtSession(Session):
             raise InputError(f"TensorRT could not deserialize {engine_path}; rebuild it with "
                              f"dlforge build {source} --backend tensorrt")
         self._context = self._engine.create_execution_context()
+        if self._context is None:  # TensorRT returns None, e.g. when the device is out of memory
+            raise DeviceError(f"TensorRT could not create an execution context for {engine_path} (device memory?)")
         self.profiles = {p["name"]: ShapeProfile.from_dict(p) for p in profiles}
         inputs, outputs = [], []
         for i in range(self._engine.num_io_tensors):
@@ -85,7 +87,8 @@ class TrtSession(Session):
     def prepare(self, feeds: dict[str, np.ndarray]) -> None:
         """Set input shapes and copy inputs to the device (feeds already validated)."""
         for name, x in feeds.items():
-            self._context.set_input_shape(name, x.shape)
+            if not self._context.set_input_shape(name, x.shape):
+                raise InputError(f"input {name!r} shape {x.shape} is not one this TensorRT engine accepts")
             host = self._host[name]
             flat = host.array.reshape(-1)
             flat[: x.size] = x.reshape(-1)

@@ -93,6 +93,9 @@ def test_cli_bad_availability_input_is_one_line_and_writes_nothing(tmp_path, arg
 
 
 def test_digits_availability_curve_from_the_cli(tmp_path):
+    from dlforge.runtime import open_deployed
+
+    digits_val = load_dataset("digits")
     out = tmp_path / "run"
     result = CliRunner().invoke(cli, ["poison", "mlp", "--attack", "boundary-flip", "--rates", "0.2/0.4",
                                       "--epochs", "4", "-o", str(out)])
@@ -115,6 +118,10 @@ def test_digits_availability_curve_from_the_cli(tmp_path):
             rates = f["engines"][precision]
             assert rates["true_positive_rate"] > 3 * rates["false_positive_rate"]
             assert rates["share"] == pytest.approx(rates["flagged"] / (row["injected_samples"] + report["clean_samples"]))
+            # the bar is the clean validation set's 99th-percentile loss under this very engine, not the poisoned set's
+            with open_deployed(row["engines"][precision]) as engine:
+                val_losses = sample_losses(engine.predict(digits_val.x_val), digits_val.y_val)
+            assert rates["threshold"] == pytest.approx(np.quantile(val_losses, 0.99), rel=1e-6)
         assert 0 <= f["accuracy_after"] <= 1
     random_rows = [r for r in curve if r["attack"] == "random-label"]
     assert all(r["loss_filter"]["engines"]["fp32"]["true_positive_rate"] > 0.8 for r in random_rows)

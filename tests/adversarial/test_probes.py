@@ -43,7 +43,7 @@ def test_fooling_images_are_confident_and_unrecognizable(digits_probes):
         for row in digits_probes["probes"][probe]["rows"]:
             assert row["classes_fooled"] >= 9, (probe, row["route"], row["target"], row["per_class"])
             counted = [p for p in row["per_class"] if p["confidence"] >= row["confidence_bar"]]
-            assert all(p["unrecognizable"] and p["resemblance_ratio"] <= 1 for p in counted)
+            assert all(p["unrecognizable"] for p in counted)
     evo = digits_probes["probes"]["fooling-evo"]["rows"]
     assert all(r["queries"] <= 4000 for r in evo) and all(r["queries"] > 3000 for r in evo)
     gallery = digits_probes["probes"]["fooling"]["gallery"]
@@ -51,23 +51,25 @@ def test_fooling_images_are_confident_and_unrecognizable(digits_probes):
 
 
 def _judge_cases(ds, known, amplitude):
-    """Fractions judged unrecognizable: held-out real images, lightly perturbed ones, fresh noise, and
-    real images drawn at ``amplitude`` into fresh noise (what the searches could produce: legible)."""
+    """Fractions judged unrecognizable: held-out real images, lightly perturbed ones, fresh noise, real images
+    drawn at ``amplitude`` into fresh noise (what the searches could produce: legible), and the real and the
+    drawn ones with inverted contrast (as legible)."""
     rng = np.random.default_rng(7)
     real = ds.x_test[-300:]
     light = np.clip(real + rng.uniform(-0.1, 0.1, real.shape), 0, 1)
     noise = rng.uniform(0, 1, real.shape)
     faint = np.clip(rng.uniform(0, 1, real.shape) + amplitude * (2 * real - 1), 0, 1)
-    return [float(known.unrecognizable(x).mean()) for x in (real, light, noise, faint)]
+    inverted = np.clip(rng.uniform(0, 1, real.shape) - amplitude * (2 * real - 1), 0, 1)
+    return [float(known.unrecognizable(x).mean()) for x in (real, light, noise, faint, 1 - real, inverted)]
 
 
 def test_unrecognizable_judge_can_say_no_on_digits():
     ds = load_dataset("digits")
     known = Resemblance(ds.x_train, ds.x_test[:-300])
-    real, light, noise, faint = _judge_cases(ds, known, amplitude=0.4)
-    assert known.judgeable and real == 0 and light == 0
+    real, light, noise, faint, real_inverted, faint_inverted = _judge_cases(ds, known, amplitude=0.4)
+    assert known.judgeable and real == 0 and light == 0 and real_inverted == 0
     assert noise >= 0.99  # the bar is noise's 99.9% quantile, measured on other noise
-    assert faint <= 0.05  # a digit drawn into noise is recognizable (8x8 leaves little to draw with)
+    assert faint <= 0.05 and faint_inverted <= 0.05  # drawn into noise: recognizable (8x8 leaves little to draw with)
 
 
 def test_unrecognizable_judge_catches_a_digit_drawn_into_noise(mnist_dir):
@@ -76,9 +78,9 @@ def test_unrecognizable_judge_catches_a_digit_drawn_into_noise(mnist_dir):
     reads them. The resemblance judge calls them recognizable; noise alone it does not."""
     ds = load_dataset("mnist", data_dir=mnist_dir)
     known = Resemblance(ds.x_train, ds.x_test[:1000])
-    real, light, noise, faint = _judge_cases(ds, known, amplitude=0.3)
-    assert known.judgeable and real == 0 and light == 0 and noise >= 0.99
-    assert faint == 0, faint
+    real, light, noise, faint, real_inverted, faint_inverted = _judge_cases(ds, known, amplitude=0.3)
+    assert known.judgeable and real == 0 and light == 0 and noise >= 0.99 and real_inverted == 0
+    assert faint == 0 and faint_inverted == 0, (faint, faint_inverted)
 
 
 def test_legible_probe_output_is_caught(digits_lenet):
@@ -93,6 +95,13 @@ def test_legible_probe_output_is_caught(digits_lenet):
     drawn = FoolingImages(radius=1.0, steps=300, confidence=1 - 1e-9, starts=2).ascend(
         attack_model(digits_lenet), 10, ds.x_test.shape[1:], (0.0, 1.0))
     assert known.unrecognizable(drawn).mean() <= 0.1  # measured 0.05
+    # legible, not merely structured: each drawn image's best-matching training image is of the class it was
+    # drawn for (a person, or a nearest-neighbour reader, names the class)
+    from dlforge.adversarial.probes import _standardize
+
+    nearest = np.abs(_standardize(drawn) @ _standardize(ds.x_train).T).argmax(1)
+    matches = (ds.y_train[nearest] == np.arange(10).repeat(2)).mean()
+    assert matches >= 0.7, matches
 
 
 def test_judge_that_cannot_separate_data_from_noise_says_so():
@@ -177,7 +186,7 @@ def test_patch_and_physical_run_on_every_model(digits_engines):
                     for key in ("physical", "physical:points=60:draws=3:eot_samples=2:steps=10:eps=0.3"))
     assert small.keys() == large.keys()
     for key, row in large.items():  # a larger ball fools at least as many points, with or without the chain
-        assert row["clean_under_chain"] > 0.5 and row["examples"] == round(row["adversarial"] * 60)
+        assert row["clean_under_chain"] > 0.5
         assert row["adversarial"] >= small[key]["adversarial"] and row["adversarial"] > 0.5, (key, small[key], row)
         assert row["fooled_after_chain"] >= small[key]["fooled_after_chain"] - 0.05, (key, small[key], row)
     with pytest.raises(InputError, match="not a class"):
@@ -196,3 +205,15 @@ def test_physical_headline_is_the_absolute_share_and_eot_beats_plain_pgd_on_it(d
     for r in (pgd, eot):  # the chain alone also costs points: the absolute share is not survival x fooled
         assert 0 <= r["fooled_after_chain"] <= 1 and r["survival"] is not None
     assert eot["fooled_after_chain"] > pgd["fooled_after_chain"], (pgd, eot)
+
+
+def test_a_stored_report_with_probes_renders_in_a_fresh_process():
+    """The probes register when their package is imported: the report imports it too, so reading a stored
+    audit.json with probe sections needs no audit run first."""
+    import subprocess
+    import sys
+
+    code = ("from dlforge.adversarial.report import _probe_columns\n"
+            "print(len(_probe_columns('fooling')), len(_probe_columns('physical')))\n")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0 and proc.stdout.split()[0] == "7", proc.stderr

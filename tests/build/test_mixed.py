@@ -77,7 +77,14 @@ def test_search_recovers_the_accuracy_all_int8_loses(auto_engine, digits_onnx, d
         if r["within_budget"]:
             assert r["accuracy_drop"] <= BUDGET and r["robust_drop"] <= ROBUST_BUDGET
     # whatever timing chose to ship, the gate held on the whole split
-    assert art.card.sections["evaluation"]["accuracy_drop"] <= BUDGET
+    ev = art.card.sections["evaluation"]
+    assert ev["accuracy_drop"] <= BUDGET
+    if art.card.sections["precision"] == "mixed":  # shipped: the artifact's plan is the search's best, in its graph
+        shipped = json.loads((art.path / "plan.json").read_text())
+        assert shipped == art.card.sections["plan"] and shipped["keep_fp32"] == best["keep_fp32"]
+        assert _float_nodes(art.payload_path) == {n["onnx_node"] for n in shipped["nodes"]
+                                                  if n["op_type"] in ("Conv", "Gemm")}
+        assert "check_half" in ev
     assert (art.path / "precision.html").is_file()
     assert any(line.startswith("per-layer plan: 10 quantizable nodes") for line in lines), lines
 

@@ -142,6 +142,14 @@ def test_a_device_failure_exits_4_not_as_bad_input(digits_engines, monkeypatch):
     result = _invoke(["audit", digits_engines["fp32"].path, "--attacks", "square"])
     assert result.exit_code == 4 and "cudaErrorLaunchFailure" in result.stderr and "Traceback" not in result.output
     assert issubclass(CudaError, DeviceError) and issubclass(DeviceError, DlforgeError)
+    import torch  # torch's own CUDA out-of-memory error (raised on a GPU by a gradient attack) is a device failure too
+
+    def out_of_memory(*args, **kwargs):
+        raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+
+    monkeypatch.setattr(audit, "_prepare", out_of_memory)
+    result = _invoke(["audit", digits_engines["fp32"].path, "--attacks", "square"])
+    assert result.exit_code == 4 and "the device failed: OutOfMemoryError" in result.stderr
     # the TensorRT runtime (not importable here) raises the device error on a failed enqueue, not InputError
     from pathlib import Path
 

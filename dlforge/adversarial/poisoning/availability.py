@@ -20,7 +20,9 @@ of a real training image with a wrong label, so no pixel statistic can tell it a
   against ``random-label`` at every rate (``dlforge poison --attack boundary-flip`` draws both curves).
 
 The defence is loss-based filtering (the "loss" sanitizer of Koh et al. 2018, Sec. 2): train on the
-poisoned data, remove the share of training samples with the highest loss under that model, retrain.
+poisoned data, remove the training samples whose loss under that model is above the 99th percentile of
+the clean validation set's (what a defender with trusted clean data knows; ``--filter-share`` removes a
+fixed share instead, and the true poisoned share is reported as an oracle), retrain.
 Here the loss is computed from each deployed engine's outputs, so the filter's decisions on the fp32
 and the INT8 engine can be compared.
 """

@@ -79,7 +79,7 @@ def availability_table(r: dict) -> str:
                 else f"removes training samples whose {first['rule']} (removed: the fp32 engine's share)")
         lines += ["", f"loss filter (Koh et al. 2018): {rule}, under each engine (TPR, FPR against the injected samples); "
                       "acc after: PyTorch, retrained without the fp32 engine's flags", format_table(filtered, _FILTER)]
-        lines += [f"note: {first['oracle']}"] if "oracle" in first else []
+        lines += [f"note: rate {row['rate']:g}: {row['oracle']}" for row in filtered if "oracle" in row]
     return "\n".join(lines)
 
 
@@ -98,6 +98,7 @@ def table(r: dict) -> str:
         lines += ["", "training-set defences on each engine's last-hidden-layer activations (TPR, FPR against the "
                       "true poisoned indices; after: retrained without the fp32 engine's flags)",
                   format_table(training_set, _TRAINING_SET)]
+        lines += sorted({f"note: {d['name']}: {d['oracle']}" for d in r["defences"] if "oracle" in d})
     strip = [d for d in r["defences"] if d["name"] == "strip"]
     if strip:
         s = strip[0]

@@ -405,8 +405,9 @@ def run_availability(model: str, out_dir: str | os.PathLike, o: PoisonOptions, *
 
 
 def _loss_filter(engines, poisoned, injection, o, on_stage) -> tuple[dict, np.ndarray]:
-    """The loss filter on each engine: flag the highest-loss share of the poisoned training set. Returns
-    the report entry and the fp32 engine's flags."""
+    """The loss filter on each engine: flag the training samples whose loss is above the clean validation
+    set's 99th percentile (or, with ``--filter-share``, the highest-loss share). Returns the report entry
+    and the fp32 engine's flags."""
     from dlforge.adversarial.poisoning.availability import VALIDATION_QUANTILE, loss_filter, loss_threshold, sample_losses
     from dlforge.adversarial.poisoning.defences import detection_rates
 

@@ -49,9 +49,9 @@ def log_probabilities(out: np.ndarray) -> np.ndarray:
 class Resemblance:
     """Whether an input resembles the model's own data more than noise does: the judge of "unrecognizable".
 
-    An input's *resemblance* is its largest Pearson correlation with (up to) ``reference`` training
-    images: 1 for a training image, high for a real test image or a lightly perturbed one, and low for
-    uniform noise, whatever the brightness or contrast. The *noise bar* is the ``quantile`` of that
+    An input's *resemblance* is its largest absolute Pearson correlation with (up to) ``reference``
+    training images: 1 for a training image, high for a real test image, a lightly perturbed one or
+    one with inverted contrast, and low for uniform noise, whatever the brightness or contrast. The *noise bar* is the ``quantile`` of that
     score over ``noise`` images of uniform noise in the value range: an input at or below it looks no
     more like any training image than noise does, and is called unrecognizable; above it, the input
     carries structure of the data (a digit's strokes drawn faintly into noise score far above the bar
@@ -83,10 +83,11 @@ class Resemblance:
         return self.data_level > self.bar
 
     def scores(self, x: np.ndarray, batch: int = 512) -> np.ndarray:
-        """Each input's resemblance: its largest correlation with a reference training image."""
+        """Each input's resemblance: its largest absolute correlation with a reference training image (a
+        contrast-inverted digit is as recognizable as the digit)."""
         out = np.empty(len(x))
         for i in range(0, len(x), batch):
-            out[i:i + batch] = (_standardize(x[i:i + batch]) @ self.reference.T).max(1)
+            out[i:i + batch] = np.abs(_standardize(x[i:i + batch]) @ self.reference.T).max(1)
         return out
 
     def unrecognizable(self, x: np.ndarray) -> np.ndarray:
@@ -99,7 +100,7 @@ class Resemblance:
 
     def note(self) -> str:
         text = (f"unrecognizable: resembles none of {len(self.reference)} training images more than "
-                f"{self.quantile:.1%} of uniform-noise images do (largest correlation <= {self.bar:.3f}; "
+                f"{self.quantile:.1%} of uniform-noise images do (largest |correlation| <= {self.bar:.3f}; "
                 f"99% of held-out test images reach {self.data_level:.3f})")
         if not self.judgeable:
             text += ("; held-out test images do not stand out from noise by this measure, so no image is "

@@ -13,7 +13,7 @@ probes, one per way of searching:
   each pixel mutated with probability ``mutation_rate`` by polynomial mutation of strength 15.
 
 "Unrecognizable" is judged, not assumed: an image counts only if it resembles no training image
-more than uniform noise does (its largest correlation with a training image is at or below the
+more than uniform noise does (its largest absolute correlation with a training image is at or below the
 99.9% quantile of noise's; :class:`dlforge.adversarial.probes.Resemblance`); the evolutionary search
 never keeps an elite that does not. The judge catches a digit's shape drawn faintly into noise
 (an earlier L2-distance yardstick did not: noise kept every image far from every digit, legible or
