@@ -1,5 +1,10 @@
 """Shared fixtures. ``DLFORGE_HOME`` points at a temp dir so tests never touch the user's home.
 
+Two tiers. The README's test command runs the fast tier, ``pytest -m "not slow"``; ``.ci/run`` runs it and
+then the slow tier, ``pytest -m slow``, so CI still runs everything. A test is slow when it is marked so, or
+when it uses a fixture that trains or starts something for minutes (:data:`SLOW_FIXTURES`: the MNIST models,
+a Ray cluster, the wheel's virtual environments).
+
 Handed-over fixtures: tests/test_packaging.py runs tests/runtime/test_session_contract.py in a virtual
 environment holding only the base install (numpy + onnxruntime), where nothing can be trained or
 exported (no torch, no onnx) and the digits dataset cannot be loaded (no scikit-learn). The suite's
@@ -17,6 +22,15 @@ import pytest
 from tests.helpers import HANDOFF_ENV, load_dataset_npz, shared_path
 
 HANDOFF = Path(os.environ[HANDOFF_ENV]) if os.environ.get(HANDOFF_ENV) else None
+SLOW_FIXTURES = frozenset({"mnist_lenet", "mnist_onnx", "mnist_engines", "ray_cluster", "wheel", "toolkit_python",
+                           "base_python", "zoo_engines", "fresh_block"})  # fresh_block: the README tour, run once (a minute)
+
+
+def pytest_collection_modifyitems(config, items):
+    """Mark ``slow`` every test that uses a fixture of :data:`SLOW_FIXTURES` (the tier rule in one place)."""
+    for item in items:
+        if SLOW_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.slow)
 
 
 @pytest.fixture(autouse=True)

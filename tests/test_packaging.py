@@ -160,6 +160,8 @@ def test_ci_runs_the_readme_test_command():
     assert len(commands) == 2 and "dlforge pipeline lenet --data digits" in commands[0], commands
     ci_lines = [line.strip() for line in (ROOT / ".ci" / "run").read_text().splitlines()]
     assert commands[1] in ci_lines, f".ci/run does not run the README's test command {commands[1]!r}"
+    assert commands[1].endswith('pytest -m "not slow"'), commands[1]  # the README's command is the fast tier
+    assert ".venv/bin/python -m pytest -m slow" in ci_lines[ci_lines.index(commands[1]) + 1:]  # CI then runs the rest
 
 
 def test_toolkit_wheel_imports_every_module(toolkit_python, tmp_path):

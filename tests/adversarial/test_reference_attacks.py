@@ -26,6 +26,7 @@ from dlforge.data import load_dataset
 from tests.helpers import import_or_skip
 
 ta = import_or_skip("torchattacks", "torchattacks is a test-only dependency (pip install --no-deps)")
+pytestmark = pytest.mark.slow  # the reference cross-checks: the full tier
 N = 100
 
 
