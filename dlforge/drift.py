@@ -14,11 +14,13 @@ from __future__ import annotations
 
 import html
 import os
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from dlforge.errors import InputError
+from dlforge.options import Options, option
 from dlforge.reporting import Column, format_table, html_table
 
 COLUMNS = [Column("hop"), Column("artifact", fmt=lambda v: Path(v).name),
@@ -33,9 +35,23 @@ def _hop_label(artifact) -> str:
     return {"checkpoint": "pytorch"}.get(artifact.kind, artifact.kind)
 
 
-def run_drift(paths: list[str | os.PathLike], *, samples: int = 200, eps: float = 0.1, pgd_steps: int = 20,
-              seed: int = 0, batch_size: int = 256, data_dir: str | None = None) -> dict:
-    """Compare the artifacts at ``paths`` hop by hop (in the order given, e.g. checkpoint, onnx, engines)."""
+@dataclass
+class DriftOptions(Options):
+    samples: int = option(200, "Test images PGD attacks for the robust-accuracy column.", min=1)
+    eps: float = option(0.1, "L-inf eps of that PGD.", min=0)
+    pgd_steps: int = option(20, "PGD steps.", min=1)
+    seed: int = option(0, "Seed of PGD's random start.", min=0)
+    batch_size: int = option(256, "Batch size of the attack and the predictions.", min=1)
+    data_dir: str | None = option(None, "Directory of the dataset's files.")
+
+
+def run_drift(paths: list[str | os.PathLike], options: DriftOptions | None = None, **overrides) -> dict:
+    """Compare the artifacts at ``paths`` hop by hop (in the order given, e.g. checkpoint, onnx, engines).
+
+    ``options`` (:class:`DriftOptions`) or keyword ``overrides`` (``samples=60``) set PGD's budget and the data."""
+    o = DriftOptions.build(options, **overrides)
+    samples, eps, pgd_steps, seed, batch_size, data_dir = (o.samples, o.eps, o.pgd_steps, o.seed, o.batch_size,
+                                                           o.data_dir)
     from dlforge.adversarial.attacks.pgd import PGD
     from dlforge.adversarial.attacks.robust import robust_accuracy
     from dlforge.train.checkpoint import attack_model
@@ -46,8 +62,6 @@ def run_drift(paths: list[str | os.PathLike], *, samples: int = 200, eps: float 
 
     if len(paths) < 2:
         raise InputError("drift compares at least two artifacts of one model (e.g. checkpoint, onnx, engines)")
-    if not (isinstance(eps, (int, float)) and np.isfinite(eps) and eps >= 0):
-        raise InputError(f"--eps must be a finite number >= 0, got {eps!r}")
     artifacts = [open_artifact(p, ["checkpoint", "onnx", "engine"]) for p in paths]
     spec = dataset_spec(artifacts[-1]) or dataset_spec(artifacts[0])
     if spec is None:

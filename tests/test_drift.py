@@ -2,6 +2,7 @@
 
 import json
 
+import pytest
 from click.testing import CliRunner
 
 from dlforge.cli import cli
@@ -51,3 +52,15 @@ def test_drift_refuses_a_model_of_the_same_shapes_and_a_nan_eps(digits_lenet, di
     assert result.exit_code == 2 and "is not a stage of the same model" in result.output, result.output
     result = CliRunner().invoke(cli, ["drift", str(digits_lenet.path), str(digits_onnx.path), "--eps", "nan"])
     assert result.exit_code == 2 and "--eps must be a finite number" in result.output, result.output
+
+
+def test_drift_options_are_an_options_class_shared_by_the_cli_and_the_api():
+    """One declaration: the CLI's flags, defaults and checks come from DriftOptions, as the other stages'."""
+    from dlforge.drift import DriftOptions, run_drift
+    from dlforge.errors import InputError
+
+    assert DriftOptions().samples == 200 and DriftOptions().eps == 0.1
+    with pytest.raises(InputError, match="--pgd-steps must be a finite number >= 1, got 0"):
+        run_drift(["a", "b"], pgd_steps=0)
+    result = CliRunner().invoke(cli, ["drift", "--help"])
+    assert "--seed" in result.output and "[default: 200]" in result.output
