@@ -3,36 +3,65 @@
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
 from dlforge.artifact import Artifact
+from dlforge.options import Options, option
 
 # The audit's and the drift report's attack settings agree, so their robust accuracies can be compared.
 AUDIT_SAMPLES, AUDIT_PGD_STEPS, DRIFT_EPS = 200, 20, 0.1
-STAGES = ("checkpoint", "onnx", "engine-ort-fp32", "engine-ort-int8", "bench", "audit", "drift")
+PRECISIONS = ("fp32", "int8")
+
+
+def _backend_names() -> tuple[str, ...]:
+    from dlforge.build.backends import BACKENDS
+
+    return BACKENDS.names()
+
+
+@dataclass
+class PipelineOptions(Options):
+    data: str = option("digits", "Dataset: digits (embedded), mnist, fashion-mnist, cifar10, a .npz or an image folder.",
+                       nonempty=True)
+    data_dir: str | None = option(None, "Directory of the dataset's files.")
+    epochs: int | None = option(None, "Training epochs (default: the model's).", min=1)
+    seed: int = option(0, "Seed of the training.", min=0)
+    backend: str = option("ort", "Backend that compiles the fp32 and INT8 engines (the stages are "
+                                 "engine-<backend>-<precision>).", choices=_backend_names)
+    bench: bool = option(True, "Benchmark the engines beside eager PyTorch.")
+    audit: bool = option(True, "Audit the engines' robustness.")
+
+
+def stages(backend: str = "ort") -> tuple[str, ...]:
+    """The pipeline's stage directories, in order, for engines built by ``backend``."""
+    return ("checkpoint", "onnx", *(f"engine-{backend}-{p}" for p in PRECISIONS), "bench", "audit", "drift")
+
+
+STAGES = stages()
 
 
 def run_pipeline(
     model: str,
     out_dir: str | os.PathLike,
+    options: PipelineOptions | None = None,
     *,
-    data: str = "digits",
-    data_dir: str | os.PathLike | None = None,
-    epochs: int | None = None,
-    seed: int = 0,
     force: bool = False,
-    bench: bool = True,
-    audit: bool = True,
     on_stage: Callable[[str], None] = lambda stage: None,
     on_epoch: Callable | None = None,
+    **overrides,
 ) -> dict[str, Artifact]:
-    """Train ``model`` on ``data``, export, build fp32 and int8 engines, benchmark them side by side
-    with eager PyTorch, audit their robustness, and end with the per-hop drift report (PyTorch -> ONNX
-    -> each engine), each stage into ``out_dir/<stage>/``.
+    """Train ``model`` on ``data``, export, build fp32 and int8 engines with ``backend``, benchmark them side
+    by side with eager PyTorch, audit their robustness, and end with the per-hop drift report (PyTorch ->
+    ONNX -> each engine), each stage into ``out_dir/<stage>/``.
 
+    ``options`` (:class:`PipelineOptions`) or keyword ``overrides`` (``data="mnist"``) set what runs.
     Returns the artifacts by stage name.
     """
+    o = PipelineOptions.build(options, **overrides)
+    data, data_dir, epochs, seed, bench, audit = o.data, o.data_dir, o.epochs, o.seed, o.bench, o.audit
+    engines = [f"engine-{o.backend}-{p}" for p in PRECISIONS]
     from dlforge.artifact import check_output
     from dlforge.build import engine_from_onnx
     from dlforge.export import onnx_from_checkpoint
@@ -43,23 +72,23 @@ def run_pipeline(
     get_entry(model)
     train = TrainOptions(data=data, data_dir=None if data_dir is None else str(data_dir), epochs=epochs, seed=seed)
     out = Path(out_dir)
-    for stage in STAGES:  # every output checked before any work, so bad input writes nothing
+    for stage in stages(o.backend):  # every output checked before any work, so bad input writes nothing
         check_output(out / stage, force=force)
     artifacts: dict[str, Artifact] = {}
     on_stage("train")
     artifacts["checkpoint"] = checkpoint_from_training(model, out / "checkpoint", train, force=force, on_epoch=on_epoch)
     on_stage("export")
     artifacts["onnx"] = onnx_from_checkpoint(artifacts["checkpoint"].path, out / "onnx", force=force)
-    for precision in ("fp32", "int8"):
-        on_stage(f"build ort {precision}")
-        artifacts[f"engine-ort-{precision}"] = engine_from_onnx(
-            artifacts["onnx"].path, out / f"engine-ort-{precision}", precision=precision, force=force)
+    for stage, precision in zip(engines, PRECISIONS):
+        on_stage(f"build {o.backend} {precision}")
+        artifacts[stage] = engine_from_onnx(artifacts["onnx"].path, out / stage, precision=precision,
+                                            backend=o.backend, force=force)
     if bench:
         from dlforge.bench import write_bench_artifact
         from dlforge.bench.runner import run_bench
 
         on_stage("bench")
-        report = run_bench([artifacts["engine-ort-fp32"].path, artifacts["engine-ort-int8"].path],
+        report = run_bench([artifacts[e].path for e in engines],
                            torch_checkpoint=artifacts["checkpoint"].path, batch_sizes=(1, 64), accuracy=True,
                            duration=0.5, rounds=3)
         artifacts["bench"] = write_bench_artifact(report, out / "bench", force=force)
@@ -71,7 +100,7 @@ def run_pipeline(
         from dlforge.adversarial.audit import run_audit
 
         on_stage("audit")
-        report = run_audit([artifacts["engine-ort-fp32"].path, artifacts["engine-ort-int8"].path],
+        report = run_audit([artifacts[e].path for e in engines],
                            source=artifacts["checkpoint"].path, samples=AUDIT_SAMPLES, pgd_steps=AUDIT_PGD_STEPS,
                            square_queries=300)
         artifacts["audit"] = write_audit_artifact(report, out / "audit", force=force)
@@ -79,7 +108,7 @@ def run_pipeline(
         from dlforge.drift import run_drift, write_drift_artifact
 
         on_stage("drift")
-        hops = [artifacts[s].path for s in ("checkpoint", "onnx", "engine-ort-fp32", "engine-ort-int8")]
+        hops = [artifacts[s].path for s in ("checkpoint", "onnx", *engines)]
         drift = run_drift(hops, samples=AUDIT_SAMPLES, eps=DRIFT_EPS, pgd_steps=AUDIT_PGD_STEPS)
         artifacts["drift"] = write_drift_artifact(drift, out / "drift", force=force)
     return artifacts

@@ -3,6 +3,7 @@ of dlforge's code, run through ``run_audit``, ``engine_from_onnx`` and ``run_ben
 
 from __future__ import annotations
 
+import json
 import shutil
 
 import numpy as np
@@ -184,3 +185,29 @@ def test_a_zoo_name_cannot_be_registered_twice():
 
     with pytest.raises(ValueError, match="'mlp' is already registered by dlforge_models"):
         register_model()(mlp)
+
+
+def test_the_pipeline_builds_with_a_registered_backend(tmp_path):
+    """``dlforge pipeline --backend NAME``: the engines, their stage names, the drift hops and the card all
+    follow the backend; a name no registry knows is refused before any work."""
+    from dlforge.build.ort import OrtBackend
+    from dlforge.pipeline import run_pipeline
+    from dlforge.runtime.open import open_ort
+
+    class Ort2(OrtBackend):
+        name = "ort2"
+
+    BACKENDS.register("ort2")(Ort2)
+    RUNTIMES.register("ort2")(open_ort)
+    try:
+        artifacts = run_pipeline("mlp", tmp_path / "run", backend="ort2", epochs=1, bench=False, audit=False)
+    finally:
+        BACKENDS.unregister("ort2")
+        RUNTIMES.unregister("ort2")
+    assert [s for s in artifacts if s.startswith("engine-")] == ["engine-ort2-fp32", "engine-ort2-int8"]
+    assert artifacts["engine-ort2-int8"].card.sections["backend"] == "ort2"
+    drift = json.loads(artifacts["drift"].payload_path.read_text())
+    assert [h["hop"] for h in drift["hops"]] == ["pytorch", "onnx", "ort2 fp32", "ort2 int8"]
+    with pytest.raises(InputError, match="--backend: unknown value 'ort3'"):
+        run_pipeline("mlp", tmp_path / "other", backend="ort3")
+    assert not (tmp_path / "other").exists()

@@ -7,6 +7,7 @@ import click
 from dlforge.cli import cli
 from dlforge.cli.common import emit_json, force_option, json_option, option_for, say
 from dlforge.cli.train_cmd import data_options, epoch_printer
+from dlforge.pipeline import PipelineOptions
 from dlforge.train.options import TrainOptions
 
 
@@ -15,16 +16,17 @@ from dlforge.train.options import TrainOptions
 @data_options
 @option_for(TrainOptions, "epochs")
 @option_for(TrainOptions, "seed")
+@option_for(PipelineOptions, "backend")
 @click.option("-o", "--output", "out_dir", required=True, type=click.Path(), help="Run directory.")
 @force_option
 @json_option
-def pipeline_command(model, data, data_dir, epochs, seed, out_dir, force, as_json) -> None:
+def pipeline_command(model, data, data_dir, epochs, seed, backend, out_dir, force, as_json) -> None:
     """Run every stage on MODEL (default lenet) and DATA, writing OUTPUT/<stage>/."""
     from dlforge.inspect import describe, headline
     from dlforge.pipeline import run_pipeline
 
     artifacts = run_pipeline(model, out_dir, data=data, data_dir=data_dir, epochs=epochs, seed=seed,
-                             force=force, on_stage=lambda s: say(f"== {s}"), on_epoch=epoch_printer)
+                             backend=backend, force=force, on_stage=lambda s: say(f"== {s}"), on_epoch=epoch_printer)
     if as_json:
         emit_json({stage: describe(a.path) for stage, a in artifacts.items()})
     else:
