@@ -36,7 +36,7 @@ def peer_quantize(src: Path, dst: Path, calib_x: np.ndarray) -> None:
     from onnxruntime.quantization import QuantFormat, QuantType, quantize_static
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
-    from dlforge.build.ort import _Reader
+    from dlforge.precision.qdq import _Reader
 
     prepared = dst.with_name("peer-prepared.onnx")
     quant_pre_process(str(src), str(prepared), skip_symbolic_shape=True)
@@ -50,7 +50,7 @@ def graphs(onnx_dir: Path, work: Path) -> dict[str, Path]:
     from dlforge.build import engine_from_onnx
     from dlforge.build.engine import _build_data
     from dlforge.build.options import BuildOptions
-    from dlforge.build.ort import quantize_int8
+    from dlforge.precision import quantize_int8
 
     out = {}
     for precision in ("fp32", "int8"):
@@ -59,7 +59,7 @@ def graphs(onnx_dir: Path, work: Path) -> dict[str, Path]:
                                           eval_samples=200).payload_path
     parent = open_artifact(onnx_dir, ["onnx"])
     calib = _build_data(parent, BuildOptions(precision="int8", data_dir=str(SHARED_MNIST)
-                                              if SHARED_MNIST.is_dir() else None))["calibration"]["calib_x"]
+                                              if SHARED_MNIST.is_dir() else None))["calibration"].calib_x
     out["s8s8"] = work / "s8s8.onnx"
     quantize_int8(parent.payload_path, out["s8s8"], calib, activations="int8")
     out["ort-u8s8"] = work / "ort-u8s8.onnx"

@@ -19,6 +19,7 @@ from abc import ABC, abstractmethod
 from pathlib import Path
 
 from dlforge.artifact import ModelInfo
+from dlforge.precision.calibration import Calibration
 from dlforge.registry import Registry
 from dlforge.runtime.base import Session
 
@@ -37,10 +38,11 @@ class Backend(ABC):
         self.info = info
 
     @abstractmethod
-    def compile(self, precision: str, src: Path, dst: Path, calibration: dict) -> dict:
+    def compile(self, precision: str, src: Path, dst: Path, calibration: Calibration) -> dict:
         """Write the payload for ``precision`` to ``dst``; return what the card records of it.
 
-        ``calibration``: ``calib_x`` (images), ``calib_method``, ``per_channel``, ``static_batch``.
+        ``calibration``: the build's :class:`~dlforge.precision.Calibration` (images and settings; a
+        lower precision's graph comes from :mod:`dlforge.precision`).
         """
 
     @abstractmethod

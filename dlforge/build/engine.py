@@ -21,6 +21,7 @@ from dlforge.build.options import BuildOptions
 from dlforge.data import load_spec
 from dlforge.env import environment
 from dlforge.errors import InputError, StageFailed
+from dlforge.precision import Calibration
 from dlforge.reporting import to_json_text
 
 
@@ -73,11 +74,11 @@ def engine_from_onnx(onnx_dir: str | os.PathLike, out_dir: str | os.PathLike, op
 def _prepared_units(parent: Artifact, data: dict, tmp: Path) -> list:
     """Pre-process the parent for quantization once (the calibration's ``prepared`` graph, reused by every
     compile) and return its quantizable nodes, the units a precision plan names."""
-    from dlforge.build.mixed import plan_units
-    from dlforge.build.ort import prepare_for_quantization
+    from dlforge.precision import prepare_for_quantization
+    from dlforge.precision.plan import plan_units
 
     prepared = prepare_for_quantization(parent.payload_path, tmp / "prepared.onnx")
-    data["calibration"]["prepared"] = prepared
+    data["calibration"] = data["calibration"].replace(prepared=prepared)
     return plan_units(prepared, parent.payload_path)
 
 
@@ -85,11 +86,11 @@ def _plan_for(parent: Artifact, options: BuildOptions, data: dict, tmp: Path) ->
     """``--precision-plan``: the plan's kept nodes, checked against this model's graph, into the calibration."""
     if options.precision_plan is None:
         return None
-    from dlforge.build.mixed import plan_document, read_plan
+    from dlforge.precision.plan import plan_document, read_plan
 
     units = _prepared_units(parent, data, tmp)
     kept = read_plan(options.precision_plan, units)
-    data["calibration"]["exclude"] = kept
+    data["calibration"] = data["calibration"].replace(exclude=kept)
     return plan_document(kept, units)
 
 
@@ -123,8 +124,8 @@ def _build_data(parent: Artifact, options: BuildOptions) -> dict:
         raise InputError(f"dataset {dataset.name} has no test images to evaluate the engine on")
     static_batch = None if parent.card.params.get("dynamic_batch", True) else 1
     return {"dataset": dataset, "calib": calib, "x": dataset.x_test[:n], "y": dataset.y_test[:n],
-            "calibration": {"calib_x": calib_x[:options.calib_samples], "calib_method": options.calib_method,
-                            "per_channel": options.per_channel, "static_batch": static_batch}}
+            "calibration": Calibration(calib_x[:options.calib_samples], method=options.calib_method,
+                                       per_channel=options.per_channel, static_batch=static_batch)}
 
 
 def _compile_candidates(backend: Backend, parent: Artifact, options: BuildOptions, data: dict,
@@ -171,20 +172,21 @@ def _search_mixed(backend: Backend, parent: Artifact, options: BuildOptions, dat
 
     from dlforge.build.auto import timing_batch
     from dlforge.build.evaluate import compare
-    from dlforge.build.mixed import PlanSearch, SearchContext, plan_document
+    from dlforge.build.mixed import PlanSearch, SearchContext
+    from dlforge.precision.plan import plan_document
     from dlforge.runtime import DeployedModel
 
     units = _prepared_units(parent, data, tmp)
-    calibration = {**data["calibration"], "cache": tmp / "calibration.json"}
+    calibration = data["calibration"].replace(cache=tmp / "calibration.json")
 
     def compile_plan(kept: tuple[str, ...], dst: Path) -> DeployedModel:
-        details = backend.compile("int8", parent.payload_path, dst, {**calibration, "exclude": kept})
+        details = backend.compile("int8", parent.payload_path, dst, calibration.replace(exclude=kept))
         return DeployedModel(path=dst, session=backend.open(dst, details, parent.card.model))
 
     x, y = data["x"], data["y"]
     ctx = SearchContext(
         compile=compile_plan, units=units, reference_predict=reference.predict, fp32_engine=built["fp32"]["engine"],
-        x_calib=data["calibration"]["calib_x"], x_tune=x[0::2], y_tune=y[0::2],
+        x_calib=data["calibration"].calib_x, x_tune=x[0::2], y_tune=y[0::2],
         timing_batch=np.ascontiguousarray(np.resize(x, (timing_batch(built["fp32"]["batch_range"], options.opt),
                                                         *x.shape[1:]))),
         budget=options.budget, robust_budget=options.max_robust_drop, robust_eps=options.robust_eps,
@@ -196,7 +198,7 @@ def _search_mixed(backend: Backend, parent: Artifact, options: BuildOptions, dat
     start = time.perf_counter()
     path = tmp / "mixed" / backend.payload
     path.parent.mkdir()
-    details = backend.compile("int8", parent.payload_path, path, {**calibration, "exclude": kept})
+    details = backend.compile("int8", parent.payload_path, path, calibration.replace(exclude=kept))
     engine = DeployedModel(path=path, session=backend.open(path, details, parent.card.model))
     try:
         evaluation = compare(engine, reference, x, y, parent.card.model.task)
@@ -275,7 +277,7 @@ def _engine_card(parent: Artifact, backend: Backend, options: BuildOptions, chos
         sections["plan"] = result["plan"]
     params = {**options.params(), "calib_data": data["calib"].name, "eval_samples": len(data["y"])}
     if data["calib"].evaluation_only and options.precision in ("int8", "auto"):
-        params["calib_samples"] = len(data["calibration"]["calib_x"])
+        params["calib_samples"] = len(data["calibration"].calib_x)
         params["calibration_note"] = ("calibrated on the test images of an evaluation set"
                                       + (", the same images the accuracy is measured on: not held out"
                                          if data["calib"].source == data["dataset"].source else ""))

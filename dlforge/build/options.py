@@ -6,9 +6,9 @@ from dataclasses import dataclass
 
 from dlforge.errors import InputError
 from dlforge.options import Options, option
+from dlforge.precision.calibration import CALIBRATION_METHODS
 
 PRECISIONS = ("fp32", "fp16", "int8", "auto")
-CALIBRATION_METHODS = ("minmax", "entropy", "percentile")
 AUTO_DEFAULT_BUDGET = 1.0  # percentage points
 
 

@@ -14,6 +14,7 @@ from pathlib import Path
 
 from dlforge.artifact import sha256_file, write_atomic
 from dlforge.build.backends import BACKENDS, Backend
+from dlforge.precision import convert_fp16
 from dlforge.tensorrt_plan import (
     PrecisionPlan,
     ShapeProfile,
@@ -55,16 +56,6 @@ def store_cached_engine(cached: Path, data: bytes) -> None:
     """Store an engine in the cache with its sha256 beside it (digest written last)."""
     write_atomic(cached, data)
     write_atomic(cached.with_suffix(".sha256"), hashlib.sha256(data).hexdigest().encode("ascii"))
-
-
-def convert_fp16(src: Path, dst: Path) -> dict:
-    """Cast the graph's float tensors to float16, keeping float32 inputs and outputs."""
-    onnx = require("onnx", "toolkit", "fp16 conversion")
-    from onnxruntime.transformers.float16 import convert_float_to_float16
-
-    model = convert_float_to_float16(onnx.load(str(src)), keep_io_types=True)
-    onnx.save(model, str(dst))
-    return {"format": "float16 graph, float32 I/O"}
 
 
 def build_engine(onnx_path: Path, engine_path: Path, profiles: list[ShapeProfile], plan: PrecisionPlan, *,
@@ -157,7 +148,7 @@ class TrtBackend(Backend):
         check_optimization_level(options.optimization_level)
 
     def compile(self, precision, src, dst, calibration):
-        from dlforge.build.ort import quantize_calibrated
+        from dlforge.precision import quantize_calibrated
         from dlforge.tensorrt_plan import precision_plan
 
         plan = precision_plan(precision)
@@ -191,4 +182,4 @@ class TrtBackend(Backend):
         return {k: details[k] for k in keys if k in details}
 
 
-__all__ = ["TrtBackend", "build_engine", "convert_fp16", "load_cached_engine", "store_cached_engine"]
+__all__ = ["TrtBackend", "build_engine", "load_cached_engine", "store_cached_engine"]

@@ -8,7 +8,8 @@ import pytest
 from click.testing import CliRunner
 
 from dlforge.build import engine_from_onnx
-from dlforge.build.mixed import evaluation_budget, module_path, pareto_front
+from dlforge.build.mixed import evaluation_budget, pareto_front
+from dlforge.precision.plan import module_path
 from dlforge.cli import cli
 from dlforge.data import load_dataset
 from dlforge.runtime import open_deployed
