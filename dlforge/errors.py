@@ -59,7 +59,7 @@ class DeviceError(DlforgeError):
 
 
 class CudaError(DeviceError):
-    """A CUDA runtime call returned an error code (``dlforge.runtime.cuda_mem`` names the call)."""
+    """A CUDA runtime call returned an error code (``dlforge.backends.tensorrt.cuda_mem`` names the call)."""
 
 
 class ArtifactError(InputError):

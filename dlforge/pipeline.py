@@ -16,7 +16,7 @@ PRECISIONS = ("fp32", "int8")
 
 
 def _backend_names() -> tuple[str, ...]:
-    from dlforge.build.backends import BACKENDS
+    from dlforge.backends.base import BACKENDS
 
     return BACKENDS.names()
 

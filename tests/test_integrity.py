@@ -205,7 +205,7 @@ def test_sigterm_removes_staging_and_temporary_files(digits_onnx, tmp_path):
     script = tmp_path / "slow_build.py"
     script.write_text(
         "import sys, time\n"
-        "import dlforge.build.ort as ort\n"
+        "import dlforge.backends.ort.compile as ort\n"
         "def slow(src, dst):\n"
         "    print('compiling', flush=True)\n"
         "    time.sleep(120)\n"
@@ -231,7 +231,7 @@ def test_sigterm_removes_staging_and_temporary_files(digits_onnx, tmp_path):
 
 
 def test_engine_cache_entries_are_verified_before_reuse(tmp_path):
-    from dlforge.build.tensorrt import load_cached_engine, store_cached_engine
+    from dlforge.backends.tensorrt.compile import load_cached_engine, store_cached_engine
 
     cached = tmp_path / "cache" / "key.engine"
     store_cached_engine(cached, b"serialized engine")

@@ -1,6 +1,6 @@
 """dlforge's layers import only downward: no module imports one of a higher layer, function-local imports included.
 
-    core -> lower (data, runtime, precision) -> attacks and the ONNX->torch converter -> stages (train, export, build,
+    core -> lower (data, runtime, precision, backends) -> attacks and the ONNX->torch converter -> stages (train, export, build,
     bench) -> adversarial (audit, probes, detectors, defences) -> workflows (pipeline, poison, drift, sweep,
     deploy, inspect, doctor) -> cli
 
@@ -19,8 +19,8 @@ ROOT = Path(__file__).resolve().parents[1]
 LAYERS = {  # module prefix -> layer; the longest matching prefix decides
     "dlforge": 0, "dlforge.errors": 0, "dlforge.registry": 0, "dlforge.options": 0, "dlforge.reporting": 0,
     "dlforge.artifact": 0, "dlforge.env": 0, "dlforge.card_validation": 0, "dlforge.onnx_info": 0,
-    "dlforge.onnx_external": 0, "dlforge.tensorrt_plan": 0,
-    "dlforge.data": 1, "dlforge.runtime": 1, "dlforge.precision": 1,
+    "dlforge.onnx_external": 0,
+    "dlforge.data": 1, "dlforge.runtime": 1, "dlforge.precision": 1, "dlforge.backends": 1,
     "dlforge.onnx_torch": 2, "dlforge.onnx_qoperator": 2, "dlforge.adversarial.attacks": 2,
     "dlforge.train": 3, "dlforge.export": 3, "dlforge.build": 3, "dlforge.bench": 3,
     "dlforge.adversarial": 4,

@@ -1,5 +1,6 @@
-"""Extension points: a new attack, detector and backend registered from this test module, with no edit
-of dlforge's code, run through ``run_audit``, ``engine_from_onnx`` and ``run_bench``."""
+"""Extension points: a new attack, detector, backend, dataset and data format registered from this test module,
+with no edit of dlforge's code, run through ``run_audit``, ``engine_from_onnx``, ``run_bench``, the runtime,
+training and the pipeline."""
 
 from __future__ import annotations
 
@@ -11,9 +12,8 @@ import pytest
 
 from dlforge.adversarial.attacks import ATTACKS, QueryAttack, QueryResult, describe_attacks
 from dlforge.adversarial.detectors import DETECTORS, Detector
-from dlforge.build import BACKENDS, Backend
+from dlforge.backends import BACKENDS, Backend
 from dlforge.errors import InputError
-from dlforge.runtime.open import RUNTIMES
 
 
 class UniformNoise(QueryAttack):
@@ -50,11 +50,15 @@ class CopyBackend(Backend):
     def open(self, path, details, info):
         return open_copy_session(path, info)
 
+    @classmethod
+    def open_engine(cls, artifact, *, threads=None, device="cpu"):  # one registry entry: the runtime's opener too
+        return open_copy_session(artifact.payload_path, artifact.card.model)
+
 
 def open_copy_session(path, info):
     import onnxruntime as ort
 
-    from dlforge.runtime.ort import OrtSession
+    from dlforge.backends.ort.session import OrtSession
 
     session = OrtSession(path, model=info)
     options = ort.SessionOptions()
@@ -69,10 +73,8 @@ def plugins():
     ATTACKS.register("uniform-noise")(UniformNoise)
     DETECTORS.register("max-logit")(MaxLogit)
     BACKENDS.register("copy")(CopyBackend)
-    RUNTIMES.register("copy")(lambda artifact, **kw: open_copy_session(artifact.payload_path, artifact.card.model))
     yield
-    for registry, name in ((ATTACKS, "uniform-noise"), (DETECTORS, "max-logit"), (BACKENDS, "copy"),
-                           (RUNTIMES, "copy")):
+    for registry, name in ((ATTACKS, "uniform-noise"), (DETECTORS, "max-logit"), (BACKENDS, "copy")):
         registry.unregister(name)
 
 
@@ -190,20 +192,17 @@ def test_a_zoo_name_cannot_be_registered_twice():
 def test_the_pipeline_builds_with_a_registered_backend(tmp_path):
     """``dlforge pipeline --backend NAME``: the engines, their stage names, the drift hops and the card all
     follow the backend; a name no registry knows is refused before any work."""
-    from dlforge.build.ort import OrtBackend
+    from dlforge.backends.ort.compile import OrtBackend
     from dlforge.pipeline import run_pipeline
-    from dlforge.runtime.open import open_ort
 
     class Ort2(OrtBackend):
         name = "ort2"
 
     BACKENDS.register("ort2")(Ort2)
-    RUNTIMES.register("ort2")(open_ort)
     try:
         artifacts = run_pipeline("mlp", tmp_path / "run", backend="ort2", epochs=1, bench=False, audit=False)
     finally:
         BACKENDS.unregister("ort2")
-        RUNTIMES.unregister("ort2")
     assert [s for s in artifacts if s.startswith("engine-")] == ["engine-ort2-fp32", "engine-ort2-int8"]
     assert artifacts["engine-ort2-int8"].card.sections["backend"] == "ort2"
     drift = json.loads(artifacts["drift"].payload_path.read_text())

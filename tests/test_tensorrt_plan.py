@@ -7,7 +7,7 @@ from dlforge.artifact import ArtifactWriter, Card, ModelInfo, TensorSpec
 from dlforge.errors import InputError
 from dlforge.runtime import open_session
 from dlforge.runtime.dtypes import TRT_TO_NUMPY, numpy_dtype
-from dlforge.tensorrt_plan import (
+from dlforge.backends.tensorrt.decisions import (
     PrecisionPlan, ShapeProfile, check_engine_compatibility, check_tensorrt_version, describe_parser_errors,
     engine_cache_key, network_flags, parse_shape_spec, precision_plan, profile_from_batches,
     profiles_from_shape_specs, timing_cache_path, workspace_bytes,

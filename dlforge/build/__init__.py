@@ -1,9 +1,9 @@
 """Build stage: onnx artifact -> engine artifact, checked against its parent before it is saved.
 
-One module per backend (``ort``, ``tensorrt``), each registered in :data:`BACKENDS`.
+The backends it compiles with live in :mod:`dlforge.backends` (one folder each, one registry entry).
 """
 
-from dlforge.build.backends import BACKENDS, Backend
+from dlforge.backends import BACKENDS, Backend
 from dlforge.build.engine import engine_from_onnx
 from dlforge.build.options import PRECISIONS, BuildOptions
 

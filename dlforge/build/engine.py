@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Callable
 
 from dlforge.artifact import Artifact, ArtifactWriter, Card, DatasetSpec, dataset_spec, open_artifact
-from dlforge.build.backends import BACKENDS, Backend
+from dlforge.backends.base import BACKENDS, Backend
 from dlforge.build.options import BuildOptions
 from dlforge.data import load_spec
 from dlforge.env import environment

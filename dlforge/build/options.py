@@ -13,7 +13,7 @@ AUTO_DEFAULT_BUDGET = 1.0  # percentage points
 
 
 def _backend_names() -> tuple[str, ...]:
-    from dlforge.build.backends import BACKENDS
+    from dlforge.backends.base import BACKENDS
 
     return BACKENDS.names()
 

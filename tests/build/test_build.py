@@ -37,7 +37,7 @@ def _slowed_backend(slow: str):
     quantized session, the per-layer search's plans and the ``mixed`` candidate included)."""
     import time
 
-    from dlforge.build.ort import OrtBackend
+    from dlforge.backends.ort.compile import OrtBackend
 
     class Slowed(OrtBackend):
         def open(self, path, details, info):
@@ -134,8 +134,8 @@ def test_entropy_calibration_is_not_minmax(digits_onnx, tmp_path):
 def test_engines_already_open_are_closed_when_a_later_candidate_fails(digits_onnx, tmp_path):
     """``--precision auto`` compiles fp32 then int8; when int8's compile fails, fp32's engine (opened for its
     evaluation) is closed, not left to the garbage collector (it leaked before)."""
-    from dlforge.build.backends import BACKENDS
-    from dlforge.build.ort import OrtBackend
+    from dlforge.backends.base import BACKENDS
+    from dlforge.backends.ort.compile import OrtBackend
 
     opened = []
 

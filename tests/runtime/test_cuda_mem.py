@@ -26,7 +26,7 @@ def _cuda_python_installed() -> bool:
 
 def _no_device_reason(exc: Exception) -> str | None:
     """Why ``exc`` means "no usable CUDA device here", or None when it is a real error."""
-    from dlforge.runtime.cuda_mem import CudaError
+    from dlforge.backends.tensorrt.cuda_mem import CudaError
 
     message = str(exc)
     if isinstance(exc, CudaError):
@@ -41,7 +41,7 @@ def _no_device_reason(exc: Exception) -> str | None:
 def _cuda_device():
     if not _cuda_python_installed():
         pytest.skip("cuda-python is not installed (pip install 'dlforge[tensorrt]')")
-    from dlforge.runtime.cuda_mem import device_info  # an import error here is a bug: let it fail
+    from dlforge.backends.tensorrt.cuda_mem import device_info  # an import error here is a bug: let it fail
 
     try:
         device_info()
@@ -53,7 +53,7 @@ def _cuda_device():
 
 
 def test_device_info_names_the_gpu():
-    from dlforge.runtime.cuda_mem import device_info
+    from dlforge.backends.tensorrt.cuda_mem import device_info
 
     info = device_info()
     major, minor = map(int, info["compute_capability"].split("."))
@@ -62,7 +62,7 @@ def test_device_info_names_the_gpu():
 
 @pytest.mark.parametrize("shape, dtype", [((64, 1, 28, 28), np.float32), ((3, 1000), np.float16), ((7,), np.int64)])
 def test_round_trip_through_device_memory(shape, dtype):
-    from dlforge.runtime.cuda_mem import DeviceBuffer, PinnedBuffer, Stream, copy_to_device, copy_to_host
+    from dlforge.backends.tensorrt.cuda_mem import DeviceBuffer, PinnedBuffer, Stream, copy_to_device, copy_to_host
 
     rng = np.random.default_rng(0)
     src = PinnedBuffer(shape, dtype)
@@ -80,7 +80,7 @@ def test_round_trip_through_device_memory(shape, dtype):
 
 
 def test_cuda_graph_replays_captured_copies_and_events_time_them():
-    from dlforge.runtime.cuda_mem import (CudaGraph, DeviceBuffer, Event, PinnedBuffer, Stream, copy_to_device,
+    from dlforge.backends.tensorrt.cuda_mem import (CudaGraph, DeviceBuffer, Event, PinnedBuffer, Stream, copy_to_device,
                                           copy_to_host)
 
     n = 1 << 20

@@ -1,9 +1,11 @@
-"""Backends: one module per backend in ``dlforge/build/`` (compile) and one in ``dlforge/runtime/`` (run).
+"""The backend contract and its registry: one folder per backend (``dlforge/backends/<name>/``), one entry.
 
-A build backend turns the parent ONNX into a payload for one precision and opens the fresh payload
-for evaluation; the engine card it writes names the backend, and ``dlforge.runtime`` opens the
-engine through the runtime registry (:data:`dlforge.runtime.open.RUNTIMES`) under the same name.
-Registering a new one::
+A backend compiles the parent ONNX into a payload for one precision (the build stage), opens a fresh
+payload for evaluation, and opens a saved engine artifact for the runtime (:meth:`Backend.open_engine`,
+what ``dlforge.runtime.open_session`` calls for the backend its card names). The entry also says which
+pip extra it needs and which Triton platform serves its payload. Lower precisions come from the
+backend-neutral transforms of :mod:`dlforge.precision`. Adding one is a folder whose ``__init__``
+imports the module that registers it (discovered: no list to edit)::
 
     @BACKENDS.register("my-backend")
     class MyBackend(Backend):
@@ -11,6 +13,8 @@ Registering a new one::
         payload = "model.onnx"
         def compile(self, precision, src, dst, calibration): ...
         def open(self, path, details, info): ...
+        @classmethod
+        def open_engine(cls, artifact, *, threads=None, device="cpu"): ...
 """
 
 from __future__ import annotations
@@ -23,7 +27,7 @@ from dlforge.precision.calibration import Calibration
 from dlforge.registry import Registry
 from dlforge.runtime.base import Session
 
-BACKENDS: Registry[type[Backend]] = Registry("backend", ["dlforge.build.ort", "dlforge.build.tensorrt"])
+BACKENDS: Registry[type[Backend]] = Registry("backend", packages=["dlforge.backends"])
 
 
 class Backend(ABC):
@@ -32,6 +36,9 @@ class Backend(ABC):
     name = ""
     precisions: tuple[str, ...] = ()
     payload = ""
+    extra: str | None = None  # the pip extra its build and runtime need (None: the base install)
+    triton_platform: str | None = None  # the Triton platform that serves its payload (None: not deployable)
+    triton_file: str | None = None  # the payload's file name in a Triton version folder (default: ``payload``)
 
     def __init__(self, options, info: ModelInfo):
         self.options = options
@@ -48,6 +55,11 @@ class Backend(ABC):
     @abstractmethod
     def open(self, path: Path, details: dict, info: ModelInfo) -> Session:
         """A Session over a freshly compiled payload, for evaluation before it is saved."""
+
+    @classmethod
+    @abstractmethod
+    def open_engine(cls, artifact, *, threads: int | None = None, device: str = "cpu") -> Session:
+        """A Session over a saved engine artifact of this backend (the runtime's side: no build dependencies)."""
 
     def batch_range(self, details: dict) -> tuple[int, int | None] | None:
         """The batch range the engine accepts, recorded in the card (None: whatever the graph says)."""

@@ -15,10 +15,10 @@ import numpy as np
 import tensorrt as trt
 
 from dlforge.artifact import Artifact, TensorSpec
-from dlforge.tensorrt_plan import ShapeProfile, check_engine_compatibility
+from dlforge.backends.tensorrt.decisions import ShapeProfile, check_engine_compatibility
 from dlforge.errors import DeviceError, InputError
 from dlforge.runtime.base import Session
-from dlforge.runtime.cuda_mem import (CudaGraph, DeviceBuffer, PinnedBuffer, Stream, copy_to_device, copy_to_host,
+from dlforge.backends.tensorrt.cuda_mem import (CudaGraph, DeviceBuffer, PinnedBuffer, Stream, copy_to_device, copy_to_host,
                                       device_info)
 from dlforge.runtime.dtypes import TRT_TO_NUMPY
 

@@ -11,6 +11,7 @@ import onnxruntime as ort
 
 from dlforge.artifact import ModelInfo, TensorSpec
 from dlforge.errors import InputError
+from dlforge.onnx_external import check_external_data
 from dlforge.runtime.base import Session
 from dlforge.runtime.dtypes import ORT_TO_NUMPY
 
@@ -117,3 +118,10 @@ class OrtSession(Session):
 
     def _close(self) -> None:
         self._session = None
+
+
+def open_onnx(path: Path, model, precision, execution_provider, threads, device, batch_range=None) -> OrtSession:
+    """An :class:`OrtSession` over an ONNX file, its external data checked to stay in its directory."""
+    check_external_data(path)
+    return OrtSession(path, model=model, precision=precision, threads=threads, device=device,
+                      tensorrt=execution_provider == "tensorrt", batch_range=batch_range)

@@ -13,9 +13,9 @@ import time
 from pathlib import Path
 
 from dlforge.artifact import sha256_file, write_atomic
-from dlforge.build.backends import BACKENDS, Backend
+from dlforge.backends.base import BACKENDS, Backend
 from dlforge.precision import convert_fp16
-from dlforge.tensorrt_plan import (
+from dlforge.backends.tensorrt.decisions import (
     PrecisionPlan,
     ShapeProfile,
     check_optimization_level,
@@ -26,7 +26,7 @@ from dlforge.tensorrt_plan import (
     timing_cache_path,
     workspace_bytes,
 )
-from dlforge.errors import InputError, StageFailed, require
+from dlforge.errors import InputError, MissingDependency, StageFailed, require
 
 DEFAULT_MAX_BATCH = 64
 
@@ -66,7 +66,7 @@ def build_engine(onnx_path: Path, engine_path: Path, profiles: list[ShapeProfile
     determines them; timing caches are kept per (compute capability, TensorRT version).
     """
     trt = require("tensorrt", "tensorrt", "building a TensorRT engine")
-    from dlforge.runtime.cuda_mem import device_info
+    from dlforge.backends.tensorrt.cuda_mem import device_info
 
     check_tensorrt_version(trt.__version__)
     workspace = workspace_bytes(workspace_mib)
@@ -128,10 +128,20 @@ class TrtBackend(Backend):
 
     precisions = ("fp32", "fp16", "int8")
     payload = "model.engine"
+    extra = "tensorrt"
+    triton_platform, triton_file = "tensorrt_plan", "model.plan"
+
+    @classmethod
+    def open_engine(cls, artifact, *, threads=None, device="cpu"):
+        try:
+            from dlforge.backends.tensorrt.session import TrtSession
+        except ImportError as exc:
+            raise MissingDependency("tensorrt", "tensorrt", "running a TensorRT engine") from exc
+        return TrtSession.from_artifact(artifact)
 
     def __init__(self, options, info):
         super().__init__(options, info)
-        from dlforge.tensorrt_plan import profile_from_batches, profiles_from_shape_specs
+        from dlforge.backends.tensorrt.decisions import profile_from_batches, profiles_from_shape_specs
 
         require("tensorrt", "tensorrt", "building a TensorRT engine")
         if options.shapes:
@@ -149,7 +159,7 @@ class TrtBackend(Backend):
 
     def compile(self, precision, src, dst, calibration):
         from dlforge.precision import quantize_calibrated
-        from dlforge.tensorrt_plan import precision_plan
+        from dlforge.backends.tensorrt.decisions import precision_plan
 
         plan = precision_plan(precision)
         graph = dst.with_suffix(".onnx")
@@ -169,7 +179,7 @@ class TrtBackend(Backend):
         return (first["min"][0], first["max"][0])
 
     def open(self, path, details, info):
-        from dlforge.runtime.tensorrt import TrtSession
+        from dlforge.backends.tensorrt.session import TrtSession
 
         return TrtSession(path, model=info, precision=details.get("precision"), profiles=details["profiles"],
                           env=self.card_env(details))

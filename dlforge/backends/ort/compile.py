@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from dlforge.build.backends import BACKENDS, Backend
+from dlforge.backends.base import BACKENDS, Backend
 from dlforge.precision import quantize_calibrated
 
 
@@ -38,6 +38,15 @@ class OrtBackend(Backend):
 
     precisions = ("fp32", "int8")
     payload = "model.onnx"
+    triton_platform = "onnxruntime_onnx"
+
+    @classmethod
+    def open_engine(cls, artifact, *, threads=None, device="cpu", execution_provider=None):
+        from dlforge.backends.ort.session import open_onnx
+
+        card = artifact.card
+        return open_onnx(artifact.payload_path, card.model, card.sections.get("precision", "fp32"), execution_provider,
+                         threads, device, card.sections.get("batch_range"))
 
     def compile(self, precision, src, dst, calibration):
         if precision == "fp32":
@@ -51,6 +60,6 @@ class OrtBackend(Backend):
         return (o.min_batch, o.max_batch)
 
     def open(self, path, details, info):
-        from dlforge.runtime.ort import OrtSession
+        from dlforge.backends.ort.session import OrtSession
 
         return OrtSession(path, model=info, batch_range=self.batch_range(details), threads=self.options.threads)
