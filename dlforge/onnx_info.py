@@ -8,7 +8,7 @@ from collections import Counter
 from dlforge.errors import InputError, require
 
 QDQ_OPS = frozenset({"QuantizeLinear", "DequantizeLinear"})
-# Ops whose presence makes a graph quantized: QDQ pairs and the QOperator ops (dlforge.onnx_qoperator maps them).
+# Ops whose presence makes a graph quantized: QDQ pairs and the QOperator ops (dlforge.onnx_torch.qoperator maps them).
 QUANTIZED_OPS = QDQ_OPS | {"QLinearConv", "QLinearMatMul", "QGemm", "QLinearAdd", "QLinearMul",
                            "QLinearGlobalAveragePool", "QLinearAveragePool", "QLinearSigmoid", "QLinearLeakyRelu",
                            "QLinearConcat", "ConvInteger", "MatMulInteger"}

@@ -21,7 +21,7 @@ LAYERS = {  # module prefix -> layer; the longest matching prefix decides
     "dlforge.artifact": 0, "dlforge.env": 0, "dlforge.card_validation": 0, "dlforge.onnx_info": 0,
     "dlforge.onnx_external": 0,
     "dlforge.data": 1, "dlforge.runtime": 1, "dlforge.precision": 1, "dlforge.backends": 1,
-    "dlforge.onnx_torch": 2, "dlforge.onnx_qoperator": 2, "dlforge.adversarial.attacks": 2,
+    "dlforge.onnx_torch": 2, "dlforge.adversarial.attacks": 2,
     "dlforge.train": 3, "dlforge.export": 3, "dlforge.build": 3, "dlforge.bench": 3,
     "dlforge.adversarial": 4,
     "dlforge.pipeline": 5, "dlforge.drift": 5, "dlforge.sweep": 5, "dlforge.deploy": 5, "dlforge.inspect": 5,

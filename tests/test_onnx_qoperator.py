@@ -1,4 +1,4 @@
-"""dlforge.onnx_qoperator: the QOperator form of INT8 graphs as differentiable torch, proven against ONNX Runtime.
+"""dlforge.onnx_torch.qoperator: the QOperator form of INT8 graphs as differentiable torch, proven against ONNX Runtime.
 
 Small fp32 nets quantized by ONNX Runtime's own quantizer (``quantize_static`` with ``QuantFormat.QOperator``,
 which writes QLinearConv, QGemm / QLinearMatMul and com.microsoft's QLinearAdd, QLinearMul, QLinearSigmoid,

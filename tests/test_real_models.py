@@ -73,7 +73,7 @@ def test_zoo_resnets_load_the_pretrained_files_and_match_their_own_architecture(
 
 
 def _gradients(root, identity: bool, monkeypatch) -> dict:
-    monkeypatch.setattr(onnx_torch, "IDENTITY_STE", identity)
+    monkeypatch.setattr(onnx_torch.quantization, "IDENTITY_STE", identity)
     images = load_dataset(str(shared_path("cifar10-test-first20")), labels=tuple(CIFAR_LABELS.split(",")))
     source = attack_model(open_artifact(root / "checkpoint"), "cpu")
     graph = TorchModel(onnx_torch.torch_module_from_onnx(root / "int8" / "model.onnx").eval(), "cpu")
@@ -106,7 +106,7 @@ def test_audit_checks_pass_with_sound_gradients_and_fail_with_the_identity_estim
     int8 = next(g for g in sound["engine_graphs"] if g["engine"] == "int8")
     assert int8["gradient_agreement"]["cosine_median"] >= 0.8
 
-    monkeypatch.setattr(onnx_torch, "IDENTITY_STE", True)
+    monkeypatch.setattr(onnx_torch.quantization, "IDENTITY_STE", True)
     broken = run_audit(engines, **settings)
     checks = _checks(broken)
     assert checks["query attack is not stronger than the gradient attacks"] == "fail"

@@ -55,18 +55,9 @@ from typing import Callable
 import torch
 from onnx import TensorProto
 
-from dlforge.onnx_torch import (
-    _QUANT_RANGES,
-    _TORCH_QUANT_TYPES,
-    MS,
-    _conv_builder,
-    _Node,
-    _op,
-    _per_axis,
-    _pool_builder,
-    _Unmappable,
-    straight_through,
-)
+from dlforge.onnx_torch.linalg import _conv_builder, _pool_builder
+from dlforge.onnx_torch.nodes import _QUANT_RANGES, _TORCH_QUANT_TYPES, MS, _Node, _op, _Unmappable
+from dlforge.onnx_torch.quantization import _per_axis, straight_through
 
 
 # -- shared arithmetic -------------------------------------------------------------------------------
