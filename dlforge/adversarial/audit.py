@@ -34,7 +34,8 @@ from dlforge.adversarial import checks
 from dlforge.adversarial.attacks import Attack, GradientAttack, Probe, make_attack
 from dlforge.adversarial.attacks.projection import project
 from dlforge.adversarial.attacks.robust import outcome_rates
-from dlforge.adversarial.invariance import invariance_check
+from dlforge.adversarial.invariance import audit_invariance, invariance_check
+from dlforge.adversarial.samples import SAMPLES_FILE, SAMPLES_VERSION, add_row
 from dlforge.artifact import Artifact, open_artifact
 from dlforge.env import environment
 from dlforge.errors import InputError
@@ -341,29 +342,6 @@ def _row(attack: Attack, eps: float, route: str, target: str, path: str, logits:
             "settings": dict(getattr(attack, "settings", {})), **extra}
 
 
-SAMPLES_VERSION = 1
-SAMPLES_FILE = "samples.jsonl"
-
-
-def _add(run: AuditRun, row: dict, x_adv: np.ndarray, logits: np.ndarray, queries: np.ndarray | None = None) -> None:
-    """Append ``row`` and, with ``--per-sample``, its per-sample records: what each test image became on
-    this route and engine."""
-    run.rows.append(row)
-    if not run.options.per_sample:
-        return
-    diff = (x_adv - run.x).reshape(len(run.x), -1).astype(np.float64)
-    linf, l2 = np.abs(diff).max(1), np.sqrt((diff ** 2).sum(1))
-    pred, clean = logits.argmax(1), run.clean[row["target"]]
-    for i in range(len(run.y)):
-        run.samples.append({
-            "v": SAMPLES_VERSION, "sample": run.options.start + i, "attack": row["attack"], "norm": row["norm"],
-            "eps": row["eps"], "route": row["route"], "engine": row["target"], "label": int(run.y[i]),
-            "clean_prediction": int(clean[i]), "prediction": int(pred[i]),
-            "robust": bool(clean[i] == run.y[i] and pred[i] == run.y[i]),
-            "queries": None if queries is None else int(queries[i]),
-            "linf": round(float(linf[i]), 7), "l2": round(float(l2[i]), 7)})
-
-
 def _run_attack(run: AuditRun, attack: Attack, bar, spec: str = "") -> None:
     if isinstance(attack, Probe):
         _show(bar, attack, None, "all")
@@ -426,11 +404,11 @@ def _gradient_rows(run: AuditRun, attack: Attack, eps: float, bar=None) -> None:
     run.adv[(attack.name, eps)] = x_adv
     if run.crafted_on == "source":
         logits = run.model.predict(x_adv)
-        _add(run, _row(attack, eps, "white-box", "source", "source", logits, run.y, run.clean["source"], **extra),
+        add_row(run, _row(attack, eps, "white-box", "source", "source", logits, run.y, run.clean["source"], **extra),
              x_adv, logits, queries)
     for e in run.engines:
         logits = e.predict(x_adv, o.batch_size)
-        _add(run, _row(attack, eps, "transfer", e.label, str(e.path), logits, run.y, run.clean[e.label],
+        add_row(run, _row(attack, eps, "transfer", e.label, str(e.path), logits, run.y, run.clean[e.label],
                        crafted_on=run.crafted_on), x_adv, logits)
 
 
@@ -441,7 +419,7 @@ def _engine_row(run: AuditRun, attack: Attack, eps: float, engine: DeployedModel
     x_adv, extra, queries = _craft(run, model, attack, eps, judge, bar, engine.label)
     run.adv[(attack.name, eps, engine.label, ENGINE_ROUTE)] = x_adv
     logits = judge(x_adv)
-    _add(run, _row(attack, eps, ENGINE_ROUTE, engine.label, str(engine.path), logits, run.y, run.clean[engine.label],
+    add_row(run, _row(attack, eps, ENGINE_ROUTE, engine.label, str(engine.path), logits, run.y, run.clean[engine.label],
                    **extra), x_adv, logits, queries)
 
 
@@ -450,7 +428,7 @@ def _query_row(run: AuditRun, attack: Attack, eps: float, engine: DeployedModel)
     result = attack.run(predict, run.x, run.y, eps=eps, value_range=run.value_range)
     x_adv = project(result.x_adv, run.x, eps, attack.norm, run.value_range)
     logits = predict(x_adv)
-    _add(run, _row(attack, eps, "query", engine.label, str(engine.path), logits, run.y, run.clean[engine.label],
+    add_row(run, _row(attack, eps, "query", engine.label, str(engine.path), logits, run.y, run.clean[engine.label],
                    queries_per_sample=float(result.queries.mean()), queries_median=float(np.median(result.queries))),
          x_adv, logits, result.queries)
     run.adv[(attack.name, eps, engine.label)] = x_adv
@@ -488,29 +466,6 @@ def _full_range(run: AuditRun, bar) -> tuple[str, float, float] | None:
     return attack.name, eps, float((judge(x_full).argmax(1) == run.y).mean())
 
 
-INVARIANCE_SAMPLES = 16
-INVARIANCE_BATCH = 32
-
-
-def _invariance(run: AuditRun) -> list[dict]:
-    """Batch-composition invariance of every engine on the first audited inputs (and rebuild invariance with
-    ``rebuild_check``): :mod:`dlforge.adversarial.invariance`."""
-    import tempfile
-
-    from dlforge.adversarial.invariance import batch_invariance, rebuild_invariance
-
-    x = run.x[:INVARIANCE_SAMPLES]
-    others = run.held_out(256) if len(run.dataset.x_test) > len(run.y) else run.x
-    out = []
-    for e in run.engines:
-        batch = int((e.artifact.card.params.get("opt_batch") if e.artifact else None) or INVARIANCE_BATCH)
-        out.append(batch_invariance(e, x, others, batch=batch, seed=run.options.seed))
-        if run.options.rebuild_check:
-            with tempfile.TemporaryDirectory(prefix="dlforge-rebuild-") as tmp:
-                out.append(rebuild_invariance(e, run.x[:64], batch=batch, workdir=Path(tmp) / "engine"))
-    return out
-
-
 def _report(run: AuditRun, full: tuple[str, float, float] | None) -> dict:
     from dlforge.adversarial.evidence import comparisons, detections, gallery
 
@@ -529,7 +484,7 @@ def _report(run: AuditRun, full: tuple[str, float, float] | None) -> dict:
         "rows": run.rows, "comparisons": comparisons(run),
         "engine_graphs": [g.describe() for g in run.graphs], "transfer_gaps": gaps,
     }
-    report["invariance"] = _invariance(run)
+    report["invariance"] = audit_invariance(run)
     report["checks"] = [checks.logits_check(first.predict(run.x[:64])), checks.gradient_check(grad),
                         checks.full_range_check(full), checks.monotone_check(run.rows), checks.masking_check(run.rows),
                         checks.transfer_gap_check(gaps, o.gap_bar), checks.engine_gradient_check(gaps, o.gap_bar),

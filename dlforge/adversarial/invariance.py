@@ -19,6 +19,8 @@ any :class:`~dlforge.runtime.deployed.DeployedModel`, TensorRT's included.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 
 from dlforge.adversarial.checks import FAIL, NA, PASS, check
@@ -104,3 +106,24 @@ def invariance_check(results: list[dict]) -> dict:
     return check(name, PASS, f"{len(judged)} judgement(s); largest logit difference {worst:.3g} across batch 1, the "
                              "deployment batch and mixed batches" + ("; rebuilds agree" if any(
                                  "rebuilt_sha256" in r for r in judged) else ""))
+
+
+INVARIANCE_SAMPLES = 16
+INVARIANCE_BATCH = 32
+
+
+def audit_invariance(run) -> list[dict]:
+    """Batch-composition invariance of every engine on the first audited inputs (and rebuild invariance with
+    ``rebuild_check``): :mod:`dlforge.adversarial.invariance`."""
+    import tempfile
+
+    x = run.x[:INVARIANCE_SAMPLES]
+    others = run.held_out(256) if len(run.dataset.x_test) > len(run.y) else run.x
+    out = []
+    for e in run.engines:
+        batch = int((e.artifact.card.params.get("opt_batch") if e.artifact else None) or INVARIANCE_BATCH)
+        out.append(batch_invariance(e, x, others, batch=batch, seed=run.options.seed))
+        if run.options.rebuild_check:
+            with tempfile.TemporaryDirectory(prefix="dlforge-rebuild-") as tmp:
+                out.append(rebuild_invariance(e, run.x[:64], batch=batch, workdir=Path(tmp) / "engine"))
+    return out

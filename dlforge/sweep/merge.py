@@ -10,7 +10,9 @@ def merge(results: list[dict]) -> dict:
     import numpy as np
 
     from dlforge.adversarial import checks
-    from dlforge.adversarial.audit import SAMPLES_FILE, SAMPLES_VERSION, SCHEMA_VERSION, outcome_rates
+    from dlforge.adversarial.attacks.robust import outcome_rates
+    from dlforge.adversarial.audit import SCHEMA_VERSION
+    from dlforge.adversarial.samples import SAMPLES_FILE, SAMPLES_VERSION
     from dlforge.env import environment
 
     unique: dict = {}  # the source's white-box rows come from every engine's cells: the same records
