@@ -12,6 +12,10 @@ Integrity rules, enforced when an artifact is opened:
   (no symbolic links, no ``..``) whose sha256 matches the card;
 - a parent is trusted only when its payload's sha256 equals what the child recorded
   (:func:`parent_artifact`, :func:`source_checkpoint`).
+
+Kept in one module (about 530 lines) on purpose: the card's types, the opening checks and the atomic
+writer enforce one set of integrity rules together, and every layer imports this module, which must
+stay stdlib-only; the card's value checks already live apart (:mod:`dlforge.card_validation`).
 """
 
 from __future__ import annotations

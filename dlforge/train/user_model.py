@@ -14,6 +14,10 @@ follows it:
 
 A ``normalization`` the model expects is recorded and applied in front of it by ``load_checkpoint``
 (:mod:`dlforge.train.normalization`): checkpoints, exports and engines all take pixels.
+
+Kept in one module (about 550 lines): both routes share the checks of what a user hands in (module,
+sample input, labels, normalization) and the card they write; the archive vetting is apart
+(:mod:`dlforge.train.pt2_archive`).
 """
 
 from __future__ import annotations
