@@ -44,6 +44,14 @@ def mnist_dir() -> Path:
 
 
 @pytest.fixture(scope="session")
+def digits():
+    """scikit-learn's digits as a dlforge Dataset, loaded once (shared by every test: read it, never modify it)."""
+    from dlforge.data import load_dataset
+
+    return load_dataset("digits")
+
+
+@pytest.fixture(scope="session")
 def digits_lenet(tmp_path_factory):
     """LeNet trained on digits with its default settings (a few seconds)."""
     from dlforge.train import checkpoint_from_training

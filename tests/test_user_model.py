@@ -31,7 +31,6 @@ from torch import nn
 import dlforge
 from dlforge.artifact import open_artifact, sha256_file, training_data
 from dlforge.cli import cli
-from dlforge.data import load_dataset
 from dlforge.errors import ArtifactError, InputError
 from dlforge.export import onnx_from_checkpoint
 from dlforge.train import load_checkpoint
@@ -62,11 +61,6 @@ class ResidualCNN(nn.Module):
 
 def normalized(x):
     return (x - MEAN) / STD
-
-
-@pytest.fixture(scope="module")
-def digits():
-    return load_dataset("digits")
 
 
 @pytest.fixture(scope="module")

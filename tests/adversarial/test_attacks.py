@@ -10,16 +10,14 @@ from dlforge.adversarial.attacks.pgd import PGD
 from dlforge.adversarial.attacks.square import Square, square_fraction
 from dlforge.adversarial.attacks.projection import distance, project
 from dlforge.adversarial.attacks.torch_model import TorchModel
-from dlforge.data import load_dataset
 from dlforge.errors import InputError
 from dlforge.runtime import open_session
 from dlforge.train import load_checkpoint
 
 
 @pytest.fixture(scope="module")
-def digits():
-    ds = load_dataset("digits")
-    return ds.x_test[:128], ds.y_test[:128]
+def digits_batch(digits):
+    return digits.x_test[:128], digits.y_test[:128]
 
 
 @pytest.fixture(scope="module")
@@ -39,8 +37,8 @@ def _run(attack, model, session, x, y, eps):
 
 
 @pytest.mark.parametrize("name", [n for n, cls in ATTACKS.items() if cls.kind != "probe"])  # probes: test_probes.py
-def test_contract_stays_in_ball_and_range_and_weakens_accuracy(name, model, digits_engines, digits):
-    x, y = digits
+def test_contract_stays_in_ball_and_range_and_weakens_accuracy(name, model, digits_engines, digits_batch):
+    x, y = digits_batch
     attack = make_attack(name, steps=10, queries=200, iterations=20, square_queries=200)
     eps_list = (0.0, 1.0, 3.0) if attack.norm == "l2" else (0.0, 0.1, 0.3)
     session = open_session(digits_engines["fp32"].path)
@@ -57,8 +55,8 @@ def test_contract_stays_in_ball_and_range_and_weakens_accuracy(name, model, digi
     assert accs[2] <= accs[0] - 0.3, accs
 
 
-def test_fgsm_equals_an_independent_reference(model, digits):
-    x, y = digits
+def test_fgsm_equals_an_independent_reference(model, digits_batch):
+    x, y = digits_batch
     eps = 0.1
     xt = torch.from_numpy(x).clone().requires_grad_(True)
     loss = torch.nn.CrossEntropyLoss(reduction="mean")(model(xt), torch.from_numpy(y))
@@ -68,8 +66,8 @@ def test_fgsm_equals_an_independent_reference(model, digits):
     np.testing.assert_allclose(got, expected, rtol=0, atol=1e-7)
 
 
-def test_targeted_fgsm_moves_towards_the_target(model, digits):
-    x, y = digits
+def test_targeted_fgsm_moves_towards_the_target(model, digits_batch):
+    x, y = digits_batch
     target = torch.from_numpy((y + 1) % 10)
     with torch.no_grad():
         before = model(torch.from_numpy(x)).gather(1, target[:, None]).mean()
@@ -78,23 +76,23 @@ def test_targeted_fgsm_moves_towards_the_target(model, digits):
     assert after > before + 1.0
 
 
-def test_pgd_is_at_least_as_strong_as_fgsm(model, digits):
-    x, y = (torch.from_numpy(a) for a in digits)
+def test_pgd_is_at_least_as_strong_as_fgsm(model, digits_batch):
+    x, y = (torch.from_numpy(a) for a in digits_batch)
     with torch.no_grad():
         acc = {name: float((model(a.run(model, x, y, eps=0.15)).argmax(1) == y).float().mean())
                for name, a in (("fgsm", FGSM()), ("pgd", PGD(steps=20)))}
     assert acc["pgd"] <= acc["fgsm"]
 
 
-def test_pgd_random_start_is_seeded(model, digits):
-    x, y = (torch.from_numpy(a) for a in digits)
+def test_pgd_random_start_is_seeded(model, digits_batch):
+    x, y = (torch.from_numpy(a) for a in digits_batch)
     a = PGD(steps=3, seed=5).run(model, x, y, eps=0.1)
     assert torch.equal(a, PGD(steps=3, seed=5).run(model, x, y, eps=0.1))
     assert not torch.equal(a, PGD(steps=3, seed=6).run(model, x, y, eps=0.1))
 
 
-def test_square_respects_its_query_budget(digits_engines, digits):
-    x, y = digits
+def test_square_respects_its_query_budget(digits_engines, digits_batch):
+    x, y = digits_batch
     session = open_session(digits_engines["fp32"].path)
     calls = []
 

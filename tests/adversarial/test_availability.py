@@ -14,11 +14,6 @@ from dlforge.data import load_dataset
 from dlforge.errors import InputError
 
 
-@pytest.fixture(scope="module")
-def digits():
-    return load_dataset("digits")
-
-
 def test_random_label_injection_appends_mislabelled_copies(digits):
     poisoned, inj = inject(digits, "random-label", 0.25, seed=3)
     n = len(digits.y_train)

@@ -9,14 +9,8 @@ from dlforge.adversarial.poisoning.defences import (Strip, activation_clustering
 from dlforge.adversarial.poisoning.features import engine_features, last_hidden_tensor, penultimate
 from dlforge.adversarial.poisoning.run import SURVIVAL_POINTS, run_poison
 from dlforge.cli import cli
-from dlforge.data import load_dataset
 from dlforge.errors import InputError
 from tests.helpers import shared_path
-
-
-@pytest.fixture(scope="module")
-def digits():
-    return load_dataset("digits")
 
 
 def test_badnets_single_target(digits):
