@@ -89,7 +89,7 @@ class ModelInfo:
     def image_shape(self) -> tuple[int, ...] | None:
         """The first input's shape without the batch dimension, when every dimension is fixed."""
         shape = tuple(self.inputs[0].shape[1:]) if self.inputs else ()
-        return shape if shape and all(type(d) is int for d in shape) else None
+        return tuple(int(d) for d in shape) if shape and all(type(d) is int for d in shape) else None
 
     def to_dict(self) -> dict:
         d = asdict(self)
@@ -315,7 +315,7 @@ class DatasetSpec(NamedTuple):
 
     name: str
     data_dir: str | None = None
-    input_shape: tuple[int, int, int] | None = None
+    input_shape: tuple[int, ...] | None = None
     split_seed: int | None = None
     fingerprint: str | None = None
     labels: tuple[str, ...] | None = None  # the model's label space: evaluation sets map their classes into it
@@ -338,7 +338,8 @@ def dataset_spec(artifact: Artifact) -> DatasetSpec | None:
     ckpt = source_checkpoint(artifact)
     if ckpt is not None and ckpt.card.params.get("data"):
         section = ckpt.card.sections.get("dataset")
-        folder = section.get("image_folder") if isinstance(section, dict) else None
+        section = section if isinstance(section, dict) else {}
+        folder = section.get("image_folder")
         if folder is None:
             return DatasetSpec(ckpt.card.params["data"], ckpt.card.params.get("data_dir")).for_model(ckpt.card.model)
         shape = section.get("input_shape")

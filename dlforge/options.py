@@ -111,7 +111,8 @@ class Options:
     """Base of every stage's options dataclass: validates on construction."""
 
     def __post_init__(self) -> None:
-        for f in fields(self):
+        # every subclass is a dataclass: mypy cannot see it on the base class, hence the ignores below
+        for f in fields(self):  # type: ignore[arg-type]
             value = getattr(self, f.name)
             if isinstance(value, list):
                 value = tuple(value)
@@ -131,7 +132,7 @@ class Options:
     def params(self) -> dict:
         """The options as JSON-ready values: what the card records."""
         out = {}
-        for f in fields(self):
+        for f in fields(self):  # type: ignore[arg-type]
             value = getattr(self, f.name)
             if isinstance(value, tuple):
                 value = [list(v) if isinstance(v, tuple) else v for v in value]
@@ -143,13 +144,13 @@ class Options:
     @classmethod
     def build(cls, options: Options | None = None, **overrides):
         """``options`` with ``overrides`` applied (validated again), or new options from ``overrides``."""
-        known = {f.name for f in fields(cls)}
+        known = {f.name for f in fields(cls)}  # type: ignore[arg-type]
         unknown = sorted(set(overrides) - known)
         if unknown:
             raise TypeError(f"{cls.__name__} has no option {unknown[0]!r}; known: {', '.join(sorted(known))}")
         if options is None:
             return cls(**overrides)
-        return dataclasses.replace(options, **overrides) if overrides else options
+        return dataclasses.replace(options, **overrides) if overrides else options  # type: ignore[type-var]
 
 
 __all__ = ["Options", "choices_of", "dataclass", "flag_of", "option", "parse_key_values"]

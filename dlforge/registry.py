@@ -47,7 +47,7 @@ class Registry(Generic[T]):
             self._entries[name] = obj
             if getattr(obj, "name", None) in (None, ""):
                 try:
-                    obj.name = name
+                    setattr(obj, "name", name)
                 except (AttributeError, TypeError):
                     pass
             return obj

@@ -58,8 +58,9 @@ class Backend(ABC):
 
     @classmethod
     @abstractmethod
-    def open_engine(cls, artifact, *, threads: int | None = None, device: str = "cpu") -> Session:
-        """A Session over a saved engine artifact of this backend (the runtime's side: no build dependencies)."""
+    def open_engine(cls, artifact, *, threads: int | None = None, device: str = "cpu", **backend_options) -> Session:
+        """A Session over a saved engine artifact of this backend (the runtime's side: no build dependencies);
+        ``backend_options`` are the backend's own (ONNX Runtime's ``execution_provider``)."""
 
     def batch_range(self, details: dict) -> tuple[int, int | None] | None:
         """The batch range the engine accepts, recorded in the card (None: whatever the graph says)."""

@@ -55,7 +55,8 @@ def plan_units(prepared: Path, parent: Path | None = None) -> list[Unit]:
     source = onnx.load(str(parent or prepared), load_external_data=False)
     modules = {n.name: module_path(n) for n in source.graph.node if n.name}
     model = onnx.load(str(prepared), load_external_data=False) if parent is not None else source
-    made_by, units = {}, []  # tensor -> module of the node that computes it
+    made_by: dict[str, str | None] = {}  # tensor -> module of the node that computes it
+    units: list[Unit] = []
     for n in model.graph.node:
         module = modules.get(n.name)
         if module is None:  # a node pre-processing added (a layout Transpose): its input's module

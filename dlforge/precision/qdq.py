@@ -20,6 +20,7 @@ import io
 import logging
 import tempfile
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -86,7 +87,7 @@ def quantize_prepared(prepared: Path, dst: Path, calib_x: np.ndarray, *, method:
                  "percentile": CalibrationMethod.Percentile}[method]
     signed = activations == "int8"
     extra = {"ActivationSymmetric": signed, "WeightSymmetric": True, "CalibTensorRangeSymmetric": signed}
-    cached = {}
+    cached: dict[str, str] = {}
     can_cache = "calibration_cache_path" in inspect.signature(quantize_static).parameters
     if method == "entropy" and not can_cache:
         raise InputError("--calib-method entropy needs onnxruntime with calibration caches (1.32 or newer); "
@@ -101,7 +102,7 @@ def quantize_prepared(prepared: Path, dst: Path, calib_x: np.ndarray, *, method:
 
     logging.disable(logging.WARNING)  # the quantizer logs per-tensor notes on the root logger
     try:
-        if method == "entropy" and not cache.exists():
+        if method == "entropy" and cache is not None and not cache.exists():  # entropy always has a cache here
             _entropy_ranges(prepared, reader(), signed, cache)
         with contextlib.redirect_stdout(io.StringIO()):  # histogram calibrators print progress; stdout may be --json
             quantize_static(
@@ -115,7 +116,7 @@ def quantize_prepared(prepared: Path, dst: Path, calib_x: np.ndarray, *, method:
     finally:
         logging.disable(logging.NOTSET)
         scratch.cleanup()
-    details = {"format": "QDQ", "activations": "int8 symmetric" if signed else "uint8 asymmetric",
+    details: dict[str, Any] = {"format": "QDQ", "activations": "int8 symmetric" if signed else "uint8 asymmetric",
                "weights": "int8 symmetric", "per_channel": per_channel, "method": method,
                "samples": int(len(calib_x))}
     if exclude:
@@ -159,7 +160,7 @@ def quantize_int8(src: Path, dst: Path, calib_x: np.ndarray, **settings) -> dict
 def quantize_calibrated(src: Path, dst: Path, calibration: Calibration, *, activations: str = "uint8") -> dict:
     """:func:`quantize_int8` with a build's :class:`Calibration` (its ``exclude``, ``cache`` and ``prepared``
     make compiling many plans of one model cheap)."""
-    settings = {"method": calibration.method, "per_channel": calibration.per_channel,
+    settings: dict[str, Any] = {"method": calibration.method, "per_channel": calibration.per_channel,
                 "static_batch": calibration.static_batch, "activations": activations,
                 "exclude": tuple(calibration.exclude), "cache": calibration.cache}
     if calibration.prepared is not None:

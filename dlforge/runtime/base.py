@@ -31,7 +31,7 @@ class Session:
         self.outputs = outputs
         self.model = model
         self.precision = precision
-        self._checks = None
+        self._checks: list | None = None
         self._batch_limit: tuple[int, int | None] | None = None
         self._closed = False
 
