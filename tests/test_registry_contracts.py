@@ -1,0 +1,89 @@
+"""Every entry of every registry keeps its registry's contract: parametrized over the registered names, so a new
+entry is checked the moment it is registered (no test to write for the contract itself)."""
+
+from __future__ import annotations
+
+import inspect
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import dlforge.adversarial.probes  # noqa: F401  (the probes register beside the attacks)
+from dlforge.adversarial.attacks import ATTACKS, Probe, attack_options, describe_attacks, make_attack
+from dlforge.adversarial.attacks.projection import NORMS
+from dlforge.adversarial.detectors import DETECTORS
+from dlforge.adversarial.poisoning.defences import DATASET_DEFENCES
+from dlforge.backends import BACKENDS
+from dlforge.build.options import PRECISIONS
+from dlforge.data.dataset import DATA_FORMATS, DATASETS, Dataset
+from dlforge.errors import InputError
+
+
+@pytest.mark.parametrize("name", ATTACKS.names())
+def test_attack_contract(name):
+    cls = ATTACKS.get(name)
+    assert (cls.__doc__ or "").strip(), f"{name}: the first docstring line is its --list-attacks summary"
+    attack = make_attack(name)  # its own defaults pass its own type and range checks
+    assert attack.name == name
+    assert isinstance(attack, Probe) or attack.norm in NORMS
+    for option, default in attack_options(cls).items():
+        assert default is not inspect.Parameter.empty, f"{name}: option {option} needs a default"
+    with pytest.raises(InputError, match="has no option"):
+        make_attack(f"{name}:no_such_option=1")
+    assert name in {a["name"] for a in describe_attacks()}
+
+
+@pytest.mark.parametrize("name", BACKENDS.names())
+def test_backend_contract(name):
+    cls = BACKENDS.get(name)
+    assert cls.precisions and set(cls.precisions) <= set(PRECISIONS) - {"auto"}
+    assert cls.payload and "/" not in cls.payload
+    assert not inspect.isabstract(cls), f"{name}: compile, open and open_engine are all implemented"
+    assert cls.triton_platform is None or isinstance(cls.triton_platform, str)
+    assert cls.name == name
+
+
+@pytest.mark.parametrize("name", DATASETS.names())
+def test_dataset_contract(name, tmp_path):
+    """A named dataset loads (digits is embedded) or, with no files where it looks, says so: never a crash."""
+    loader = DATASETS.get(name)
+    try:
+        dataset = loader(tmp_path / "empty")
+    except InputError as exc:
+        assert str(exc) and "\n" not in str(exc)
+        return
+    assert isinstance(dataset, Dataset) and dataset.x_train.dtype == np.float32 and dataset.x_train.ndim == 4
+    assert dataset.y_train.dtype == np.int64 and len(dataset.labels) >= 2
+
+
+@pytest.mark.parametrize("name", DATA_FORMATS.names())
+def test_data_format_contract(name, tmp_path):
+    fmt = DATA_FORMATS.get(name)
+    assert callable(fmt.matches) and callable(fmt.load) and fmt.description
+    assert not fmt.matches(Path("a-folder-of-images"))  # formats never claim a folder: image folders are built in
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    candidates = [p for p in (tmp_path / "x.npz", tmp_path / "x.csv") if fmt.matches(p)]
+    for path in candidates:  # a file of the format that is not readable: a clean error
+        path.write_bytes(b"not this format")
+        with pytest.raises(InputError):
+            fmt.load(path)
+
+
+@pytest.mark.parametrize("name", DETECTORS.names())
+def test_detector_contract(name):
+    cls = DETECTORS.get(name)
+    assert (cls.__doc__ or "").strip()
+    assert isinstance(cls.takes_argument, bool)
+
+
+@pytest.mark.parametrize("name", DATASET_DEFENCES.names())
+def test_dataset_defence_contract(name):
+    cls = DATASET_DEFENCES.get(name)
+    defence = cls(**({"eps": 0.1} if "eps" in inspect.signature(cls.__init__).parameters else {}))
+    rng = np.random.default_rng(0)
+    features, y = rng.normal(size=(200, 16)).astype(np.float32), np.repeat(np.arange(2), 100)
+    flags = defence.flag(features, y)
+    assert flags.flagged.shape == (200,) and flags.flagged.dtype == bool
+    assert isinstance(defence.settings(), dict)
