@@ -14,7 +14,7 @@ from PIL import Image
 
 from dlforge.cli import cli
 from dlforge.data import load_dataset
-from tests.test_user_model import MEAN, STD, digits, model  # noqa: F401  (module fixtures reused)
+from tests.test_user_model import MEAN, STD, model  # noqa: F401  (a module fixture reused)
 
 ENGINE = "white-box (engine)"
 
