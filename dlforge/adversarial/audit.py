@@ -35,6 +35,7 @@ from dlforge.adversarial.attacks import Attack, GradientAttack, Probe, make_atta
 from dlforge.adversarial.attacks.projection import project
 from dlforge.adversarial.attacks.robust import outcome_rates
 from dlforge.adversarial.invariance import audit_invariance, invariance_check
+from dlforge.adversarial.records import AdversarialKey
 from dlforge.adversarial.samples import SAMPLES_FILE, SAMPLES_VERSION, add_row
 from dlforge.artifact import Artifact, open_artifact
 from dlforge.env import environment
@@ -114,7 +115,7 @@ class AuditRun:
     crafted_on: str | None = None
     clean: dict = field(default_factory=dict)
     rows: list = field(default_factory=list)
-    adv: dict = field(default_factory=dict)
+    adv: dict[AdversarialKey, np.ndarray] = field(default_factory=dict)
     probes: dict = field(default_factory=dict)  # a probe's name -> its report section
     samples: list = field(default_factory=list)  # per-sample records (options.per_sample)
     warm: dict | None = None  # kept open across audits by the caller (run_audit's ``warm``)
@@ -401,7 +402,7 @@ def _craft(run: AuditRun, model, attack: Attack, eps: float, judge, bar=None,
 def _gradient_rows(run: AuditRun, attack: Attack, eps: float, bar=None) -> None:
     o = run.options
     x_adv, extra, queries = _craft(run, run.model, attack, eps, run.model.predict, bar, "source")
-    run.adv[(attack.name, eps)] = x_adv
+    run.adv[AdversarialKey(attack.name, eps)] = x_adv
     if run.crafted_on == "source":
         logits = run.model.predict(x_adv)
         add_row(run, _row(attack, eps, "white-box", "source", "source", logits, run.y, run.clean["source"], **extra),
@@ -417,7 +418,7 @@ def _engine_row(run: AuditRun, attack: Attack, eps: float, engine: DeployedModel
     the engine."""
     judge = lambda z: engine.predict(z, run.options.batch_size)  # noqa: E731
     x_adv, extra, queries = _craft(run, model, attack, eps, judge, bar, engine.label)
-    run.adv[(attack.name, eps, engine.label, ENGINE_ROUTE)] = x_adv
+    run.adv[AdversarialKey(attack.name, eps, engine.label, ENGINE_ROUTE)] = x_adv
     logits = judge(x_adv)
     add_row(run, _row(attack, eps, ENGINE_ROUTE, engine.label, str(engine.path), logits, run.y, run.clean[engine.label],
                    **extra), x_adv, logits, queries)
@@ -431,7 +432,7 @@ def _query_row(run: AuditRun, attack: Attack, eps: float, engine: DeployedModel)
     add_row(run, _row(attack, eps, "query", engine.label, str(engine.path), logits, run.y, run.clean[engine.label],
                    queries_per_sample=float(result.queries.mean()), queries_median=float(np.median(result.queries))),
          x_adv, logits, result.queries)
-    run.adv[(attack.name, eps, engine.label)] = x_adv
+    run.adv[AdversarialKey(attack.name, eps, engine.label, "query")] = x_adv
 
 
 def _full_range_model(run: AuditRun):

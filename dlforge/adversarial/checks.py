@@ -11,8 +11,9 @@ from __future__ import annotations
 
 import numpy as np
 
+from dlforge.adversarial.records import ENGINE_ROUTE
+
 PASS, FAIL, NA = "pass", "fail", "n/a"
-ENGINE_ROUTE = "white-box (engine)"
 GRADIENT_ROUTES = ("transfer", ENGINE_ROUTE)  # the gradient routes measured on an engine
 
 

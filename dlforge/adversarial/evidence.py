@@ -21,12 +21,12 @@ def comparisons(run) -> list[dict]:
                     "robust_accuracy_diff": float((cb == y).mean() - (ca == y).mean()),
                     "disagreement": float((cb != ca).mean())})
         for key, x_adv in run.adv.items():
-            if len(key) != 2:  # query examples are specific to the engine they were found on
+            if not key.transferable:  # examples found on one engine are specific to it
                 continue
             pa, pb = base.predict(x_adv, bs).argmax(1), other.predict(x_adv, bs).argmax(1)
             # robust as the audit counts it: right on the clean input and on the adversarial one
             robust_a, robust_b = (ca == y) & (pa == y), (cb == y) & (pb == y)
-            out.append({"a": base.label, "b": other.label, "attack": key[0], "eps": float(key[1]),
+            out.append({"a": base.label, "b": other.label, "attack": key.attack, "eps": float(key.eps),
                         "robust_accuracy_diff": float(robust_b.mean() - robust_a.mean()),
                         "disagreement": float((pa != pb).mean())})
     return out
@@ -59,15 +59,15 @@ def _detect_on(detector, engine, held_out, run) -> list[dict]:
     fpr = float(detector.detect(predict, run.x[correct]).mean()) if correct.any() else None
     rows = []
     for key, x_adv in run.adv.items():
-        if len(key) >= 3 and key[2] != engine.label:  # examples found on another engine
+        if key.engine not in (None, engine.label):  # examples found on another engine
             continue
-        route = key[3] if len(key) == 4 else "query" if len(key) == 3 else "transfer"
+        route = key.route
         success = correct & (predict(x_adv).argmax(1) != run.y)
         if not success.any():
             continue
         flagged = detector.detect(predict, x_adv[success])
-        rows.append({"detector": detector.name, "engine": engine.label, "attack": key[0], "route": route,
-                     "eps": float(key[1]),
+        rows.append({"detector": detector.name, "engine": engine.label, "attack": key.attack, "route": route,
+                     "eps": float(key.eps),
                      "successful_examples": int(success.sum()), "detection_rate": float(flagged.mean()),
                      "false_positive_rate": fpr, "threshold": detector.threshold})
     return rows
@@ -80,8 +80,8 @@ def gallery(run, labels, count: int | None = None) -> list[dict]:
         return []
     engine, x, y = run.engines[0], run.x, run.y
     # examples crafted on the source, else those found on the first engine itself
-    key = max((k for k in run.adv if len(k) == 2), key=lambda k: k[1], default=None)
-    key = key or max((k for k in run.adv if k[2] == engine.label), key=lambda k: k[1], default=None)
+    key = max((k for k in run.adv if k.transferable), key=lambda k: k.eps, default=None)
+    key = key or max((k for k in run.adv if k.engine == engine.label), key=lambda k: k.eps, default=None)
     if key is None:
         return []
     x_adv = run.adv[key]
@@ -89,6 +89,6 @@ def gallery(run, labels, count: int | None = None) -> list[dict]:
     pred = engine.predict(x_adv, run.options.batch_size).argmax(1)
     idx = np.flatnonzero((clean == y) & (pred != y))[:count]
     name = (lambda i: labels[int(i)] if int(i) < len(labels) else str(int(i)))
-    return [{"index": int(i), "attack": key[0], "eps": float(key[1]), "label": name(y[i]),
+    return [{"index": int(i), "attack": key.attack, "eps": float(key.eps), "label": name(y[i]),
              "clean_prediction": name(clean[i]), "adversarial_prediction": name(pred[i]),
              "clean": x[i].tolist(), "adversarial": x_adv[i].tolist()} for i in idx]
