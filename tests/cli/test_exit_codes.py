@@ -153,7 +153,7 @@ def test_a_device_failure_exits_4_not_as_bad_input(digits_engines, monkeypatch):
     # the TensorRT runtime (not importable here) raises the device error on a failed enqueue, not InputError
     from pathlib import Path
 
-    source = (Path(inspect.getfile(audit)).parents[1] / "runtime" / "tensorrt.py").read_text()
+    source = (Path(inspect.getfile(audit)).parents[1] / "backends" / "tensorrt" / "session.py").read_text()
     raised = [n for n in ast.walk(ast.parse(source)) if isinstance(n, ast.Raise) and "enqueue" in ast.unparse(n)]
     assert raised and all(ast.unparse(n.exc).startswith("DeviceError(") for n in raised)
 
