@@ -76,7 +76,7 @@ def availability_table(r: dict) -> str:
     if filtered:
         first = filtered[0]
         rule = (f"removes a fixed share {first['share']:g} of the poisoned training set" if first["rule"] == "fixed share"
-                else f"removes training samples whose {first['rule']} (removed: the fp32 engine's share)")
+                else f"removes training samples with {first['rule']} (removed: the fp32 engine's share)")
         lines += ["", f"loss filter (Koh et al. 2018): {rule}, under each engine (TPR, FPR against the injected samples); "
                       "acc after: PyTorch, retrained without the fp32 engine's flags", format_table(filtered, _FILTER)]
         lines += [f"note: rate {row['rate']:g}: {row['oracle']}" for row in filtered if "oracle" in row]
