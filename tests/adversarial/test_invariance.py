@@ -51,6 +51,7 @@ def test_engine_comparison_counts_robustness_as_the_audit_does(digits_engines):
     from types import SimpleNamespace
 
     from dlforge.adversarial.evidence import comparisons
+    from dlforge.adversarial.records import AdversarialKey
 
     ds = load_dataset("digits")
     x, y = ds.x_test[:40], ds.y_test[:40]
@@ -58,7 +59,7 @@ def test_engine_comparison_counts_robustness_as_the_audit_does(digits_engines):
         clean_b = b.predict(x).argmax(1)
         clean_b[:20] = (y[:20] + 1) % 10  # as if b had been wrong on these clean inputs
         run = SimpleNamespace(engines=[a, b], y=y, options=SimpleNamespace(batch_size=64),
-                              clean={a.label: a.predict(x).argmax(1), b.label: clean_b}, adv={("pgd", 0.1): x})
+                              clean={a.label: a.predict(x).argmax(1), b.label: clean_b}, adv={AdversarialKey("pgd", 0.1): x})
         row = next(r for r in comparisons(run) if r["attack"] == "pgd")
         pa, pb = a.predict(x).argmax(1), b.predict(x).argmax(1)
         expected = ((clean_b == y) & (pb == y)).mean() - ((run.clean[a.label] == y) & (pa == y)).mean()
