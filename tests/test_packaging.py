@@ -153,17 +153,6 @@ def test_wheel_ships_every_module_of_the_source_tree(wheel):
     assert "License-Expression: Apache-2.0" in metadata
 
 
-def test_ci_runs_the_readme_test_command():
-    readme = (ROOT / "README.md").read_text(encoding="utf-8")
-    section = readme.split("## Set up (two commands)", 1)[1].split("\n## ", 1)[0]
-    commands = [line for line in section.splitlines() if line.startswith("python3 -m venv")]
-    assert len(commands) == 2 and "dlforge pipeline lenet --data digits" in commands[0], commands
-    ci_lines = [line.strip() for line in (ROOT / ".ci" / "run").read_text().splitlines()]
-    assert commands[1] in ci_lines, f".ci/run does not run the README's test command {commands[1]!r}"
-    assert commands[1].endswith('pytest -m "not slow"'), commands[1]  # the README's command is the fast tier
-    assert ".venv/bin/python -m pytest -m slow" in ci_lines[ci_lines.index(commands[1]) + 1:]  # CI then runs the rest
-
-
 def test_toolkit_wheel_imports_every_module(toolkit_python, tmp_path):
     """Every module imports from the installed wheel; only the TensorRT ones may lack their extra."""
     code = (

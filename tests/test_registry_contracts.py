@@ -40,7 +40,8 @@ def test_backend_contract(name):
     assert cls.precisions and set(cls.precisions) <= set(PRECISIONS) - {"auto"}
     assert cls.payload and "/" not in cls.payload
     assert not inspect.isabstract(cls), f"{name}: compile, open and open_engine are all implemented"
-    assert cls.triton_platform is None or isinstance(cls.triton_platform, str)
+    assert cls.triton_platform is None or (cls.triton_platform, cls.triton_file or cls.payload) in {
+        ("onnxruntime_onnx", "model.onnx"), ("tensorrt_plan", "model.plan")}  # platforms Triton has, their file names
     assert cls.name == name
 
 
@@ -61,21 +62,37 @@ def test_dataset_contract(name, tmp_path):
 def test_data_format_contract(name, tmp_path):
     fmt = DATA_FORMATS.get(name)
     assert callable(fmt.matches) and callable(fmt.load) and fmt.description
-    assert not fmt.matches(Path("a-folder-of-images"))  # formats never claim a folder: image folders are built in
-    broken = tmp_path / "broken"
-    broken.mkdir()
-    candidates = [p for p in (tmp_path / "x.npz", tmp_path / "x.csv") if fmt.matches(p)]
-    for path in candidates:  # a file of the format that is not readable: a clean error
-        path.write_bytes(b"not this format")
-        with pytest.raises(InputError):
-            fmt.load(path)
+    folder = tmp_path / "images.npz"  # a folder, whatever its name: formats never claim one (image folders do)
+    folder.mkdir()
+    assert not fmt.matches(folder), f"{name} claims a folder"
+    for path in (tmp_path / "x.npz", tmp_path / "x.csv", tmp_path / "x.bin"):
+        if fmt.matches(path):  # a file of the format that is not readable: a clean error, not a crash
+            path.write_bytes(b"not this format")
+            with pytest.raises(InputError):
+                fmt.load(path)
 
 
 @pytest.mark.parametrize("name", DETECTORS.names())
-def test_detector_contract(name):
+def test_detector_contract(name, digits):
+    """Fitted on clean images at its FPR, a detector flags a bool per input; one that needs an argument
+    refuses to be built without it."""
+    from dlforge.adversarial.detectors import make_detector
+
     cls = DETECTORS.get(name)
     assert (cls.__doc__ or "").strip()
-    assert isinstance(cls.takes_argument, bool)
+    if cls.takes_argument:
+        with pytest.raises(InputError, match="needs an argument"):
+            make_detector(name)
+        return
+    weights = np.random.default_rng(0).normal(size=(64, 10)).astype(np.float32)
+    predict = lambda x: x.reshape(len(x), -1) @ weights  # noqa: E731  (a fixed linear classifier)
+    detector = make_detector(name)
+    try:
+        detector.fit(predict, digits.x_val)
+        flags = detector.detect(predict, digits.x_test[:50])
+    finally:
+        detector.close()
+    assert flags.shape == (50,) and flags.dtype == bool
 
 
 @pytest.mark.parametrize("name", DATASET_DEFENCES.names())

@@ -39,6 +39,7 @@ class Backend(ABC):
     extra: str | None = None  # the pip extra its build and runtime need (None: the base install)
     triton_platform: str | None = None  # the Triton platform that serves its payload (None: not deployable)
     triton_file: str | None = None  # the payload's file name in a Triton version folder (default: ``payload``)
+    requires_gpu = False  # its engines run on a GPU only (Triton serves them on KIND_GPU instances)
 
     def __init__(self, options, info: ModelInfo):
         self.options = options

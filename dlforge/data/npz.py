@@ -110,5 +110,5 @@ def _labels(path: Path, key: str, y: np.ndarray, n: int) -> np.ndarray:
     return y.astype(np.int64)
 
 
-DATA_FORMATS.register("npz")(DataFormat(matches=lambda path: path.name.endswith(".npz"), load=load_npz,
-                                        description="a .npz with x and y arrays"))
+DATA_FORMATS.register("npz")(DataFormat(matches=lambda path: path.name.endswith(".npz") and not path.is_dir(),
+                                        load=load_npz, description="a .npz with x and y arrays"))

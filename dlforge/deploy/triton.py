@@ -83,7 +83,8 @@ def model_config(card: Card, name: str, *, max_batch_size: int | None = None, in
     pb2 = model_config_pb2()
     backend = card.sections.get("backend", "ort")
     if backend not in platforms():
-        raise InputError(f"{name}: a {backend} engine has no Triton platform; deploy an ort or tensorrt engine")
+        raise InputError(f"{name}: a {backend} engine has no Triton platform; deploy an engine of "
+                         f"{', '.join(platforms())}")
     if kind not in KINDS:
         raise InputError(f"--kind must be one of {', '.join(KINDS)}, got {kind!r}")
     if instances < 1:
@@ -122,9 +123,12 @@ def model_config(card: Card, name: str, *, max_batch_size: int | None = None, in
     if batching and dynamic_batching:
         config.dynamic_batching.max_queue_delay_microseconds = queue_delay_us
     group = config.instance_group.add(count=instances)
-    gpu = kind == "gpu" or (kind == "auto" and backend == "tensorrt")
-    if backend == "tensorrt" and kind == "cpu":
-        raise InputError(f"{name}: a TensorRT plan runs on a GPU; use --kind gpu or auto")
+    from dlforge.backends import BACKENDS
+
+    needs_gpu = BACKENDS.get(backend).requires_gpu
+    gpu = kind == "gpu" or (kind == "auto" and needs_gpu)
+    if needs_gpu and kind == "cpu":
+        raise InputError(f"{name}: a {backend} engine runs on a GPU; use --kind gpu or auto")
     group.kind = pb2.ModelInstanceGroup.Kind.Value("KIND_GPU" if gpu else "KIND_CPU")
     return config
 

@@ -130,6 +130,7 @@ class TrtBackend(Backend):
     payload = "model.engine"
     extra = "tensorrt"
     triton_platform, triton_file = "tensorrt_plan", "model.plan"
+    requires_gpu = True
 
     @classmethod
     def open_engine(cls, artifact, *, threads=None, device="cpu"):

@@ -1,6 +1,6 @@
 """The decisions behind a TensorRT build, as pure functions (no TensorRT, no GPU needed).
 
-The thin layers in ``build/tensorrt.py`` and ``runtime/tensorrt.py`` only apply what is decided
+The thin layers beside it (:mod:`.compile` and :mod:`.session`) only apply what is decided
 here, so every decision is tested on any machine:
 
 - optimization profiles from ``--min/--opt/--max-batch`` or a trtexec-style shape spec,
