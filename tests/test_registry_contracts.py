@@ -4,7 +4,6 @@ entry is checked the moment it is registered (no test to write for the contract 
 from __future__ import annotations
 
 import inspect
-from pathlib import Path
 
 import numpy as np
 import pytest
