@@ -210,3 +210,10 @@ def test_the_pipeline_builds_with_a_registered_backend(tmp_path):
     with pytest.raises(InputError, match="--backend: unknown value 'ort3'"):
         run_pipeline("mlp", tmp_path / "other", backend="ort3")
     assert not (tmp_path / "other").exists()
+    from click.testing import CliRunner
+
+    from dlforge.cli import cli
+
+    result = CliRunner().invoke(cli, ["pipeline", "mlp", "--backend", "ort3", "-o", str(tmp_path / "cli")])
+    assert result.exit_code == 2 and "--backend: unknown value 'ort3'" in result.output, result.output
+    assert not (tmp_path / "cli").exists()
