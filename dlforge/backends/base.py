@@ -21,11 +21,14 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from dlforge.artifact import ModelInfo
-from dlforge.precision.calibration import Calibration
 from dlforge.registry import Registry
 from dlforge.runtime.base import Session
+
+if TYPE_CHECKING:  # the runtime opens engines through this module: it need not import the build's transforms
+    from dlforge.precision.calibration import Calibration
 
 BACKENDS: Registry[type[Backend]] = Registry("backend", packages=["dlforge.backends"])
 

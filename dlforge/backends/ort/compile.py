@@ -9,7 +9,6 @@ from __future__ import annotations
 from pathlib import Path
 
 from dlforge.backends.base import BACKENDS, Backend
-from dlforge.precision import quantize_calibrated
 
 
 def optimize_fp32(src: Path, dst: Path) -> dict:
@@ -51,6 +50,8 @@ class OrtBackend(Backend):
     def compile(self, precision, src, dst, calibration):
         if precision == "fp32":
             return optimize_fp32(src, dst)
+        from dlforge.precision import quantize_calibrated  # the build's side only: the runtime never needs it
+
         return quantize_calibrated(src, dst, calibration)
 
     def batch_range(self, details):

@@ -1,7 +1,7 @@
 """TensorRT engines: ONNX parser -> strongly typed network -> serialized engine.
 
 Thin by design: every decision (profiles, precision plan, flags, workspace, cache keys) is made in
-``tensorrt_plan`` and only applied here. Precision is already in the ONNX graph this receives
+:mod:`.decisions` and only applied here. Precision is already in the ONNX graph this receives
 (fp16 casts or INT8 QDQ nodes), so the same code path serves TensorRT 10 and 11.
 """
 
@@ -14,7 +14,6 @@ from pathlib import Path
 
 from dlforge.artifact import sha256_file, write_atomic
 from dlforge.backends.base import BACKENDS, Backend
-from dlforge.precision import convert_fp16
 from dlforge.backends.tensorrt.decisions import (
     PrecisionPlan,
     ShapeProfile,
@@ -119,8 +118,6 @@ def build_engine(onnx_path: Path, engine_path: Path, profiles: list[ShapeProfile
     return {**record, "cache_hit": False, "build_seconds": round(seconds, 3), "timing_cache": str(tcache_path)}
 
 
-
-
 @BACKENDS.register("tensorrt")
 class TrtBackend(Backend):
     """TensorRT: precision is applied to the ONNX graph first (fp16 casts, INT8 QDQ), then built strongly
@@ -159,7 +156,7 @@ class TrtBackend(Backend):
         check_optimization_level(options.optimization_level)
 
     def compile(self, precision, src, dst, calibration):
-        from dlforge.precision import quantize_calibrated
+        from dlforge.precision import convert_fp16, quantize_calibrated  # the build's side only
         from dlforge.backends.tensorrt.decisions import precision_plan
 
         plan = precision_plan(precision)
