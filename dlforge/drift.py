@@ -54,11 +54,11 @@ def run_drift(paths: list[str | os.PathLike], options: DriftOptions | None = Non
                                                            o.data_dir)
     from dlforge.adversarial.attacks.pgd import PGD
     from dlforge.adversarial.attacks.robust import robust_accuracy
-    from dlforge.train.checkpoint import attack_model
     from dlforge.adversarial.engine_graph import engine_graph
     from dlforge.artifact import dataset_spec, open_artifact
     from dlforge.data import load_spec
     from dlforge.runtime import open_deployed
+    from dlforge.train.checkpoint import attack_model
 
     if len(paths) < 2:
         raise InputError("drift compares at least two artifacts of one model (e.g. checkpoint, onnx, engines)")

@@ -8,17 +8,12 @@ from pathlib import Path
 from typing import Callable
 
 from dlforge.artifact import Artifact
+from dlforge.backends import BACKENDS
 from dlforge.options import Options, option
 
 # The audit's and the drift report's attack settings agree, so their robust accuracies can be compared.
 AUDIT_SAMPLES, AUDIT_PGD_STEPS, DRIFT_EPS = 200, 20, 0.1
 PRECISIONS = ("fp32", "int8")
-
-
-def _backend_names() -> tuple[str, ...]:
-    from dlforge.backends.base import BACKENDS
-
-    return BACKENDS.names()
 
 
 @dataclass
@@ -29,7 +24,7 @@ class PipelineOptions(Options):
     epochs: int | None = option(None, "Training epochs (default: the model's).", min=1)
     seed: int = option(0, "Seed of the training.", min=0)
     backend: str = option("ort", "Backend that compiles the fp32 and INT8 engines (the stages are "
-                                 "engine-<backend>-<precision>).", choices=_backend_names)
+                                 "engine-<backend>-<precision>).", choices=BACKENDS.names)
     bench: bool = option(True, "Benchmark the engines beside eager PyTorch.")
     audit: bool = option(True, "Audit the engines' robustness.")
 

@@ -406,11 +406,11 @@ def _gradient_rows(run: AuditRun, attack: Attack, eps: float, bar=None) -> None:
     if run.crafted_on == "source":
         logits = run.model.predict(x_adv)
         add_row(run, _row(attack, eps, "white-box", "source", "source", logits, run.y, run.clean["source"], **extra),
-             x_adv, logits, queries)
+                x_adv, logits, queries)
     for e in run.engines:
         logits = e.predict(x_adv, o.batch_size)
         add_row(run, _row(attack, eps, "transfer", e.label, str(e.path), logits, run.y, run.clean[e.label],
-                       crafted_on=run.crafted_on), x_adv, logits)
+                          crafted_on=run.crafted_on), x_adv, logits)
 
 
 def _engine_row(run: AuditRun, attack: Attack, eps: float, engine: DeployedModel, model, bar=None) -> None:
@@ -420,8 +420,8 @@ def _engine_row(run: AuditRun, attack: Attack, eps: float, engine: DeployedModel
     x_adv, extra, queries = _craft(run, model, attack, eps, judge, bar, engine.label)
     run.adv[AdversarialKey(attack.name, eps, engine.label, ENGINE_ROUTE)] = x_adv
     logits = judge(x_adv)
-    add_row(run, _row(attack, eps, ENGINE_ROUTE, engine.label, str(engine.path), logits, run.y, run.clean[engine.label],
-                   **extra), x_adv, logits, queries)
+    add_row(run, _row(attack, eps, ENGINE_ROUTE, engine.label, str(engine.path), logits, run.y,
+                      run.clean[engine.label], **extra), x_adv, logits, queries)
 
 
 def _query_row(run: AuditRun, attack: Attack, eps: float, engine: DeployedModel) -> None:
@@ -430,8 +430,8 @@ def _query_row(run: AuditRun, attack: Attack, eps: float, engine: DeployedModel)
     x_adv = project(result.x_adv, run.x, eps, attack.norm, run.value_range)
     logits = predict(x_adv)
     add_row(run, _row(attack, eps, "query", engine.label, str(engine.path), logits, run.y, run.clean[engine.label],
-                   queries_per_sample=float(result.queries.mean()), queries_median=float(np.median(result.queries))),
-         x_adv, logits, result.queries)
+                      queries_per_sample=float(result.queries.mean()), queries_median=float(np.median(result.queries))),
+            x_adv, logits, result.queries)
     run.adv[AdversarialKey(attack.name, eps, engine.label, "query")] = x_adv
 
 

@@ -19,6 +19,7 @@ any :class:`~dlforge.runtime.deployed.DeployedModel`, TensorRT's included.
 
 from __future__ import annotations
 
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -113,10 +114,8 @@ INVARIANCE_BATCH = 32
 
 
 def audit_invariance(run) -> list[dict]:
-    """Batch-composition invariance of every engine on the first audited inputs (and rebuild invariance with
-    ``rebuild_check``): :mod:`dlforge.adversarial.invariance`."""
-    import tempfile
-
+    """The audit's step: batch-composition invariance of every engine on the first audited inputs
+    (:func:`batch_invariance`), and rebuild invariance (:func:`rebuild_invariance`) with ``rebuild_check``."""
     x = run.x[:INVARIANCE_SAMPLES]
     others = run.held_out(256) if len(run.dataset.x_test) > len(run.y) else run.x
     out = []

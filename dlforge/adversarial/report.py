@@ -155,11 +155,11 @@ def images_png(items: list[dict], title: str) -> str | None:
 
 
 def _probes_html(report: dict) -> str:
+    import dlforge.adversarial.probes  # noqa: F401  (the probes register in ATTACKS when their package is imported)
+    from dlforge.adversarial.attacks import ATTACKS
+
     out = []
     for name, section in report.get("probes", {}).items():
-        import dlforge.adversarial.probes  # noqa: F401  (the probes register in ATTACKS when their package is imported)
-        from dlforge.adversarial.attacks import ATTACKS
-
         doc = (ATTACKS.get(section["probe"]).__doc__ or "").strip().splitlines()
         out.append(f"<h2>{html.escape(name)}</h2><p>{html.escape(doc[0] if doc else '')}</p>")
         out.append(html_table(section["rows"], _probe_columns(section["probe"])) if section["rows"] else

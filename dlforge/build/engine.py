@@ -137,7 +137,7 @@ def _compile_candidates(backend: Backend, parent: Artifact, options: BuildOption
     search's record (None without a search).
     """
     from dlforge.build.evaluate import compare
-    from dlforge.runtime import DeployedModel, open_deployed
+    from dlforge.runtime import open_deployed
 
     candidates = list(backend.precisions) if options.precision == "auto" else [options.precision]
     built: dict[str, dict] = {}
@@ -148,8 +148,7 @@ def _compile_candidates(backend: Backend, parent: Artifact, options: BuildOption
                 start = time.perf_counter()
                 path = tmp / cand / backend.payload
                 path.parent.mkdir()
-                details = backend.compile(cand, parent.payload_path, path, data["calibration"])
-                engine = DeployedModel(path=path, session=backend.open(path, details, parent.card.model))
+                details, engine = _compile(backend, parent, cand, path, data["calibration"])
                 built[cand] = {"path": path, "details": details, "build_s": time.perf_counter() - start,
                                "engine": engine, "batch_range": backend.batch_range(details)}
                 built[cand]["evaluation"] = compare(engine, reference, data["x"], data["y"], parent.card.model.task)
@@ -180,8 +179,7 @@ def _search_mixed(backend: Backend, parent: Artifact, options: BuildOptions, dat
     calibration = data["calibration"].replace(cache=tmp / "calibration.json")
 
     def compile_plan(kept: tuple[str, ...], dst: Path) -> DeployedModel:
-        details = backend.compile("int8", parent.payload_path, dst, calibration.replace(exclude=kept))
-        return DeployedModel(path=dst, session=backend.open(dst, details, parent.card.model))
+        return _compile(backend, parent, "int8", dst, calibration.replace(exclude=kept))[1]
 
     x, y = data["x"], data["y"]
     ctx = SearchContext(
@@ -198,8 +196,7 @@ def _search_mixed(backend: Backend, parent: Artifact, options: BuildOptions, dat
     start = time.perf_counter()
     path = tmp / "mixed" / backend.payload
     path.parent.mkdir()
-    details = backend.compile("int8", parent.payload_path, path, calibration.replace(exclude=kept))
-    engine = DeployedModel(path=path, session=backend.open(path, details, parent.card.model))
+    details, engine = _compile(backend, parent, "int8", path, calibration.replace(exclude=kept))
     try:
         evaluation = compare(engine, reference, x, y, parent.card.model.task)
         evaluation["check_half"] = compare(engine, reference, x[1::2], y[1::2], parent.card.model.task)
@@ -209,6 +206,14 @@ def _search_mixed(backend: Backend, parent: Artifact, options: BuildOptions, dat
     return record, {"path": path, "details": details, "build_s": time.perf_counter() - start, "engine": engine,
                     "batch_range": backend.batch_range(details), "evaluation": evaluation,
                     "plan": plan_document(kept, units)}
+
+
+def _compile(backend: Backend, parent: Artifact, precision: str, dst: Path, calibration: Calibration):
+    """``(details, engine)``: ``precision`` compiled from the parent's ONNX into ``dst`` and opened for evaluation."""
+    from dlforge.runtime import DeployedModel
+
+    details = backend.compile(precision, parent.payload_path, dst, calibration)
+    return details, DeployedModel(path=dst, session=backend.open(dst, details, parent.card.model))
 
 
 def _select(built: dict, search: dict | None, data: dict, options: BuildOptions, report) -> tuple[str, dict | None]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from dlforge.backends.base import BACKENDS
 from dlforge.errors import InputError
 from dlforge.options import Options, option
 from dlforge.precision.calibration import CALIBRATION_METHODS
@@ -12,15 +13,9 @@ PRECISIONS = ("fp32", "fp16", "int8", "auto")
 AUTO_DEFAULT_BUDGET = 1.0  # percentage points
 
 
-def _backend_names() -> tuple[str, ...]:
-    from dlforge.backends.base import BACKENDS
-
-    return BACKENDS.names()
-
-
 @dataclass
 class BuildOptions(Options):
-    backend: str = option("ort", "Backend that compiles the engine.", choices=_backend_names)
+    backend: str = option("ort", "Backend that compiles the engine.", choices=BACKENDS.names)
     precision: str = option("fp32", "fp16 needs --backend tensorrt; auto measures the candidates (whole-model fp32 "
                                     "and INT8, and a per-layer plan searched on measurements) and keeps the fastest "
                                     "within the accuracy budget.", choices=PRECISIONS)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 
@@ -28,8 +29,8 @@ class DataFormat:
     """A file format a dataset can be given in (``--data PATH``): ``matches(path)`` says whether ``path`` is
     one, ``load(path)`` reads it. Registered in :data:`DATA_FORMATS`, tried before image folders."""
 
-    matches: object  # Callable[[Path], bool]
-    load: object  # Callable[[Path], Dataset]
+    matches: Callable[[Path], bool]
+    load: Callable[[Path], Dataset]
     description: str = ""
 
 

@@ -27,17 +27,15 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from dlforge.artifact import ArtifactWriter, Card, open_artifact, sha256_file
+from dlforge.backends import BACKENDS
 from dlforge.errors import InputError, MissingDependency
+
 
 def platforms() -> dict[str, tuple[str, str]]:
     """Backend name -> (Triton platform, file name in the version folder), from each backend's registry entry."""
-    from dlforge.backends import BACKENDS
-
     return {name: (b.triton_platform, b.triton_file or b.payload) for name, b in BACKENDS.items() if b.triton_platform}
 
 
-def default_files() -> dict[str, str]:
-    return dict(platforms().values())
 CARD_FILE = "dlforge-card.json"
 MARKER = ".dlforge-triton-repository"  # at the root: `--force` may replace the repository (Triton reads folders only)
 LABELS_FILE = "labels.txt"
@@ -82,16 +80,16 @@ def model_config(card: Card, name: str, *, max_batch_size: int | None = None, in
     """The ModelConfig message serving ``card``'s engine as ``name``."""
     pb2 = model_config_pb2()
     backend = card.sections.get("backend", "ort")
-    if backend not in platforms():
-        raise InputError(f"{name}: a {backend} engine has no Triton platform; deploy an engine of "
-                         f"{', '.join(platforms())}")
+    known = platforms()
+    if backend not in known:
+        raise InputError(f"{name}: a {backend} engine has no Triton platform; deploy an engine of {', '.join(known)}")
     if kind not in KINDS:
         raise InputError(f"--kind must be one of {', '.join(KINDS)}, got {kind!r}")
     if instances < 1:
         raise InputError(f"--instances must be >= 1, got {instances}")
     if max_batch_size is not None and max_batch_size < 0:
         raise InputError(f"--max-batch-size must be >= 0 (0: no batching), got {max_batch_size}")
-    platform, filename = platforms()[backend]
+    platform, filename = known[backend]
     config = pb2.ModelConfig(name=name, platform=platform, default_model_filename=filename)
     limits = batch_range(card)
     if max_batch_size == 0:  # the user turned batching off: full shapes, the batch dimension variable
@@ -123,8 +121,6 @@ def model_config(card: Card, name: str, *, max_batch_size: int | None = None, in
     if batching and dynamic_batching:
         config.dynamic_batching.max_queue_delay_microseconds = queue_delay_us
     group = config.instance_group.add(count=instances)
-    from dlforge.backends import BACKENDS
-
     needs_gpu = BACKENDS.get(backend).requires_gpu
     gpu = kind == "gpu" or (kind == "auto" and needs_gpu)
     if needs_gpu and kind == "cpu":
@@ -245,10 +241,12 @@ def validate_model(folder: Path) -> list[Problem]:
         problem("name-mismatch", f"config name {config.name!r} differs from its directory {name!r}; Triton requires "
                                  "them to match")
     platform = config.platform or {"onnxruntime": "onnxruntime_onnx", "tensorrt": "tensorrt_plan"}.get(config.backend)
-    if platform not in default_files():
+    known = platforms()
+    files = dict(known.values())  # Triton platform -> its default file name
+    if platform not in files:
         return problem("unknown-platform", f"platform {config.platform or config.backend or '(none)'!r} is not one "
-                                           f"dlforge deploys ({', '.join(default_files())})")
-    filename = config.default_model_filename or default_files()[platform]
+                                           f"dlforge deploys ({', '.join(files)})")
+    filename = config.default_model_filename or files[platform]
     versions = sorted(int(p.name) for p in folder.iterdir() if p.is_dir() and p.name.isdigit() and int(p.name) > 0)
     if not versions:
         problem("missing-version", "no version folder (a directory named 1, 2, ...) holding the model file")
@@ -267,9 +265,9 @@ def validate_model(folder: Path) -> list[Problem]:
         return problem("bad-card", f"{CARD_FILE} does not describe the model's inputs and outputs; redeploy the "
                                    "engine with `dlforge deploy triton`")
     backend = card.sections.get("backend", "ort")
-    if platforms().get(backend, (None,))[0] != platform:
+    if known.get(backend, (None,))[0] != platform:
         problem("platform-mismatch", f"platform {platform} cannot run the card's {backend} engine "
-                                     f"(use {platforms().get(backend, ('none',))[0]})")
+                                     f"(use {known.get(backend, ('none',))[0]})")
     for v in versions:
         file = folder / str(v) / filename
         if file.is_file() and card.sha256 and sha256_file(file) != card.sha256:

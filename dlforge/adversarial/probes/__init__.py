@@ -51,8 +51,9 @@ class Resemblance:
 
     An input's *resemblance* is its largest absolute Pearson correlation with (up to) ``reference``
     training images: 1 for a training image, high for a real test image, a lightly perturbed one or
-    one with inverted contrast, and low for uniform noise, whatever the brightness or contrast. The *noise bar* is the ``quantile`` of that
-    score over ``noise`` images of uniform noise in the value range: an input at or below it looks no
+    one with inverted contrast, and low for uniform noise, whatever the brightness or contrast. The
+    *noise bar* is the ``quantile`` of that score over ``noise`` images of uniform noise in the value
+    range: an input at or below it looks no
     more like any training image than noise does, and is called unrecognizable; above it, the input
     carries structure of the data (a digit's strokes drawn faintly into noise score far above the bar
     on MNIST, though they stay far from every training image in L2). Nguyen et al. judged
@@ -92,7 +93,11 @@ class Resemblance:
 
     def unrecognizable(self, x: np.ndarray) -> np.ndarray:
         """Per input: resembles no training image more than noise does (all False where not judgeable)."""
-        return (self.scores(x) <= self.bar) & self.judgeable
+        return self.verdict(self.scores(x))
+
+    def verdict(self, scores: np.ndarray) -> np.ndarray:
+        """:meth:`unrecognizable` from resemblances already computed (:meth:`scores`)."""
+        return (scores <= self.bar) & self.judgeable
 
     def describe(self) -> dict:
         return {"reference_images": int(len(self.reference)), "noise_quantile": self.quantile, "bar": self.bar,

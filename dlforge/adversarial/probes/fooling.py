@@ -41,7 +41,8 @@ COLUMNS = (Column("route"), Column("target", fmt=lambda t: t[:32]),
 
 
 def _class_rows(images, logp, known, labels) -> list[dict]:
-    scores, judged = known.scores(images), known.unrecognizable(images)
+    scores = known.scores(images)
+    judged = known.verdict(scores)
     return [{"class": labels[c] if c < len(labels) else str(c), "confidence": float(np.exp(logp[c, c])),
              "resemblance": float(scores[c]), "resemblance_ratio": float(scores[c] / known.bar),
              "unrecognizable": bool(judged[c])}
