@@ -31,22 +31,12 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, NamedTuple
 
-from dlforge.card_validation import PAYLOAD_KINDS, validate_card
+from dlforge.card_validation import validate_card
 from dlforge.errors import ArtifactError, InputError
+from dlforge.kinds import ARTIFACT_KINDS
 
 SCHEMA_VERSION = 1
 CARD_NAME = "card.json"
-KINDS = ("checkpoint", "onnx", "engine", "bench", "audit", "poison", "drift")
-# What a user runs to produce each kind: named in errors that ask for one kind and find another.
-PRODUCED_BY = {
-    "checkpoint": "dlforge train or dlforge import",
-    "onnx": "dlforge export",
-    "engine": "dlforge build",
-    "bench": "dlforge bench -o",
-    "audit": "dlforge audit -o",
-    "poison": "dlforge poison",
-    "drift": "dlforge drift -o or dlforge pipeline",
-}
 
 
 @dataclass(frozen=True)
@@ -249,14 +239,14 @@ def open_artifact(
     """
     path = Path(path)
     wanted = tuple(kinds) if kinds else None
-    want = " or ".join(f"{'an' if k[0] in 'aeio' else 'a'} {k} artifact (from `{PRODUCED_BY[k]}`)" for k in wanted) \
-        if wanted else "an artifact"
+    want = " or ".join(f"{'an' if k[0] in 'aeio' else 'a'} {k} artifact (from `{ARTIFACT_KINDS.get(k).produced_by}`)"
+                       for k in wanted) if wanted else "an artifact"
     card = _read_card(path, want)
     card_path = path / CARD_NAME
     if wanted and card.kind not in wanted:
         raise ArtifactError(f"{path} is a {card.kind} artifact; expected {want}")
     payload = _inside(path, card.payload, card_path, "payload")
-    if card.kind in PAYLOAD_KINDS and payload.stat().st_size == 0:
+    if ARTIFACT_KINDS.get(card.kind).holds_model and payload.stat().st_size == 0:
         raise ArtifactError(f"{payload} is empty (0 bytes); rebuild the artifact")
     external = {name: _inside(path, name, card_path, "external-data file")
                 for name in card.sections.get("external_data", {})}
@@ -498,7 +488,8 @@ class ArtifactWriter:
         return self.staging / name
 
     def commit(self, card: Card) -> Artifact:
-        """Hash the payload (and listed external data), write ``card.json`` last, move into place."""
+        """Check the card as ``open_artifact`` will, hash the payload (and listed external data), write
+        ``card.json`` last, move into place: a card no reader would accept is never committed."""
         card.sha256 = sha256_file(self.staging / card.payload)
         if card.payload.endswith(".onnx"):
             from dlforge.onnx_external import check_external_data
@@ -506,6 +497,7 @@ class ArtifactWriter:
             files = check_external_data(self.staging / card.payload)
             if files:
                 card.sections["external_data"] = {f.relative_to(self.staging).as_posix(): sha256_file(f) for f in files}
+        validate_card(json.loads(json.dumps(card.to_dict())), self.out_dir / CARD_NAME)  # as read back
         write_json_atomic(self.staging / CARD_NAME, card.to_dict())
         self.place()
         return Artifact(path=self.out_dir, card=card)

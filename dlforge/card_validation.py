@@ -1,5 +1,8 @@
 """Validation of ``card.json`` values (stdlib only): kinds, dtypes, shapes, value ranges, labels.
 
+Which kinds exist and what each needs beyond the common fields come from the kinds' registry
+(:mod:`dlforge.kinds`): each kind may name a ``check_card``.
+
 A card's keys are not enough: a hand-edited or corrupt card with ``value_range [1, 0]``, a dtype
 that does not exist or a precision of ``"banana"`` must be refused with a message naming the field,
 before any stage trusts it.
@@ -13,11 +16,11 @@ from pathlib import Path
 from typing import Any
 
 from dlforge.errors import ArtifactError
+from dlforge.kinds import ARTIFACT_KINDS
 
 TASKS = ("classification", "reconstruction")
 DTYPES = ("float32", "float16", "bfloat16", "float64", "int8", "uint8", "int16", "int32", "int64", "bool")
 ENGINE_PRECISIONS = ("fp32", "fp16", "bf16", "int8", "mixed")
-PAYLOAD_KINDS = ("checkpoint", "onnx", "engine")  # a 0-byte payload is never a valid model
 # How a checkpoint of the user's own model is rebuilt (section ``architecture``; absent: from the zoo).
 ROUTES = ("program", "factory")
 DOTTED = r"[A-Za-z_][A-Za-z0-9_]*(?:\.[A-Za-z_][A-Za-z0-9_]*)*"
@@ -85,13 +88,27 @@ def _check_normalization(n: Any, card_path: Path, model: dict) -> None:
             f"normalization has {len(n['mean'])} values per list, but the input has {channels} channels")
 
 
+def check_engine_card(d: dict, card_path: Path) -> None:
+    """An engine card names its backend and one of the engine precisions."""
+    _expect(d.get("precision") in ENGINE_PRECISIONS, card_path,
+            f"precision is {d.get('precision')!r}; expected one of {', '.join(ENGINE_PRECISIONS)}")
+    _expect(isinstance(d.get("backend"), str) and d["backend"] != "", card_path, "backend must be a name")
+
+
+def check_checkpoint_card(d: dict, card_path: Path) -> None:
+    """An imported checkpoint's architecture route and its normalization, when the card has them."""
+    if "architecture" in d:
+        _check_architecture(d["architecture"], card_path)
+    if d.get("normalization") is not None:
+        _check_normalization(d["normalization"], card_path, d["model"])
+
+
 def validate_card(d: Any, card_path: Path) -> None:
     """Check a card's values, not only its keys; raise :class:`ArtifactError` naming the bad field."""
     _expect(isinstance(d, dict), card_path, "the card is not a JSON object")
     _expect(type(d.get("schema_version")) is int, card_path, "schema_version must be an integer")
-    from dlforge.artifact import KINDS
-
-    _expect(d.get("kind") in KINDS, card_path, f"kind is {d.get('kind')!r}; expected one of {', '.join(KINDS)}")
+    kinds = ARTIFACT_KINDS.names()
+    _expect(d.get("kind") in kinds, card_path, f"kind is {d.get('kind')!r}; expected one of {', '.join(kinds)}")
     _expect(isinstance(d.get("payload"), str) and d["payload"] not in ("", ".", ".."), card_path,
             "payload must be a file name")
     _expect(d.get("sha256") is None or (isinstance(d["sha256"], str) and len(d["sha256"]) == 64), card_path,
@@ -104,16 +121,10 @@ def validate_card(d: Any, card_path: Path) -> None:
         _expect(isinstance(d.get(key, {}), dict), card_path, f"{key} must be an object")
     if d.get("model") is not None:
         _check_model(d["model"], card_path)
-    _expect(d["kind"] not in PAYLOAD_KINDS or d.get("model") is not None, card_path,
-            f"a {d['kind']} card needs a 'model' section")
-    if d["kind"] == "engine":
-        _expect(d.get("precision") in ENGINE_PRECISIONS, card_path,
-                f"precision is {d.get('precision')!r}; expected one of {', '.join(ENGINE_PRECISIONS)}")
-        _expect(isinstance(d.get("backend"), str) and d["backend"] != "", card_path, "backend must be a name")
-    if d["kind"] == "checkpoint" and "architecture" in d:
-        _check_architecture(d["architecture"], card_path)
-    if d["kind"] == "checkpoint" and d.get("normalization") is not None:
-        _check_normalization(d["normalization"], card_path, d["model"])
+    kind = ARTIFACT_KINDS.get(d["kind"])
+    _expect(not kind.holds_model or d.get("model") is not None, card_path, f"a {d['kind']} card needs a 'model' section")
+    if kind.check_card is not None:
+        kind.check_card(d, card_path)
     external = d.get("external_data", {})
     _expect(isinstance(external, dict) and all(isinstance(v, str) for v in external.values()), card_path,
             "external_data must map file names to sha256 digests")

@@ -6,6 +6,7 @@ import os
 from pathlib import Path
 
 from dlforge.artifact import Artifact, open_artifact, sha256_file
+from dlforge.kinds import headline
 
 
 def lineage(artifact: Artifact) -> list[dict]:
@@ -49,73 +50,12 @@ def describe(path: str | os.PathLike) -> dict:
         "lineage": lineage(artifact),
     }
     out.update(card.sections)
-    if card.kind in ("onnx", "engine") and artifact.payload_path.suffix == ".onnx":
+    out["headline"] = headline(artifact)
+    if artifact.payload_path.suffix == ".onnx":
         from dlforge.onnx_info import onnx_summary
 
         out["graph"] = onnx_summary(artifact.payload_path)
     return out
-
-
-def headline(artifact: Artifact) -> str:
-    """One line with the figure that matters for the artifact's kind."""
-    s = artifact.card.sections
-    if artifact.kind == "checkpoint":
-        m = s.get("metrics")
-        imported = s.get("architecture", {}).get("route") or ("zoo" if "weights" in s else None)
-        if m is None:
-            return f"imported ({imported} route); not measured (import it with --data to record its test accuracy)"
-        quality = (f"test accuracy {m['test_accuracy']:.4f}" if m.get("test_accuracy") is not None else
-                   f"test reconstruction MSE {m['test_mse']:.5f} (mean-image baseline {m['mean_image_mse']:.5f})")
-        if imported:
-            fixed = s.get("weights", {}).get("fixups")
-            return (f"{quality} on {m.get('test_samples', '?')} test images (imported, {imported} route"
-                    + (f"; weights fixed up: {len(fixed)} step(s), see card.json" if fixed else "") + ")")
-        return (f"{quality} ({len(m['history'])} epochs, {m['train_seconds']:.1f} s, "
-                f"{m['samples_per_s']:.0f} samples/s)")
-    if artifact.kind == "onnx":
-        v = s["verification"]
-        agreement = f", top-1 agreement {v['top1_agreement']:.4f}" if v.get("top1_agreement") is not None else ""
-        return f"verified on {v['samples']} samples: max abs diff {v['max_abs_diff']:.2e} (atol {v['atol']:g}){agreement}"
-    if artifact.kind == "engine":
-        ev = s["evaluation"]
-        if ev.get("accuracy") is None:
-            quality = f"reconstruction MSE {ev['mse']:.5f} (parent {ev['parent_mse']:.5f})"
-        else:
-            quality = (f"accuracy {ev['accuracy']:.4f} (parent {ev['parent_accuracy']:.4f}, drop "
-                       f"{ev['accuracy_drop']:.2f} pts, top-1 agreement {ev['top1_agreement']:.4f})")
-        return f"{s['backend']} {s['precision']}: {quality} on {ev['samples']} held-out samples"
-    if artifact.kind == "bench":
-        import json
-
-        rows = json.loads(artifact.payload_path.read_text(encoding="utf-8"))["results"]
-        parts = []
-        for r in rows:
-            if r["batch_size"] == min(x["batch_size"] for x in rows):
-                parts.append(f"{r['backend']} {r['precision']} {r['latency_ms']['median']:.3f} ms")
-        return f"batch {rows[0]['batch_size']} median latency: " + ", ".join(parts) + " (see report.md)"
-    if artifact.kind == "audit":
-        import json
-
-        report = json.loads(artifact.payload_path.read_text(encoding="utf-8"))
-        checks = report["checks"]
-        eps = report["settings"]["eps"]
-        at = max([e for e in eps if e <= 0.1] or [min(eps)])
-        worst = {}
-        for r in report["rows"]:
-            if r["route"] != "white-box" and r["eps"] == at:
-                worst[r["target"]] = min(worst.get(r["target"], 1.0), r["robust_accuracy"])
-        return (f"{report['samples']} images; worst robust accuracy at eps {at:g}: "
-                + ", ".join(f"{t} {a:.3f}" for t, a in worst.items())
-                + "; checks " + ", ".join(f"{sum(c.get('status') == s for c in checks)} {s}"
-                                          for s in ("pass", "fail", "n/a")) + " (see report.html)")
-    if artifact.kind == "drift":
-        import json
-
-        hops = json.loads(artifact.payload_path.read_text(encoding="utf-8"))["hops"]
-        return "accuracy / robust: " + ", ".join(
-            f"{h['hop']} {h['accuracy']:.4f} / " + ("-" if h["robust_accuracy"] is None else f"{h['robust_accuracy']:.3f}")
-            for h in hops) + " (see report.html)"
-    return artifact.kind
 
 
 def _fmt(v) -> str:
@@ -161,6 +101,8 @@ def _graph_lines(graph: dict, with_io: bool) -> list[str]:
 def render(info: dict) -> str:
     """``describe()``'s result as text for the terminal (an artifact, or a plain ``.onnx`` file)."""
     lines = [f"{info['path']}: {info['kind']}"]
+    if info.get("headline"):
+        lines.append(f"  result     {info['headline']}")
     model = info.get("model")
     if model:
         lines += _model_lines(model)

@@ -217,3 +217,48 @@ def test_the_pipeline_builds_with_a_registered_backend(tmp_path):
     result = CliRunner().invoke(cli, ["pipeline", "mlp", "--backend", "ort3", "-o", str(tmp_path / "cli")])
     assert result.exit_code == 2 and "--backend: unknown value 'ort3'" in result.output, result.output
     assert not (tmp_path / "cli").exists()
+
+
+def _calibration_headline(artifact):
+    table = json.loads(artifact.payload_path.read_text(encoding="utf-8"))
+    return f"{len(table['ranges'])} tensor ranges from {table['images']} images"
+
+
+def test_a_registered_artifact_kind_is_written_opened_checked_and_inspected(tmp_path):
+    """A new kind of artifact (a calibration table) is one registration: before it, its card is refused; after
+    it, the report writer commits it, ``open_artifact`` checks its hash and names its command when another kind
+    was asked for, and ``dlforge inspect`` prints its headline."""
+    from click.testing import CliRunner
+
+    from dlforge.artifact import open_artifact
+    from dlforge.cli import cli
+    from dlforge.errors import ArtifactError
+    from dlforge.kinds import ARTIFACT_KINDS, ArtifactKind, register_kind
+    from dlforge.reporting import write_report_artifact
+
+    def check_card(d, card_path):
+        if d.get("calibration", {}).get("method") not in ("minmax", "entropy"):
+            raise ArtifactError(f"{card_path}: calibration.method must be minmax or entropy")
+
+    report = {"images": 64, "ranges": {"conv1": [0.0, 3.5], "fc": [-2.0, 9.0]}}
+    write = lambda out, method="minmax": write_report_artifact(  # noqa: E731
+        "calibration", report, out, payload="table.json", sections={"calibration": {"method": method}})
+    with pytest.raises(ArtifactError, match="kind is 'calibration'; expected one of"):
+        write(tmp_path / "before")
+    register_kind(ArtifactKind("calibration", produced_by="dlforge calibrate", headline=_calibration_headline,
+                               check_card=check_card))
+    try:
+        table = write(tmp_path / "table")
+        assert open_artifact(table.path, kinds=["calibration"]).kind == "calibration"
+        other = write_report_artifact("bench", {"results": []}, tmp_path / "bench", payload="bench.json")
+        with pytest.raises(ArtifactError, match=r"is a bench artifact; expected a calibration artifact "
+                                                r"\(from `dlforge calibrate`\)"):
+            open_artifact(other.path, kinds=["calibration"])
+        with pytest.raises(ArtifactError, match="calibration.method must be minmax or entropy"):
+            write(tmp_path / "bad", method="banana")
+        assert not (tmp_path / "bad").exists()
+        result = CliRunner().invoke(cli, ["inspect", str(table.path)])
+        assert result.exit_code == 0, result.output
+        assert "result     2 tensor ranges from 64 images" in result.output
+    finally:
+        ARTIFACT_KINDS.unregister("calibration")

@@ -17,6 +17,7 @@ from dlforge.backends import BACKENDS
 from dlforge.build.options import PRECISIONS
 from dlforge.data.dataset import DATA_FORMATS, DATASETS, Dataset
 from dlforge.errors import InputError
+from dlforge.kinds import ARTIFACT_KINDS
 
 
 @pytest.mark.parametrize("name", ATTACKS.names())
@@ -103,3 +104,21 @@ def test_dataset_defence_contract(name):
     flags = defence.flag(features, y)
     assert flags.flagged.shape == (200,) and flags.flagged.dtype == bool
     assert isinstance(defence.settings(), dict)
+
+
+@pytest.mark.parametrize("name", ARTIFACT_KINDS.names())
+def test_artifact_kind_contract(name, tmp_path):
+    """Each kind says which command makes it; a card of the kind without its required fields is refused
+    with a message naming what is missing, never a crash."""
+    from dlforge.artifact import ArtifactError
+    from dlforge.card_validation import validate_card
+
+    kind = ARTIFACT_KINDS.get(name)
+    assert kind.name == name and kind.produced_by.startswith("dlforge ")
+    assert kind.headline is None or callable(kind.headline)
+    card = {"schema_version": 1, "kind": name, "payload": "x.json", "sha256": None, "parent": None, "model": None}
+    if kind.holds_model:
+        with pytest.raises(ArtifactError, match=f"a {name} card needs a 'model' section"):
+            validate_card(card, tmp_path / "card.json")
+    elif kind.check_card is None:
+        validate_card(card, tmp_path / "card.json")

@@ -7,7 +7,7 @@ import click
 from dlforge.cli import cli
 from dlforge.build.options import BuildOptions
 from dlforge.cli.common import emit_json, force_option, json_option, option_for, say
-from dlforge.inspect import headline
+from dlforge.kinds import headline
 
 
 @cli.command("build")

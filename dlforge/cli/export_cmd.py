@@ -24,7 +24,7 @@ from dlforge.export.options import ExportOptions
 def export_command(checkpoint, out_dir, force, as_json, **settings) -> None:
     """Export CHECKPOINT to ONNX and verify it against PyTorch (fails beyond --atol)."""
     from dlforge.export import onnx_from_checkpoint
-    from dlforge.inspect import headline
+    from dlforge.kinds import headline
 
     artifact = onnx_from_checkpoint(checkpoint, out_dir, ExportOptions(**settings), force=force)
     if as_json:

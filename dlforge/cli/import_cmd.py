@@ -48,7 +48,7 @@ def import_command(model, out_dir, kwargs_json, force, as_json, **settings) -> N
     dlforge import mobilenet.onnx --labels-file synset.txt --normalize 0.485,0.456,0.406/0.229,0.224,0.225
     --resize 256 --data photos/ -o onnx
     """
-    from dlforge.inspect import headline
+    from dlforge.kinds import headline
     from dlforge.train.user_model import checkpoint_from_file
 
     options = ImportOptions(**settings, kwargs=_parse_kwargs(kwargs_json))

@@ -22,7 +22,8 @@ from dlforge.train.options import TrainOptions
 @json_option
 def pipeline_command(model, data, data_dir, epochs, seed, backend, out_dir, force, as_json) -> None:
     """Run every stage on MODEL (default lenet) and DATA, writing OUTPUT/<stage>/."""
-    from dlforge.inspect import describe, headline
+    from dlforge.inspect import describe
+    from dlforge.kinds import headline
     from dlforge.pipeline import run_pipeline
 
     artifacts = run_pipeline(model, out_dir, data=data, data_dir=data_dir, epochs=epochs, seed=seed,

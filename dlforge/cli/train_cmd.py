@@ -77,7 +77,7 @@ def train_command(model, out_dir, force, as_json, overrides, **settings) -> None
     if as_json:
         emit_json(artifact.card.to_dict())
     else:
-        from dlforge.inspect import headline
+        from dlforge.kinds import headline
 
         click.echo(f"{artifact.path}: {headline(artifact)}")
 
