@@ -7,7 +7,6 @@ a plain PyTorch loop on normalized digits; the images are real digits written as
 import json
 
 import numpy as np
-import pytest
 import torch
 from click.testing import CliRunner
 from PIL import Image

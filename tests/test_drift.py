@@ -29,7 +29,6 @@ def test_drift_columns_are_the_stages_figures(digits_lenet, digits_onnx, digits_
 def test_drift_refuses_other_models_and_writes_nothing(digits_onnx, tmp_path):
     import numpy as np
 
-    from dlforge.export import onnx_from_checkpoint
     from dlforge.train import checkpoint_from_training
 
     data = tmp_path / "wide.npz"

@@ -87,7 +87,7 @@ def main() -> None:
     cli.main()
 
 
-from dlforge.cli import (  # noqa: E402,I001  (each module registers its commands)
+from dlforge.cli import (  # noqa: E402,F401,I001  (each module registers its commands)
     audit_cmd, bench_cmd, doctor_cmd, build_cmd, export_cmd, inspect_cmd, pipeline_cmd, poison_cmd, train_cmd,
     import_cmd, deploy_cmd, sweep_cmd, drift_cmd,
 )

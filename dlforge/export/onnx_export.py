@@ -133,8 +133,8 @@ def _judge(verification: dict, atol: float) -> None:
     agreement = verification.get("top1_agreement")
     agreement = f"; top-1 agreement {agreement:.4f}" if agreement is not None else ""
     if not verification["onnx_finite"]:
-        raise StageFailed(f"ONNX Runtime's output holds NaN or infinite values where PyTorch's is finite; nothing "
-                          f"was saved. Try another --opset or --exporter")
+        raise StageFailed("ONNX Runtime's output holds NaN or infinite values where PyTorch's is finite; nothing "
+                          "was saved. Try another --opset or --exporter")
     raise StageFailed(
         f"ONNX output differs from PyTorch by up to {verification['max_abs_diff']:.3g} "
         f"(> --atol {atol:g}{agreement}); nothing was "
