@@ -6,23 +6,7 @@ import importlib
 import shutil
 import subprocess
 
-from dlforge.env import environment, package_version
-
-CPU_FLAGS = ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "amx_int8")
-
-
-def cpu_flags() -> list[str]:
-    """The CPU features that decide INT8 speed on ONNX Runtime (VNNI, AMX)."""
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as fh:
-            for line in fh:
-                if line.startswith("flags"):
-                    present = set(line.split(":", 1)[1].split())
-                    return [f for f in CPU_FLAGS if f in present]
-    except OSError:
-        pass
-    return []
-
+from dlforge.env import cpu_flags, environment, package_version
 
 def _ort() -> dict:
     try:

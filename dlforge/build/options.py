@@ -24,6 +24,9 @@ class BuildOptions(Options):
     calib_samples: int = option(512, "Calibration images, from the training split.", min=1)
     calib_method: str = option("minmax", "INT8 calibration method.", choices=CALIBRATION_METHODS)
     per_channel: bool = option(True, "INT8 weight scales per output channel (else per tensor).")
+    reduce_range: str = option("auto", "ONNX Runtime INT8 weights in 7 bits: auto does it on x86 CPUs without VNNI "
+                                       "or AMX, whose U8S8 kernels saturate with full-range weights (an engine built "
+                                       "there is exact there); on, off.", choices=("auto", "on", "off"))
     max_accuracy_drop: float | None = option(None, "Fail when accuracy drops more than this many percentage "
                                                    "points below the parent's.", min=0, max=100)
     precision_plan: str | None = option(None, "With --precision int8: a plan.json (or an engine built with --precision "

@@ -28,6 +28,7 @@ class Calibration:
         exclude: nodes kept in fp32 (a per-layer precision plan).
         cache: a file of calibrated ranges, read instead of calibrating again when it exists.
         prepared: the source graph already pre-processed for quantization (shared by many compiles).
+        reduce_range: weights quantized to 7 bits (a backend whose INT8 kernels would saturate asks for it).
     """
 
     calib_x: np.ndarray
@@ -37,6 +38,7 @@ class Calibration:
     exclude: tuple[str, ...] = ()
     cache: Path | None = None
     prepared: Path | None = None
+    reduce_range: bool = False
 
     def replace(self, **changes) -> Calibration:
         return dataclasses.replace(self, **changes)

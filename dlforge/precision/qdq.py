@@ -65,8 +65,13 @@ def prepare_for_quantization(src: Path, dst: Path) -> Path:
 
 def quantize_prepared(prepared: Path, dst: Path, calib_x: np.ndarray, *, method: str = "minmax",
                       per_channel: bool = True, static_batch: int | None = None, activations: str = "uint8",
-                      exclude: tuple[str, ...] = (), cache: Path | None = None) -> dict:
+                      exclude: tuple[str, ...] = (), cache: Path | None = None, reduce_range: bool = False) -> dict:
     """Static INT8 QDQ quantization of an already prepared graph (see :func:`quantize_int8`).
+
+    ``reduce_range``: weights in 7 bits ([-64, 63]), so that a uint8 activation times an int8 weight, summed
+    in pairs, fits int16: what ONNX Runtime's U8S8 kernels need on x86 CPUs without VNNI, where full-range
+    weights saturate (:func:`dlforge.env.int8_saturates`) and the engine computes something other than its
+    graph.
 
     ``cache``: a file for the calibrated tensor ranges; when it exists they are read instead of
     calibrating again (what makes trying many plans on one model cheap).
@@ -109,7 +114,8 @@ def quantize_prepared(prepared: Path, dst: Path, calib_x: np.ndarray, *, method:
                 str(prepared), str(dst), reader(),
                 quant_format=QuantFormat.QDQ, per_channel=per_channel,
                 activation_type=QuantType.QInt8 if signed else QuantType.QUInt8, weight_type=QuantType.QInt8,
-                calibrate_method=calibrate, nodes_to_exclude=list(exclude), extra_options=extra, **cached)
+                calibrate_method=calibrate, nodes_to_exclude=list(exclude), extra_options=extra,
+                reduce_range=reduce_range, **cached)
     except Exception as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise StageFailed(f"INT8 quantization failed: {first}") from exc
@@ -117,7 +123,8 @@ def quantize_prepared(prepared: Path, dst: Path, calib_x: np.ndarray, *, method:
         logging.disable(logging.NOTSET)
         scratch.cleanup()
     details: dict[str, Any] = {"format": "QDQ", "activations": "int8 symmetric" if signed else "uint8 asymmetric",
-               "weights": "int8 symmetric", "per_channel": per_channel, "method": method,
+               "weights": "int8 symmetric" + (", 7-bit range (reduce_range)" if reduce_range else ""),
+               "reduce_range": reduce_range, "per_channel": per_channel, "method": method,
                "samples": int(len(calib_x))}
     if exclude:
         details["kept_fp32"] = sorted(exclude)
@@ -162,7 +169,8 @@ def quantize_calibrated(src: Path, dst: Path, calibration: Calibration, *, activ
     make compiling many plans of one model cheap)."""
     settings: dict[str, Any] = {"method": calibration.method, "per_channel": calibration.per_channel,
                 "static_batch": calibration.static_batch, "activations": activations,
-                "exclude": tuple(calibration.exclude), "cache": calibration.cache}
+                "exclude": tuple(calibration.exclude), "cache": calibration.cache,
+                "reduce_range": calibration.reduce_range}
     if calibration.prepared is not None:
         return quantize_prepared(calibration.prepared, dst, calibration.calib_x, **settings)
     return quantize_int8(src, dst, calibration.calib_x, **settings)

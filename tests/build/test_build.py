@@ -157,3 +157,42 @@ def test_engines_already_open_are_closed_when_a_later_candidate_fails(digits_onn
         BACKENDS.unregister("fails-on-int8")
     assert len(opened) == 1 and opened[0]._closed
     assert not (tmp_path / "e").exists()
+
+
+def _weight_levels(path) -> int:
+    """The largest |level| of the int8 weights a QDQ graph dequantizes (the initializers feeding Conv/Gemm/MatMul)."""
+    import onnx
+    from onnx import numpy_helper
+
+    model = onnx.load(str(path))
+    inits = {i.name: numpy_helper.to_array(i) for i in model.graph.initializer}
+    return max(int(np.abs(inits[n.input[0]].astype(np.int32)).max()) for n in model.graph.node
+               if n.op_type == "DequantizeLinear" and n.input[0] in inits and inits[n.input[0]].dtype == np.int8)
+
+
+def test_reduce_range_keeps_int8_weights_in_seven_bits_and_the_card_says_so(digits_onnx, tmp_path):
+    """On x86 without VNNI, ONNX Runtime's U8S8 kernels saturate int16 pair sums of full-range weights: the INT8
+    engine then computes something other than its graph (the digits LeNet's graph disagreed with its engine on
+    3% of inputs, max logit difference 1.4, and the audit's engine-graph attack was refused). 7-bit weights fit."""
+    from dlforge.env import int8_saturates
+
+    full = engine_from_onnx(digits_onnx.path, tmp_path / "off", precision="int8", reduce_range="off")
+    reduced = engine_from_onnx(digits_onnx.path, tmp_path / "on", precision="int8", reduce_range="on")
+    auto = engine_from_onnx(digits_onnx.path, tmp_path / "auto", precision="int8")
+    assert _weight_levels(full.payload_path) > 64 and _weight_levels(reduced.payload_path) <= 64
+    assert not full.card.sections["build"]["reduce_range"] and reduced.card.sections["build"]["reduce_range"]
+    assert auto.card.sections["build"]["reduce_range"] == int8_saturates()
+    assert reduced.card.sections["evaluation"]["accuracy"] >= full.card.sections["evaluation"]["accuracy"] - 0.02
+
+
+def test_int8_saturates_only_on_x86_without_an_int8_dot_product(monkeypatch):
+    import platform
+
+    import dlforge.env as env
+
+    for machine, flags, expected in (("x86_64", ["avx2"], True), ("x86_64", ["avx2", "avx512f"], True),
+                                     ("x86_64", ["avx2", "avx_vnni"], False), ("AMD64", ["avx512_vnni"], False),
+                                     ("x86_64", [], True), ("aarch64", [], False), ("arm64", [], False)):
+        monkeypatch.setattr(platform, "machine", lambda m=machine: m)
+        monkeypatch.setattr(env, "cpu_flags", lambda f=flags: f)
+        assert env.int8_saturates() is expected, (machine, flags)

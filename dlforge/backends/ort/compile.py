@@ -27,6 +27,13 @@ def optimize_fp32(src: Path, dst: Path) -> dict:
     return {"graph_optimization": "ORT_ENABLE_EXTENDED (offline)"}
 
 
+def reduce_range(setting: str) -> bool:
+    """``--reduce-range``: on, off, or auto (on where this CPU's U8S8 kernels saturate full-range weights)."""
+    from dlforge.env import int8_saturates
+
+    return setting == "on" or (setting == "auto" and int8_saturates())
+
+
 @BACKENDS.register("ort")
 class OrtBackend(Backend):
     """ONNX Runtime on CPU: the engine is an ONNX file (offline-optimized fp32, or INT8 QDQ).
@@ -52,7 +59,8 @@ class OrtBackend(Backend):
             return optimize_fp32(src, dst)
         from dlforge.precision import quantize_calibrated  # the build's side only: the runtime never needs it
 
-        return quantize_calibrated(src, dst, calibration)
+        reduce = reduce_range(self.options.reduce_range)
+        return quantize_calibrated(src, dst, calibration.replace(reduce_range=reduce))
 
     def batch_range(self, details):
         o = self.options
