@@ -53,12 +53,12 @@ def test_audit_on_limited_engines(limited_engines):
     engines = [limited_engines["static-fp32"].path, limited_engines["static-int8"].path]
     report = run_audit(engines, attacks=("fgsm", "square"), eps=(0.0, 0.3), samples=300, square_queries=20,
                        progress=False)
-    assert report["samples"] == 300
-    fgsm = [r for r in report["rows"] if r["attack"] == "fgsm" and r["route"] == "transfer" and r["eps"] == 0.3]
+    assert report.samples == 300
+    fgsm = [r for r in report.rows if r["attack"] == "fgsm" and r["route"] == "transfer" and r["eps"] == 0.3]
     assert len(fgsm) == 2 and all(r["robust_accuracy"] < r["clean_accuracy"] - 0.3 for r in fgsm)
     narrow = run_audit([limited_engines["narrow-fp32"].path], attacks=("square",), eps=(0.3,), samples=300,
                        square_queries=20, progress=False)
-    assert narrow["rows"][0]["queries_per_sample"] <= 20
+    assert narrow.rows[0]["queries_per_sample"] <= 20
 
 
 def test_poison_with_static_batch_and_narrow_range_engines(tmp_path):

@@ -95,7 +95,7 @@ def test_audit_checks_pass_with_sound_gradients_and_fail_with_the_identity_estim
     engines = [resnet20 / "fp32", resnet20 / "int8"]
     settings = dict(attacks=("fgsm", "pgd", "square"), eps=(8 / 255,), samples=20, progress=False)
     sound = run_audit(engines, **settings)
-    rows = {(r["attack"], r["route"], r["target"]): r["robust_accuracy"] for r in sound["rows"]}
+    rows = {(r["attack"], r["route"], r["target"]): r["robust_accuracy"] for r in sound.rows}
     for target in ("fp32", "int8"):  # every gradient route within 0.05 of the strongest attack on the engine
         strongest = min(v for (a, route, t), v in rows.items() if t == target)
         assert rows["pgd", "white-box (engine)", target] <= strongest + 0.05
@@ -103,7 +103,7 @@ def test_audit_checks_pass_with_sound_gradients_and_fail_with_the_identity_estim
     checks = _checks(sound)
     assert checks["query attack is not stronger than the gradient attacks"] == "pass"
     assert checks["engine-graph attacks are at least as strong as transfer"] == "pass"
-    int8 = next(g for g in sound["engine_graphs"] if g["engine"] == "int8")
+    int8 = next(g for g in sound.engine_graphs if g["engine"] == "int8")
     assert int8["gradient_agreement"]["cosine_median"] >= 0.8
 
     monkeypatch.setattr(onnx_torch.quantization, "IDENTITY_STE", True)
@@ -111,7 +111,7 @@ def test_audit_checks_pass_with_sound_gradients_and_fail_with_the_identity_estim
     checks = _checks(broken)
     assert checks["query attack is not stronger than the gradient attacks"] == "fail"
     assert checks["engine-graph attacks are at least as strong as transfer"] == "fail"
-    int8 = next(g for g in broken["engine_graphs"] if g["engine"] == "int8")
+    int8 = next(g for g in broken.engine_graphs if g["engine"] == "int8")
     assert abs(int8["gradient_agreement"]["cosine_median"]) < 0.2
 
 
@@ -124,9 +124,9 @@ def test_imagenet_int8_mobilenet_is_attacked_through_its_own_qoperator_graph(tmp
             "--data", shared_path("imagenet-samples"), "-o", root / "onnx")
     dlforge("build", root / "onnx", "-o", root / "engine")
     report = run_audit([root / "engine"], attacks=("pgd:steps=10",), eps=(4 / 255,), samples=6, progress=False)
-    graph = report["engine_graphs"][0]
+    graph = report.engine_graphs[0]
     assert graph["usable"] and graph["match"]["max_abs_diff"] == 0  # the QOperator forward is ORT's, exactly
-    row = next(r for r in report["rows"] if r["route"] == "white-box (engine)")
-    assert report["engines"][0]["precision"] == "int8" and row["robust_accuracy"] <= 0.10
-    assert {c["name"].split(" (")[0]: c["status"] for c in report["checks"]}[
+    row = next(r for r in report.rows if r["route"] == "white-box (engine)")
+    assert report.engines[0]["precision"] == "int8" and row["robust_accuracy"] <= 0.10
+    assert {c["name"].split(" (")[0]: c["status"] for c in report.checks}[
         "white-box accuracy at eps = full range is near 0"] == "pass"

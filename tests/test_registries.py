@@ -83,13 +83,13 @@ def test_a_registered_attack_and_detector_run_in_the_audit(plugins, digits_engin
 
     report = run_audit([digits_engines["fp32"].path], attacks=("uniform-noise:tries=3", "pgd"), eps=(0.0, 0.3),
                        samples=64, pgd_steps=5, detectors=("max-logit",), progress=False)
-    rows = [r for r in report["rows"] if r["attack"] == "uniform-noise"]
+    rows = [r for r in report.rows if r["attack"] == "uniform-noise"]
     assert [r["route"] for r in rows] == ["query", "query"]
     assert rows[0]["queries_per_sample"] == 3
-    assert rows[0]["robust_accuracy"] == pytest.approx(report["clean_accuracy"])  # eps 0 changes nothing
-    pgd = next(r for r in report["rows"] if r["attack"] == "pgd" and r["eps"] == 0.3 and r["route"] == "transfer")
+    assert rows[0]["robust_accuracy"] == pytest.approx(report.clean_accuracy)  # eps 0 changes nothing
+    pgd = next(r for r in report.rows if r["attack"] == "pgd" and r["eps"] == 0.3 and r["route"] == "transfer")
     assert rows[1]["robust_accuracy"] > pgd["robust_accuracy"]  # noise is weaker than PGD
-    assert {d["detector"] for d in report["detections"]} == {"max-logit"}
+    assert {d["detector"] for d in report.detections} == {"max-logit"}
     assert "uniform-noise" in {a["name"] for a in describe_attacks()}
 
 

@@ -72,7 +72,7 @@ def test_local_sweep_resumes_without_recomputing_and_matches_one_audit(spec, dig
     (out / "cells.jsonl").write_bytes(b"".join(lines[:-3]) + lines[-3][:40])  # killed while writing a line
     again, seen = _sweep(spec, out)
     assert seen.count(True) == 21 and seen.count(False) == 3  # only the lost cells ran again
-    assert again["rows"] == report["rows"]
+    assert again.rows == report.rows
     assert len(read_results(out / "cells.jsonl")) == 24
     # FGSM is deterministic: its rows equal those of one unsharded audit of the same points and engines
     from dlforge.adversarial.audit import run_audit
@@ -80,8 +80,8 @@ def test_local_sweep_resumes_without_recomputing_and_matches_one_audit(spec, dig
     single = run_audit([digits_engines["fp32"].path, digits_engines["int8"].path], progress=False,
                        attacks=("fgsm",), eps=(0.1, 0.3), samples=60, seed=1)
     key = lambda r: (r["attack"], r["eps"], r["route"], r["target"])  # noqa: E731
-    swept = {key(r): r["robust_accuracy"] for r in report["rows"] if r["attack"] == "fgsm"}
-    assert swept == {key(r): r["robust_accuracy"] for r in single["rows"]}
+    swept = {key(r): r["robust_accuracy"] for r in report.rows if r["attack"] == "fgsm"}
+    assert swept == {key(r): r["robust_accuracy"] for r in single.rows}
 
 
 def test_ray_gives_bit_identical_cells_and_survives_a_killed_worker(spec, tmp_path, ray_cluster):
@@ -210,7 +210,7 @@ samples = 20
 shards = 2
 """)
     report, _ = _sweep(path, tmp_path / "out")
-    white = {r["attack"]: r["robust_accuracy"] for r in report["rows"] if r["route"] == "white-box"}
+    white = {r["attack"]: r["robust_accuracy"] for r in report.rows if r["route"] == "white-box"}
     assert set(white) == {"pgd:steps=1", "pgd:steps=5"} and white["pgd:steps=5"] <= white["pgd:steps=1"]
     results = tmp_path / "out" / "cells.jsonl"
     lines = results.read_text().splitlines(keepends=True)

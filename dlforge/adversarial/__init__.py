@@ -4,14 +4,19 @@ from __future__ import annotations
 
 import json
 import os
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from dlforge.adversarial.records import AuditReport
 
 
-def write_audit_artifact(report: dict, out_dir: str | os.PathLike, *, force: bool = False):
+def write_audit_artifact(audit: AuditReport, out_dir: str | os.PathLike, *, force: bool = False):
     """Write ``audit.json`` (the payload) and a self-contained ``report.html`` as an audit artifact."""
     from dlforge.adversarial.report import to_html
     from dlforge.reporting import write_report_artifact
 
-    files = {"report.html": to_html(report)}
+    report = audit.to_json()
+    files = {"report.html": to_html(audit)}
     if "per_sample" in report:  # the records go to samples.jsonl, audit.json keeps where and how many
         records = report["per_sample"]["records"]
         files[report["per_sample"]["file"]] = "".join(json.dumps(r, separators=(",", ":")) + "\n" for r in records)

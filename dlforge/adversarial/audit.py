@@ -35,7 +35,7 @@ from dlforge.adversarial.attacks import Attack, GradientAttack, Probe, make_atta
 from dlforge.adversarial.attacks.projection import project
 from dlforge.adversarial.attacks.robust import outcome_rates
 from dlforge.adversarial.invariance import audit_invariance, invariance_check
-from dlforge.adversarial.records import AdversarialKey
+from dlforge.adversarial.records import AdversarialKey, AuditReport
 from dlforge.adversarial.samples import SAMPLES_FILE, SAMPLES_VERSION, add_row
 from dlforge.artifact import Artifact, open_artifact
 from dlforge.env import environment
@@ -43,7 +43,6 @@ from dlforge.errors import InputError
 from dlforge.options import Options, option
 from dlforge.runtime.deployed import DeployedModel, open_deployed
 
-SCHEMA_VERSION = 3
 ENGINE_ROUTE = checks.ENGINE_ROUTE
 DEFAULT_EPS = (0.0, 0.05, 0.1, 0.2, 0.3)
 DEFAULT_EPS_L2 = (0.0, 0.5, 1.0, 2.0, 3.0)
@@ -136,8 +135,8 @@ class AuditRun:
 
 def run_audit(targets: list[str | os.PathLike], options: AuditOptions | None = None, *,
               progress: bool | None = None, warm: dict | None = None, engine_threads: int | None = None,
-              **overrides) -> dict:
-    """Audit the robustness of one or more engines of one model; returns the JSON report.
+              **overrides) -> AuditReport:
+    """Audit the robustness of one or more engines of one model; returns its :class:`AuditReport`.
 
     ``options`` (:class:`AuditOptions`) or keyword ``overrides`` set what to run. Detectors are
     evaluated on each engine: threshold at 5% FPR on held-out clean images, then the share of
@@ -467,7 +466,7 @@ def _full_range(run: AuditRun, bar) -> tuple[str, float, float] | None:
     return attack.name, eps, float((judge(x_full).argmax(1) == run.y).mean())
 
 
-def _report(run: AuditRun, full: tuple[str, float, float] | None) -> dict:
+def _report(run: AuditRun, full: tuple[str, float, float] | None) -> AuditReport:
     from dlforge.adversarial.evidence import comparisons, detections, gallery
 
     o, y = run.options, run.y
@@ -475,30 +474,24 @@ def _report(run: AuditRun, full: tuple[str, float, float] | None) -> dict:
     grad = pair[0].input_gradients(run.x[:256], y[:256]) if pair is not None else None
     gaps = checks.transfer_gaps(run.rows, o.gap_bar)
     first = run.engines[0]
-    report = {
-        "schema_version": SCHEMA_VERSION, "env": environment(), "target": [str(e.path) for e in run.engines],
-        "engines": [{"label": e.label, "path": str(e.path), "precision": e.precision,
-                     "clean_accuracy": float((run.clean[e.label] == y).mean())} for e in run.engines],
-        "source": str(run.crafter.path) if run.crafter is not None else None, "crafted_on": run.crafted_on,
-        "data": run.dataset.name, "samples": int(len(y)), "value_range": list(run.value_range),
-        "clean_accuracy": float((run.clean[first.label] == y).mean()), "settings": o.params(),
-        "rows": run.rows, "comparisons": comparisons(run),
-        "engine_graphs": [g.describe() for g in run.graphs], "transfer_gaps": gaps,
-    }
-    report["invariance"] = audit_invariance(run)
-    report["checks"] = [checks.logits_check(first.predict(run.x[:64])), checks.gradient_check(grad),
-                        checks.full_range_check(full), checks.monotone_check(run.rows), checks.masking_check(run.rows),
-                        checks.transfer_gap_check(gaps, o.gap_bar), checks.engine_gradient_check(gaps, o.gap_bar),
-                        invariance_check(report["invariance"])]
-    if run.probes:
-        report["probes"] = run.probes
-    if o.detectors:
-        report["detections"] = detections(run)
-    report["gallery"] = gallery(run, run.dataset.labels)
-    if o.per_sample:
-        report["per_sample"] = {"file": SAMPLES_FILE, "version": SAMPLES_VERSION, "count": len(run.samples),
-                                "records": run.samples}
-    return report
+    invariance = audit_invariance(run)
+    return AuditReport(
+        env=environment(), target=[str(e.path) for e in run.engines],
+        engines=[{"label": e.label, "path": str(e.path), "precision": e.precision,
+                  "clean_accuracy": float((run.clean[e.label] == y).mean())} for e in run.engines],
+        source=str(run.crafter.path) if run.crafter is not None else None, crafted_on=run.crafted_on,
+        data=run.dataset.name, samples=int(len(y)), value_range=list(run.value_range),
+        clean_accuracy=float((run.clean[first.label] == y).mean()), settings=o.params(),
+        rows=run.rows, comparisons=comparisons(run), engine_graphs=[g.describe() for g in run.graphs],
+        transfer_gaps=gaps, invariance=invariance,
+        checks=[checks.logits_check(first.predict(run.x[:64])), checks.gradient_check(grad),
+                checks.full_range_check(full), checks.monotone_check(run.rows), checks.masking_check(run.rows),
+                checks.transfer_gap_check(gaps, o.gap_bar), checks.engine_gradient_check(gaps, o.gap_bar),
+                invariance_check(invariance)],
+        probes=run.probes or None, detections=detections(run) if o.detectors else None,
+        gallery=gallery(run, run.dataset.labels),
+        per_sample={"file": SAMPLES_FILE, "version": SAMPLES_VERSION, "count": len(run.samples),
+                    "records": run.samples} if o.per_sample else None)
 
 
 __all__ = ["AuditOptions", "DEFAULT_EPS", "DEFAULT_EPS_L2", "run_audit"]

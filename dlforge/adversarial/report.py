@@ -6,6 +6,7 @@ import html
 
 import numpy as np
 
+from dlforge.adversarial.records import AuditReport
 from dlforge.errors import InputError
 from dlforge.reporting import Column, format_table, html_table, png_base64
 
@@ -49,7 +50,9 @@ def probe_lines(report: dict) -> list[str]:
     return lines
 
 
-def table(report: dict) -> str:
+def table(audit: AuditReport) -> str:
+    """The report for the terminal: rows, settings, gaps, comparisons, invariance, detections, probes, checks."""
+    report = audit.to_json()
     lines = [f"audit of {', '.join(e['label'] for e in report['engines'])} on {report['samples']} {report['data']} "
              f"test images (clean accuracy: "
              + ", ".join(f"{e['label']} {e['clean_accuracy']:.4f}" for e in report["engines"]) + ")"]
@@ -172,8 +175,9 @@ def _probes_html(report: dict) -> str:
     return "\n".join(out)
 
 
-def to_html(report: dict) -> str:
+def to_html(audit: AuditReport) -> str:
     """One self-contained page: plots and gallery are embedded as data URIs."""
+    report = audit.to_json()
     esc = html.escape
     rows = "".join(
         f"<tr><td>{esc(r['attack'])}</td><td>{r['norm']}</td><td>{r['eps']:g}</td><td>{r['route']}</td>"
@@ -250,16 +254,16 @@ def parse_fail_under(specs: tuple[str, ...], audited_eps: dict[str, tuple[float,
     return out
 
 
-def gate(report: dict, thresholds: list[tuple[str, float, float]]) -> list[str]:
+def gate(report: AuditReport, thresholds: list[tuple[str, float, float]]) -> list[str]:
     """Rows on the engines (not the white-box source rows) of the gate's norm whose robust accuracy at EPS is
     below ACC; and, when there is any gate, each failed check that says the attacks under-report."""
     failures = []
     for norm, eps, acc in thresholds:
-        rows = [r for r in report["rows"] if r["route"] != "white-box" and r["norm"] == norm
+        rows = [r for r in report.rows if r["route"] != "white-box" and r["norm"] == norm
                 and abs(r["eps"] - eps) < 1e-9]
         failures += [f"{r['attack']} on {r['target']} at {norm} eps {eps:g}: robust accuracy "
                      f"{r['robust_accuracy']:.4f} < {acc:g}" for r in rows if r["robust_accuracy"] < acc]
     if thresholds:
         failures += [f"check failed, the robust accuracy figures are not trustworthy: {c['name']}"
-                     for c in report.get("checks", []) if c["name"] in GATING_CHECKS and c["status"] == "fail"]
+                     for c in report.checks if c["name"] in GATING_CHECKS and c["status"] == "fail"]
     return failures

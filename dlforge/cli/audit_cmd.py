@@ -80,7 +80,7 @@ def audit_command(artifacts, fail_under, out_dir, force, as_json, **settings) ->
         say(f"wrote {written.path}/audit.json" + (" and samples.jsonl" if options.per_sample else "")
             + " and report.html")
     if as_json:
-        emit_json({k: v for k, v in report.items() if k not in ("gallery", "per_sample")})
+        emit_json(report.for_terminal())
     else:
         click.echo(table(report))
     failures = gate(report, thresholds)

@@ -2,18 +2,17 @@
 
 from __future__ import annotations
 
+import numpy as np
+
+from dlforge.adversarial import checks
+from dlforge.adversarial.attacks.robust import outcome_rates
+from dlforge.adversarial.records import AuditReport
+from dlforge.adversarial.samples import SAMPLES_FILE, SAMPLES_VERSION
+from dlforge.env import environment
 
 
-
-def merge(results: list[dict]) -> dict:
+def merge(results: list[dict]) -> AuditReport:
     """One audit report from the cells: rows recomputed from the per-sample records of all shards."""
-    import numpy as np
-
-    from dlforge.adversarial import checks
-    from dlforge.adversarial.attacks.robust import outcome_rates
-    from dlforge.adversarial.audit import SCHEMA_VERSION
-    from dlforge.adversarial.samples import SAMPLES_FILE, SAMPLES_VERSION
-    from dlforge.env import environment
 
     unique: dict = {}  # the source's white-box rows come from every engine's cells: the same records
     for res in results:
@@ -67,18 +66,15 @@ def merge(results: list[dict]) -> dict:
                 per_cell.setdefault(c["name"], []).append(c)
     full_range = checks.full_range_check(None)["name"]
     cell_checks = [_combine(name, found, any_pass=name == full_range) for name, found in per_cell.items()]
-    report = {
-        "schema_version": SCHEMA_VERSION, "env": environment(), "target": [e["path"] for e in engine_rows],
-        "engines": engine_rows, "source": first["source"], "crafted_on": first["crafted_on"], "data": first["data"],
-        "samples": samples, "value_range": first["value_range"], "clean_accuracy": engine_rows[0]["clean_accuracy"],
-        "settings": {**first["cell"]["settings"], "sweep_cells": len(results)}, "rows": rows, "comparisons": [],
-        "transfer_gaps": gaps, "gallery": [],
-        "checks": cell_checks + recomputed,
-        "per_sample": {"file": SAMPLES_FILE, "version": SAMPLES_VERSION, "count": len(records),
-                       "records": sorted(records, key=lambda r: (r["attack"], r["eps"], r["route"], r["engine"],
-                                                                r["sample"]))},
-    }
-    return report
+    return AuditReport(
+        env=environment(), target=[e["path"] for e in engine_rows], engines=engine_rows, source=first["source"],
+        crafted_on=first["crafted_on"], data=first["data"], samples=samples, value_range=first["value_range"],
+        clean_accuracy=engine_rows[0]["clean_accuracy"],
+        settings={**first["cell"]["settings"], "sweep_cells": len(results)}, rows=rows, transfer_gaps=gaps,
+        checks=cell_checks + recomputed,
+        per_sample={"file": SAMPLES_FILE, "version": SAMPLES_VERSION, "count": len(records),
+                    "records": sorted(records, key=lambda r: (r["attack"], r["eps"], r["route"], r["engine"],
+                                                             r["sample"]))})
 
 
 def merge_bench(results: list[dict]) -> dict:

@@ -37,11 +37,11 @@ def run_cell(cell: dict) -> dict:
     finally:
         torch.set_num_threads(threads)
     label = {"attack": cell["attack"]}  # the spec: pgd and pgd:steps=200 stay apart in the merged report
-    rows = [{**r, **label} for r in report["rows"] if r["eps"] == cell["eps"]]
-    records = [{**r, **label} for r in report["per_sample"]["records"] if r["eps"] == cell["eps"]]
-    return {"key": cell["key"], "cell": cell, "rows": rows, "records": records, "checks": report["checks"],
-            "engines": report["engines"], "data": report["data"], "value_range": report["value_range"],
-            "source": report["source"], "crafted_on": report["crafted_on"],
+    rows = [{**r, **label} for r in report.rows if r["eps"] == cell["eps"]]
+    records = [{**r, **label} for r in report.per_sample["records"] if r["eps"] == cell["eps"]]
+    return {"key": cell["key"], "cell": cell, "rows": rows, "records": records, "checks": report.checks,
+            "engines": report.engines, "data": report.data, "value_range": report.value_range,
+            "source": report.source, "crafted_on": report.crafted_on,
             "seconds": time.perf_counter() - start}
 
 

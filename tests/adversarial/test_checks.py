@@ -67,12 +67,18 @@ def test_logits_check_fails_on_probabilities():
     assert checks.logits_check(np.log(p))["status"] == "pass"
 
 
+def _report(rows, found):
+    from dlforge.adversarial.records import AuditReport
+
+    return AuditReport(target=["e"], engines=[], source=None, crafted_on=None, data="digits", samples=1,
+                       value_range=[0.0, 1.0], clean_accuracy=1.0, settings={}, rows=rows, checks=found)
+
+
 def test_fail_under_gates_match_the_norm_as_well_as_eps():
     from dlforge.adversarial.report import gate, parse_fail_under
     from dlforge.errors import InputError
 
-    report = {"rows": [_row("pgd", "transfer", 0.5, 0.1), _row("pgd-l2", "transfer", 0.5, 0.9, norm="l2")],
-              "checks": []}
+    report = _report([_row("pgd", "transfer", 0.5, 0.1), _row("pgd-l2", "transfer", 0.5, 0.9, norm="l2")], [])
     audited = {"linf": (0.5,), "l2": (0.5,)}
     assert gate(report, parse_fail_under(("l2:0.5:0.5",), audited)) == []  # the L-inf row at 0.5 is not an L2 row
     failed = gate(report, parse_fail_under(("0.5:0.5",), audited))
@@ -88,8 +94,8 @@ def test_fail_under_gates_match_the_norm_as_well_as_eps():
 def test_a_failed_check_that_says_the_attack_under_reports_fails_the_gate():
     from dlforge.adversarial.report import gate
 
-    report = {"rows": [_row("pgd", "transfer", 0.3, 0.96)],
-              "checks": [checks.full_range_check(("pgd", 1.0, 0.9))]}  # a broken attack: 0.9 at the full range
+    report = _report([_row("pgd", "transfer", 0.3, 0.96)],
+                     [checks.full_range_check(("pgd", 1.0, 0.9))])  # a broken attack: 0.9 at the full range
     assert any("not trustworthy" in f for f in gate(report, [("linf", 0.3, 0.5)]))
     assert gate(report, []) == []  # no gate asked for: the report alone says FAIL
 

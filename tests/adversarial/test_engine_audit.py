@@ -38,25 +38,25 @@ def engine_audit(digits_engines):
 
 
 def test_both_engines_are_attacked_with_their_own_graphs(engine_audit):
-    graphs = {g["engine"]: g for g in engine_audit["engine_graphs"]}
+    graphs = {g["engine"]: g for g in engine_audit.engine_graphs}
     assert graphs["fp32"]["usable"] and graphs["fp32"]["origin"] == "engine"
     assert graphs["fp32"]["match"]["max_abs_diff"] <= 1e-4
     assert graphs["int8"]["usable"] and graphs["int8"]["match"]["top1_agreement"] >= 0.995
-    routes = {(r["attack"], r["route"], r["target"]) for r in engine_audit["rows"]}
+    routes = {(r["attack"], r["route"], r["target"]) for r in engine_audit.rows}
     for target in ("fp32", "int8"):
         assert {("fgsm", ENGINE, target), ("pgd", ENGINE, target), ("pgd", "transfer", target)} <= routes
 
 
 def test_engine_white_box_pgd_breaks_both_engines(engine_audit):
-    pgd = {r["target"]: r["robust_accuracy"] for r in engine_audit["rows"]
+    pgd = {r["target"]: r["robust_accuracy"] for r in engine_audit.rows
            if r["route"] == ENGINE and r["attack"] == "pgd" and r["eps"] == 0.3}
     assert pgd["fp32"] <= 0.02 and pgd["int8"] <= 0.02, pgd
 
 
 def test_report_gives_the_transfer_gap_per_engine(engine_audit):
-    gaps = engine_audit["transfer_gaps"]
+    gaps = engine_audit.transfer_gaps
     assert {g["engine"] for g in gaps} == {"fp32", "int8"} and {g["eps"] for g in gaps} == {0.1, 0.3}
-    check = next(c for c in engine_audit["checks"] if c["name"].startswith("transfer attacks"))
+    check = next(c for c in engine_audit.checks if c["name"].startswith("transfer attacks"))
     assert check["status"] in ("pass", "fail") and check["passed"] is not None
 
 

@@ -71,7 +71,7 @@ def test_autoattack_queries_per_sample_average_only_the_points_square_attacked(d
 
     report = run_audit([digits_engines["fp32"].path], attacks=("autoattack:iterations=5:square_queries=200",),
                        eps=(0.05,), samples=40, progress=False)
-    rows = [r for r in report["rows"] if "queries_per_sample" in r]
+    rows = [r for r in report.rows if "queries_per_sample" in r]
     assert rows, "Square attacked some point in at least one route"
     for r in rows:
         assert 0 < r["queried_samples"] <= 40 and r["queries_per_sample"] >= 1  # no zeros averaged in

@@ -52,15 +52,15 @@ def masked_audit(masked_onnx):
 
 
 def test_pgd_reports_high_robust_accuracy_and_square_does_not(masked_audit):
-    acc = {r["attack"]: r["robust_accuracy"] for r in masked_audit["rows"] if r["eps"] == 0.3}
-    clean = masked_audit["clean_accuracy"]
+    acc = {r["attack"]: r["robust_accuracy"] for r in masked_audit.rows if r["eps"] == 0.3}
+    clean = masked_audit.clean_accuracy
     assert clean >= 0.9
     assert acc["pgd"] >= 0.5 * clean, acc  # the masked gradient stops PGD ...
     assert acc["square"] <= acc["pgd"] - 0.3, acc  # ... and not the query attack
 
 
 def test_the_audit_flags_the_masking(masked_audit):
-    status = {c["name"]: c for c in masked_audit["checks"]}
+    status = {c["name"]: c for c in masked_audit.checks}
     masking = next(c for n, c in status.items() if n.startswith("query attack"))
     assert masking["status"] == "fail" and masking["passed"] is False, masking
     assert "square" in masking["detail"] and "pgd" in masking["detail"]
@@ -71,7 +71,7 @@ def test_the_audit_flags_the_masking(masked_audit):
 def test_the_unmasked_model_passes_the_same_check(digits_onnx):
     report = run_audit([digits_onnx.payload_path], data="digits", attacks=("pgd", "square"), eps=(0.0, 0.3),
                        samples=150, pgd_steps=20, square_queries=300, progress=False)
-    masking = next(c for c in report["checks"] if c["name"].startswith("query attack"))
+    masking = next(c for c in report.checks if c["name"].startswith("query attack"))
     assert masking["status"] == "pass", masking
 
 

@@ -286,11 +286,11 @@ def test_fgsm_adversarial_training_and_feature_squeezing_on_mnist(tmp_path, mnis
     assert robust.card.sections["metrics"]["test_accuracy"] >= 0.98
     engine = engine_from_onnx(onnx_from_checkpoint(robust.path, tmp_path / "onnx").path, tmp_path / "fp32")
     report = run_audit([engine.path], attacks=("fgsm",), eps=(0.25,), samples=1000, progress=False)
-    row = next(r for r in report["rows"] if r["route"] == "transfer")
+    row = next(r for r in report.rows if r["route"] == "transfer")
     assert 1 - row["robust_accuracy"] <= 0.30  # standard training: >= 0.80 (test_audit)
 
     standard = engine_from_onnx(mnist_onnx.path, tmp_path / "standard")
     report = run_audit([standard.path], attacks=("fgsm",), eps=(0.3,), samples=1000, progress=False,
                        detectors=("feature-squeezing",))
-    d = report["detections"][0]
+    d = report.detections[0]
     assert d["detection_rate"] >= 0.90 and d["false_positive_rate"] <= 0.06

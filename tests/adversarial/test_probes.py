@@ -23,30 +23,30 @@ def digits_probes(digits_engines):
 
 
 def _rows(report, probe, **match):
-    return [r for r in report["probes"][probe]["rows"] if all(r.get(k) == v for k, v in match.items())]
+    return [r for r in report.probes[probe]["rows"] if all(r.get(k) == v for k, v in match.items())]
 
 
 def test_every_probe_reports_on_every_engine(digits_probes):
-    assert set(digits_probes["probes"]) == {"fooling", "fooling-evo", "ood", "substitute"}
-    assert digits_probes["rows"] == []  # probes only: no eps-ball rows, and the checks say why
-    engines = [e["label"] for e in digits_probes["engines"]]
+    assert set(digits_probes.probes) == {"fooling", "fooling-evo", "ood", "substitute"}
+    assert digits_probes.rows == []  # probes only: no eps-ball rows, and the checks say why
+    engines = [e["label"] for e in digits_probes.engines]
     for probe in ("fooling-evo", "substitute"):
-        assert {r["target"] for r in digits_probes["probes"][probe]["rows"]} == set(engines)
-    routes = {(r["route"], r["target"]) for r in digits_probes["probes"]["fooling"]["rows"]}
+        assert {r["target"] for r in digits_probes.probes[probe]["rows"]} == set(engines)
+    routes = {(r["route"], r["target"]) for r in digits_probes.probes["fooling"]["rows"]}
     assert ("white-box", "source") in routes and sum(route == "white-box (engine)" for route, _ in routes) == 2
-    full_range = next(c for c in digits_probes["checks"] if "full range" in c["name"])
+    full_range = next(c for c in digits_probes.checks if "full range" in c["name"])
     assert full_range["status"] == "n/a" and full_range["passed"] is None
 
 
 def test_fooling_images_are_confident_and_unrecognizable(digits_probes):
     for probe in ("fooling", "fooling-evo"):
-        for row in digits_probes["probes"][probe]["rows"]:
+        for row in digits_probes.probes[probe]["rows"]:
             assert row["classes_fooled"] >= 9, (probe, row["route"], row["target"], row["per_class"])
             counted = [p for p in row["per_class"] if p["confidence"] >= row["confidence_bar"]]
             assert all(p["unrecognizable"] for p in counted)
-    evo = digits_probes["probes"]["fooling-evo"]["rows"]
+    evo = digits_probes.probes["fooling-evo"]["rows"]
     assert all(r["queries"] <= 4000 for r in evo) and all(r["queries"] > 3000 for r in evo)
-    gallery = digits_probes["probes"]["fooling"]["gallery"]
+    gallery = digits_probes.probes["fooling"]["gallery"]
     assert len(gallery) == 10 and np.asarray(gallery[0]["image"]).shape == (1, 8, 8)
 
 
@@ -113,8 +113,8 @@ def test_judge_that_cannot_separate_data_from_noise_says_so():
 
 
 def test_ood_confidence_is_lower_on_noise_than_on_test_images(digits_probes):
-    section = digits_probes["probes"]["ood"]
-    for target in ["source"] + [e["label"] for e in digits_probes["engines"]]:
+    section = digits_probes.probes["ood"]
+    for target in ["source"] + [e["label"] for e in digits_probes.engines]:
         (test,) = _rows(digits_probes, "ood", target=target, inputs="test images")
         (noise,) = _rows(digits_probes, "ood", target=target, inputs="uniform noise")
         assert test["mean_confidence"] > noise["mean_confidence"] + 0.1, (test, noise)
@@ -122,7 +122,7 @@ def test_ood_confidence_is_lower_on_noise_than_on_test_images(digits_probes):
 
 
 def test_substitute_counts_its_queries_and_transfers(digits_probes):
-    for row in digits_probes["probes"]["substitute"]["rows"]:
+    for row in digits_probes.probes["substitute"]["rows"]:
         assert row["queries"] == 100 * 2 ** 5
         assert 0.5 < row["agreement"] <= 1
     pgd = _rows(digits_probes, "substitute", attack="pgd")
@@ -160,11 +160,11 @@ def test_mnist_fooling_ood_and_substitute(mnist_engines, mnist_dir):
     report = run_audit([mnist_engines["fp32"].path], attacks=("fooling", "fooling-evo", "ood", "substitute"),
                        samples=300, progress=False, engine_gradients="off")
     for probe in ("fooling", "fooling-evo"):
-        for row in report["probes"][probe]["rows"]:
+        for row in report.probes[probe]["rows"]:
             assert row["classes_fooled"] >= 9, (probe, row["route"], row["target"], row["per_class"])
-    assert report["probes"]["fooling-evo"]["rows"][0]["queries"] <= 30_000
+    assert report.probes["fooling-evo"]["rows"][0]["queries"] <= 30_000
     fashion = _rows(report, "ood", target="fp32", inputs="fashion-mnist")
-    assert fashion and fashion[0]["samples"] == 1000, report["probes"]["ood"]
+    assert fashion and fashion[0]["samples"] == 1000, report.probes["ood"]
     (pgd,) = _rows(report, "substitute", attack="pgd")
     assert pgd["queries"] == 150 * 2 ** 5 <= 10_000
     # measured 0.71 on 500 points of the closing figures; the bar leaves room for a retrained model
@@ -177,12 +177,12 @@ def test_patch_and_physical_run_on_every_model(digits_engines):
     report = run_audit(engines, attacks=("patch:areas=0.1/0.3:steps=60", "physical:points=60:draws=3:eot_samples=2:steps=10",
                                          "physical:points=60:draws=3:eot_samples=2:steps=10:eps=0.3"),
                        samples=100, progress=False, engine_gradients="off")
-    assert set(report["probes"]) == {"patch", "physical", "physical:points=60:draws=3:eot_samples=2:steps=10:eps=0.3"}
-    patch = report["probes"]["patch"]["rows"]
+    assert set(report.probes) == {"patch", "physical", "physical:points=60:draws=3:eot_samples=2:steps=10:eps=0.3"}
+    patch = report.probes["patch"]["rows"]
     assert {(r["route"], round(r["area"], 2)) for r in patch} >= {("white-box", 0.14), ("transfer", 0.14)}
     big = [r for r in patch if r["route"] == "white-box" and r["area"] > 0.2]
     assert big and big[0]["success"] > big[0]["noise_patch"], patch  # the trained patch beats the occlusion control
-    small, large = ({(r["route"], r["target"], r["attack"]): r for r in report["probes"][key]["rows"]}
+    small, large = ({(r["route"], r["target"], r["attack"]): r for r in report.probes[key]["rows"]}
                     for key in ("physical", "physical:points=60:draws=3:eot_samples=2:steps=10:eps=0.3"))
     assert small.keys() == large.keys()
     for key, row in large.items():  # a larger ball fools at least as many points, with or without the chain
@@ -200,7 +200,7 @@ def test_physical_headline_is_the_absolute_share_and_eot_beats_plain_pgd_on_it(d
     attack having fooled the point without the chain); on it EOT-PGD must beat plain PGD."""
     spec = "physical:points=100:draws=5:eot_samples=4:steps=20"
     report = run_audit([digits_engines["fp32"].path], attacks=(spec,), samples=100, progress=False)
-    rows = {(r["route"], r["attack"]): r for r in report["probes"]["physical"]["rows"]}
+    rows = {(r["route"], r["attack"]): r for r in report.probes["physical"]["rows"]}
     pgd, eot = rows["white-box", "pgd"], rows["white-box", "eot-pgd"]
     for r in (pgd, eot):  # the chain alone also costs points: the absolute share is not survival x fooled
         assert 0 <= r["fooled_after_chain"] <= 1 and r["survival"] is not None

@@ -30,9 +30,9 @@ def test_the_audit_projects_and_judges_the_projected_input(digits_engines, tmp_p
         eps = 0.05
         report = run_audit([engine.path], attacks=("overshoot", "fgsm"), eps=(eps,), samples=60, per_sample=True,
                            progress=False)
-        records = [r for r in report["per_sample"]["records"] if r["attack"] == "overshoot"]
+        records = [r for r in report.per_sample["records"] if r["attack"] == "overshoot"]
         assert records and max(r["linf"] for r in records) <= eps + 1e-6  # inside the ball after the projection
-        rows = {(r["attack"], r["route"]): r["robust_accuracy"] for r in report["rows"]}
+        rows = {(r["attack"], r["route"]): r["robust_accuracy"] for r in report.rows}
         # x + 10 eps sign(g) + 5 projects to min(x + eps sign(g) + eps, 1): judged there, never at 5.0 outside the range
         from dlforge.data import load_dataset
         from dlforge.runtime import open_deployed
