@@ -5,11 +5,11 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 from dlforge.artifact import Artifact
 from dlforge.backends import BACKENDS
 from dlforge.options import Options, option
+from dlforge.progress import ProgressLike, as_progress
 
 # The audit's and the drift report's attack settings agree, so their robust accuracies can be compared.
 AUDIT_SAMPLES, AUDIT_PGD_STEPS, DRIFT_EPS = 200, 20, 0.1
@@ -43,8 +43,7 @@ def run_pipeline(
     options: PipelineOptions | None = None,
     *,
     force: bool = False,
-    on_stage: Callable[[str], None] = lambda stage: None,
-    on_epoch: Callable | None = None,
+    progress: ProgressLike = None,
     **overrides,
 ) -> dict[str, Artifact]:
     """Train ``model`` on ``data``, export, build fp32 and int8 engines with ``backend``, benchmark them side
@@ -52,17 +51,20 @@ def run_pipeline(
     ONNX -> each engine), each stage into ``out_dir/<stage>/``.
 
     ``options`` (:class:`PipelineOptions`) or keyword ``overrides`` (``data="mnist"``) set what runs.
-    Returns the artifacts by stage name.
+    Returns the artifacts by stage name. ``progress`` (:class:`~dlforge.progress.Progress`) hears each stage
+    and what the stages report.
     """
     o = PipelineOptions.build(options, **overrides)
+    progress = as_progress(progress)
     data, data_dir, epochs, seed, bench, audit = o.data, o.data_dir, o.epochs, o.seed, o.bench, o.audit
     engines = [f"engine-{o.backend}-{p}" for p in PRECISIONS]
+    from dlforge_models import get_entry
+
     from dlforge.artifact import check_output
     from dlforge.build import engine_from_onnx
     from dlforge.export import onnx_from_checkpoint
     from dlforge.train import checkpoint_from_training
     from dlforge.train.options import TrainOptions
-    from dlforge_models import get_entry
 
     get_entry(model)
     train = TrainOptions(data=data, data_dir=None if data_dir is None else str(data_dir), epochs=epochs, seed=seed)
@@ -70,39 +72,40 @@ def run_pipeline(
     for stage in stages(o.backend):  # every output checked before any work, so bad input writes nothing
         check_output(out / stage, force=force)
     artifacts: dict[str, Artifact] = {}
-    on_stage("train")
-    artifacts["checkpoint"] = checkpoint_from_training(model, out / "checkpoint", train, force=force, on_epoch=on_epoch)
-    on_stage("export")
+    progress.stage("train")
+    artifacts["checkpoint"] = checkpoint_from_training(model, out / "checkpoint", train, force=force,
+                                                       progress=progress)
+    progress.stage("export")
     artifacts["onnx"] = onnx_from_checkpoint(artifacts["checkpoint"].path, out / "onnx", force=force)
     for stage, precision in zip(engines, PRECISIONS):
-        on_stage(f"build {o.backend} {precision}")
+        progress.stage(f"build {o.backend} {precision}")
         artifacts[stage] = engine_from_onnx(artifacts["onnx"].path, out / stage, precision=precision,
-                                            backend=o.backend, force=force)
+                                            backend=o.backend, force=force, progress=progress)
     if bench:
         from dlforge.bench import write_bench_artifact
         from dlforge.bench.runner import run_bench
 
-        on_stage("bench")
+        progress.stage("bench")
         report = run_bench([artifacts[e].path for e in engines],
                            torch_checkpoint=artifacts["checkpoint"].path, batch_sizes=(1, 64), accuracy=True,
-                           duration=0.5, rounds=3)
+                           duration=0.5, rounds=3, progress=progress)
         artifacts["bench"] = write_bench_artifact(report, out / "bench", force=force)
     if audit and artifacts["checkpoint"].card.model.task != "classification":
-        on_stage(f"audit skipped: {model} is a {artifacts['checkpoint'].card.model.task} model, and robust "
+        progress.stage(f"audit skipped: {model} is a {artifacts['checkpoint'].card.model.task} model, and robust "
                  "accuracy needs class labels (use it as an input filter: dlforge audit --detectors autoencoder=DIR)")
     elif audit:
         from dlforge.adversarial import write_audit_artifact
         from dlforge.adversarial.audit import run_audit
 
-        on_stage("audit")
+        progress.stage("audit")
         report = run_audit([artifacts[e].path for e in engines],
                            source=artifacts["checkpoint"].path, samples=AUDIT_SAMPLES, pgd_steps=AUDIT_PGD_STEPS,
-                           square_queries=300)
+                           square_queries=300, progress=progress)
         artifacts["audit"] = write_audit_artifact(report, out / "audit", force=force)
     if artifacts["checkpoint"].card.model.task == "classification":
         from dlforge.drift import run_drift, write_drift_artifact
 
-        on_stage("drift")
+        progress.stage("drift")
         hops = [artifacts[s].path for s in ("checkpoint", "onnx", *engines)]
         drift = run_drift(hops, samples=AUDIT_SAMPLES, eps=DRIFT_EPS, pgd_steps=AUDIT_PGD_STEPS)
         artifacts["drift"] = write_drift_artifact(drift, out / "drift", force=force)

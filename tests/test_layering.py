@@ -19,7 +19,7 @@ ROOT = Path(__file__).resolve().parents[1]
 LAYERS = {  # module prefix -> layer; the longest matching prefix decides
     "dlforge": 0, "dlforge.errors": 0, "dlforge.registry": 0, "dlforge.options": 0, "dlforge.reporting": 0,
     "dlforge.artifact": 0, "dlforge.env": 0, "dlforge.card_validation": 0, "dlforge.onnx_info": 0,
-    "dlforge.onnx_external": 0, "dlforge.kinds": 0,
+    "dlforge.onnx_external": 0, "dlforge.kinds": 0, "dlforge.progress": 0,
     "dlforge.data": 1, "dlforge.runtime": 1, "dlforge.precision": 1, "dlforge.backends": 1,
     "dlforge.onnx_torch": 2, "dlforge.adversarial.attacks": 2,
     "dlforge.train": 3, "dlforge.export": 3, "dlforge.build": 3, "dlforge.bench": 3,

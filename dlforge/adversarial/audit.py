@@ -41,6 +41,7 @@ from dlforge.artifact import Artifact, open_artifact
 from dlforge.env import environment
 from dlforge.errors import InputError
 from dlforge.options import Options, option
+from dlforge.progress import ProgressLike, as_progress
 from dlforge.runtime.deployed import DeployedModel, open_deployed
 
 ENGINE_ROUTE = checks.ENGINE_ROUTE
@@ -134,7 +135,7 @@ class AuditRun:
 
 
 def run_audit(targets: list[str | os.PathLike], options: AuditOptions | None = None, *,
-              progress: bool | None = None, warm: dict | None = None, engine_threads: int | None = None,
+              progress: ProgressLike = None, warm: dict | None = None, engine_threads: int | None = None,
               **overrides) -> AuditReport:
     """Audit the robustness of one or more engines of one model; returns its :class:`AuditReport`.
 
@@ -150,9 +151,7 @@ def run_audit(targets: list[str | os.PathLike], options: AuditOptions | None = N
     engines = _open_engines(targets, warm, engine_threads)
     try:
         run = _prepare(engines, options, warm)
-        from tqdm.auto import tqdm
-
-        with tqdm(total=_work(run), desc="audit", unit="run", disable=None if progress is None else not progress) as bar:
+        with as_progress(progress).bar(_work(run), "audit", unit="run") as bar:
             for spec, attack in zip(options.attacks, run.attacks):
                 _run_attack(run, attack, bar, spec)
             full = _full_range(run, bar)

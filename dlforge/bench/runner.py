@@ -28,6 +28,7 @@ from dlforge.bench.report import resolve_baseline
 from dlforge.bench.stats import coefficient_of_variation, summarize, time_calls, warm_up
 from dlforge.env import environment
 from dlforge.errors import InputError
+from dlforge.progress import Progress, ProgressLike, as_progress
 
 SCHEMA_VERSION = 1
 
@@ -253,7 +254,7 @@ def _inputs(targets: list[Target], batch: int, options: BenchOptions, cache: dic
     return (rng.random((batch, *shape), dtype=np.float32) * (hi - lo) + lo), "random (uniform over the value range)"
 
 
-def _measure_batch(targets: list[Target], x: np.ndarray, options: BenchOptions, progress) -> list[dict]:
+def _measure_batch(targets: list[Target], x: np.ndarray, options: BenchOptions, progress: Progress) -> list[dict]:
     """Warm every target up on ``x``, then time them in interleaved rounds; one result row each."""
     first = {}
     for t in targets:
@@ -267,7 +268,7 @@ def _measure_batch(targets: list[Target], x: np.ndarray, options: BenchOptions, 
         for t in targets:
             samples[t.name].append(time_calls(lambda t=t: t.runner.run(x), iterations=per_round_iters,
                                               duration_s=options.duration / options.rounds))
-        progress(f"batch {len(x)}: round {r + 1}/{options.rounds}")
+        progress.message(f"batch {len(x)}: round {r + 1}/{options.rounds}")
     rows = []
     for t in targets:
         lat = np.concatenate(samples[t.name])
@@ -308,16 +309,17 @@ def _add_accuracy(targets: list[Target], results: list[dict], options: BenchOpti
 
 
 def run_bench(artifacts: list[str | os.PathLike], options: BenchOptions | None = None, *,
-              progress: Callable[[str], None] = lambda line: None, **overrides) -> dict:
+              progress: ProgressLike = None, **overrides) -> dict:
     """Benchmark ``artifacts`` (and optionally eager PyTorch) and return the JSON report.
 
     ``options`` (a :class:`BenchOptions`) with ``overrides`` applied, or options from the keyword
     arguments alone (``run_bench(paths, batch_sizes=(1, 8), accuracy=True)``). Each (target, batch
     size) gets at least ``iterations`` calls *and* ``duration`` seconds, split over ``rounds``
     interleaved rounds. Everything is checked (options, artifacts, batch ranges, baseline) before
-    anything is timed.
+    anything is timed. ``progress`` (:class:`~dlforge.progress.Progress`) hears each finished round.
     """
     options = BenchOptions.build(options, **overrides)
+    progress = as_progress(progress)
     targets = _targets(list(artifacts), options)
     notes = [t.note for t in targets if t.note]
     rss0 = _rss_mb()

@@ -13,29 +13,36 @@ import shutil
 import tempfile
 import time
 from pathlib import Path
-from typing import Callable
 
-from dlforge.artifact import Artifact, ArtifactWriter, Card, DatasetSpec, dataset_spec, open_artifact
+from dlforge.artifact import (
+    Artifact,
+    ArtifactWriter,
+    Card,
+    DatasetSpec,
+    dataset_spec,
+    open_artifact,
+)
 from dlforge.backends.base import BACKENDS, Backend
 from dlforge.build.options import BuildOptions
 from dlforge.data import load_spec
 from dlforge.env import environment
 from dlforge.errors import InputError, StageFailed
 from dlforge.precision import Calibration
+from dlforge.progress import ProgressLike, as_progress
 from dlforge.reporting import to_json_text
 
 
 def engine_from_onnx(onnx_dir: str | os.PathLike, out_dir: str | os.PathLike, options: BuildOptions | None = None, *,
-                     force: bool = False, report: Callable[[str], None] = lambda line: None,
-                     **overrides) -> Artifact:
+                     force: bool = False, progress: ProgressLike = None, **overrides) -> Artifact:
     """Build an engine from the onnx artifact at ``onnx_dir`` and write it to ``out_dir``.
 
     Args:
         options: the build's settings (:class:`BuildOptions`); keyword ``overrides`` replace fields.
         force: replace an existing engine artifact at ``out_dir`` (never the input).
-        report: receives human-readable progress lines (e.g. ``auto``'s table).
+        progress: a :class:`~dlforge.progress.Progress`; its ``message`` receives ``auto``'s table.
     """
     options = BuildOptions.build(options, **overrides)
+    report = as_progress(progress).message
     parent = open_artifact(onnx_dir, ["onnx"])
     info = parent.card.model
     backend: Backend = BACKENDS.get(options.backend)(options, info)

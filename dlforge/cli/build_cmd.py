@@ -6,7 +6,7 @@ import click
 
 from dlforge.cli import cli
 from dlforge.build.options import BuildOptions
-from dlforge.cli.common import emit_json, force_option, json_option, option_for, say
+from dlforge.cli.common import cli_progress, emit_json, force_option, json_option, option_for
 from dlforge.kinds import headline
 
 
@@ -42,7 +42,7 @@ def build_command(onnx_dir, out_dir, min_shapes, opt_shapes, max_shapes, force, 
 
     shapes = tuple(s for s in (min_shapes, opt_shapes, max_shapes) if s) or None
     options = BuildOptions(**settings, shapes=shapes)
-    artifact = engine_from_onnx(onnx_dir, out_dir, options, force=force, report=say)
+    artifact = engine_from_onnx(onnx_dir, out_dir, options, force=force, progress=cli_progress())
     if as_json:
         emit_json(artifact.card.to_dict())
     else:

@@ -22,6 +22,14 @@ def say(message: str) -> None:
     click.echo(message, err=True)
 
 
+def cli_progress():
+    """The stages' :class:`~dlforge.progress.Progress` on the command line: lines through :func:`say`, bars on a
+    terminal."""
+    from dlforge.progress import LineProgress
+
+    return LineProgress(say)
+
+
 class CommaList(click.ParamType):
     """A comma-separated list (``0,0.1,0.3``) parsed into a tuple of ``item`` values."""
 

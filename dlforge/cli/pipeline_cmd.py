@@ -5,8 +5,8 @@ from __future__ import annotations
 import click
 
 from dlforge.cli import cli
-from dlforge.cli.common import emit_json, force_option, json_option, option_for, say
-from dlforge.cli.train_cmd import data_options, epoch_printer
+from dlforge.cli.common import cli_progress, emit_json, force_option, json_option, option_for
+from dlforge.cli.train_cmd import data_options
 from dlforge.pipeline import PipelineOptions
 from dlforge.train.options import TrainOptions
 
@@ -27,7 +27,7 @@ def pipeline_command(model, data, data_dir, epochs, seed, backend, out_dir, forc
     from dlforge.pipeline import run_pipeline
 
     artifacts = run_pipeline(model, out_dir, data=data, data_dir=data_dir, epochs=epochs, seed=seed,
-                             backend=backend, force=force, on_stage=lambda s: say(f"== {s}"), on_epoch=epoch_printer)
+                             backend=backend, force=force, progress=cli_progress())
     if as_json:
         emit_json({stage: describe(a.path) for stage, a in artifacts.items()})
     else:

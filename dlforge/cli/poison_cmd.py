@@ -6,7 +6,7 @@ import click
 
 from dlforge.adversarial.poisoning.run import PoisonOptions
 from dlforge.cli import cli
-from dlforge.cli.common import emit_json, force_option, json_option, option_for, say
+from dlforge.cli.common import cli_progress, emit_json, force_option, json_option, option_for, say
 
 
 @cli.command("poison")
@@ -47,7 +47,7 @@ def poison_command(model, out_dir, force, as_json, **settings) -> None:
     from dlforge.adversarial.poisoning.run import run_poison
 
     options = PoisonOptions(**settings)
-    report = run_poison(model, out_dir, options, force=force, on_stage=lambda s: say(f"== {s}"))
+    report = run_poison(model, out_dir, options, force=force, progress=cli_progress())
     written = write_poison_artifact(report, Path(out_dir) / "poison", force=force)
     say(f"wrote {written.path}/poison.json and report.html")
     if as_json:

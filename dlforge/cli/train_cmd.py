@@ -5,7 +5,7 @@ from __future__ import annotations
 import click
 
 from dlforge.cli import cli
-from dlforge.cli.common import emit_json, force_option, json_option, option_for, parse_overrides, say
+from dlforge.cli.common import cli_progress, emit_json, force_option, json_option, option_for, parse_overrides
 from dlforge.data.dataset import IDX_DATASETS
 from dlforge.reporting import Column, format_table
 from dlforge.train.options import TrainOptions
@@ -30,12 +30,6 @@ def models_command(as_json: bool) -> None:
         emit_json({"models": rows})
     else:
         click.echo(format_table(rows, MODEL_COLUMNS))
-
-
-def epoch_printer(record) -> None:
-    quality = (f"val_accuracy {record.val_accuracy:.4f}" if record.val_accuracy is not None
-               else f"val_mse {record.val_mse:.5f}")
-    say(f"epoch {record.epoch}: train_loss {record.train_loss:.4f}  {quality}  ({record.seconds:.1f} s)")
 
 
 def data_options(fn):
@@ -73,7 +67,7 @@ def train_command(model, out_dir, force, as_json, overrides, **settings) -> None
     from dlforge.train import checkpoint_from_training
 
     options = TrainOptions(overrides=parse_overrides(overrides), **settings)
-    artifact = checkpoint_from_training(model, out_dir, options, force=force, on_epoch=epoch_printer, on_message=say)
+    artifact = checkpoint_from_training(model, out_dir, options, force=force, progress=cli_progress())
     if as_json:
         emit_json(artifact.card.to_dict())
     else:

@@ -12,12 +12,13 @@ from __future__ import annotations
 
 import dataclasses
 import os
-from typing import TYPE_CHECKING, Callable
+from typing import TYPE_CHECKING
 
 from dlforge.adversarial.attacks.torch_model import resolve_device
 from dlforge.artifact import Artifact, ArtifactWriter, Card, ModelInfo, TensorSpec, open_artifact
 from dlforge.env import environment
 from dlforge.errors import ArtifactError, InputError
+from dlforge.progress import Progress, ProgressLike, as_progress
 from dlforge.train.architecture import build_model, check_architecture
 from dlforge.train.options import TrainOptions
 
@@ -72,9 +73,7 @@ def checkpoint_from_training(
     options: TrainOptions | None = None,
     *,
     force: bool = False,
-    progress: bool | None = None,
-    on_epoch: Callable | None = None,
-    on_message: Callable[[str], None] = lambda line: None,
+    progress: ProgressLike = None,
     dataset: Dataset | None = None,
     pretrain_data=None,
     **settings,
@@ -86,6 +85,7 @@ def checkpoint_from_training(
     claimed, before any data is loaded or any step is taken. ``dataset`` trains on an in-memory
     dataset (e.g. a poisoned one) instead of loading ``options.data``. Models with a pretraining
     phase (the DBN) pretrain on ``pretrain_data`` (unlabelled images; default: the training images).
+    ``progress`` (:class:`~dlforge.progress.Progress`) receives the bars, each epoch and pretraining's lines.
 
     Raises:
         InputError: a bad option, model, architecture override or dataset (nothing is written).
@@ -113,8 +113,8 @@ def checkpoint_from_training(
         seed_everything(options.seed)
         net = build_model(entry, dataset, options.overrides)
         normalization = _normalization(options.normalize, dataset)
-        metrics = _train(net, entry, dataset, options, progress=progress, on_epoch=on_epoch,
-                         on_message=on_message, pretrain_data=pretrain_data, normalization=normalization)
+        metrics = _train(net, entry, dataset, options, progress=as_progress(progress), pretrain_data=pretrain_data,
+                         normalization=normalization)
         save_weights(net, writer.file(WEIGHTS))
         card = Card(kind="checkpoint", payload=WEIGHTS,
                     model=model_info_for(model, entry.task, dataset, net.config, normalization),
@@ -148,8 +148,7 @@ def _with_model_defaults(options: TrainOptions, entry, n_train: int) -> TrainOpt
     )
 
 
-def _train(net, entry, dataset: Dataset, options: TrainOptions, *, progress, on_epoch, on_message,
-           pretrain_data, normalization: dict | None = None) -> dict:
+def _train(net, entry, dataset: Dataset, options: TrainOptions, *, progress: Progress, pretrain_data, normalization: dict | None = None) -> dict:
     """Pretrain (where the model has a phase for it), fit, and measure: the card's ``metrics``.
 
     With ``normalization``, the model is fitted and measured behind its :class:`Normalize` layer, as
@@ -163,7 +162,7 @@ def _train(net, entry, dataset: Dataset, options: TrainOptions, *, progress, on_
         net.to(options.device)
         pretraining = entry.pretrain(net, dataset.x_train if pretrain_data is None else pretrain_data,
                                      batch_size=options.batch_size, seed=options.seed, device=options.device,
-                                     progress=progress, report=on_message)
+                                     progress=progress.bars, report=progress.message)
     objective = None
     if options.adv_train:
         from dlforge.train.adversarial import objective_from_options
@@ -172,7 +171,7 @@ def _train(net, entry, dataset: Dataset, options: TrainOptions, *, progress, on_
     model = with_normalization(net, normalization)
     result = fit(model, dataset.x_train, dataset.y_train, dataset.x_val, dataset.y_val, epochs=options.epochs,
                  batch_size=options.batch_size, lr=options.lr, weight_decay=options.weight_decay, seed=options.seed,
-                 device=options.device, progress=progress, on_epoch=on_epoch, objective=objective, task=entry.task)
+                 device=options.device, progress=progress, objective=objective, task=entry.task)
     return {
         **quality_metrics(model, entry.task, dataset, options.device),
         **({"pretraining": pretraining} if pretraining else {}),

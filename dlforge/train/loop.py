@@ -16,6 +16,7 @@ import torch
 from torch import nn
 
 from dlforge.errors import StageFailed
+from dlforge.progress import Progress, ProgressLike, as_progress
 
 
 @dataclass
@@ -95,16 +96,15 @@ def fit(
     weight_decay: float = 0.0,
     seed: int = 0,
     device: str = "cpu",
-    progress: bool | None = None,
-    on_epoch: Callable[[EpochRecord], None] | None = None,
+    progress: ProgressLike = None,
     objective: Callable[[nn.Module, torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
     task: str = "classification",
 ) -> TrainResult:
     """Train ``model`` with AdamW and a cosine learning-rate decay over all steps.
 
     Args:
-        progress: show a tqdm bar per epoch; ``None`` shows it only on a terminal.
-        on_epoch: called with each epoch's record (loss, validation accuracy, time).
+        progress: a :class:`~dlforge.progress.Progress` (a bar per epoch, each epoch's record), or bars only:
+            True, False, or None (on a terminal).
         objective: the loss of one batch, ``objective(model, x, y)``; default cross-entropy (or, for
             reconstruction, the mean squared error against the input). Adversarial training injects
             one from :mod:`dlforge.train.adversarial`.
@@ -122,6 +122,7 @@ def fit(
     objective = objective or default_objective(task)
     generator = torch.Generator().manual_seed(seed)
     result = TrainResult()
+    progress = as_progress(progress)
     for epoch in range(1, epochs + 1):
         start = time.perf_counter()
         loss = _epoch(model, x, y, objective, optimizer, scheduler, generator, batch_size,
@@ -138,8 +139,7 @@ def fit(
         else:
             record.val_accuracy = accuracy(model, x_val, y_val, device=device)
         result.history.append(record)
-        if on_epoch:
-            on_epoch(record)
+        progress.epoch(record)
     return result
 
 
@@ -151,21 +151,19 @@ def default_objective(task: str) -> Callable[[nn.Module, torch.Tensor, torch.Ten
 
 
 def _epoch(model, x, y, objective, optimizer, scheduler, generator, batch_size: int, *, desc: str,
-           progress: bool | None) -> float:
+           progress: Progress) -> float:
     """One pass over ``x`` in a seeded random order; returns the mean training loss."""
-    from tqdm.auto import tqdm
-
     model.train()
     order = torch.randperm(len(y), generator=generator).to(x.device)
     loss_sum = torch.zeros((), device=x.device)
-    bar = tqdm(range(0, len(y), batch_size), desc=desc, unit="batch",
-               disable=None if progress is None else not progress, leave=False)
-    for i in bar:
-        idx = order[i:i + batch_size]
-        optimizer.zero_grad(set_to_none=True)
-        loss = objective(model, x[idx], y[idx])
-        loss.backward()
-        optimizer.step()
-        scheduler.step()
-        loss_sum += loss.detach() * len(idx)
+    with progress.bar(-(-len(y) // batch_size), desc, unit="batch", leave=False) as bar:
+        for i in range(0, len(y), batch_size):
+            idx = order[i:i + batch_size]
+            optimizer.zero_grad(set_to_none=True)
+            loss = objective(model, x[idx], y[idx])
+            loss.backward()
+            optimizer.step()
+            scheduler.step()
+            loss_sum += loss.detach() * len(idx)
+            bar.update(1)
     return float(loss_sum) / len(y)

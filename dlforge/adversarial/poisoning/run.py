@@ -16,17 +16,20 @@ import os
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 
 from dlforge.adversarial.poisoning.attacks import ATTACKS, MODES, armed_test_set, poison
-from dlforge.adversarial.poisoning.availability import AVAILABILITY_ATTACKS, DEFAULT_RATES
+from dlforge.adversarial.poisoning.availability import (
+    AVAILABILITY_ATTACKS,
+    DEFAULT_RATES,
+)
 from dlforge.artifact import check_output
 from dlforge.data import load_dataset
 from dlforge.env import environment
 from dlforge.errors import InputError
 from dlforge.options import Options, option
+from dlforge.progress import ProgressLike, as_progress
 
 SCHEMA_VERSION = 2
 SURVIVAL_POINTS = 0.10  # INT8 detection within 10 points of fp32's
@@ -139,7 +142,7 @@ def _torch_predict(model):
 
 
 def run_poison(model: str, out_dir: str | os.PathLike, options: PoisonOptions | None = None, *, force: bool = False,
-               on_stage: Callable[[str], None] = lambda s: None, **overrides) -> dict:
+               progress: ProgressLike = None, **overrides) -> dict:
     """Run the poisoning experiment into ``out_dir/{baseline,checkpoint,onnx,engine-ort-*}`` and return the
     report (written as ``out_dir/poison`` by the caller). Everything is validated before anything is written."""
     from dlforge_models import get_entry
@@ -147,11 +150,12 @@ def run_poison(model: str, out_dir: str | os.PathLike, options: PoisonOptions | 
     from dlforge.adversarial.poisoning.defences import PUBLISHED
 
     o = PoisonOptions.build(options, **overrides)
+    on_stage = as_progress(progress).stage
     if get_entry(model).task != "classification":
         raise InputError(f"poisoning attacks flip or plant labels: {model} is a {get_entry(model).task} model, not a "
                          "classifier; poison a classifier (e.g. lenet)")
     if o.attack in AVAILABILITY_ATTACKS:
-        return run_availability(model, out_dir, o, force=force, on_stage=on_stage)
+        return run_availability(model, out_dir, o, force=force, progress=progress)
     if "loss-filter" in o.defences:
         raise InputError("--defences loss-filter is for the availability attacks (random-label, boundary-flip); "
                          f"{o.attack} takes {', '.join(BACKDOOR_DEFAULT_DEFENCES)}")
@@ -238,7 +242,11 @@ def _dataset_defences(engines, poisoned, p, o, on_stage) -> tuple[list[dict], di
     """Each training-set defence on each engine's last-hidden-layer activations of the poisoned
     training set, scored against the true poisoned indices. Returns the entries and their masks
     by ``(defence, engine)``."""
-    from dlforge.adversarial.poisoning.defences import DATASET_DEFENCES, detection_rates, per_class_rates
+    from dlforge.adversarial.poisoning.defences import (
+        DATASET_DEFENCES,
+        detection_rates,
+        per_class_rates,
+    )
     from dlforge.adversarial.poisoning.features import engine_features
 
     names = [d for d in o.defences if d in DATASET_DEFENCES]
@@ -301,7 +309,11 @@ def _strip(engines: dict, dataset, p, sets, o, on_stage) -> list[dict]:
     """STRIP on each engine's outputs: the blending pool, the boundary set and the clean and triggered
     images FRR and FAR are measured on are four disjoint sets of test images."""
     from dlforge.adversarial.poisoning.attacks import stamp
-    from dlforge.adversarial.poisoning.defences import strip_boundary, strip_entropy, strip_rates
+    from dlforge.adversarial.poisoning.defences import (
+        strip_boundary,
+        strip_entropy,
+        strip_rates,
+    )
 
     x = dataset.x_test
     overlays, held_out, clean = x[sets["overlays"]], x[sets["threshold"]], x[sets["clean"]]
@@ -340,13 +352,15 @@ def differential(defences: list[dict], masks: dict) -> list[dict]:
 
 
 def run_availability(model: str, out_dir: str | os.PathLike, o: PoisonOptions, *, force: bool = False,
-                     on_stage: Callable[[str], None] = lambda s: None) -> dict:
+                     progress: ProgressLike = None) -> dict:
     """Availability poisoning (:mod:`~.availability`): the clean model and one poisoned model per attack and
     rate, each deployed as fp32 and INT8 engines, clean accuracy on each; the loss filter on each engine
     and a retraining without the fp32 engine's flags. Layout: ``out_dir/clean/...``,
     ``out_dir/{attack}-{rate}/{checkpoint,onnx,engine-ort-fp32,engine-ort-int8}``, the report in
     ``out_dir/poison`` (written by the caller)."""
     from dlforge.adversarial.poisoning.availability import inject, parse_rates
+
+    on_stage = as_progress(progress).stage
     from dlforge.train import checkpoint_from_training, load_checkpoint
     from dlforge.train.loop import predict_logits
 
@@ -408,7 +422,12 @@ def _loss_filter(engines, poisoned, injection, o, on_stage) -> tuple[dict, np.nd
     """The loss filter on each engine: flag the training samples whose loss is above the clean validation
     set's 99th percentile (or, with ``--filter-share``, the highest-loss share). Returns the report entry
     and the fp32 engine's flags."""
-    from dlforge.adversarial.poisoning.availability import VALIDATION_QUANTILE, loss_filter, loss_threshold, sample_losses
+    from dlforge.adversarial.poisoning.availability import (
+        VALIDATION_QUANTILE,
+        loss_filter,
+        loss_threshold,
+        sample_losses,
+    )
     from dlforge.adversarial.poisoning.defences import detection_rates
 
     poisoned_share = injection.describe()["poisoned_share"]
