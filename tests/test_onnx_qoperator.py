@@ -18,8 +18,15 @@ import pytest
 import torch
 import torch.nn.functional as F
 from onnx import TensorProto, helper, numpy_helper
-from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
+from onnxruntime.quantization import (
+    CalibrationDataReader,
+    QuantFormat,
+    QuantType,
+    quantize_static,
+)
 
+from dlforge.backends.ort.session import inference_session
+from dlforge.env import int8_saturates
 from dlforge.onnx_torch import UnsupportedGraph, match_engine, torch_module_from_onnx
 from tests.helpers import shared_path
 from tests.test_onnx_torch import make_model, ms, node, run_ort
@@ -32,11 +39,17 @@ def rand(*shape, low=-2.0, high=2.0) -> np.ndarray:
     return RNG.uniform(low, high, size=shape).astype(np.float32)
 
 
-def ort_session(path, optimize: bool) -> ort.InferenceSession:
-    options = ort.SessionOptions()
-    if not optimize:
-        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
-    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+def ort_session(path, optimize: bool, exact: bool = True) -> ort.InferenceSession:
+    """ONNX Runtime on the CPU, as dlforge opens it: with ``exact``, its U8U8 kernels where its U8S8 ones would
+    saturate full-range weights (x86 without VNNI; see dlforge.backends.ort.arithmetic), which act only with graph
+    optimizations on: the nets below are quantized with 7-bit weights on such a CPU, exact either way."""
+    def make_options():
+        options = ort.SessionOptions()
+        if not optimize:
+            options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+        return options
+
+    return inference_session(str(path), make_options, weight_levels=None if exact else 0)[0]
 
 
 def output_step(model: onnx.ModelProto) -> float:
@@ -113,7 +126,8 @@ def nets(tmp_path_factory):
             onnx.save(conv_net(head), fp32)
         int8 = out / f"{head}-{per_channel}-{activations.name}.onnx"
         quantize_static(fp32, int8, RandomImages(1), quant_format=QuantFormat.QOperator, activation_type=activations,
-                        weight_type=QuantType.QInt8, per_channel=per_channel)
+                        weight_type=QuantType.QInt8, per_channel=per_channel,
+                        reduce_range=int8_saturates())  # exact without graph optimizations too (see ort_session)
         paths[head, per_channel, activations] = (fp32, int8)
     return paths
 
@@ -147,6 +161,19 @@ def test_quantized_net_matches_onnxruntime(nets, head, per_channel, activations)
         clear = top2[:, 1] - top2[:, 0] > step * 1.0001
         assert clear.mean() > 0.8 and (ours.argmax(1) == theirs.argmax(1))[clear].all()
     assert match_engine(module, lambda a: ort_session(path, True).run(None, {"x": a})[0], x)["passed"]
+    assert inference_session(str(path))[1] == int8_saturates()  # the exact kernels where U8S8 would saturate
+
+
+def test_a_graph_the_exact_int8_kernels_cannot_load_opens_as_it_is(tmp_path):
+    """ONNX Runtime's U8U8 mode (asked for on a CPU without VNNI) has no kernel for an S8S8 com.microsoft.QGemm
+    with full-range weights and refuses the graph; dlforge's sessions then open it as it is."""
+    fp32, int8 = tmp_path / "gemm.onnx", tmp_path / "s8s8.onnx"
+    onnx.save(conv_net("gemm"), fp32)
+    quantize_static(fp32, int8, RandomImages(1), quant_format=QuantFormat.QOperator, activation_type=QuantType.QInt8,
+                    weight_type=QuantType.QInt8, per_channel=True)
+    session, exact = inference_session(str(int8))
+    assert exact is False
+    assert np.isfinite(session.run(None, {"x": rand(2, 3, 16, 16)})[0]).all()
 
 
 @pytest.mark.parametrize("per_channel", [False, True], ids=["per_tensor", "per_channel"])
@@ -370,7 +397,11 @@ def test_model_zoo_int8_mobilenetv2_matches_onnxruntime():
     """QuantizeLinear, 52 QLinearConv, 11 com.microsoft QLinearAdd, QLinearGlobalAveragePool, Shape / Gather /
     Unsqueeze / Concat / Reshape, QLinearMatMul, DequantizeLinear: the same logits as ONNX Runtime (identical on
     this machine, on all 20 sample photographs; allowed: one output step, 0.16), the same top-1 on each photograph;
-    and an FGSM step along the module's gradient raises ONNX Runtime's own loss."""
+    and an FGSM step along the module's gradient raises ONNX Runtime's own loss.
+
+    On an x86 CPU without VNNI, ONNX Runtime's default U8S8 kernels saturate this model's full-range weights: its
+    logits there differ by up to 5.1 (15 of 20 photographs right instead of 17), and only its exact U8U8 kernels,
+    which dlforge's sessions ask for on such a CPU, give the graph's arithmetic. Asserted on either kind of CPU."""
     path = shared_path("onnx-models", "mobilenetv2-12-int8.onnx")
     x, labels = imagenet_photographs(PHOTOGRAPHS)
     module = torch_module_from_onnx(path)
@@ -384,6 +415,13 @@ def test_model_zoo_int8_mobilenetv2_matches_onnxruntime():
     assert max_abs_diff <= step * 1.0001, f"max |logit diff| {max_abs_diff:.4g} (step {step:.4g})"
     np.testing.assert_array_equal(ours.argmax(1), theirs.argmax(1))
     assert (ours.argmax(1) == labels).tolist() == [True, True, False, True, True, False]
+    assert inference_session(str(path))[1] == int8_saturates()
+    default = ort_session(path, optimize=True, exact=False).run(None, {"input": x})[0]
+    saturated = float(np.abs(ours - default).max())
+    if int8_saturates():
+        assert saturated > 10 * step, "U8S8 should saturate this model's full-range weights on a CPU without VNNI"
+    else:
+        assert saturated <= step * 1.0001
 
     picked = [0, 1]
     xt = torch.from_numpy(x[picked]).requires_grad_(True)

@@ -88,7 +88,7 @@ def test_int8_engine_graph_gradients_agree_with_fp32(resnet20, monkeypatch):
 
 
 def _checks(report) -> dict:
-    return {c["name"].split(" (")[0]: c["status"] for c in report["checks"]}
+    return {c["name"].split(" (")[0]: c["status"] for c in report.checks}
 
 
 def test_audit_checks_pass_with_sound_gradients_and_fail_with_the_identity_estimator(resnet20, monkeypatch):

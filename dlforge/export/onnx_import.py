@@ -26,6 +26,7 @@ import os
 from pathlib import Path
 
 from dlforge.artifact import Artifact, ArtifactWriter, Card, ModelInfo, TensorSpec, sha256_file
+from dlforge.backends.ort.arithmetic import int8_arithmetic
 from dlforge.env import environment
 from dlforge.errors import InputError, StageFailed, require
 from dlforge.onnx_info import QUANTIZED_OPS
@@ -103,6 +104,9 @@ def onnx_from_file(source: str | os.PathLike, out_dir: str | os.PathLike, option
                                                                    "sha256": sha256_file(source)},
                     "graph": {"opset": _opset(proto), "nodes": len(graph.graph.node), "quantized": quantized,
                               "ops": dict(collections.Counter(n.op_type for n in graph.graph.node))}}
+        arithmetic = int8_arithmetic(path) if quantized else None
+        if arithmetic is not None:  # the accuracy measured here is this CPU's
+            sections["graph"]["int8_arithmetic"] = arithmetic
         if normalization:
             sections["normalization"] = normalization
         if dataset is not None:
@@ -220,11 +224,12 @@ def _noise(shape: tuple, value_range):
 def _verify(source: Path, path: Path, x, normalization: dict | None, atol: float, quantized: bool):
     """The imported graph on pixels against the original on normalized pixels: ``(verification, its logits)``."""
     import numpy as np
-    import onnxruntime as ort
+
+    from dlforge.backends.ort.session import inference_session
 
     def run(model: Path, inputs: np.ndarray) -> np.ndarray:
         try:
-            session = ort.InferenceSession(str(model), providers=["CPUExecutionProvider"])
+            session, _ = inference_session(str(model))  # an INT8 graph computes its own arithmetic on any CPU
             name = session.get_inputs()[0].name
             batch = session.get_inputs()[0].shape[0]
             step = batch if isinstance(batch, int) and batch > 0 else 32

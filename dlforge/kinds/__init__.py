@@ -57,6 +57,15 @@ def kind_names() -> tuple[str, ...]:
     return ARTIFACT_KINDS.names()
 
 
+def slow_int8(arithmetic: dict | None) -> str:
+    """A headline's note when ONNX Runtime runs the INT8 graph on its slower exact kernels on this CPU (see
+    :mod:`dlforge.backends.ort.arithmetic`)."""
+    if not arithmetic or not arithmetic.get("kernels", "").startswith("U8U8"):
+        return ""
+    return ("; INT8 on ONNX Runtime's exact U8U8 kernels here (full-range weights would saturate U8S8 on this CPU, "
+            "no VNNI), see card.json")
+
+
 def headline(artifact: "Artifact") -> str:
     """The artifact's one-line result, from its kind's headline."""
     kind = ARTIFACT_KINDS.get(artifact.kind)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dlforge.card_validation import check_engine_card
-from dlforge.kinds import ArtifactKind, register_kind
+from dlforge.kinds import ArtifactKind, slow_int8, register_kind
 
 
 def headline(artifact) -> str:
@@ -14,7 +14,8 @@ def headline(artifact) -> str:
     else:
         quality = (f"accuracy {ev['accuracy']:.4f} (parent {ev['parent_accuracy']:.4f}, drop "
                    f"{ev['accuracy_drop']:.2f} pts, top-1 agreement {ev['top1_agreement']:.4f})")
-    return f"{s['backend']} {s['precision']}: {quality} on {ev['samples']} held-out samples"
+    warning = slow_int8(s.get("build", {}).get("int8_arithmetic"))
+    return f"{s['backend']} {s['precision']}: {quality} on {ev['samples']} held-out samples{warning}"
 
 
 register_kind(ArtifactKind("engine", produced_by="dlforge build", holds_model=True, headline=headline,

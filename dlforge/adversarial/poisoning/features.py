@@ -98,6 +98,7 @@ def engine_features(source: str | os.PathLike, x: np.ndarray, *, batch_size: int
     import onnx
     import onnxruntime as ort
 
+    from dlforge.backends.ort.session import inference_session
     from dlforge.runtime.deployed import batch_plan
 
     path = engine_onnx(source)
@@ -105,10 +106,13 @@ def engine_features(source: str | os.PathLike, x: np.ndarray, *, batch_size: int
     name = last_hidden_tensor(model.graph)
     if name not in {o.name for o in model.graph.output}:
         model.graph.output.append(onnx.helper.make_tensor_value_info(name, onnx.TensorProto.FLOAT, None))
-    options = ort.SessionOptions()
-    options.log_severity_level = 3
-    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    session = ort.InferenceSession(model.SerializeToString(), sess_options=options, providers=["CPUExecutionProvider"])
+    def make_options():
+        options = ort.SessionOptions()
+        options.log_severity_level = 3
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        return options
+
+    session, _ = inference_session(model.SerializeToString(), make_options)  # the engine's arithmetic, exactly
     feed = session.get_inputs()[0]
     static = feed.shape[0] if isinstance(feed.shape[0], int) else None
     plan = batch_plan(len(x), static or batch_size, (static or 1, static))

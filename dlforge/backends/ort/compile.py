@@ -27,6 +27,13 @@ def optimize_fp32(src: Path, dst: Path) -> dict:
     return {"graph_optimization": "ORT_ENABLE_EXTENDED (offline)"}
 
 
+def _weight_levels(details: dict) -> int | None:
+    """The build's record of the graph's uint8 x int8 weight levels: 0 for a graph without such products."""
+    if "int8_arithmetic" in details:
+        return details["int8_arithmetic"]["weight_levels"]
+    return 0 if "graph_optimization" in details or "reduce_range" in details else None
+
+
 def reduce_range(setting: str) -> bool:
     """``--reduce-range``: on, off, or auto (on where this CPU's U8S8 kernels saturate full-range weights)."""
     from dlforge.env import int8_saturates
@@ -52,15 +59,23 @@ class OrtBackend(Backend):
 
         card = artifact.card
         return open_onnx(artifact.payload_path, card.model, card.sections.get("precision", "fp32"), execution_provider,
-                         threads, device, card.sections.get("batch_range"))
+                         threads, device, card.sections.get("batch_range"),
+                         _weight_levels(card.sections.get("build", {})))
 
     def compile(self, precision, src, dst, calibration):
-        if precision == "fp32":
-            return optimize_fp32(src, dst)
-        from dlforge.precision import quantize_calibrated  # the build's side only: the runtime never needs it
+        from dlforge.backends.ort.arithmetic import int8_arithmetic
 
-        reduce = reduce_range(self.options.reduce_range)
-        return quantize_calibrated(src, dst, calibration.replace(reduce_range=reduce))
+        if precision == "fp32":  # an imported INT8 graph is compiled as it is, at "fp32"
+            details = optimize_fp32(src, dst)
+        else:
+            from dlforge.precision import quantize_calibrated  # the build's side only: the runtime never needs it
+
+            reduce = reduce_range(self.options.reduce_range)
+            details = quantize_calibrated(src, dst, calibration.replace(reduce_range=reduce))
+        arithmetic = int8_arithmetic(dst)
+        if arithmetic is not None:
+            details["int8_arithmetic"] = arithmetic
+        return details
 
     def batch_range(self, details):
         o = self.options
@@ -71,4 +86,5 @@ class OrtBackend(Backend):
     def open(self, path, details, info):
         from dlforge.backends.ort.session import OrtSession
 
-        return OrtSession(path, model=info, batch_range=self.batch_range(details), threads=self.options.threads)
+        return OrtSession(path, model=info, batch_range=self.batch_range(details), threads=self.options.threads,
+                          int8_weight_levels=_weight_levels(details))

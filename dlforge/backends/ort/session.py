@@ -73,7 +73,12 @@ class OrtSession(Session):
 
     def __init__(self, path: str | os.PathLike, *, model: ModelInfo | None = None, precision: str | None = None,
                  threads: int | None = None, device: str = "cpu", tensorrt: bool = False,
-                 cache_dir: str | os.PathLike | None = None, batch_range: tuple[int, int | None] | None = None):
+                 cache_dir: str | os.PathLike | None = None, batch_range: tuple[int, int | None] | None = None,
+                 int8_weight_levels: int | None = None):
+        """``int8_weight_levels``: the largest |int8 weight level| of the graph's uint8 x int8 products, when
+        known (the card records it); on a CPU where ONNX Runtime's U8S8 kernels saturate
+        (:func:`dlforge.env.int8_saturates`) a graph with more than 64 levels, or an unknown one, runs on its
+        exact U8U8 kernels instead (``session.x64quantprecision``; slower), so the engine computes its graph."""
         path = Path(path)
         if not path.is_file():
             raise InputError(f"{path} does not exist or is not a file; expected an .onnx model")
@@ -84,14 +89,18 @@ class OrtSession(Session):
         cache_dir = cache_dir or path.parent / "trt-cache"
         chain = provider_chain(device, tensorrt, cache_dir)
         check_providers(chain, ort.get_available_providers())
-        options = ort.SessionOptions()
-        options.log_severity_level = 3  # errors only: old exporters' initializer-in-inputs warnings are noise
-        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        if threads:
-            options.intra_op_num_threads = threads
-            options.inter_op_num_threads = 1
+        def make_options():
+            options = ort.SessionOptions()
+            options.log_severity_level = 3  # errors only: old exporters' initializer-in-inputs warnings are noise
+            options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+            if threads:
+                options.intra_op_num_threads = threads
+                options.inter_op_num_threads = 1
+            return options
+
+        levels = int8_weight_levels if device == "cpu" and not tensorrt else 0
         try:
-            self._session = ort.InferenceSession(str(path), sess_options=options, providers=chain)
+            self._session, self.exact_int8_kernels = inference_session(str(path), make_options, chain, levels)
         except Exception as exc:  # onnxruntime raises its own exception types, not exported stably
             text = str(exc)
             if "escapes model directory" in text or "outside" in text and "external" in text.lower():
@@ -120,8 +129,38 @@ class OrtSession(Session):
         self._session = None
 
 
-def open_onnx(path: Path, model, precision, execution_provider, threads, device, batch_range=None) -> OrtSession:
+def needs_exact_kernels(weight_levels: int | None) -> bool:
+    """Whether ONNX Runtime's U8S8 kernels would saturate this graph's products on this CPU: weights beyond
+    7 bits (or unknown) on an x86 CPU without VNNI/AMX."""
+    from dlforge.env import int8_saturates
+
+    return int8_saturates() and (weight_levels is None or weight_levels > SAFE_LEVELS)
+
+
+SAFE_LEVELS = 64  # |int8 level| at or below which a uint8 x int8 pair sum fits int16 (255 * 64 * 2 = 32640)
+
+
+def inference_session(model, make_options=None, providers=("CPUExecutionProvider",),
+                      weight_levels: int | None = None) -> tuple[ort.InferenceSession, bool]:
+    """An ``ort.InferenceSession`` over ``model`` (a path or bytes) with ``make_options()``'s options, on ONNX
+    Runtime's exact U8U8 kernels where its U8S8 ones would saturate (:func:`needs_exact_kernels`; they act with
+    graph optimizations on); and whether it is on them. A graph those kernels cannot load (int8 activations:
+    no S8S8 QGemm among them) is opened as it is. Every CPU session dlforge opens comes from here."""
+    make_options = make_options or ort.SessionOptions
+    if needs_exact_kernels(weight_levels):
+        options = make_options()
+        options.add_session_config_entry("session.x64quantprecision", "1")
+        try:
+            return ort.InferenceSession(model, sess_options=options, providers=list(providers)), True
+        except Exception:  # onnxruntime's own exception types; opened below as it is (or its error raised there)
+            pass
+    return ort.InferenceSession(model, sess_options=make_options(), providers=list(providers)), False
+
+
+def open_onnx(path: Path, model, precision, execution_provider, threads, device, batch_range=None,
+              int8_weight_levels: int | None = None) -> OrtSession:
     """An :class:`OrtSession` over an ONNX file, its external data checked to stay in its directory."""
     check_external_data(path)
     return OrtSession(path, model=model, precision=precision, threads=threads, device=device,
-                      tensorrt=execution_provider == "tensorrt", batch_range=batch_range)
+                      tensorrt=execution_provider == "tensorrt", batch_range=batch_range,
+                      int8_weight_levels=int8_weight_levels)
