@@ -14,6 +14,7 @@ from dlforge.adversarial.attacks import ATTACKS, QueryAttack, QueryResult, descr
 from dlforge.adversarial.detectors import DETECTORS, Detector
 from dlforge.backends import BACKENDS, Backend
 from dlforge.errors import InputError
+from dlforge.options import Options, dataclass, option
 
 
 class UniformNoise(QueryAttack):
@@ -37,15 +38,23 @@ class MaxLogit(Detector):
         return -predict(x).max(1)
 
 
+@dataclass
+class CopyOptions(Options):
+    note: str = option("", "A note the copy records in its card.")
+    copies: int = option(1, "How many times to copy (a range-checked option).", min=1, max=3)
+
+
 class CopyBackend(Backend):
     """The parent ONNX as is, opened by ONNX Runtime with graph optimizations off."""
 
     precisions = ("fp32",)
     payload = "model.onnx"
+    options_class = CopyOptions
 
     def compile(self, precision, src, dst, calibration):
-        shutil.copyfile(src, dst)
-        return {"copied": True}
+        for _ in range(self.own.copies):
+            shutil.copyfile(src, dst)
+        return {"copied": True, "note": self.own.note}
 
     def open(self, path, details, info):
         return open_copy_session(path, info)
@@ -97,8 +106,14 @@ def test_a_registered_backend_builds_and_benches(plugins, digits_onnx, tmp_path)
     from dlforge.bench.runner import run_bench
     from dlforge.build import engine_from_onnx
 
-    engine = engine_from_onnx(digits_onnx.path, tmp_path / "engine-copy", backend="copy")
+    engine = engine_from_onnx(digits_onnx.path, tmp_path / "engine-copy", backend="copy", note="its own option")
     assert engine.card.sections["backend"] == "copy" and engine.card.sections["build"]["copied"]
+    assert engine.card.sections["build"]["note"] == "its own option"  # a backend option reaches the backend
+    with pytest.raises(InputError, match="copies"):
+        engine_from_onnx(digits_onnx.path, tmp_path / "bad", backend="copy", copies=9)
+    with pytest.raises(InputError, match="--reduce-range is an option of --backend ort, not copy"):
+        engine_from_onnx(digits_onnx.path, tmp_path / "bad", backend="copy", reduce_range="on")
+    assert not (tmp_path / "bad").exists()
     assert engine.card.sections["evaluation"]["max_abs_diff"] < 1e-5
     report = run_bench([engine.path], batch_sizes=(1,), iterations=5, duration=0.05, rounds=1, accuracy=True)
     (row,) = report["results"]

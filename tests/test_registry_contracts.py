@@ -43,6 +43,14 @@ def test_backend_contract(name):
     assert cls.triton_platform is None or (cls.triton_platform, cls.triton_file or cls.payload) in {
         ("onnxruntime_onnx", "model.onnx"), ("tensorrt_plan", "model.plan")}  # platforms Triton has, their file names
     assert cls.name == name
+    if cls.options_class is not None:  # its own options: a validated Options dataclass, each with a default and help
+        import dataclasses
+
+        from dlforge.options import Options
+
+        assert issubclass(cls.options_class, Options) and isinstance(cls.options_class(), Options)
+        for f in dataclasses.fields(cls.options_class):
+            assert f.metadata.get("help"), f"{name}: option {f.name} needs help text (the build's --help shows it)"
 
 
 @pytest.mark.parametrize("name", DATASETS.names())

@@ -35,7 +35,7 @@ from dlforge.adversarial.attacks import Attack, GradientAttack, Probe, make_atta
 from dlforge.adversarial.attacks.projection import project
 from dlforge.adversarial.attacks.robust import outcome_rates
 from dlforge.adversarial.invariance import audit_invariance, invariance_check
-from dlforge.adversarial.records import AdversarialKey, AuditReport
+from dlforge.adversarial.records import QUERY, TRANSFER, WHITE_BOX, AdversarialKey, AuditReport
 from dlforge.adversarial.samples import SAMPLES_FILE, SAMPLES_VERSION, add_row
 from dlforge.artifact import Artifact, open_artifact
 from dlforge.env import environment
@@ -403,11 +403,11 @@ def _gradient_rows(run: AuditRun, attack: Attack, eps: float, bar=None) -> None:
     run.adv[AdversarialKey(attack.name, eps)] = x_adv
     if run.crafted_on == "source":
         logits = run.model.predict(x_adv)
-        add_row(run, _row(attack, eps, "white-box", "source", "source", logits, run.y, run.clean["source"], **extra),
+        add_row(run, _row(attack, eps, WHITE_BOX, "source", "source", logits, run.y, run.clean["source"], **extra),
                 x_adv, logits, queries)
     for e in run.engines:
         logits = e.predict(x_adv, o.batch_size)
-        add_row(run, _row(attack, eps, "transfer", e.label, str(e.path), logits, run.y, run.clean[e.label],
+        add_row(run, _row(attack, eps, TRANSFER, e.label, str(e.path), logits, run.y, run.clean[e.label],
                           crafted_on=run.crafted_on), x_adv, logits)
 
 
@@ -427,10 +427,10 @@ def _query_row(run: AuditRun, attack: Attack, eps: float, engine: DeployedModel)
     result = attack.run(predict, run.x, run.y, eps=eps, value_range=run.value_range)
     x_adv = project(result.x_adv, run.x, eps, attack.norm, run.value_range)
     logits = predict(x_adv)
-    add_row(run, _row(attack, eps, "query", engine.label, str(engine.path), logits, run.y, run.clean[engine.label],
+    add_row(run, _row(attack, eps, QUERY, engine.label, str(engine.path), logits, run.y, run.clean[engine.label],
                       queries_per_sample=float(result.queries.mean()), queries_median=float(np.median(result.queries))),
             x_adv, logits, result.queries)
-    run.adv[AdversarialKey(attack.name, eps, engine.label, "query")] = x_adv
+    run.adv[AdversarialKey(attack.name, eps, engine.label, QUERY)] = x_adv
 
 
 def _full_range_model(run: AuditRun):

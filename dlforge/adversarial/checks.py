@@ -11,10 +11,10 @@ from __future__ import annotations
 
 import numpy as np
 
-from dlforge.adversarial.records import ENGINE_ROUTE
+from dlforge.adversarial.records import ENGINE_ROUTE, QUERY, TRANSFER
 
 PASS, FAIL, NA = "pass", "fail", "n/a"
-GRADIENT_ROUTES = ("transfer", ENGINE_ROUTE)  # the gradient routes measured on an engine
+GRADIENT_ROUTES = (TRANSFER, ENGINE_ROUTE)  # the gradient routes measured on an engine
 
 
 def judgeable(rows: list[dict]) -> list[dict]:
@@ -98,7 +98,7 @@ def masking_check(rows: list[dict], tolerance: float = 0.02) -> dict:
                 found.append(f"{r['attack']} on {r['target']} ({r['route']}) eps {r['eps']:g}: square took robust "
                              f"accuracy from {gradient[-1]['robust_accuracy']:.4f} to {square['robust_accuracy']:.4f}")
     pairs = []
-    for q in (r for r in rows if r["route"] == "query" and r["eps"] > 0):
+    for q in (r for r in rows if r["route"] == QUERY and r["eps"] > 0):
         for route in GRADIENT_ROUTES:  # each route on its own: one sound route must not vouch for a broken one
             grads = [r for r in rows if r["route"] == route and r["target"] == q["target"]
                      and r["eps"] == q["eps"] and r["norm"] == q["norm"]]
@@ -127,7 +127,7 @@ def transfer_gaps(rows: list[dict], bar: float) -> list[dict]:
     rows = judgeable(rows)
     engine = {(r["target"], r["attack"], r["eps"]): r for r in rows if r["route"] == ENGINE_ROUTE}
     out = []
-    for t in (r for r in rows if r["route"] == "transfer" and r["eps"] > 0):
+    for t in (r for r in rows if r["route"] == TRANSFER and r["eps"] > 0):
         e = engine.get((t["target"], t["attack"], t["eps"]))
         if e is not None:
             gap = t["robust_accuracy"] - e["robust_accuracy"]

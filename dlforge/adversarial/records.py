@@ -11,7 +11,10 @@ from typing import Literal, get_args
 
 Route = Literal["white-box", "transfer", "white-box (engine)", "query"]
 ROUTES: tuple[str, ...] = get_args(Route)
-ENGINE_ROUTE: Route = "white-box (engine)"
+WHITE_BOX: Route = "white-box"  # crafted and judged on the source model
+TRANSFER: Route = "transfer"  # crafted on the source, judged on an engine
+ENGINE_ROUTE: Route = "white-box (engine)"  # crafted on an engine's own graph, judged on that engine
+QUERY: Route = "query"  # found by querying the engine alone
 
 
 @dataclass(frozen=True)

@@ -6,7 +6,7 @@ import html
 
 import numpy as np
 
-from dlforge.adversarial.records import AuditReport
+from dlforge.adversarial.records import WHITE_BOX, AuditReport
 from dlforge.errors import InputError
 from dlforge.reporting import Column, format_table, html_table, png_base64
 
@@ -259,7 +259,7 @@ def gate(report: AuditReport, thresholds: list[tuple[str, float, float]]) -> lis
     below ACC; and, when there is any gate, each failed check that says the attacks under-report."""
     failures = []
     for norm, eps, acc in thresholds:
-        rows = [r for r in report.rows if r["route"] != "white-box" and r["norm"] == norm
+        rows = [r for r in report.rows if r["route"] != WHITE_BOX and r["norm"] == norm
                 and abs(r["eps"] - eps) < 1e-9]
         failures += [f"{r['attack']} on {r['target']} at {norm} eps {eps:g}: robust accuracy "
                      f"{r['robust_accuracy']:.4f} < {acc:g}" for r in rows if r["robust_accuracy"] < acc]

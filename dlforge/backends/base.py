@@ -43,10 +43,12 @@ class Backend(ABC):
     triton_platform: str | None = None  # the Triton platform that serves its payload (None: not deployable)
     triton_file: str | None = None  # the payload's file name in a Triton version folder (default: ``payload``)
     requires_gpu = False  # its engines run on a GPU only (Triton serves them on KIND_GPU instances)
+    options_class: type | None = None  # its own build options (an Options dataclass in its folder), if any
 
     def __init__(self, options, info: ModelInfo):
         self.options = options
         self.info = info
+        self.own = options.for_backend()  # an instance of ``options_class``, checked (None without one)
 
     @abstractmethod
     def compile(self, precision: str, src: Path, dst: Path, calibration: Calibration) -> dict:

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 from dlforge.backends.base import BACKENDS
 from dlforge.errors import InputError
-from dlforge.options import Options, option
+from dlforge.options import Options, flag_of, option
 from dlforge.precision.calibration import CALIBRATION_METHODS
 
 PRECISIONS = ("fp32", "fp16", "int8", "auto")
@@ -24,9 +25,6 @@ class BuildOptions(Options):
     calib_samples: int = option(512, "Calibration images, from the training split.", min=1)
     calib_method: str = option("minmax", "INT8 calibration method.", choices=CALIBRATION_METHODS)
     per_channel: bool = option(True, "INT8 weight scales per output channel (else per tensor).")
-    reduce_range: str = option("auto", "ONNX Runtime INT8 weights in 7 bits: auto does it on x86 CPUs without VNNI "
-                                       "or AMX, whose U8S8 kernels saturate with full-range weights (an engine built "
-                                       "there is exact there); on, off.", choices=("auto", "on", "off"))
     max_accuracy_drop: float | None = option(None, "Fail when accuracy drops more than this many percentage "
                                                    "points below the parent's.", min=0, max=100)
     precision_plan: str | None = option(None, "With --precision int8: a plan.json (or an engine built with --precision "
@@ -43,10 +41,8 @@ class BuildOptions(Options):
                                          "(default: --min-batch).", min=1)
     max_batch: int | None = option(None, "Largest batch the engine accepts (TensorRT default 64; ORT: unlimited "
                                          "unless given).", min=1)
-    shapes: tuple[str, ...] | None = option(None, "TensorRT profile as trtexec shape specs (min, opt, max).",
-                                             cli=False)
-    workspace_mib: int | None = option(None, "TensorRT workspace limit in MiB.", min=1)
-    optimization_level: int = option(3, "TensorRT builder optimization level.", min=0, max=5)
+    backend_options: dict = option({}, "The backend's own options (its options class: Backend.options_class), by "
+                                       "field name; keyword overrides that are not build options land here.", cli=False)
 
     @property
     def opt(self) -> int:
@@ -58,8 +54,33 @@ class BuildOptions(Options):
         if not self.min_batch <= self.opt <= top:
             raise InputError(f"batch range must satisfy --min-batch <= --opt-batch <= --max-batch, got "
                              f"{self.min_batch} <= {self.opt} <= {self.max_batch}")
-        if self.shapes is not None and len(self.shapes) != 3:
-            raise InputError("--min-shapes, --opt-shapes and --max-shapes go together; give all three")
+
+    @classmethod
+    def build(cls, options: BuildOptions | None = None, **overrides) -> BuildOptions:
+        """As :meth:`Options.build`; an override that is not a build option is one of the backend's own
+        (``reduce_range="on"``, ``workspace_mib=1024``): it joins ``backend_options``, and the backend checks it."""
+        own = {f.name for f in dataclasses.fields(cls)}
+        extra = {k: overrides.pop(k) for k in list(overrides) if k not in own}
+        if extra:
+            base = overrides.get("backend_options", options.backend_options if options is not None else {})
+            overrides["backend_options"] = {**base, **extra}
+        return super().build(options, **overrides)
+
+    def for_backend(self):
+        """The chosen backend's own options (its ``options_class``) from ``backend_options``; an option the
+        backend does not have is refused, naming the backend that has it."""
+        backend = BACKENDS.get(self.backend)
+        cls = backend.options_class
+        known = {f.name for f in dataclasses.fields(cls)} if cls is not None else set()
+        for key in self.backend_options:
+            if key not in known:
+                owners = {name: f for name, b in BACKENDS.items() if b.options_class is not None
+                          for f in dataclasses.fields(b.options_class) if f.name == key}
+                if not owners:
+                    raise InputError(f"backend {self.backend} has no option {key!r}")
+                flag = flag_of(next(iter(owners.values())))
+                raise InputError(f"{flag} is an option of --backend {' or '.join(owners)}, not {self.backend}")
+        return cls(**self.backend_options) if cls is not None else None
 
     @property
     def budget(self) -> float:

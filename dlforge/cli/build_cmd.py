@@ -2,12 +2,38 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import click
 
 from dlforge.cli import cli
 from dlforge.build.options import BuildOptions
 from dlforge.cli.common import cli_progress, emit_json, force_option, json_option, option_for
 from dlforge.kinds import headline
+
+
+BUILD_FIELDS = {f.name for f in dataclasses.fields(BuildOptions)}
+
+
+def backend_option_flags(fn):
+    """A flag for each field of each backend's own options class (generated: a new backend's options appear
+    here with its registration). A flag not given passes nothing, so another backend's defaults never reach
+    the chosen one; the chosen backend refuses a flag of another."""
+    from dlforge.backends import BACKENDS
+    from dlforge.options import choices_of, flag_of
+
+    for name, backend in reversed(BACKENDS.items()):
+        cls = backend.options_class
+        for f in reversed(dataclasses.fields(cls) if cls is not None else ()):
+            if not f.metadata.get("cli", True):
+                continue
+            choices = choices_of(f)
+            annotation = str(f.type).replace(" ", "")
+            kind = click.Choice(choices) if choices else int if annotation.startswith("int") else \
+                float if annotation.startswith("float") else str
+            fn = click.option(flag_of(f), f.name, type=kind, default=None,
+                              help=f"(--backend {name}) {f.metadata.get('help', '')}  [default: {f.default}]")(fn)
+    return fn
 
 
 @cli.command("build")
@@ -32,16 +58,19 @@ from dlforge.kinds import headline
 @click.option("--min-shapes", default=None, metavar="NAME:DxD..", help="TensorRT profile as trtexec shapes (with --opt/--max-shapes).")
 @click.option("--opt-shapes", default=None, metavar="NAME:DxD..")
 @click.option("--max-shapes", default=None, metavar="NAME:DxD..")
-@option_for(BuildOptions, "workspace_mib", "--workspace", type=int, metavar="MIB")
-@option_for(BuildOptions, "optimization_level", "--builder-optimization-level", type=int)
+@backend_option_flags
 @force_option
 @json_option
 def build_command(onnx_dir, out_dir, min_shapes, opt_shapes, max_shapes, force, as_json, **settings) -> None:
     """Compile ONNX_DIR into an engine, evaluated against its parent."""
     from dlforge.build import engine_from_onnx
 
+    own = {name: settings.pop(name) for name in list(settings) if name not in BUILD_FIELDS}
+    own = {name: value for name, value in own.items() if value is not None}  # the flags given
     shapes = tuple(s for s in (min_shapes, opt_shapes, max_shapes) if s) or None
-    options = BuildOptions(**settings, shapes=shapes)
+    if shapes is not None:
+        own["shapes"] = shapes
+    options = BuildOptions(**settings, backend_options=own)
     artifact = engine_from_onnx(onnx_dir, out_dir, options, force=force, progress=cli_progress())
     if as_json:
         emit_json(artifact.card.to_dict())

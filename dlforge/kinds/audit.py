@@ -14,7 +14,7 @@ def headline(artifact) -> str:
     at = max([e for e in eps if e <= 0.1] or [min(eps)])
     worst: dict[str, float] = {}
     for r in report["rows"]:
-        if r["route"] != "white-box" and r["eps"] == at:
+        if r["route"] != "white-box" and r["eps"] == at:  # the JSON route of rows crafted and judged on the source
             worst[r["target"]] = min(worst.get(r["target"], 1.0), r["robust_accuracy"])
     return (f"{report['samples']} images; worst robust accuracy at eps {at:g}: "
             + ", ".join(f"{t} {a:.3f}" for t, a in worst.items())

@@ -33,6 +33,11 @@ def _assert_bad_input(result, message, out):
     (["--precision", "banana"], "unknown value 'banana'"),
     (["--backend", "tvm"], "unknown value 'tvm'"),
     (["--min-batch", "8", "--max-batch", "4"], "--min-batch <= --opt-batch <= --max-batch"),
+    (["--workspace", "64"], "--workspace is an option of --backend tensorrt, not ort"),
+    (["--reduce-range", "sometimes"], "'sometimes' is not one of 'auto', 'on', 'off'"),
+    (["--min-shapes", "input:1x1x8x8"], "--min-shapes/--opt-shapes/--max-shapes is an option of --backend tensorrt"),
+    (["--backend", "tensorrt", "--min-shapes", "input:1x1x8x8"], "--min-shapes, --opt-shapes and --max-shapes go "
+                                                                  "together"),
 ])
 def test_build_bad_flags(digits_onnx, tmp_path, args, message):
     out = tmp_path / "deep" / "engine"

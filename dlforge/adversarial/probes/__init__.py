@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from dlforge.adversarial.records import ENGINE_ROUTE, WHITE_BOX
 from dlforge.errors import InputError
 from dlforge.registry import import_package_modules
 
@@ -133,13 +134,11 @@ def gradient_routes(run):
     """``(route, target, model, judges)`` for each differentiable model of an audit run: the source
     (judged on itself when it is the engines' own source, and on each engine by transfer) and each
     engine's own graph (judged on that engine). ``judges`` maps a target label to a predict function."""
-    from dlforge.adversarial.checks import ENGINE_ROUTE
-
     batch = run.options.batch_size
     if run.model is not None:
         judges = {"source": run.model.predict} if run.crafted_on == "source" else {}
         judges.update({e.label: (lambda z, e=e: e.predict(z, batch)) for e in run.engines})
-        yield "white-box" if run.crafted_on == "source" else run.crafted_on, "source", run.model, judges
+        yield WHITE_BOX if run.crafted_on == "source" else run.crafted_on, "source", run.model, judges
     for engine, graph in zip(run.engines, run.graphs):
         if graph.model is not None:
             yield ENGINE_ROUTE, engine.label, graph.model, {engine.label: lambda z, e=engine: e.predict(z, batch)}

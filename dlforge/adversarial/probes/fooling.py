@@ -32,6 +32,7 @@ import numpy as np
 from dlforge.adversarial.attacks import ATTACKS
 from dlforge.adversarial.attacks.base import Probe
 from dlforge.adversarial.probes import gradient_routes, log_probabilities, resemblance
+from dlforge.adversarial.records import QUERY, TRANSFER
 from dlforge.reporting import Column
 
 COLUMNS = (Column("route"), Column("target", fmt=lambda t: t[:32]),
@@ -128,7 +129,7 @@ class FoolingImages(Probe):
                 pick = np.arange(k) * self.starts + best
                 images = candidates[pick]
                 per_class = _class_rows(images, logp[np.arange(k), best], known, labels)
-                on = route if judge_target == target else "transfer"
+                on = route if judge_target == target else TRANSFER
                 rows.append(_row(on, judge_target, per_class, self.confidence, None))
                 if not gallery:
                     gallery = _gallery(on, judge_target, images, per_class)
@@ -219,9 +220,9 @@ class FoolingEvolution(Probe):
             images, logp, used = self.evolve(predict, run.x.shape[1:], run.value_range, known,
                                              lambda q, e=engine: show(f"{e.label}: {q} queries"))
             per_class = _class_rows(images, logp, known, labels)
-            rows.append(_row("query", engine.label, per_class, self.confidence, used))
+            rows.append(_row(QUERY, engine.label, per_class, self.confidence, used))
             if not gallery:
-                gallery = _gallery("query", engine.label, images, per_class)
+                gallery = _gallery(QUERY, engine.label, images, per_class)
         return {"rows": rows, "gallery": gallery, "resemblance": known.describe(), "notes": [known.note()]}
 
     def evolve(self, predict, shape: tuple, value_range: tuple[float, float], known, on_progress=None):

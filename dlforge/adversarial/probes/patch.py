@@ -9,6 +9,7 @@ import numpy as np
 from dlforge.adversarial.attacks import ATTACKS
 from dlforge.adversarial.attacks.base import Probe
 from dlforge.adversarial.probes import gradient_routes
+from dlforge.adversarial.records import TRANSFER
 from dlforge.adversarial.probes.transforms import affine
 from dlforge.errors import InputError
 from dlforge.reporting import Column
@@ -89,7 +90,7 @@ class AdversarialPatch(Probe):
             noise = np.random.default_rng(self.seed + 2).uniform(*run.value_range, patch.shape).astype(np.float32)
             control = self.paste(x_eval, noise, angle, shift, run.value_range[0])
             for name, judge in judges.items():
-                rows.append({"route": route if name == source else "transfer", "target": name, "area": side * side /
+                rows.append({"route": route if name == source else TRANSFER, "target": name, "area": side * side /
                              float(np.prod(x_eval.shape[-2:])), "side": side,
                              "success": float((judge(patched).argmax(1) == self.target).mean()),
                              "noise_patch": float((judge(control).argmax(1) == self.target).mean()),

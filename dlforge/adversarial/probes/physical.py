@@ -7,6 +7,7 @@ import numpy as np
 from dlforge.adversarial.attacks import ATTACKS, make_attack
 from dlforge.adversarial.attacks.base import Probe
 from dlforge.adversarial.probes import gradient_routes
+from dlforge.adversarial.records import TRANSFER
 from dlforge.adversarial.probes.transforms import Chain, apply_chain
 from dlforge.adversarial.attacks.projection import project
 from dlforge.reporting import Column
@@ -94,7 +95,7 @@ class PhysicalWorld(Probe):
                     after = np.array([clean_ok & (judge(self._draw(x_adv, run.value_range, d)).argmax(1) != y)
                                       for d in range(self.draws)])
                     kept = after[:, fooled]
-                    rows.append({"route": route if name == source else "transfer", "target": name, "attack": attack,
+                    rows.append({"route": route if name == source else TRANSFER, "target": name, "attack": attack,
                                  "eps": self.eps, "fooled_after_chain": float(after.mean()),
                                  "adversarial": float(fooled.mean()),
                                  "survival": float(kept.mean()) if fooled.any() else None,

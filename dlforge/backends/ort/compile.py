@@ -9,6 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from dlforge.backends.base import BACKENDS, Backend
+from dlforge.backends.ort.options import OrtBuildOptions
 
 
 def optimize_fp32(src: Path, dst: Path) -> dict:
@@ -52,6 +53,7 @@ class OrtBackend(Backend):
     precisions = ("fp32", "int8")
     payload = "model.onnx"
     triton_platform = "onnxruntime_onnx"
+    options_class = OrtBuildOptions
 
     @classmethod
     def open_engine(cls, artifact, *, threads=None, device="cpu", execution_provider=None):
@@ -70,7 +72,7 @@ class OrtBackend(Backend):
         else:
             from dlforge.precision import quantize_calibrated  # the build's side only: the runtime never needs it
 
-            reduce = reduce_range(self.options.reduce_range)
+            reduce = reduce_range(self.own.reduce_range)
             details = quantize_calibrated(src, dst, calibration.replace(reduce_range=reduce))
         arithmetic = int8_arithmetic(dst)
         if arithmetic is not None:

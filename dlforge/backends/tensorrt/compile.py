@@ -14,6 +14,7 @@ from pathlib import Path
 
 from dlforge.artifact import sha256_file, write_atomic
 from dlforge.backends.base import BACKENDS, Backend
+from dlforge.backends.tensorrt.options import TensorRTBuildOptions
 from dlforge.backends.tensorrt.decisions import (
     PrecisionPlan,
     ShapeProfile,
@@ -128,6 +129,7 @@ class TrtBackend(Backend):
     extra = "tensorrt"
     triton_platform, triton_file = "tensorrt_plan", "model.plan"
     requires_gpu = True
+    options_class = TensorRTBuildOptions
 
     @classmethod
     def open_engine(cls, artifact, *, threads=None, device="cpu"):
@@ -142,8 +144,8 @@ class TrtBackend(Backend):
         from dlforge.backends.tensorrt.decisions import profile_from_batches, profiles_from_shape_specs
 
         require("tensorrt", "tensorrt", "building a TensorRT engine")
-        if options.shapes:
-            self.profiles = profiles_from_shape_specs(*options.shapes)
+        if self.own.shapes:
+            self.profiles = profiles_from_shape_specs(*self.own.shapes)
             names = {t.name for t in info.inputs}
             unknown = [p.name for p in self.profiles if p.name not in names]
             if unknown:
@@ -152,8 +154,8 @@ class TrtBackend(Backend):
             top = options.max_batch or DEFAULT_MAX_BATCH
             self.profiles = [profile_from_batches(t.name, t.shape, options.min_batch, options.opt, top)
                              for t in info.inputs]
-        workspace_bytes(options.workspace_mib)
-        check_optimization_level(options.optimization_level)
+        workspace_bytes(self.own.workspace_mib)
+        check_optimization_level(self.own.optimization_level)
 
     def compile(self, precision, src, dst, calibration):
         from dlforge.precision import convert_fp16, quantize_calibrated  # the build's side only
@@ -168,8 +170,8 @@ class TrtBackend(Backend):
         else:
             graph.write_bytes(src.read_bytes())
             transform = {}
-        built = build_engine(graph, dst, self.profiles, plan, workspace_mib=self.options.workspace_mib,
-                             optimization_level=self.options.optimization_level)
+        built = build_engine(graph, dst, self.profiles, plan, workspace_mib=self.own.workspace_mib,
+                             optimization_level=self.own.optimization_level)
         return {**transform, **built}
 
     def batch_range(self, details):
