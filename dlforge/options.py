@@ -48,6 +48,14 @@ def option(default: Any = MISSING, help: str = "", *, choices: Iterable[str] | C
     return field(default=default, metadata=meta)
 
 
+def option_like(options_cls: type, name: str, **changes: Any) -> Any:
+    """A field declared as ``options_cls``'s field ``name`` is (default, help, checks), with ``changes``: one
+    declaration for an option two stages share (the pipeline's ``--data`` is training's)."""
+    f = next(f for f in fields(options_cls) if f.name == name)
+    default = f.default if f.default is not MISSING else f.default_factory()  # type: ignore[operator]
+    return option(changes.pop("default", default), **{**dict(f.metadata), **changes})
+
+
 def flag_of(f: dataclasses.Field) -> str:
     return f.metadata.get("flag") or "--" + f.name.replace("_", "-")
 
@@ -153,4 +161,4 @@ class Options:
         return dataclasses.replace(options, **overrides) if overrides else options  # type: ignore[type-var]
 
 
-__all__ = ["Options", "choices_of", "dataclass", "flag_of", "option", "parse_key_values"]
+__all__ = ["Options", "choices_of", "dataclass", "flag_of", "option", "option_like", "parse_key_values"]

@@ -8,8 +8,9 @@ from pathlib import Path
 
 from dlforge.artifact import Artifact
 from dlforge.backends import BACKENDS
-from dlforge.options import Options, option
+from dlforge.options import Options, option, option_like
 from dlforge.progress import ProgressLike, as_progress
+from dlforge.train.options import TrainOptions
 
 # The audit's and the drift report's attack settings agree, so their robust accuracies can be compared.
 AUDIT_SAMPLES, AUDIT_PGD_STEPS, DRIFT_EPS = 200, 20, 0.1
@@ -18,11 +19,10 @@ PRECISIONS = ("fp32", "int8")
 
 @dataclass
 class PipelineOptions(Options):
-    data: str = option("digits", "Dataset: digits (embedded), mnist, fashion-mnist, cifar10, a .npz or an image folder.",
-                       nonempty=True)
-    data_dir: str | None = option(None, "Directory of the dataset's files.")
-    epochs: int | None = option(None, "Training epochs (default: the model's).", min=1)
-    seed: int = option(0, "Seed of the training.", min=0)
+    data: str = option_like(TrainOptions, "data")  # training's own declarations: one help text, one check
+    data_dir: str | None = option_like(TrainOptions, "data_dir")
+    epochs: int | None = option_like(TrainOptions, "epochs")
+    seed: int = option_like(TrainOptions, "seed")
     backend: str = option("ort", "Backend that compiles the fp32 and INT8 engines (the stages are "
                                  "engine-<backend>-<precision>).", choices=BACKENDS.names)
     bench: bool = option(True, "Benchmark the engines beside eager PyTorch.")
@@ -64,7 +64,6 @@ def run_pipeline(
     from dlforge.build import engine_from_onnx
     from dlforge.export import onnx_from_checkpoint
     from dlforge.train import checkpoint_from_training
-    from dlforge.train.options import TrainOptions
 
     get_entry(model)
     train = TrainOptions(data=data, data_dir=None if data_dir is None else str(data_dir), epochs=epochs, seed=seed)

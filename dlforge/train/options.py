@@ -19,9 +19,10 @@ class TrainOptions(Options):
     how it was trained.
     """
 
-    data: str = option("digits", "digits, mnist, fashion-mnist, a .npz file with x and y, or an image folder "
-                       "(one sub-folder of PNG/JPEG images per class).", nonempty=True)
-    data_dir: str | os.PathLike | None = option(None, "Directory of the IDX files (MNIST, Fashion-MNIST).")
+    data: str = option("digits", "digits (embedded), mnist, fashion-mnist, cifar10, a .npz file with x and y, or an "
+                       "image folder (one sub-folder of PNG/JPEG images per class).", nonempty=True)
+    data_dir: str | os.PathLike | None = option(None, "Directory of the dataset's files (MNIST, Fashion-MNIST, "
+                                                      "CIFAR-10).")
     image_size: tuple[int, int] | None = option(None, "Image folders: resize every image to H or HxW, bilinear "
                                                 "(default: the images' own size, which must then agree).", min=1)
     channels: int | None = option(None, "Image folders: 1 (grayscale) or 3 (RGB) channels (default: 1 if every "
