@@ -21,6 +21,7 @@ import numpy as np
 
 from dlforge.errors import InputError
 from dlforge.options import Options, option
+from dlforge.progress import ProgressLike, as_progress
 from dlforge.reporting import Column, format_table, html_table
 
 COLUMNS = [Column("hop"), Column("artifact", fmt=lambda v: Path(v).name),
@@ -45,20 +46,17 @@ class DriftOptions(Options):
     data_dir: str | None = option(None, "Directory of the dataset's files.")
 
 
-def run_drift(paths: list[str | os.PathLike], options: DriftOptions | None = None, **overrides) -> dict:
+def run_drift(paths: list[str | os.PathLike], options: DriftOptions | None = None, *, progress: ProgressLike = None,
+              **overrides) -> dict:
     """Compare the artifacts at ``paths`` hop by hop (in the order given, e.g. checkpoint, onnx, engines).
 
-    ``options`` (:class:`DriftOptions`) or keyword ``overrides`` (``samples=60``) set PGD's budget and the data."""
+    ``options`` (:class:`DriftOptions`) or keyword ``overrides`` (``samples=60``) set PGD's budget and the data;
+    ``progress`` (:class:`~dlforge.progress.Progress`) counts the hops."""
     o = DriftOptions.build(options, **overrides)
-    samples, eps, pgd_steps, seed, batch_size, data_dir = (o.samples, o.eps, o.pgd_steps, o.seed, o.batch_size,
-                                                           o.data_dir)
+    samples, eps, pgd_steps, seed, data_dir = o.samples, o.eps, o.pgd_steps, o.seed, o.data_dir
     from dlforge.adversarial.attacks.pgd import PGD
-    from dlforge.adversarial.attacks.robust import robust_accuracy
-    from dlforge.adversarial.engine_graph import engine_graph
     from dlforge.artifact import dataset_spec, open_artifact
     from dlforge.data import load_spec
-    from dlforge.runtime import open_deployed
-    from dlforge.train.checkpoint import attack_model
 
     if len(paths) < 2:
         raise InputError("drift compares at least two artifacts of one model (e.g. checkpoint, onnx, engines)")
@@ -75,38 +73,55 @@ def run_drift(paths: list[str | os.PathLike], options: DriftOptions | None = Non
     value_range = tuple(artifacts[0].card.model.value_range)
     attack = PGD(steps=pgd_steps, seed=seed)
     hops, previous = [], None
-    for artifact in artifacts:
-        deployed = None if artifact.kind == "checkpoint" else open_deployed(artifact)
-        try:
-            if deployed is None:
-                model, reason = attack_model(artifact), None
-                predict = model.predict
-            else:  # the engine's own graph, verified to compute what the engine computes
-                graph = engine_graph(deployed, x, noise=eps, value_range=value_range)
-                model, reason = graph.model, graph.reason
-                predict = deployed.predict
-            logits = predict(x_all).astype(np.float64)
-            hop = {"hop": _hop_label(artifact), "artifact": str(artifact.path), "kind": artifact.kind,
-                   "accuracy": float((logits.argmax(1) == y_all).mean())}
-            if previous is not None:
-                norms = np.linalg.norm(logits, axis=1) * np.linalg.norm(previous, axis=1)
-                hop.update(max_abs_diff=float(np.abs(logits - previous).max()),
-                           cosine=float(((logits * previous).sum(1) / np.maximum(norms, 1e-30)).mean()),
-                           top1_disagreement=float((logits.argmax(1) != previous.argmax(1)).mean()))
-            if model is None:
-                hop.update(robust_accuracy=None, robust_note=f"no differentiable graph: {reason}")
-            else:
-                clean_pred = logits[:len(x)].argmax(1)  # x is the head of x_all
-                hop["robust_accuracy"] = robust_accuracy(model, attack, x, y, eps=eps, value_range=value_range,
-                                                         predict=predict, clean_pred=clean_pred, batch_size=batch_size)
-        finally:
-            if deployed is not None:
-                deployed.close()
-        hops.append(hop)
-        previous = logits
+    with as_progress(progress).bar(len(artifacts), "drift", unit="hop") as bar:
+        for artifact in artifacts:
+            bar.set_postfix_str(_hop_label(artifact))
+            logits, hop = _hop(artifact, previous, x, y, x_all, y_all, attack, o, value_range)
+            hops.append(hop)
+            previous = logits
+            bar.update(1)
     return {"dataset": dataset.name, "test_samples": int(len(y_all)), "robust_samples": int(len(y)),
             "attack": {"name": "pgd", "eps": eps, "steps": pgd_steps, "seed": seed, "norm": "linf"},
             "hops": hops}
+
+
+def _hop(artifact, previous, x, y, x_all, y_all, attack, o: DriftOptions, value_range) -> tuple[np.ndarray, dict]:
+    """One hop: its logits on the whole test split and its row (accuracy, change from ``previous``, robust
+    accuracy from its own gradients)."""
+    from dlforge.adversarial.attacks.robust import robust_accuracy
+    from dlforge.adversarial.engine_graph import engine_graph
+    from dlforge.runtime import open_deployed
+    from dlforge.train.checkpoint import attack_model
+
+    eps = o.eps
+    deployed = None if artifact.kind == "checkpoint" else open_deployed(artifact)
+    try:
+        if deployed is None:
+            model, reason = attack_model(artifact), None
+            predict = model.predict
+        else:  # the engine's own graph, verified to compute what the engine computes
+            graph = engine_graph(deployed, x, noise=eps, value_range=value_range)
+            model, reason = graph.model, graph.reason
+            predict = deployed.predict
+        logits = predict(x_all).astype(np.float64)
+        hop = {"hop": _hop_label(artifact), "artifact": str(artifact.path), "kind": artifact.kind,
+               "accuracy": float((logits.argmax(1) == y_all).mean())}
+        if previous is not None:
+            norms = np.linalg.norm(logits, axis=1) * np.linalg.norm(previous, axis=1)
+            hop.update(max_abs_diff=float(np.abs(logits - previous).max()),
+                       cosine=float(((logits * previous).sum(1) / np.maximum(norms, 1e-30)).mean()),
+                       top1_disagreement=float((logits.argmax(1) != previous.argmax(1)).mean()))
+        if model is None:
+            hop.update(robust_accuracy=None, robust_note=f"no differentiable graph: {reason}")
+        else:
+            clean_pred = logits[:len(x)].argmax(1)  # x is the head of x_all
+            hop["robust_accuracy"] = robust_accuracy(model, attack, x, y, eps=eps, value_range=value_range,
+                                                     predict=predict, clean_pred=clean_pred,
+                                                     batch_size=o.batch_size)
+    finally:
+        if deployed is not None:
+            deployed.close()
+    return logits, hop
 
 
 def _check_one_model(artifacts) -> None:

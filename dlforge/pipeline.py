@@ -106,6 +106,7 @@ def run_pipeline(
 
         progress.stage("drift")
         hops = [artifacts[s].path for s in ("checkpoint", "onnx", *engines)]
-        drift = run_drift(hops, samples=AUDIT_SAMPLES, eps=DRIFT_EPS, pgd_steps=AUDIT_PGD_STEPS)
+        drift = run_drift(hops, samples=AUDIT_SAMPLES, eps=DRIFT_EPS, pgd_steps=AUDIT_PGD_STEPS,
+                          progress=progress)
         artifacts["drift"] = write_drift_artifact(drift, out / "drift", force=force)
     return artifacts

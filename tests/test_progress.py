@@ -52,6 +52,11 @@ def test_every_stage_reports_through_one_progress(digits_onnx, digits_engines, t
     p = Recorder()
     run_audit([digits_engines["fp32"].path], attacks=("fgsm",), eps=(0.1,), samples=20, progress=p)
     assert p.of("bar") == ["audit"]
+    from dlforge.drift import run_drift
+
+    p = Recorder()
+    run_drift([digits_onnx.path, digits_engines["fp32"].path], samples=20, pgd_steps=2, progress=p)
+    assert p.of("bar") == ["drift"]
 
 
 def test_the_pipeline_names_its_stages_to_the_progress(tmp_path):
@@ -60,7 +65,7 @@ def test_the_pipeline_names_its_stages_to_the_progress(tmp_path):
     p = Recorder()
     run_pipeline("mlp", tmp_path / "run", epochs=1, bench=False, audit=False, progress=p)
     assert p.of("stage") == ["train", "export", "build ort fp32", "build ort int8", "drift"]
-    assert p.of("epoch") == [1]
+    assert p.of("epoch") == [1] and p.of("bar")[-1] == "drift"
 
 
 def test_line_progress_writes_what_the_cli_prints_and_flags_mean_bars():
