@@ -84,3 +84,32 @@ def load_dataset_npz(path: Path):
     values["name"], values["source"] = str(values["name"]), str(values["source"])
     values["labels"] = tuple(str(label) for label in values["labels"])
     return Dataset(**values)
+
+
+def dlforge(*args):
+    """``dlforge ARGS`` in-process (click's runner, stderr apart); arguments may be paths."""
+    from click.testing import CliRunner
+
+    from dlforge.cli import cli
+
+    return CliRunner().invoke(cli, [str(a) for a in args])
+
+
+def dlforge_ok(*args):
+    """``dlforge ARGS``, which must exit 0; the result."""
+    result = dlforge(*args)
+    assert result.exit_code == 0, result.output
+    return result
+
+
+def assert_refused(result, message: str, *, code: int = 2, nothing_under: Path | None = None) -> None:
+    """A refusal as the CLI contract has it: exit ``code``, one ``Error:`` line holding ``message``, no traceback,
+    and (``nothing_under``) no artifact or staging directory left below that folder."""
+    assert result.exit_code == code, result.output
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith("Error: ") and message in lines[0], lines[0]
+    assert "Traceback" not in result.output
+    if nothing_under is not None:
+        left = [p for p in nothing_under.rglob("*") if p.name == "card.json" or p.name.endswith(".partial")]
+        assert not left, left

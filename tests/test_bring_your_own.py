@@ -8,20 +8,16 @@ import json
 
 import numpy as np
 import torch
-from click.testing import CliRunner
 from PIL import Image
 
-from dlforge.cli import cli
 from dlforge.data import load_dataset
+from tests.helpers import dlforge_ok
 from tests.test_user_model import MEAN, STD, model  # noqa: F401  (a module fixture reused)
 
 ENGINE = "white-box (engine)"
 
 
-def run(*args):
-    result = CliRunner().invoke(cli, [str(a) for a in args])
-    assert result.exit_code == 0, result.output
-    return result
+run = dlforge_ok
 
 
 def build_both(onnx_dir, root):

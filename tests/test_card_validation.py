@@ -3,15 +3,12 @@ reads it: export of a checkpoint, inspect of any artifact. The payload is intact
 matches), so only the card's value is wrong."""
 
 import pytest
-from click.testing import CliRunner
 
-from dlforge.cli import cli
 from tests.cli.tamper import tampered_copy
 from tests.cli.test_cli_errors import assert_clean_failure
+from tests.helpers import dlforge
 
-
-def run(*args):
-    return CliRunner().invoke(cli, [str(a) for a in args])
+run = dlforge
 
 
 def _set(path: str, value):

@@ -9,18 +9,16 @@ import json
 
 import pytest
 import torch
-from click.testing import CliRunner
 
 import dlforge.onnx_torch as onnx_torch
+from dlforge.adversarial.attacks.torch_model import TorchModel
 from dlforge.adversarial.audit import run_audit
 from dlforge.adversarial.engine_graph import gradient_agreement
-from dlforge.adversarial.attacks.torch_model import TorchModel
-from dlforge.train.checkpoint import attack_model
 from dlforge.artifact import open_artifact
-from dlforge.cli import cli
 from dlforge.data import load_dataset
 from dlforge.train import load_checkpoint
-from tests.helpers import shared_path
+from dlforge.train.checkpoint import attack_model
+from tests.helpers import dlforge_ok, shared_path
 
 CIFAR_LABELS = "airplane,automobile,bird,cat,deer,dog,frog,horse,ship,truck"
 NORMALIZE = "0.485,0.456,0.406/0.229,0.224,0.225"  # the training preprocessing the shared README states
@@ -28,9 +26,7 @@ FILES = {"resnet20": "resnet20-12fca82f.th", "resnet32": "resnet32-d509ac18.th"}
 
 
 def dlforge(*args):
-    result = CliRunner().invoke(cli, [str(a) for a in args])
-    assert result.exit_code == 0, result.output
-    return result.output
+    return dlforge_ok(*args).output
 
 
 def _import(name: str, out):

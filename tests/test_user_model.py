@@ -24,18 +24,17 @@ import numpy as np
 import onnxruntime as ort
 import pytest
 import torch
-from click.testing import CliRunner
 from safetensors.torch import save_file
 from torch import nn
 
 import dlforge
 from dlforge.artifact import open_artifact, sha256_file, training_data
-from dlforge.cli import cli
 from dlforge.errors import ArtifactError, InputError
 from dlforge.export import onnx_from_checkpoint
 from dlforge.train import load_checkpoint
 from tests.cli.tamper import tampered_copy
 from tests.cli.test_cli_errors import assert_clean_failure
+from tests.helpers import dlforge as run_cli
 from tests.test_card_validation import _set
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -106,8 +105,7 @@ def as_result(proc: subprocess.CompletedProcess):
     return types.SimpleNamespace(exit_code=proc.returncode, stderr=proc.stderr, output=proc.stdout + proc.stderr)
 
 
-def run(*args):
-    return CliRunner().invoke(cli, [str(a) for a in args])
+run = run_cli
 
 
 def test_import_is_light_and_the_api_lazy():

@@ -155,9 +155,8 @@ def test_export_of_a_card_that_promises_another_output(small_ckpt, tmp_path):
 
 
 def test_nan_difference_never_passes(small_ckpt, tmp_path):
-    from dlforge.export.onnx_export import _judge
-
     from dlforge.errors import StageFailed
+    from dlforge.export.onnx_export import _judge
 
     with pytest.raises(StageFailed, match="NaN or infinite"):
         _judge({"passed": False, "onnx_finite": False, "max_abs_diff": None, "top1_agreement": 0.1}, 1e-4)

@@ -8,22 +8,14 @@ import sys
 
 import numpy as np
 import pytest
-from click.testing import CliRunner
 
-from dlforge.cli import cli
+from tests.helpers import assert_refused, dlforge
 
-
-def run(*args):
-    return CliRunner().invoke(cli, list(args))
+run = dlforge
 
 
 def assert_clean_failure(result, out_root, message, code=2):
-    assert result.exit_code == code, result.output
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1, result.stderr
-    assert lines[0].startswith("Error: ") and message in lines[0], lines[0]
-    assert "Traceback" not in result.output
-    assert not [p for p in out_root.rglob("*") if p.name == "card.json" or p.name.endswith(".partial")]
+    assert_refused(result, message, code=code, nothing_under=out_root)
 
 
 def test_unknown_model(tmp_path):

@@ -7,17 +7,15 @@ import json
 
 import numpy as np
 import pytest
-from click.testing import CliRunner
 from onnx import TensorProto, helper, numpy_helper
 
 from dlforge.artifact import sha256_file
-from dlforge.cli import cli
 from tests.cli.test_cli_errors import assert_clean_failure
+from tests.helpers import dlforge
 
 
 def _invoke(args):
-    result = CliRunner().invoke(cli, [str(a) for a in args])
-    return result
+    return dlforge(*args)
 
 
 def _assert_bad_input(result, message, out):

@@ -9,19 +9,13 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 import pytest
-from click.testing import CliRunner
 from onnx import TensorProto, helper, numpy_helper
 
-from dlforge.cli import cli
 from dlforge.data import load_dataset
 from dlforge.data.labels import read_labels
-from tests.helpers import shared_path
+from tests.helpers import dlforge, shared_path
 
 IMAGENET_NORMALIZE = "0.485,0.456,0.406/0.229,0.224,0.225"
-
-
-def dlforge(*args):
-    return CliRunner().invoke(cli, [str(a) for a in args])
 
 
 def _tiny_classifier(path, classes=4, batch="N"):
