@@ -74,10 +74,14 @@ def train(args, path: Path) -> float:
                            lr=args.lr, seed=args.seed, device=args.device, adv_train="pgd", adv_eps=EPS,
                            adv_steps=args.adv_steps, overrides={"hidden": 1024, "dropout": 0})
     start = time.perf_counter()
-    checkpoint_from_training("lenet", path, options, progress=False,
-                             on_epoch=lambda r: print(f"  epoch {r.epoch}: adversarial loss {r.train_loss:.4f}, "
-                                                      f"clean val accuracy {r.val_accuracy:.4f} ({r.seconds:.0f} s)",
-                                                      flush=True))
+    from dlforge.progress import Progress
+
+    class Epochs(Progress):
+        def epoch(self, r):
+            print(f"  epoch {r.epoch}: adversarial loss {r.train_loss:.4f}, clean val accuracy {r.val_accuracy:.4f} "
+                  f"({r.seconds:.0f} s)", flush=True)
+
+    checkpoint_from_training("lenet", path, options, progress=Epochs(bars=False))
     return time.perf_counter() - start
 
 
@@ -117,7 +121,7 @@ def print_budget(run: Path, wall: float | None) -> None:
     print("        Madry et al.: about 83 epochs (100k steps of batch 50) against PGD-40, Adam lr 1e-4")
 
 
-def audit(args, run: Path, attack: str) -> tuple[dict, float]:
+def audit(args, run: Path, attack: str):
     from dlforge.adversarial.audit import run_audit
 
     start = time.perf_counter()
@@ -126,9 +130,9 @@ def audit(args, run: Path, attack: str) -> tuple[dict, float]:
     return report, time.perf_counter() - start
 
 
-def robust(report: dict) -> tuple[float, str]:
-    """The lowest robust accuracy at eps 0.3 over the audit's routes, and every route's figure."""
-    rows = [r for r in report["rows"] if r["eps"] == EPS]
+def robust(report) -> tuple[float, str]:
+    """The lowest robust accuracy at eps 0.3 over the audit's routes (an AuditReport), and every route's figure."""
+    rows = [r for r in report.rows if r["eps"] == EPS]
     worst = min(r["robust_accuracy"] for r in rows)
     return worst, ", ".join(f"{r['route']} {r['robust_accuracy']:.4f}" for r in rows)
 

@@ -23,6 +23,7 @@ from common import SHARED_MNIST
 
 from dlforge.adversarial.poisoning.report import table
 from dlforge.adversarial.poisoning.run import run_poison
+from dlforge.progress import LineProgress
 
 
 def main() -> None:
@@ -47,7 +48,8 @@ def main() -> None:
         report = run_poison("lenet", Path(args.keep or Path(tmp) / "run"), data="mnist", data_dir=args.data_dir,
                             attack="badnets", mode=args.mode, rate=args.rate, epochs=args.epochs,
                             ac_reduce=args.ac_reduce, retrain=args.retrain, **({} if args.ss_eps is None else {"ss_eps": args.ss_eps}),
-                            on_stage=lambda s: print(f"[{time.perf_counter() - start:6.0f}s] {s}", flush=True))
+                            progress=LineProgress(lambda s: print(f"[{time.perf_counter() - start:6.0f}s] {s}", flush=True),
+                                                  bars=False))
     print()
     print(table(report))
     print(f"\n{time.perf_counter() - start:.0f} s in all")

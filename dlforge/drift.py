@@ -15,6 +15,7 @@ from __future__ import annotations
 import html
 import os
 from dataclasses import dataclass
+from typing import ClassVar
 from pathlib import Path
 
 import numpy as np
@@ -22,7 +23,7 @@ import numpy as np
 from dlforge.errors import InputError
 from dlforge.options import Options, option
 from dlforge.progress import ProgressLike, as_progress
-from dlforge.reporting import Column, format_table, html_table
+from dlforge.reporting import Column, Report, format_table, html_table
 
 COLUMNS = [Column("hop"), Column("artifact", fmt=lambda v: Path(v).name),
            Column("max_abs_diff", "max |diff|", ".2e", ">"), Column("cosine", "cosine", ".6f", ">"),
@@ -37,6 +38,21 @@ def _hop_label(artifact) -> str:
 
 
 @dataclass
+class DriftReport(Report):
+    """Each hop's accuracy on the test split, its change from the hop before (max logit difference, cosine, top-1
+    disagreement) and its robust accuracy under the one PGD (``attack``) from its own gradients: ``drift.json``."""
+
+    dataset: str
+    test_samples: int
+    robust_samples: int
+    attack: dict
+    hops: list[dict]
+
+    SCHEMA_VERSION: ClassVar[int] = 1
+    KIND: ClassVar[str] = "a drift"
+
+
+@dataclass
 class DriftOptions(Options):
     samples: int = option(200, "Test images PGD attacks for the robust-accuracy column.", min=1)
     eps: float = option(0.1, "L-inf eps of that PGD.", min=0)
@@ -47,7 +63,7 @@ class DriftOptions(Options):
 
 
 def run_drift(paths: list[str | os.PathLike], options: DriftOptions | None = None, *, progress: ProgressLike = None,
-              **overrides) -> dict:
+              **overrides) -> DriftReport:
     """Compare the artifacts at ``paths`` hop by hop (in the order given, e.g. checkpoint, onnx, engines).
 
     ``options`` (:class:`DriftOptions`) or keyword ``overrides`` (``samples=60``) set PGD's budget and the data;
@@ -80,9 +96,8 @@ def run_drift(paths: list[str | os.PathLike], options: DriftOptions | None = Non
             hops.append(hop)
             previous = logits
             bar.update(1)
-    return {"dataset": dataset.name, "test_samples": int(len(y_all)), "robust_samples": int(len(y)),
-            "attack": {"name": "pgd", "eps": eps, "steps": pgd_steps, "seed": seed, "norm": "linf"},
-            "hops": hops}
+    return DriftReport(dataset=dataset.name, test_samples=int(len(y_all)), robust_samples=int(len(y)),
+                       attack={"name": "pgd", "eps": eps, "steps": pgd_steps, "seed": seed, "norm": "linf"}, hops=hops)
 
 
 def _hop(artifact, previous, x, y, x_all, y_all, attack, o: DriftOptions, value_range) -> tuple[np.ndarray, dict]:
@@ -140,22 +155,23 @@ def _check_one_model(artifacts) -> None:
                              "compares the stages of one model (its checkpoint, onnx and engines)")
 
 
-def table(report: dict) -> str:
-    a = report["attack"]
-    return (f"drift per hop: accuracy on {report['test_samples']} {report['dataset']} test images; robust accuracy: "
-            f"PGD-{a['steps']} L-inf eps {a['eps']:g} on the first {report['robust_samples']}, each hop's own gradients\n"
-            + format_table(report["hops"], COLUMNS))
+def table(report: DriftReport) -> str:
+    a = report.attack
+    return (f"drift per hop: accuracy on {report.test_samples} {report.dataset} test images; robust accuracy: "
+            f"PGD-{a['steps']} L-inf eps {a['eps']:g} on the first {report.robust_samples}, each hop's own gradients\n"
+            + format_table(report.hops, COLUMNS))
 
 
-def to_html(report: dict) -> str:
+def to_html(report: DriftReport) -> str:
     return (f"<!doctype html><html><head><meta charset='utf-8'><title>dlforge drift</title></head><body>"
             f"<h1>Drift per hop</h1><pre>{html.escape(table(report).splitlines()[0])}</pre>"
-            f"{html_table(report['hops'], COLUMNS)}</body></html>")
+            f"{html_table(report.hops, COLUMNS)}</body></html>")
 
 
-def write_drift_artifact(report: dict, out_dir: str | os.PathLike, *, force: bool = False):
+def write_drift_artifact(drift: DriftReport, out_dir: str | os.PathLike, *, force: bool = False):
     from dlforge.reporting import write_report_artifact
 
-    hops = [h["artifact"] for h in report["hops"]]
-    return write_report_artifact("drift", report, out_dir, payload="drift.json", files={"report.html": to_html(report)},
-                                 parent=hops[-1], params=report["attack"], force=force, protect=hops)
+    report = drift.to_json()
+    hops = [h["artifact"] for h in drift.hops]
+    return write_report_artifact("drift", report, out_dir, payload="drift.json", files={"report.html": to_html(drift)},
+                                 parent=hops[-1], params=drift.attack, force=force, protect=hops)

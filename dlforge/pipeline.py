@@ -90,7 +90,7 @@ def run_pipeline(
                            duration=0.5, rounds=3, progress=progress)
         artifacts["bench"] = write_bench_artifact(report, out / "bench", force=force)
     if audit and artifacts["checkpoint"].card.model.task != "classification":
-        progress.stage(f"audit skipped: {model} is a {artifacts['checkpoint'].card.model.task} model, and robust "
+        progress.message(f"audit skipped: {model} is a {artifacts['checkpoint'].card.model.task} model, and robust "
                  "accuracy needs class labels (use it as an input filter: dlforge audit --detectors autoencoder=DIR)")
     elif audit:
         from dlforge.adversarial import write_audit_artifact

@@ -9,9 +9,46 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import dataclass
+from dataclasses import MISSING, dataclass, fields
 from pathlib import Path
-from typing import Any, Callable, Iterable, Mapping
+from typing import Any, Callable, ClassVar, Iterable, Mapping
+
+
+class Report:
+    """Base of the typed reports (a dataclass subclass per kind: the audit's, drift's): its payload JSON is
+    ``to_json()`` with ``schema_version`` first, written from the class's ``SCHEMA_VERSION`` alone; ``from_json``
+    reads one back, refusing another schema, an unknown key or a missing one. Fields in ``OPTIONAL`` are left
+    out of the JSON while they are None (sections that ran only when asked for)."""
+
+    SCHEMA_VERSION: ClassVar[int] = 1
+    KIND: ClassVar[str] = "report"
+    OPTIONAL: ClassVar[tuple[str, ...]] = ()
+
+    def to_json(self) -> dict:
+        out: dict = {"schema_version": self.SCHEMA_VERSION}
+        for f in fields(self):  # type: ignore[arg-type]
+            value = getattr(self, f.name)
+            if value is not None or f.name not in self.OPTIONAL:
+                out[f.name] = value
+        return out
+
+    @classmethod
+    def from_json(cls, d: Any):
+        from dlforge.errors import InputError
+
+        if not isinstance(d, dict) or d.get("schema_version") != cls.SCHEMA_VERSION:
+            found = d.get("schema_version") if isinstance(d, dict) else type(d).__name__
+            raise InputError(f"not {cls.KIND} report of schema {cls.SCHEMA_VERSION} (found {found!r}); "
+                             "re-run it with this dlforge")
+        names = {f.name for f in fields(cls)}  # type: ignore[arg-type]
+        unknown = sorted(set(d) - names - {"schema_version"})
+        missing = sorted(f.name for f in fields(cls) if f.name not in d  # type: ignore[arg-type]
+                         and f.default is MISSING and f.default_factory is MISSING)
+        if unknown or missing:
+            raise InputError(f"not {cls.KIND} report: " + "; ".join(
+                ([f"unknown keys {', '.join(unknown)}"] if unknown else [])
+                + ([f"missing keys {', '.join(missing)}"] if missing else [])))
+        return cls(**{k: v for k, v in d.items() if k in names})
 
 
 @dataclass(frozen=True)

@@ -6,6 +6,8 @@ import pytest
 from click.testing import CliRunner
 
 from dlforge.cli import cli
+from dlforge.drift import DriftReport
+from dlforge.errors import InputError
 
 
 def test_drift_columns_are_the_stages_figures(digits_lenet, digits_onnx, digits_engines, tmp_path):
@@ -14,7 +16,11 @@ def test_drift_columns_are_the_stages_figures(digits_lenet, digits_onnx, digits_
     result = CliRunner().invoke(cli, ["drift", *map(str, paths), "--samples", "60", "-o", str(out)])
     assert result.exit_code == 0, result.output
     assert result.output.startswith("drift per hop") and "top-1 disagree" in result.output
-    hops = json.loads((out / "drift.json").read_text())["hops"]
+    written = json.loads((out / "drift.json").read_text())
+    assert DriftReport.from_json(written).to_json() == written and written["schema_version"] == 1
+    with pytest.raises(InputError, match="not a drift report of schema 1"):
+        DriftReport.from_json({k: v for k, v in written.items() if k != "schema_version"})  # a drift.json of before
+    hops = written["hops"]
     assert [h["hop"] for h in hops] == ["pytorch", "onnx", "ort fp32", "ort int8"]
     fp32, int8 = (digits_engines[p].card.sections["evaluation"] for p in ("fp32", "int8"))
     assert abs(hops[0]["accuracy"] - digits_lenet.card.sections["metrics"]["test_accuracy"]) < 1e-6

@@ -6,8 +6,10 @@ A *route* is how adversarial examples reached the model they are judged on; an a
 
 from __future__ import annotations
 
-from dataclasses import MISSING, dataclass, field, fields
-from typing import Literal, get_args
+from dataclasses import dataclass, field
+from typing import ClassVar, Literal, get_args
+
+from dlforge.reporting import Report
 
 Route = Literal["white-box", "transfer", "white-box (engine)", "query"]
 ROUTES: tuple[str, ...] = get_args(Route)
@@ -40,7 +42,7 @@ AUDIT_SCHEMA_VERSION = 3  # audit.json's schema: written by AuditReport.to_json,
 
 
 @dataclass
-class AuditReport:
+class AuditReport(Report):
     """What ``dlforge audit`` found: the rows (one per attack, eps, route and judged model), the checks that
     judge them and the evidence sections. ``run_audit`` and the sweep's merge return one; ``to_json`` is the
     ``audit.json`` payload (the schema version written here only) and ``from_json`` reads one back.
@@ -70,37 +72,12 @@ class AuditReport:
     detections: list[dict] | None = None  # when --detectors ran
     per_sample: dict | None = None  # {file, version, count, records}, when --per-sample ran
 
-    def to_json(self) -> dict:
-        """The ``audit.json`` form: ``schema_version`` first, optional sections only when they ran."""
-        out: dict = {"schema_version": AUDIT_SCHEMA_VERSION}
-        for f in fields(self):
-            value = getattr(self, f.name)
-            if value is not None or f.name not in _OPTIONAL:
-                out[f.name] = value
-        return out
-
-    @classmethod
-    def from_json(cls, d: dict) -> "AuditReport":
-        """An audit report read back from its JSON form; a report of another schema or shape is refused."""
-        from dlforge.errors import InputError
-
-        if not isinstance(d, dict) or d.get("schema_version") != AUDIT_SCHEMA_VERSION:
-            found = d.get("schema_version") if isinstance(d, dict) else type(d).__name__
-            raise InputError(f"not an audit report of schema {AUDIT_SCHEMA_VERSION} (found {found!r}); "
-                             "re-run the audit with this dlforge")
-        names = {f.name for f in fields(cls)}
-        unknown = sorted(set(d) - names - {"schema_version"})
-        missing = sorted(f.name for f in fields(cls) if f.name not in d and f.default is MISSING
-                         and f.default_factory is MISSING)
-        if unknown or missing:
-            raise InputError("not an audit report: " + "; ".join(
-                ([f"unknown keys {', '.join(unknown)}"] if unknown else [])
-                + ([f"missing keys {', '.join(missing)}"] if missing else [])))
-        return cls(**{k: v for k, v in d.items() if k in names})
+    SCHEMA_VERSION: ClassVar[int] = AUDIT_SCHEMA_VERSION
+    KIND: ClassVar[str] = "an audit"
+    OPTIONAL: ClassVar[tuple[str, ...]] = ("probes", "detections", "per_sample")
 
     def for_terminal(self) -> dict:
         """The JSON form without the image gallery and the per-sample records (what ``--json`` prints)."""
         return {k: v for k, v in self.to_json().items() if k not in ("gallery", "per_sample")}
 
 
-_OPTIONAL = ("probes", "detections", "per_sample")

@@ -77,3 +77,8 @@ class Backend(ABC):
 
     def card_env(self, details: dict) -> dict:
         return {}
+
+    def resolved_options(self, details: dict) -> dict:
+        """Its own options as this build resolved them (an ``auto`` that depends on the machine, made definite),
+        recorded in the card's params so a rebuild elsewhere makes the same engine."""
+        return {}

@@ -288,6 +288,7 @@ def _engine_card(parent: Artifact, backend: Backend, options: BuildOptions, chos
     if "plan" in result:
         sections["plan"] = result["plan"]
     params = {**options.params(), "calib_data": data["calib"].name, "eval_samples": len(data["y"])}
+    params["backend_options"] = {**params["backend_options"], **backend.resolved_options(result["details"])}
     if data["calib"].evaluation_only and options.precision in ("int8", "auto"):
         params["calib_samples"] = len(data["calibration"].calib_x)
         params["calibration_note"] = ("calibrated on the test images of an evaluation set"

@@ -57,10 +57,13 @@ class BuildOptions(Options):
 
     @classmethod
     def build(cls, options: BuildOptions | None = None, **overrides) -> BuildOptions:
-        """As :meth:`Options.build`; an override that is not a build option is one of the backend's own
-        (``reduce_range="on"``, ``workspace_mib=1024``): it joins ``backend_options``, and the backend checks it."""
+        """As :meth:`Options.build`; an override that is not a build option but an option of a registered
+        backend (``reduce_range="on"``, ``workspace_mib=1024``) joins ``backend_options``, and the chosen backend
+        checks it; any other name is a ``TypeError``, as for every options class."""
         own = {f.name for f in dataclasses.fields(cls)}
-        extra = {k: overrides.pop(k) for k in list(overrides) if k not in own}
+        backends = {f.name for _, b in BACKENDS.items() if b.options_class is not None
+                    for f in dataclasses.fields(b.options_class)}
+        extra = {k: overrides.pop(k) for k in list(overrides) if k not in own and k in backends}
         if extra:
             base = overrides.get("backend_options", options.backend_options if options is not None else {})
             overrides["backend_options"] = {**base, **extra}

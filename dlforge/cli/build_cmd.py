@@ -29,10 +29,14 @@ def backend_option_flags(fn):
                 continue
             choices = choices_of(f)
             annotation = str(f.type).replace(" ", "")
+            text = f"(--backend {name}) {f.metadata.get('help', '')}  [default: {f.default}]"
+            if annotation.startswith("bool"):
+                flag = flag_of(f)
+                fn = click.option(f"{flag}/--no-{flag[2:]}", f.name, default=None, help=text)(fn)
+                continue
             kind = click.Choice(choices) if choices else int if annotation.startswith("int") else \
                 float if annotation.startswith("float") else str
-            fn = click.option(flag_of(f), f.name, type=kind, default=None,
-                              help=f"(--backend {name}) {f.metadata.get('help', '')}  [default: {f.default}]")(fn)
+            fn = click.option(flag_of(f), f.name, type=kind, default=None, help=text)(fn)
     return fn
 
 

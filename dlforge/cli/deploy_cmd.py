@@ -43,6 +43,8 @@ def triton_command(engines, repo, names, max_batch_size, instances, kind, dynami
         return
     for w in written:
         click.echo(f"{w['name']}: {w['platform']}, max_batch_size {w['max_batch_size']} <- {w['engine']}")
+        if "note" in w:
+            say(f"note: {w['name']}: {w['note']}")
     say(f"wrote {repo}; serve it with: tritonserver --model-repository {repo}")
 
 

@@ -31,6 +31,6 @@ def drift_command(artifacts, samples, eps, pgd_steps, seed, data_dir, out_dir, f
     if out_dir is not None:
         write_drift_artifact(report, out_dir, force=force)
     if as_json:
-        emit_json(report)
+        emit_json(report.to_json())
     else:
         click.echo(table(report))

@@ -34,13 +34,15 @@ def pipeline_command(model, data, data_dir, epochs, seed, backend, out_dir, forc
         import json
 
         from dlforge.bench.report import table as bench_table
+        from dlforge.drift import DriftReport
         from dlforge.drift import table as drift_table
         from dlforge.reporting import format_table
 
         rows = [{"stage": stage, "artifact": str(a.path), "result": headline(a)} for stage, a in artifacts.items()]
         click.echo(format_table(rows, ["stage", "artifact", "result"]))
 
-        for stage, render in (("bench", bench_table), ("drift", drift_table)):  # the reports worth reading in full
+        renders = {"bench": bench_table, "drift": lambda d: drift_table(DriftReport.from_json(d))}
+        for stage, render in renders.items():  # the reports worth reading in full
             if stage in artifacts:
                 click.echo("\n" + render(json.loads(artifacts[stage].payload_path.read_text(encoding="utf-8"))))
         click.echo(f"details: dlforge inspect {next(iter(artifacts.values())).path.parent}/<stage>")

@@ -28,6 +28,7 @@ from pathlib import Path
 
 from dlforge.artifact import ArtifactWriter, Card, open_artifact, sha256_file
 from dlforge.backends import BACKENDS
+from dlforge.backends.ort.session import SAFE_LEVELS
 from dlforge.errors import InputError, MissingDependency
 
 
@@ -182,9 +183,20 @@ def write_repository(engines: list[str | os.PathLike], repo: str | os.PathLike, 
             if _classifier(a.card):
                 (folder / LABELS_FILE).write_text("\n".join(a.card.model.labels) + "\n", encoding="utf-8")
             written.append({"name": n, "engine": str(a.path), "platform": config.platform,
-                            "max_batch_size": config.max_batch_size})
+                            "max_batch_size": config.max_batch_size, **_saturation_note(a.card)})
         writer.place()
     return written
+
+
+def _saturation_note(card) -> dict:
+    """A note for an INT8 ONNX Runtime engine with full-range weights: Triton's onnxruntime backend opens it with
+    ONNX Runtime's default U8S8 kernels, which saturate such weights on an x86 CPU without VNNI/AMX."""
+    arithmetic = card.sections.get("build", {}).get("int8_arithmetic")
+    if card.sections.get("backend") != "ort" or not arithmetic or arithmetic.get("weight_levels", 0) <= SAFE_LEVELS:
+        return {}
+    return {"note": f"INT8 weights use {arithmetic['weight_levels']} levels: on an x86 CPU without VNNI/AMX, Triton's "
+                    "onnxruntime backend (U8S8 kernels) saturates them and answers other than the engine's card; "
+                    "serve it on a VNNI CPU, or rebuild with dlforge build --reduce-range on"}
 
 
 # ------------------------------------------------------------------------------------------- validate

@@ -10,7 +10,7 @@ from dlforge.kinds import ArtifactKind, register_kind
 def headline(artifact) -> str:
     report = json.loads(artifact.payload_path.read_text(encoding="utf-8"))
     checks = report["checks"]
-    eps = report["settings"]["eps"]
+    eps = sorted({r["eps"] for r in report["rows"]}) or [0.0]  # a sweep's merged report has no settings.eps
     at = max([e for e in eps if e <= 0.1] or [min(eps)])
     worst: dict[str, float] = {}
     for r in report["rows"]:

@@ -5,6 +5,8 @@ import json
 import numpy as np
 import onnx
 import pytest
+
+from dlforge.progress import LineProgress
 from click.testing import CliRunner
 
 from dlforge.build import engine_from_onnx
@@ -33,7 +35,7 @@ def auto_engine(digits_onnx, dim_calibration, tmp_path_factory):
     lines = []
     art = engine_from_onnx(digits_onnx.path, tmp_path_factory.mktemp("auto") / "e", precision="auto",
                            calib_data=str(dim_calibration), max_accuracy_drop=BUDGET, max_robust_drop=ROBUST_BUDGET,
-                           report=lines.append)
+                           progress=LineProgress(lines.append))
     return art, lines
 
 

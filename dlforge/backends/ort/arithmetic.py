@@ -31,7 +31,9 @@ _FLOAT_CONSUMERS = ("Conv", "Gemm", "MatMul")
 def u8s8_weight_levels(path: str | Path) -> int | None:
     """The largest |level| of the int8 weights that multiply uint8 activations in ``path``'s graph (QOperator
     ops, or QDQ weights dequantized into Conv/Gemm/MatMul in a graph with uint8 activations); None when it
-    has none."""
+    has none. What it cannot read counts as the worst case, 127: weights stored as external data or computed
+    in the graph, and an activation zero point that is computed (``DynamicQuantizeLinear``'s is uint8) or
+    absent."""
     import onnx
     from onnx import numpy_helper
 
@@ -43,15 +45,26 @@ def u8s8_weight_levels(path: str | Path) -> int | None:
         return None if init is None or init.data_location == onnx.TensorProto.EXTERNAL else numpy_helper.to_array(init)
 
     def levels(name: str) -> int | None:
+        """The weight's largest |level|; 127 when unreadable; None when it is not int8 (no U8S8 product)."""
+        init = inits.get(name)
+        if init is not None and init.data_type != onnx.TensorProto.INT8:
+            return None
         w = array(name)
-        return int(np.abs(w.astype(np.int32)).max()) if w is not None and w.dtype == np.int8 and w.size else None
+        return int(np.abs(w.astype(np.int32)).max()) if w is not None and w.size else 127
+
+    def uint8_activations(zp: str | None) -> bool:
+        if not zp or zp not in inits:  # absent or computed: DynamicQuantizeLinear's zero point is uint8
+            return True
+        return inits[zp].data_type == onnx.TensorProto.UINT8
 
     found: list[int] = []
     for n in graph.node:
-        if n.op_type in _QOPERATOR and len(n.input) > max(_QOPERATOR[n.op_type]):
-            zp, w = (n.input[i] for i in _QOPERATOR[n.op_type])
-            zero_point = array(zp)
-            if zero_point is not None and zero_point.dtype == np.uint8 and (v := levels(w)) is not None:
+        if n.op_type in _QOPERATOR:
+            zp_index, w_index = _QOPERATOR[n.op_type]
+            if len(n.input) <= w_index:
+                continue
+            zp = n.input[zp_index] if len(n.input) > zp_index else None
+            if uint8_activations(zp) and (v := levels(n.input[w_index])) is not None:
                 found.append(v)
     uint8_activations = any(n.op_type == "QuantizeLinear" and len(n.input) > 2 and (z := array(n.input[2])) is not None
                             and z.dtype == np.uint8 for n in graph.node)

@@ -79,6 +79,9 @@ class OrtBackend(Backend):
             details["int8_arithmetic"] = arithmetic
         return details
 
+    def resolved_options(self, details):
+        return {"reduce_range": "on" if details["reduce_range"] else "off"} if "reduce_range" in details else {}
+
     def batch_range(self, details):
         o = self.options
         if o.max_batch is None and o.min_batch == 1:
@@ -88,5 +91,13 @@ class OrtBackend(Backend):
     def open(self, path, details, info):
         from dlforge.backends.ort.session import OrtSession
 
-        return OrtSession(path, model=info, batch_range=self.batch_range(details), threads=self.options.threads,
-                          int8_weight_levels=_weight_levels(details))
+        from dlforge.backends.ort.session import needs_exact_kernels
+
+        session = OrtSession(path, model=info, batch_range=self.batch_range(details), threads=self.options.threads,
+                             int8_weight_levels=_weight_levels(details))
+        arithmetic = details.get("int8_arithmetic")
+        if arithmetic is not None and needs_exact_kernels(arithmetic["weight_levels"]) and not session.exact_int8_kernels:
+            arithmetic["kernels"] = ("U8S8: ONNX Runtime's exact U8U8 kernels cannot load this graph, and U8S8 may "
+                                     "saturate its weights on this CPU (no VNNI/AMX): its results may differ from "
+                                     "the graph's arithmetic")
+        return session

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import onnxruntime as ort
+from onnxruntime.capi import onnxruntime_pybind11_state as _state
 
 from dlforge.artifact import ModelInfo, TensorSpec
 from dlforge.errors import InputError
@@ -152,9 +153,13 @@ def inference_session(model, make_options=None, providers=("CPUExecutionProvider
         options.add_session_config_entry("session.x64quantprecision", "1")
         try:
             return ort.InferenceSession(model, sess_options=options, providers=list(providers)), True
-        except Exception:  # onnxruntime's own exception types; opened below as it is (or its error raised there)
+        except _NO_EXACT_KERNEL:  # e.g. no U8U8 QGemm: opened below as it is; any other error is raised
             pass
     return ort.InferenceSession(model, sess_options=make_options(), providers=list(providers)), False
+
+
+# what ONNX Runtime raises when its U8U8 mode has no kernel for a node
+_NO_EXACT_KERNEL = tuple(t for t in (getattr(_state, "NotImplemented", None),) if isinstance(t, type)) or (RuntimeError,)
 
 
 def open_onnx(path: Path, model, precision, execution_provider, threads, device, batch_range=None,
