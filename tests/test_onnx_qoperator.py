@@ -29,7 +29,7 @@ from dlforge.backends.ort.session import inference_session
 from dlforge.env import int8_saturates
 from dlforge.onnx_torch import UnsupportedGraph, match_engine, torch_module_from_onnx
 from tests.helpers import shared_path
-from tests.test_onnx_torch import make_model, ms, node, run_ort
+from tests.onnx_cases import make_model, ms, node, run_ort
 
 RNG = np.random.default_rng(7)
 F32, U8, I8, I32 = np.float32, np.uint8, np.int8, np.int32
