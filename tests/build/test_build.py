@@ -177,6 +177,7 @@ def test_reduce_range_keeps_int8_weights_in_seven_bits_and_the_card_says_so(digi
     on 1.4% of the held-out images, on 3% of the audit's clean and noisy probe inputs, and the audit refused the
     engine-graph attack). 7-bit weights fit."""
     from dlforge.env import int8_saturates
+    from dlforge.kinds import headline
 
     full = engine_from_onnx(digits_onnx.path, tmp_path / "off", precision="int8", reduce_range="off")
     reduced = engine_from_onnx(digits_onnx.path, tmp_path / "on", precision="int8", reduce_range="on")
@@ -184,6 +185,13 @@ def test_reduce_range_keeps_int8_weights_in_seven_bits_and_the_card_says_so(digi
     assert _weight_levels(full.payload_path) > 64 and _weight_levels(reduced.payload_path) <= 64
     assert not full.card.sections["build"]["reduce_range"] and reduced.card.sections["build"]["reduce_range"]
     assert auto.card.sections["build"]["reduce_range"] == int8_saturates()
+    full_levels = full.card.sections["build"]["int8_arithmetic"]["weight_levels"]
+    assert reduced.card.sections["build"]["int8_arithmetic"] == {"weight_levels": _weight_levels(reduced.payload_path),
+                                                                 "cpu_saturates_u8s8": int8_saturates(),
+                                                                 "kernels": "U8S8"}  # 7 bits never need U8U8
+    assert full_levels == _weight_levels(full.payload_path) > 64
+    assert ("U8U8" in full.card.sections["build"]["int8_arithmetic"]["kernels"]) == int8_saturates()
+    assert "U8U8" not in headline(reduced) and ("U8U8" in headline(full)) == int8_saturates()
     assert reduced.card.sections["evaluation"]["accuracy"] >= full.card.sections["evaluation"]["accuracy"] - 0.02
 
 

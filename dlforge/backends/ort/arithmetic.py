@@ -71,6 +71,7 @@ def u8s8_weight_levels(path: str | Path) -> int | None:
     if uint8_activations:
         consumers = {i for n in graph.node if n.op_type in _FLOAT_CONSUMERS for i in n.input}
         found += [v for n in graph.node if n.op_type == "DequantizeLinear" and n.output[0] in consumers
+                  and n.input[0] in inits  # a stored weight; a computed input is an activation
                   and (v := levels(n.input[0])) is not None]
     return max(found) if found else None
 
