@@ -66,9 +66,9 @@ def u8s8_weight_levels(path: str | Path) -> int | None:
             zp = n.input[zp_index] if len(n.input) > zp_index else None
             if uint8_activations(zp) and (v := levels(n.input[w_index])) is not None:
                 found.append(v)
-    uint8_activations = any(n.op_type == "QuantizeLinear" and len(n.input) > 2 and (z := array(n.input[2])) is not None
-                            and z.dtype == np.uint8 for n in graph.node)
-    if uint8_activations:
+    quantizes_to_uint8 = any(n.op_type == "QuantizeLinear" and len(n.input) > 2 and (z := array(n.input[2])) is not None
+                             and z.dtype == np.uint8 for n in graph.node)
+    if quantizes_to_uint8:  # a QDQ graph with uint8 activations
         consumers = {i for n in graph.node if n.op_type in _FLOAT_CONSUMERS for i in n.input}
         found += [v for n in graph.node if n.op_type == "DequantizeLinear" and n.output[0] in consumers
                   and n.input[0] in inits  # a stored weight; a computed input is an activation
