@@ -8,8 +8,8 @@ import inspect
 import numpy as np
 import pytest
 
-import dlforge.adversarial.probes  # noqa: F401  (the probes register beside the attacks)
-from dlforge.adversarial.attacks import ATTACKS, Probe, attack_options, describe_attacks, make_attack
+from dlforge.adversarial.attacks import ATTACKS, GRADIENTS, QUERIES, Attack, attack_options, describe, make_attack
+from dlforge.adversarial.probes import PROBES, Probe, make
 from dlforge.adversarial.attacks.projection import NORMS
 from dlforge.adversarial.detectors import DETECTORS
 from dlforge.adversarial.poisoning.defences import DATASET_DEFENCES
@@ -25,13 +25,29 @@ def test_attack_contract(name):
     cls = ATTACKS.get(name)
     assert (cls.__doc__ or "").strip(), f"{name}: the first docstring line is its --list-attacks summary"
     attack = make_attack(name)  # its own defaults pass its own type and range checks
-    assert attack.name == name
-    assert isinstance(attack, Probe) or attack.norm in NORMS
+    assert attack.name == name and isinstance(attack, Attack) and attack.norm in NORMS
+    assert attack.requires and attack.requires <= {GRADIENTS, QUERIES}, f"{name}: say what it requires"
+    assert not inspect.isabstract(cls), f"{name}: craft (or run) is implemented"
     for option, default in attack_options(cls).items():
         assert default is not inspect.Parameter.empty, f"{name}: option {option} needs a default"
     with pytest.raises(InputError, match="has no option"):
         make_attack(f"{name}:no_such_option=1")
-    assert name in {a["name"] for a in describe_attacks()}
+    assert name in {a["name"] for a in describe(ATTACKS)}
+    assert name not in PROBES, f"{name} is both an attack and a probe: an --attacks spec could not tell them apart"
+
+
+@pytest.mark.parametrize("name", PROBES.names())
+def test_probe_contract(name):
+    cls = PROBES.get(name)
+    assert (cls.__doc__ or "").strip(), f"{name}: the first docstring line is its --list-attacks summary"
+    probe = make(name)  # reached through the same --attacks spec as the attacks
+    assert isinstance(probe, Probe) and probe.name == name and not inspect.isabstract(cls)
+    assert probe.requires <= {GRADIENTS, QUERIES}
+    for option, default in attack_options(cls).items():
+        assert default is not inspect.Parameter.empty, f"{name}: option {option} needs a default"
+    with pytest.raises(InputError, match="probe .* has no option"):
+        make(f"{name}:no_such_option=1")
+    assert name in {a["name"] for a in describe(PROBES)}
 
 
 @pytest.mark.parametrize("name", BACKENDS.names())

@@ -10,8 +10,11 @@ Routes, as the report names them:
   says how much a transfer-only audit would overstate the engine's robustness;
 - *query*: query-only attacks run against each engine itself, no gradients needed.
 
-Probes (:mod:`dlforge.adversarial.probes`: fooling images, out-of-distribution confidence, the
-substitute-model attack) run once each, beside the attacks, and write their own report sections.
+Every attack is called one way (``attack.craft(target, ...)``, :mod:`dlforge.adversarial.attacks.base`); what
+it ``requires`` decides only where it runs: one that needs gradients on the source and on each engine's graph,
+a query-only one on each engine. Probes (:mod:`dlforge.adversarial.probes`, their own registry, named in the
+same ``--attacks`` spec: fooling images, out-of-distribution confidence, the substitute-model attack) run
+once each, beside the attacks, and write their own report sections.
 
 The audit, not the attack, projects every candidate onto the eps-ball and the valid range before
 judging it, and measures clean accuracy on exactly the same inputs. Attacks and detectors come
@@ -29,9 +32,9 @@ from typing import Callable
 
 import numpy as np
 
-import dlforge.adversarial.probes  # noqa: F401  (registers the probes in ATTACKS beside the attacks)
 from dlforge.adversarial import checks
-from dlforge.adversarial.attacks import Attack, GradientAttack, Probe, make_attack
+from dlforge.adversarial.attacks import GRADIENTS, Attack, GradientAttack, Target
+from dlforge.adversarial.probes import Probe, make
 from dlforge.adversarial.attacks.projection import project
 from dlforge.adversarial.attacks.robust import outcome_rates
 from dlforge.adversarial.invariance import audit_invariance, invariance_check
@@ -92,8 +95,9 @@ class AuditOptions(Options):
         for spec in self.detectors:
             DETECTORS.get(spec.partition("=")[0].strip())
 
-    def attack(self, spec: str) -> Attack:
-        return make_attack(spec, steps=self.pgd_steps, queries=self.square_queries, seed=self.seed)
+    def attack(self, spec: str) -> Attack | Probe:
+        """The attack or probe ``spec`` names, with this audit's budgets where it takes them."""
+        return make(spec, steps=self.pgd_steps, queries=self.square_queries, seed=self.seed)
 
     def eps_for(self, attack: Attack) -> tuple[float, ...]:
         return self.eps_l2 if attack.norm == "l2" else self.eps
@@ -329,9 +333,10 @@ def _work(run: AuditRun) -> int:
     return total + (1 if _full_range_model(run) is not None and _full_range_attack(run) is not None else 0)
 
 
-def _needs_gradients(attack: Attack) -> bool:
-    """Gradient attacks, ensembles (AutoAttack) and gradient probes run on the source and on each engine's graph."""
-    return attack.kind in ("gradient", "ensemble") or (isinstance(attack, Probe) and attack.gradients)
+def _needs_gradients(attack: Attack | Probe) -> bool:
+    """What requires gradients (gradient attacks, AutoAttack, gradient probes) runs on the source and on each
+    engine's graph; query-only attacks run on each engine."""
+    return GRADIENTS in attack.requires
 
 
 def _row(attack: Attack, eps: float, route: str, target: str, path: str, logits: np.ndarray, y: np.ndarray,
@@ -341,7 +346,7 @@ def _row(attack: Attack, eps: float, route: str, target: str, path: str, logits:
             "settings": dict(getattr(attack, "settings", {})), **extra}
 
 
-def _run_attack(run: AuditRun, attack: Attack, bar, spec: str = "") -> None:
+def _run_attack(run: AuditRun, attack: Attack | Probe, bar, spec: str = "") -> None:
     if isinstance(attack, Probe):
         _show(bar, attack, None, "all")
         section = attack.probe(run, lambda stage: _show(bar, attack, None, "all", stage))
@@ -350,56 +355,63 @@ def _run_attack(run: AuditRun, attack: Attack, bar, spec: str = "") -> None:
                                                                           **section}
         bar.update(1)
         return
+    batch = run.options.batch_size
     for eps in run.options.eps_for(attack):
         if _needs_gradients(attack):
             if run.model is not None:
                 _show(bar, attack, eps, "source")
-                _gradient_rows(run, attack, eps, bar)
+                _source_rows(run, attack, eps, bar)
                 bar.update(1)
-            for engine, graph in zip(run.engines, run.graphs):
-                if graph.model is not None:
-                    _show(bar, attack, eps, engine.label)
-                    _engine_row(run, attack, eps, engine, graph.model, bar)
-                    bar.update(1)
-            continue
-        for engine in run.engines:
+            targets = [(e, g.model) for e, g in zip(run.engines, run.graphs) if g.model is not None]
+        else:
+            targets = [(e, None) for e in run.engines]
+        for engine, model in targets:  # crafted on the engine (its graph's gradients, its queries), judged on it
             _show(bar, attack, eps, engine.label)
-            _query_row(run, attack, eps, engine)
+            target = Target(lambda z, e=engine: e.predict(z, batch), model, batch,
+                            _stages(bar, attack, eps, engine.label))
+            x_adv, extra, queries = _craft(run, target, attack, eps)
+            route = ENGINE_ROUTE if _needs_gradients(attack) else QUERY
+            run.adv[AdversarialKey(attack.name, eps, engine.label, route)] = x_adv
+            logits = target.predict(x_adv)
+            add_row(run, _row(attack, eps, route, engine.label, str(engine.path), logits, run.y,
+                              run.clean[engine.label], **extra), x_adv, logits, queries)
             bar.update(1)
 
 
-def _show(bar, attack: Attack, eps: float | None, target: str, stage: str | None = None) -> None:
+def _show(bar, attack: Attack | Probe, eps: float | None, target: str, stage: str | None = None) -> None:
     where = f"{attack.name}: {stage}" if eps is None else f"{attack.name} eps {eps:g} on {target}" + (
         f": {stage}" if stage else "")
     bar.set_postfix_str(where, refresh=True)
 
 
-def _craft(run: AuditRun, model, attack: Attack, eps: float, judge, bar=None,
-           target: str = "") -> tuple[np.ndarray, dict, np.ndarray | None]:
-    """``attack`` crafted with ``model``'s gradients, projected by the audit onto the ball and the range.
+def _stages(bar, attack: Attack, eps: float, target: str):
+    return None if bar is None else (lambda stage: _show(bar, attack, eps, target, stage))
 
-    An ensemble (AutoAttack) also takes ``judge``, the model whose predictions decide which points are
-    still robust and which its query stage queries; its row gets the robust accuracy after each stage.
-    """
-    o = run.options
-    if attack.kind == "ensemble":
-        on_stage = None if bar is None else (lambda stage: _show(bar, attack, eps, target, stage))
-        result = attack.run(model, judge, run.x, run.y, eps=eps, value_range=run.value_range,
-                            batch_size=o.batch_size, on_stage=on_stage)
-        extra = {"stages": result.stages}
-        queries = result.queries if result.queries.any() else None  # Square's stage queried some points
-        if queries is not None:  # over the points Square attacked: the others cost it no query, not zero queries
-            attacked = queries[queries > 0]
+
+def _craft(run: AuditRun, target: Target, attack: Attack, eps: float) -> tuple[np.ndarray, dict, np.ndarray | None]:
+    """``attack`` crafted on ``target`` (one call for every attack), projected by the audit onto the ball and the
+    range; the row's extra fields (an ensemble's stages, the queries per sample) and the per-sample queries."""
+    result = attack.craft(target, run.x, run.y, eps=eps, value_range=run.value_range)
+    extra = {"stages": result.stages} if result.stages is not None else {}
+    queries = result.queries
+    if queries is not None and result.stages is not None:
+        # an ensemble's query stage attacked only the points still robust: the others cost it no query, not zero
+        queries = queries if queries.any() else None
+        attacked = queries[queries > 0] if queries is not None else None
+        if attacked is not None:
             extra.update(queries_per_sample=float(attacked.mean()), queries_median=float(np.median(attacked)),
                          queried_samples=int(len(attacked)))
-        return project(result.x_adv, run.x, eps, attack.norm, run.value_range), extra, queries
-    x_adv = model.attack(attack, run.x, run.y, eps=eps, value_range=run.value_range, batch_size=o.batch_size)
-    return project(x_adv, run.x, eps, attack.norm, run.value_range), {}, None
+    elif queries is not None:
+        extra.update(queries_per_sample=float(queries.mean()), queries_median=float(np.median(queries)))
+    return project(result.x_adv, run.x, eps, attack.norm, run.value_range), extra, queries
 
 
-def _gradient_rows(run: AuditRun, attack: Attack, eps: float, bar=None) -> None:
+def _source_rows(run: AuditRun, attack: Attack, eps: float, bar=None) -> None:
+    """Crafted with the source's gradients (an ensemble's query stage queries the source), judged on the source
+    (white-box) and on each engine (transfer)."""
     o = run.options
-    x_adv, extra, queries = _craft(run, run.model, attack, eps, run.model.predict, bar, "source")
+    target = Target(run.model.predict, run.model, o.batch_size, _stages(bar, attack, eps, "source"))
+    x_adv, extra, queries = _craft(run, target, attack, eps)
     run.adv[AdversarialKey(attack.name, eps)] = x_adv
     if run.crafted_on == "source":
         logits = run.model.predict(x_adv)
@@ -409,28 +421,6 @@ def _gradient_rows(run: AuditRun, attack: Attack, eps: float, bar=None) -> None:
         logits = e.predict(x_adv, o.batch_size)
         add_row(run, _row(attack, eps, TRANSFER, e.label, str(e.path), logits, run.y, run.clean[e.label],
                           crafted_on=run.crafted_on), x_adv, logits)
-
-
-def _engine_row(run: AuditRun, attack: Attack, eps: float, engine: DeployedModel, model, bar=None) -> None:
-    """Crafted with the engine graph's own gradients (an ensemble's query stage queries the engine), judged on
-    the engine."""
-    judge = lambda z: engine.predict(z, run.options.batch_size)  # noqa: E731
-    x_adv, extra, queries = _craft(run, model, attack, eps, judge, bar, engine.label)
-    run.adv[AdversarialKey(attack.name, eps, engine.label, ENGINE_ROUTE)] = x_adv
-    logits = judge(x_adv)
-    add_row(run, _row(attack, eps, ENGINE_ROUTE, engine.label, str(engine.path), logits, run.y,
-                      run.clean[engine.label], **extra), x_adv, logits, queries)
-
-
-def _query_row(run: AuditRun, attack: Attack, eps: float, engine: DeployedModel) -> None:
-    predict = lambda z: engine.predict(z, run.options.batch_size)  # noqa: E731
-    result = attack.run(predict, run.x, run.y, eps=eps, value_range=run.value_range)
-    x_adv = project(result.x_adv, run.x, eps, attack.norm, run.value_range)
-    logits = predict(x_adv)
-    add_row(run, _row(attack, eps, QUERY, engine.label, str(engine.path), logits, run.y, run.clean[engine.label],
-                      queries_per_sample=float(result.queries.mean()), queries_median=float(np.median(result.queries))),
-            x_adv, logits, result.queries)
-    run.adv[AdversarialKey(attack.name, eps, engine.label, QUERY)] = x_adv
 
 
 def _full_range_model(run: AuditRun):
@@ -446,7 +436,7 @@ def _full_range_model(run: AuditRun):
 def _full_range_attack(run: AuditRun) -> GradientAttack | None:
     """PGD where the audit runs it, else its first gradient attack (None: it runs none, only probes)."""
     gradient = [a for a in run.attacks if isinstance(a, GradientAttack)]
-    gradient += [c for a in run.attacks if a.kind == "ensemble" for c in a.components if isinstance(c, GradientAttack)]
+    gradient += [c for a in run.attacks for c in getattr(a, "components", ()) if isinstance(c, GradientAttack)]
     return next((a for a in gradient if a.name == "pgd"), gradient[0] if gradient else None)
 
 
@@ -458,7 +448,7 @@ def _full_range(run: AuditRun, bar) -> tuple[str, float, float] | None:
     model, judge = pair
     width = run.value_range[1] - run.value_range[0]
     eps = width * (float(np.prod(run.x.shape[1:])) ** 0.5 if attack.norm == "l2" else 1.0)
-    x_full, _, _ = _craft(run, model, attack, eps, judge)
+    x_full, _, _ = _craft(run, Target(judge, model, run.options.batch_size), attack, eps)
     bar.update(1)
     if not (judge(run.x).argmax(1) == run.y).any():
         return attack.name, eps, None  # nothing right to begin with: nothing to judge

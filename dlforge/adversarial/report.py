@@ -34,10 +34,9 @@ def check_line(c: dict) -> str:
 
 
 def _probe_columns(name: str) -> list:
-    import dlforge.adversarial.probes  # noqa: F401  (the probes register in ATTACKS when their package is imported)
-    from dlforge.adversarial.attacks import ATTACKS
+    from dlforge.adversarial.probes import PROBES
 
-    columns = list(getattr(ATTACKS.get(name), "columns", ()))
+    columns = list(getattr(PROBES.get(name), "columns", ()))
     return columns or [Column("route"), Column("target")]
 
 
@@ -158,12 +157,11 @@ def images_png(items: list[dict], title: str) -> str | None:
 
 
 def _probes_html(report: dict) -> str:
-    import dlforge.adversarial.probes  # noqa: F401  (the probes register in ATTACKS when their package is imported)
-    from dlforge.adversarial.attacks import ATTACKS
+    from dlforge.adversarial.probes import PROBES
 
     out = []
     for name, section in report.get("probes", {}).items():
-        doc = (ATTACKS.get(section["probe"]).__doc__ or "").strip().splitlines()
+        doc = (PROBES.get(section["probe"]).__doc__ or "").strip().splitlines()
         out.append(f"<h2>{html.escape(name)}</h2><p>{html.escape(doc[0] if doc else '')}</p>")
         out.append(html_table(section["rows"], _probe_columns(section["probe"])) if section["rows"] else
                    "<p>No rows.</p>")

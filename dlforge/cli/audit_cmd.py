@@ -13,12 +13,14 @@ from dlforge.errors import StageFailed
 def _list_attacks(ctx, param, value) -> None:
     if not value or ctx.resilient_parsing:
         return
-    from dlforge.adversarial.attacks import describe_attacks
+    from dlforge.adversarial.attacks import ATTACKS, describe
     from dlforge.adversarial.detectors import DETECTORS
+    from dlforge.adversarial.probes import PROBES
     from dlforge.reporting import format_table
 
-    rows = [{**a, "options": ", ".join(f"{k}={v!r}" for k, v in a["options"].items())} for a in describe_attacks()]
-    click.echo(format_table(rows, ["name", "kind", "norm", "options", "summary"]))
+    rows = [{**a, "options": ", ".join(f"{k}={v!r}" for k, v in a["options"].items())}
+            for a in describe(ATTACKS) + describe(PROBES)]
+    click.echo(format_table(rows, ["name", "kind", "requires", "norm", "options", "summary"]))
     click.echo("\ndetectors: " + ", ".join(DETECTORS.names()))
     ctx.exit(0)
 
@@ -26,7 +28,8 @@ def _list_attacks(ctx, param, value) -> None:
 @cli.command("audit")
 @click.argument("artifacts", nargs=-1, type=click.Path())
 @click.option("--list-attacks", is_flag=True, expose_value=False, is_eager=True, callback=_list_attacks,
-              help="List the registered attacks (kind, norm, options) and detectors, then exit.")
+              help="List the registered attacks and probes (what each requires, norm, options) and detectors, "
+                   "then exit.")
 @option_for(AuditOptions, "source", type=click.Path())
 @option_for(AuditOptions, "surrogate", type=click.Path())
 @option_for(AuditOptions, "attacks")

@@ -76,7 +76,7 @@ def load_spec(path: str | os.PathLike) -> SweepSpec:
                                      **settings)
     except TypeError as exc:
         raise InputError(f"sweep spec {path}: [settings] has an option `dlforge audit` does not know ({exc})")
-    from dlforge.adversarial.attacks import Probe
+    from dlforge.adversarial.probes import Probe
 
     probes = [a for a in spec.attacks if isinstance(options.attack(a), Probe)]
     if probes:

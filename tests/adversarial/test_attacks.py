@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from dlforge.adversarial.attacks import ATTACKS, GradientAttack, make_attack
+from dlforge.adversarial.attacks import ATTACKS, Target, make_attack
 from dlforge.adversarial.attacks.fgsm import FGSM
 from dlforge.adversarial.attacks.pgd import PGD
 from dlforge.adversarial.attacks.square import Square, square_fraction
@@ -29,14 +29,11 @@ def model(digits_lenet):
 
 
 def _run(attack, model, session, x, y, eps):
-    if isinstance(attack, GradientAttack):
-        return attack.run(model, torch.from_numpy(x), torch.from_numpy(y), eps=eps).numpy()
-    if attack.kind == "ensemble":
-        return attack.run(TorchModel(model), session.predict, x, y, eps=eps).x_adv
-    return attack.run(session.predict, x, y, eps=eps).x_adv
+    """Every attack through the one convention: the same target (the engine's answers, the source's gradients)."""
+    return attack.craft(Target(session.predict, TorchModel(model), 64), x, y, eps=eps).x_adv
 
 
-@pytest.mark.parametrize("name", [n for n, cls in ATTACKS.items() if cls.kind != "probe"])  # probes: test_probes.py
+@pytest.mark.parametrize("name", ATTACKS.names())  # probes (their own registry): test_probes.py
 def test_contract_stays_in_ball_and_range_and_weakens_accuracy(name, model, digits_engines, digits_batch):
     x, y = digits_batch
     attack = make_attack(name, steps=10, queries=200, iterations=20, square_queries=200)

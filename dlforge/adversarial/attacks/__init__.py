@@ -2,26 +2,27 @@
 
 An attack spec names a registered attack and, optionally, its keyword hyper-parameters:
 ``pgd``, ``pgd:steps=100``, ``square:queries=5000:p_init=0.3``. The audit builds each attack with
-:func:`make_attack`; the CLI lists names, kinds, norms and options from the registry
-(:func:`describe_attacks`).
+:func:`make_attack`; the CLI lists names, what each requires, norms and options from the registry
+(:func:`describe`). The same grammar builds the audit's probes from their own registry
+(:data:`dlforge.adversarial.probes.base.PROBES`, through :func:`from_spec`).
 """
 
 from __future__ import annotations
 
 import inspect
 
-from dlforge.adversarial.attacks.base import Attack, GradientAttack, Probe, QueryAttack, QueryResult
+from dlforge.adversarial.attacks.base import (GRADIENTS, QUERIES, Attack, AttackResult, GradientAttack, QueryAttack,
+                                              Target, describe_requires)
 from dlforge.errors import InputError
 from dlforge.options import parse_key_values
 from dlforge.registry import Registry
 
-# every module of this package is discovered; the audit's probes (dlforge.adversarial.probes, a layer up)
-# register into the same registry when that package is imported
+# every module of this package is discovered (a new attack is a new module, no list to edit)
 ATTACKS: Registry[type[Attack]] = Registry("attack", packages=["dlforge.adversarial.attacks"])
 
 
-def attack_options(cls: type[Attack]) -> dict:
-    """An attack's keyword hyper-parameters and their defaults, read from its ``__init__``."""
+def attack_options(cls: type) -> dict:
+    """An attack's (or probe's) keyword hyper-parameters and their defaults, read from its ``__init__``."""
     params = inspect.signature(cls.__init__).parameters.values()
     return {p.name: p.default for p in params if p.kind is p.KEYWORD_ONLY}
 
@@ -37,7 +38,7 @@ ZERO_OK = (0, None, True)
 GENERIC_RANGES = {"seed": ZERO_OK, "target": ZERO_OK}
 
 
-def _check_value(spec: str, cls: type[Attack], name: str, value):
+def _check_value(spec: str, cls: type, name: str, value, kind: str = "attack"):
     """``value`` for option ``name`` of ``cls``, of the type its signature declares and within its range."""
     import math
 
@@ -46,7 +47,7 @@ def _check_value(spec: str, cls: type[Attack], name: str, value):
     kinds = {part.strip() for part in annotation.split("|")}
     if value is None and "None" in kinds:
         return value
-    wrong = InputError(f"attack {spec!r}: {name}={value!r} is not {' or '.join(sorted(kinds - {'None'}))} "
+    wrong = InputError(f"{kind} {spec!r}: {name}={value!r} is not {' or '.join(sorted(kinds - {'None'}))} "
                        f"(default {param.default!r})")
     if "bool" in kinds:
         if not isinstance(value, bool):
@@ -67,7 +68,7 @@ def _check_value(spec: str, cls: type[Attack], name: str, value):
         name, (1, None, True) if "int" in kinds else (0, None, False))
     if (value < low if inclusive else value <= low) or (high is not None and value > high):
         bound = f"{'>=' if inclusive else '>'} {low:g}" + (f" and <= {high:g}" if high is not None else "")
-        raise InputError(f"attack {spec!r}: {name}={value!r} is out of range (must be {bound})")
+        raise InputError(f"{kind} {spec!r}: {name}={value!r} is out of range (must be {bound})")
     return value
 
 
@@ -78,33 +79,39 @@ def make_attack(spec: str, **defaults) -> Attack:
     the option in ``budget_options`` (``--pgd-steps`` is PGD's step count, not FAB's or CW's) or it is
     ``seed``, and the spec does not set it; every other option keeps the attack's own default. The attack's
     effective settings are kept as ``attack.settings`` for the report."""
+    return from_spec(ATTACKS, spec, **defaults)
+
+
+def from_spec(registry: Registry, spec: str, **defaults):
+    """The entry of ``registry`` a spec ``name[:key=value...]`` names, built with its checked options
+    (:func:`make_attack`'s rules; a probe's spec follows the same grammar)."""
     name, settings = parse_spec(spec)
-    cls = ATTACKS.get(name)
+    cls = registry.get(name)
     known = attack_options(cls)
     unknown = sorted(set(settings) - set(known))
     if unknown:
-        raise InputError(f"attack {name!r} has no option {unknown[0]!r}; its options: "
+        raise InputError(f"{registry.kind} {name!r} has no option {unknown[0]!r}; its options: "
                          f"{', '.join(f'{k}={v!r}' for k, v in known.items()) or 'none'}")
     takes = {"seed", *getattr(cls, "budget_options", ())}
     kwargs = {k: v for k, v in defaults.items() if k in known and k in takes and v is not None}
-    kwargs.update({k: _check_value(spec, cls, k, v) for k, v in settings.items()})
+    kwargs.update({k: _check_value(spec, cls, k, v, registry.kind) for k, v in settings.items()})
     try:
-        attack = cls(**kwargs)
+        made = cls(**kwargs)
     except (TypeError, ValueError) as exc:
-        raise InputError(f"attack {spec!r}: {exc}") from exc
-    attack.settings = {**known, **kwargs}
-    return attack
+        raise InputError(f"{registry.kind} {spec!r}: {exc}") from exc
+    made.settings = {**known, **kwargs}
+    return made
 
 
-def describe_attacks() -> list[dict]:
-    """Name, kind, norm, summary and options of every registered attack (for help and reports)."""
+def describe(registry: Registry = ATTACKS) -> list[dict]:
+    """Name, what it requires, norm, summary and options of every entry of ``registry`` (attacks, or probes)."""
     out = []
-    for name, cls in ATTACKS.items():
+    for name, cls in registry.items():
         doc = (cls.__doc__ or "").strip().splitlines()
-        out.append({"name": name, "kind": cls.kind, "norm": cls.norm, "summary": doc[0] if doc else "",
-                    "options": attack_options(cls)})
+        out.append({"name": name, "kind": registry.kind, "requires": describe_requires(cls.requires),
+                    "norm": cls.norm, "summary": doc[0] if doc else "", "options": attack_options(cls)})
     return out
 
 
-__all__ = ["ATTACKS", "Attack", "GradientAttack", "Probe", "QueryAttack", "QueryResult", "attack_options", "describe_attacks",
-           "make_attack", "parse_spec"]
+__all__ = ["ATTACKS", "GRADIENTS", "QUERIES", "Attack", "AttackResult", "GradientAttack", "QueryAttack", "Target",
+           "attack_options", "describe", "from_spec", "make_attack", "parse_spec"]

@@ -14,21 +14,11 @@ Square attacks the deployed engine by queries, as a black-box attacker would.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Callable
-
 import numpy as np
 
 from dlforge.adversarial.attacks import ATTACKS, make_attack
-from dlforge.adversarial.attacks.base import Attack
+from dlforge.adversarial.attacks.base import GRADIENTS, QUERIES, Attack, AttackResult, Target
 from dlforge.adversarial.attacks.projection import NORMS, project
-
-
-@dataclass
-class CascadeResult:
-    x_adv: np.ndarray
-    stages: list[dict]  # per attack: {"attack", "robust_accuracy" after it, "fooled", "skipped"?}
-    queries: np.ndarray  # forward passes Square used, per sample (0 where it did not run)
 
 
 @ATTACKS.register("autoattack")
@@ -49,11 +39,11 @@ class AutoAttack(Attack):
 
     Example::
 
-        result = AutoAttack().run(torch_model, engine.predict, x, y, eps=0.3)
+        result = AutoAttack().craft(Target(engine.predict, torch_model), x, y, eps=0.3)
     """
 
     name = "autoattack"
-    kind = "ensemble"
+    requires = frozenset({GRADIENTS, QUERIES})
 
     def __init__(self, *, norm: str = "linf", iterations: int = 100, targets: int = 9, square_queries: int = 5000,
                  seed: int = 0):
@@ -66,12 +56,13 @@ class AutoAttack(Attack):
             specs.append(f"square:queries={square_queries}:p_init=0.8:rescale=false")
         self.components = [make_attack(s, seed=seed) for s in specs]
 
-    def run(self, model, predict: Callable[[np.ndarray], np.ndarray], x: np.ndarray, y: np.ndarray, *, eps: float,
-            value_range: tuple[float, float] = (0.0, 1.0), batch_size: int = 256,
-            on_stage: Callable[[str], None] | None = None) -> CascadeResult:
-        """The cascade on ``x``. ``model``: a :class:`~dlforge.adversarial.attacks.torch_model.TorchModel` for the
-        gradient attacks (None: they are skipped, and the stages say so); ``predict``: the judge."""
-        robust = predict(x).argmax(1) == y
+    def craft(self, target: Target, x: np.ndarray, y: np.ndarray, *, eps: float,
+              value_range: tuple[float, float] = (0.0, 1.0)) -> AttackResult:
+        """The cascade on ``x``. ``target.model`` crafts the gradient attacks (None: they are skipped, and the
+        stages say so); ``target.predict`` is the judge, and what Square queries. ``stages``: per attack, the
+        robust accuracy after it, the points it fooled and, where it did not run, why; ``queries``: forward
+        passes Square used per point (0 where it did not run)."""
+        robust = target.predict(x).argmax(1) == y
         x_adv, queries = x.copy(), np.zeros(len(x), dtype=np.int64)
         stages = []
         for attack in self.components:
@@ -79,20 +70,17 @@ class AutoAttack(Attack):
             if eps == 0 or len(idx) == 0:
                 stages.append({"attack": attack.name, "robust_accuracy": float(robust.mean()), "fooled": 0})
                 continue
-            if attack.kind != "query" and model is None:
+            if not attack.usable_on(target):
                 stages.append({"attack": attack.name, "robust_accuracy": float(robust.mean()), "fooled": 0,
                                "skipped": "no differentiable model"})
                 continue
-            if on_stage is not None:
-                on_stage(attack.name)
-            if attack.kind == "query":
-                result = attack.run(predict, x[idx], y[idx], eps=eps, value_range=value_range)
-                candidates, queries[idx] = result.x_adv, result.queries
-            else:
-                candidates = model.attack(attack, x[idx], y[idx], eps=eps, value_range=value_range,
-                                          batch_size=batch_size)
-            candidates = project(candidates, x[idx], eps, self.norm, value_range)
-            fooled = predict(candidates).argmax(1) != y[idx]
+            if target.on_stage is not None:
+                target.on_stage(attack.name)
+            result = attack.craft(target, x[idx], y[idx], eps=eps, value_range=value_range)
+            if result.queries is not None:
+                queries[idx] = result.queries
+            candidates = project(result.x_adv, x[idx], eps, self.norm, value_range)
+            fooled = target.predict(candidates).argmax(1) != y[idx]
             x_adv[idx[fooled]], robust[idx[fooled]] = candidates[fooled], False
             stages.append({"attack": attack.name, "robust_accuracy": float(robust.mean()), "fooled": int(fooled.sum())})
-        return CascadeResult(x_adv, stages, queries)
+        return AttackResult(x_adv, queries, stages)

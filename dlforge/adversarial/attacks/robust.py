@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from dlforge.adversarial.attacks.base import GradientAttack
+from dlforge.adversarial.attacks.base import Attack, Target
 from dlforge.adversarial.attacks.projection import project
 
 
@@ -27,12 +27,13 @@ def outcome_rates(pred: np.ndarray, y: np.ndarray, clean_pred: np.ndarray) -> di
             "clean_accuracy": float(correct.mean())}
 
 
-def robust_accuracy(model, attack: GradientAttack, x: np.ndarray, y: np.ndarray, *, eps: float, value_range,
+def robust_accuracy(model, attack: Attack, x: np.ndarray, y: np.ndarray, *, eps: float, value_range,
                     predict, clean_pred: np.ndarray | None = None, batch_size: int = 256) -> float:
-    """``attack`` crafted with ``model``'s gradients, projected as the audit projects every candidate, and judged
-    by ``predict`` with the audit's rule (:func:`outcome_rates`): the one robust accuracy that drift and the
-    per-layer precision search report."""
-    x_adv = model.attack(attack, x, y.astype(np.int64), eps=eps, value_range=value_range, batch_size=batch_size)
+    """``attack`` crafted on ``model``'s gradients (where it requires them) and ``predict``'s answers, projected as
+    the audit projects every candidate, and judged by ``predict`` with the audit's rule (:func:`outcome_rates`):
+    the one robust accuracy that drift and the per-layer precision search report."""
+    target = Target(predict, model, batch_size)
+    x_adv = attack.craft(target, x, y.astype(np.int64), eps=eps, value_range=value_range).x_adv
     x_adv = project(x_adv, x, eps, attack.norm, value_range)
     clean = predict(x).argmax(1) if clean_pred is None else clean_pred
     return outcome_rates(predict(x_adv).argmax(1), y, clean)["robust_accuracy"]

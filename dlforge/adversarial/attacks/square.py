@@ -8,7 +8,7 @@ from typing import Callable
 import numpy as np
 
 from dlforge.adversarial.attacks import ATTACKS
-from dlforge.adversarial.attacks.base import QueryAttack, QueryResult
+from dlforge.adversarial.attacks.base import QueryAttack, AttackResult
 
 # Andriushchenko et al.'s schedule: the square's area halves at these fractions (out of 10,000)
 # of the query budget.
@@ -80,7 +80,7 @@ class Square(QueryAttack):
         n, c, h, w = x.shape
         used = np.ones(n, dtype=np.int64)
         if eps == 0:
-            return QueryResult(x.copy(), used)
+            return AttackResult(x.copy(), used)
         x_adv = np.clip(x + eps * rng.choice([-1.0, 1.0], size=(n, c, 1, w)), lo, hi).astype(x.dtype)
         loss = margin(predict(x_adv), y)
         rows, cols = np.arange(h), np.arange(w)
@@ -101,4 +101,4 @@ class Square(QueryAttack):
             better = new_loss < loss[active]
             x_adv[active[better]] = proposal[better]
             loss[active[better]] = new_loss[better]
-        return QueryResult(x_adv, used)
+        return AttackResult(x_adv, used)

@@ -1,9 +1,10 @@
 """Probes: the audit's experiments that are not eps-ball attacks on the test points.
 
-Each probe is registered in :data:`dlforge.adversarial.attacks.ATTACKS` (kind ``probe``), so
-``dlforge audit --attacks fooling,ood,substitute`` runs it beside the attacks and ``--list-attacks``
+Each probe is registered in :data:`PROBES` (:mod:`dlforge.adversarial.probes.base`), its own registry,
+and is named in the same ``--attacks`` spec as the attacks (:func:`make`, same grammar), so
+``dlforge audit --attacks pgd,fooling,ood,substitute`` runs it beside the attacks and ``--list-attacks``
 shows its options. A probe runs once per audit and writes its own report section
-(:class:`dlforge.adversarial.attacks.base.Probe`):
+(:class:`dlforge.adversarial.probes.base.Probe`):
 
 - ``fooling`` / ``fooling-evo``: unrecognizable inputs classified with high confidence (Nguyen et
   al. 2015), by gradient ascent and by a query-only evolutionary search against each engine;
@@ -21,9 +22,21 @@ from __future__ import annotations
 
 import numpy as np
 
+from dlforge.adversarial.attacks import ATTACKS, from_spec, parse_spec
+from dlforge.adversarial.probes.base import PROBES, Probe
 from dlforge.adversarial.records import ENGINE_ROUTE, WHITE_BOX
 from dlforge.errors import InputError
-from dlforge.registry import import_package_modules
+
+
+def make(spec: str, **defaults):
+    """The attack or probe a ``--attacks`` spec names (one grammar, two registries; a name is in one only)."""
+    name = parse_spec(spec)[0]
+    if name in PROBES:
+        return from_spec(PROBES, spec, **defaults)
+    if name not in ATTACKS:
+        raise InputError(f"unknown attack {name!r}; attacks: {', '.join(ATTACKS.names())}; probes: "
+                         f"{', '.join(PROBES.names())}")
+    return from_spec(ATTACKS, spec, **defaults)
 
 
 def _is_distribution(out: np.ndarray) -> bool:
@@ -144,7 +157,5 @@ def gradient_routes(run):
             yield ENGINE_ROUTE, engine.label, graph.model, {engine.label: lambda z, e=engine: e.predict(z, batch)}
 
 
-__all__ = ["Resemblance", "resemblance", "gradient_routes", "log_probabilities", "probabilities"]
-
-
-import_package_modules(__name__)  # each probe module registers itself in ATTACKS (discovery, no list to edit)
+__all__ = ["PROBES", "Probe", "Resemblance", "resemblance", "gradient_routes", "log_probabilities", "make",
+           "probabilities"]

@@ -29,8 +29,8 @@ import math
 
 import numpy as np
 
-from dlforge.adversarial.attacks import ATTACKS
-from dlforge.adversarial.attacks.base import Probe
+from dlforge.adversarial.attacks.base import GRADIENTS, QUERIES
+from dlforge.adversarial.probes.base import PROBES, Probe
 from dlforge.adversarial.probes import gradient_routes, log_probabilities, resemblance
 from dlforge.adversarial.records import QUERY, TRANSFER
 from dlforge.reporting import Column
@@ -72,7 +72,7 @@ def _gallery(route: str, target: str, images: np.ndarray, per_class: list[dict])
              "image": images[c].tolist()} for c, p in enumerate(per_class)]
 
 
-@ATTACKS.register("fooling")
+@PROBES.register("fooling")
 class FoolingImages(Probe):
     """Fooling images by gradient ascent from noise: the confidence reached per class on unrecognizable inputs.
 
@@ -94,7 +94,7 @@ class FoolingImages(Probe):
 
     name = "fooling"
     option_ranges = {"confidence": (0, 1, False)}
-    gradients = True
+    requires = frozenset({GRADIENTS})
     columns = COLUMNS
 
     def __init__(self, *, steps: int = 100, step_size: float = 0.01, radius: float = 0.3, starts: int = 8,
@@ -170,7 +170,7 @@ class FoolingImages(Probe):
         return best.cpu().numpy()
 
 
-@ATTACKS.register("fooling-evo")
+@PROBES.register("fooling-evo")
 class FoolingEvolution(Probe):
     """Fooling images by MAP-Elites against each engine, queries only: confidence per class and queries used.
 
@@ -193,6 +193,7 @@ class FoolingEvolution(Probe):
     """
 
     name = "fooling-evo"
+    requires = frozenset({QUERIES})
     option_ranges = {"confidence": (0, 1, False), "mutation_rate": (0, 1, False)}
     columns = COLUMNS
 

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import numpy as np
 
-from dlforge.adversarial.attacks import ATTACKS
-from dlforge.adversarial.attacks.base import Probe
+from dlforge.adversarial.attacks.base import QUERIES
+from dlforge.adversarial.probes.base import PROBES, Probe
 from dlforge.adversarial.probes import probabilities
 from dlforge.errors import InputError
 from dlforge.reporting import Column
@@ -16,7 +16,7 @@ from dlforge.reporting import Column
 OTHER_DATASET = {"mnist": "fashion-mnist", "fashion-mnist": "mnist"}
 
 
-@ATTACKS.register("ood")
+@PROBES.register("ood")
 class OutOfDistribution(Probe):
     """Confidence on inputs of no known class: uniform noise and another dataset, beside the test images.
 
@@ -37,6 +37,7 @@ class OutOfDistribution(Probe):
     """
 
     name = "ood"
+    requires = frozenset({QUERIES})
     option_ranges = {"threshold": (0, 1, False)}
     columns = (Column("target", fmt=lambda t: t[:32]), Column("inputs"), Column("samples", "n", "d", ">"),
                Column("mean_confidence", "mean max-prob", ".4f", ">"),

@@ -6,8 +6,8 @@ import math
 
 import numpy as np
 
-from dlforge.adversarial.attacks import ATTACKS
-from dlforge.adversarial.attacks.base import Probe
+from dlforge.adversarial.attacks.base import GRADIENTS
+from dlforge.adversarial.probes.base import PROBES, Probe
 from dlforge.adversarial.probes import gradient_routes
 from dlforge.adversarial.records import TRANSFER
 from dlforge.adversarial.probes.transforms import affine
@@ -26,7 +26,7 @@ def parse_areas(areas: str) -> tuple[float, ...]:
     return out
 
 
-@ATTACKS.register("patch")
+@PROBES.register("patch")
 class AdversarialPatch(Probe):
     """A universal targeted patch trained with EOT (random place, rotation, scale): targeted success vs area.
 
@@ -54,7 +54,7 @@ class AdversarialPatch(Probe):
 
     name = "patch"
     option_ranges = {"rotation": (0, None, True)}
-    gradients = True
+    requires = frozenset({GRADIENTS})
     columns = (Column("route"), Column("target", fmt=lambda t: t[:32]), Column("area", fmt=".3f", align=">"),
                Column("side", "side px", "d", ">"), Column("success", "targeted success", ".4f", ">"),
                Column("noise_patch", "noise patch", ".4f", ">"), Column("images", "of", "d", ">"))

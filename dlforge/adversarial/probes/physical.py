@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from dlforge.adversarial.attacks import ATTACKS, make_attack
-from dlforge.adversarial.attacks.base import Probe
+from dlforge.adversarial.attacks import Target, make_attack
+from dlforge.adversarial.attacks.base import GRADIENTS
+from dlforge.adversarial.probes.base import PROBES, Probe
 from dlforge.adversarial.probes import gradient_routes
 from dlforge.adversarial.records import TRANSFER
 from dlforge.adversarial.probes.transforms import Chain, apply_chain
@@ -13,7 +14,7 @@ from dlforge.adversarial.attacks.projection import project
 from dlforge.reporting import Column
 
 
-@ATTACKS.register("physical")
+@PROBES.register("physical")
 class PhysicalWorld(Probe):
     """PGD vs EOT-PGD examples through random blur, noise, lighting, rotation, shift and JPEG: the share that survives.
 
@@ -47,7 +48,7 @@ class PhysicalWorld(Probe):
     name = "physical"
     option_ranges = {k: (0, None, True) for k in ("noise", "brightness", "contrast", "rotation", "blur",
                                                   "translation")}
-    gradients = True
+    requires = frozenset({GRADIENTS})
     columns = (Column("route"), Column("target", fmt=lambda t: t[:32]), Column("attack"),
                Column("eps", fmt="g", align=">"), Column("fooled_after_chain", "fooled after chain", ".4f", ">"),
                Column("adversarial", "adv (no chain)", ".4f", ">"),
@@ -78,8 +79,8 @@ class PhysicalWorld(Probe):
         rows = []
         for route, source, model, judges in gradient_routes(run):
             show(f"PGD on {source}")
-            plain = model.attack(make_attack("pgd", steps=self.steps, seed=self.seed), x, y, eps=self.eps,
-                                 value_range=run.value_range, batch_size=run.options.batch_size)
+            plain = make_attack("pgd", steps=self.steps, seed=self.seed).craft(
+                Target.of(model, run.options.batch_size), x, y, eps=self.eps, value_range=run.value_range).x_adv
             show(f"EOT-PGD on {source}")
             eot = self.eot_pgd(model, x, y, run.value_range)
             examples = {"pgd": project(plain, x, self.eps, "linf", run.value_range),

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from dlforge.adversarial.attacks import ATTACKS, make_attack
-from dlforge.adversarial.attacks.base import Probe
+from dlforge.adversarial.attacks import Target, make_attack
+from dlforge.adversarial.attacks.base import QUERIES
+from dlforge.adversarial.probes.base import PROBES, Probe
 from dlforge.adversarial.attacks.projection import project
 from dlforge.errors import InputError
 from dlforge.reporting import Column
@@ -44,7 +45,7 @@ def substitute_network(arch: str, shape: tuple, classes: int):
                          nn.Linear(200, 200), nn.ReLU(), nn.Linear(200, classes))
 
 
-@ATTACKS.register("substitute")
+@PROBES.register("substitute")
 class SubstituteAttack(Probe):
     """Papernot et al.'s black-box attack: a substitute trained on the engine's top-1 answers, attacks transferred.
 
@@ -81,6 +82,7 @@ class SubstituteAttack(Probe):
     """
 
     name = "substitute"
+    requires = frozenset({QUERIES})
     columns = (Column("target", fmt=lambda t: t[:32]), Column("attack"), Column("eps", fmt="g", align=">"),
                Column("queries", "queries", "d", ">"), Column("agreement", "substitute agrees", ".4f", ">"),
                Column("attack_success_rate", "success", lambda v: "-" if v is None else f"{v:.4f}", ">"),
@@ -121,8 +123,8 @@ class SubstituteAttack(Probe):
             for spec in ("fgsm", "pgd"):
                 show(f"{engine.label}: {spec} on the substitute")
                 attack = make_attack(spec, seed=self.seed)
-                x_adv = substitute.attack(attack, run.x, run.y, eps=self.eps, value_range=run.value_range,
-                                          batch_size=run.options.batch_size)
+                x_adv = attack.craft(Target.of(substitute, run.options.batch_size), run.x, run.y, eps=self.eps,
+                                     value_range=run.value_range).x_adv
                 pred = engine.predict(project(x_adv, run.x, self.eps, "linf", run.value_range),
                                       run.options.batch_size).argmax(1)
                 rows.append({"route": "substitute", "target": engine.label, "attack": spec, "eps": self.eps,
