@@ -58,7 +58,7 @@ def main() -> None:
     raw: dict = {}
     for _ in range(args.repeats):
         report = run_bench(engines, options)
-        for r in report["results"]:
+        for r in report.results:
             ours.setdefault((r["artifact"], r["batch_size"]), []).append(r["latency_ms"]["median"])
         for engine in engines:
             payload = engine / "model.onnx"

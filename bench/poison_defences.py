@@ -54,7 +54,7 @@ def main() -> None:
     print(table(report))
     print(f"\n{time.perf_counter() - start:.0f} s in all")
     if args.json:
-        Path(args.json).write_text(json.dumps(report, indent=1) + "\n", encoding="utf-8")
+        Path(args.json).write_text(json.dumps(report.to_json(), indent=1) + "\n", encoding="utf-8")
 
 
 if __name__ == "__main__":

@@ -41,11 +41,11 @@ def test_bench_accuracy_on_limited_engines(limited_engines):
 
     paths = [limited_engines["static-fp32"].path, limited_engines["static-int8"].path]
     report = run_bench(paths, batch_sizes=(1,), iterations=5, duration=0.05, rounds=1, accuracy=True)
-    for row, engine in zip(report["results"], limited_engines.values()):
+    for row, engine in zip(report.results, limited_engines.values()):
         assert row["accuracy"] == pytest.approx(engine.card.sections["evaluation"]["accuracy"])
     narrow = run_bench([limited_engines["narrow-fp32"].path], batch_sizes=(8,), iterations=5, duration=0.05,
                        rounds=1, accuracy=True)
-    assert narrow["results"][0]["accuracy"] == pytest.approx(
+    assert narrow.results[0]["accuracy"] == pytest.approx(
         limited_engines["narrow-fp32"].card.sections["evaluation"]["accuracy"])
 
 
@@ -66,10 +66,10 @@ def test_poison_with_static_batch_and_narrow_range_engines(tmp_path):
 
     report = run_poison("lenet", tmp_path / "run", data="digits", epochs=2, baseline=False, defences=("strip",),
                         dynamic_batch=False, max_batch=None, strip_samples=100)
-    assert {e["precision"] for e in report["engines"]} == {"fp32", "int8"}
-    assert len([d for d in report["defences"] if d["name"] == "strip"]) == 2
+    assert {e["precision"] for e in report.engines} == {"fp32", "int8"}
+    assert len([d for d in report.defences if d["name"] == "strip"]) == 2
     narrow = run_poison("lenet", tmp_path / "run2", data="digits", epochs=2, baseline=False, defences=(),
                         max_batch=16)
-    with open_deployed(narrow["engines"][0]["path"]) as m:
+    with open_deployed(narrow.engines[0]["path"]) as m:
         assert m.batch_range == (1, 16)
-    assert np.isfinite([e["clean_accuracy"] for e in narrow["engines"]]).all()
+    assert np.isfinite([e["clean_accuracy"] for e in narrow.engines]).all()

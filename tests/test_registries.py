@@ -10,8 +10,10 @@ import shutil
 import numpy as np
 import pytest
 
-from dlforge.adversarial.attacks import ATTACKS, QueryAttack, QueryResult, describe_attacks
+from dlforge.adversarial.attacks import ATTACKS, AttackResult, QueryAttack, describe
+from dlforge.adversarial.attacks.base import QUERIES
 from dlforge.adversarial.detectors import DETECTORS, Detector
+from dlforge.adversarial.probes import PROBES, Probe, probabilities
 from dlforge.backends import BACKENDS, Backend
 from dlforge.errors import InputError
 from dlforge.options import Options, dataclass, option
@@ -28,7 +30,24 @@ class UniformNoise(QueryAttack):
     def run(self, predict, x, y, *, eps, value_range=(0.0, 1.0)):
         rng = np.random.default_rng(self.seed)
         x_adv = np.clip(x + rng.uniform(-eps, eps, x.shape), *value_range).astype(x.dtype)
-        return QueryResult(x_adv, np.full(len(x), self.tries))
+        return AttackResult(x_adv, np.full(len(x), self.tries))
+
+
+class MeanConfidence(Probe):
+    """Each engine's mean top-class probability on the audited points (a probe: one row per engine)."""
+
+    requires = frozenset({QUERIES})
+
+    def __init__(self, *, points: int = 16):
+        self.points = points
+
+    def probe(self, run, show):
+        rows = []
+        for engine in run.engines:
+            show(engine.label)
+            p = probabilities(engine.predict(run.x[:self.points]))
+            rows.append({"route": "query", "target": engine.label, "mean_confidence": float(p.max(1).mean())})
+        return {"rows": rows, "notes": [f"over the first {self.points} audited points"]}
 
 
 class MaxLogit(Detector):
@@ -80,18 +99,20 @@ def open_copy_session(path, info):
 @pytest.fixture()
 def plugins():
     ATTACKS.register("uniform-noise")(UniformNoise)
+    PROBES.register("mean-confidence")(MeanConfidence)
     DETECTORS.register("max-logit")(MaxLogit)
     BACKENDS.register("copy")(CopyBackend)
     yield
-    for registry, name in ((ATTACKS, "uniform-noise"), (DETECTORS, "max-logit"), (BACKENDS, "copy")):
+    for registry, name in ((ATTACKS, "uniform-noise"), (PROBES, "mean-confidence"), (DETECTORS, "max-logit"),
+                           (BACKENDS, "copy")):
         registry.unregister(name)
 
 
 def test_a_registered_attack_and_detector_run_in_the_audit(plugins, digits_engines):
     from dlforge.adversarial.audit import run_audit
 
-    report = run_audit([digits_engines["fp32"].path], attacks=("uniform-noise:tries=3", "pgd"), eps=(0.0, 0.3),
-                       samples=64, pgd_steps=5, detectors=("max-logit",), progress=False)
+    report = run_audit([digits_engines["fp32"].path], eps=(0.0, 0.3),
+                       attacks=("uniform-noise:tries=3", "pgd", "mean-confidence:points=8"), samples=64, pgd_steps=5, detectors=("max-logit",), progress=False)
     rows = [r for r in report.rows if r["attack"] == "uniform-noise"]
     assert [r["route"] for r in rows] == ["query", "query"]
     assert rows[0]["queries_per_sample"] == 3
@@ -99,7 +120,12 @@ def test_a_registered_attack_and_detector_run_in_the_audit(plugins, digits_engin
     pgd = next(r for r in report.rows if r["attack"] == "pgd" and r["eps"] == 0.3 and r["route"] == "transfer")
     assert rows[1]["robust_accuracy"] > pgd["robust_accuracy"]  # noise is weaker than PGD
     assert {d["detector"] for d in report.detections} == {"max-logit"}
-    assert "uniform-noise" in {a["name"] for a in describe_attacks()}
+    assert "uniform-noise" in {a["name"] for a in describe(ATTACKS)}
+    # the registered probe ran once, through the same --attacks spec, with its option
+    section = report.probes["mean-confidence"]
+    assert [r["target"] for r in section["rows"]] == ["fp32"]
+    assert section["notes"] == ["over the first 8 audited points"]
+    assert 0.1 <= section["rows"][0]["mean_confidence"] <= 1.0
 
 
 def test_a_registered_backend_builds_and_benches(plugins, digits_onnx, tmp_path):
@@ -116,7 +142,7 @@ def test_a_registered_backend_builds_and_benches(plugins, digits_onnx, tmp_path)
     assert not (tmp_path / "bad").exists()
     assert engine.card.sections["evaluation"]["max_abs_diff"] < 1e-5
     report = run_bench([engine.path], batch_sizes=(1,), iterations=5, duration=0.05, rounds=1, accuracy=True)
-    (row,) = report["results"]
+    (row,) = report.results
     assert row["backend"] == "copy"
     assert row["accuracy"] == pytest.approx(engine.card.sections["evaluation"]["accuracy"])
 
@@ -277,3 +303,36 @@ def test_a_registered_artifact_kind_is_written_opened_checked_and_inspected(tmp_
         assert "result     2 tensor ranges from 64 images" in result.output
     finally:
         ARTIFACT_KINDS.unregister("calibration")
+
+
+def test_a_registered_dataset_defence_without_published_figures_runs_in_the_poisoning(tmp_path):
+    """A dataset defence registered from here, with no paper figures recorded, runs through ``run_poison`` on both
+    engines and the report says its figures were not recorded (it used to end, after all the training, in a
+    KeyError on a side table of published figures)."""
+    from dlforge.adversarial.poisoning.defences import DATASET_DEFENCES, DatasetDefence, Flags
+    from dlforge.adversarial.poisoning.report import table
+    from dlforge.adversarial.poisoning.run import run_poison
+
+    class LargestNorm(DatasetDefence):
+        """Flags the 5% of each class with the largest activation norm."""
+
+        def __init__(self, *, share: float = 0.05):
+            self.share = share
+
+        def flag(self, features, y):
+            flagged = np.zeros(len(y), dtype=bool)
+            norms = np.linalg.norm(features, axis=1)
+            for c in np.unique(y):
+                idx = np.flatnonzero(y == c)
+                flagged[idx[np.argsort(norms[idx])[::-1][:max(1, int(self.share * len(idx)))]]] = True
+            return Flags(flagged, details=[])
+
+    DATASET_DEFENCES.register("largest-norm")(LargestNorm)
+    try:
+        report = run_poison("lenet", tmp_path / "run", data="digits", epochs=1, baseline=False, retrain=False,
+                            defences=("largest-norm",))
+    finally:
+        DATASET_DEFENCES.unregister("largest-norm")
+    assert [(d["name"], d["engine"]) for d in report.defences] == [("largest-norm", "fp32"), ("largest-norm", "int8")]
+    assert all(d["flagged"] > 0 for d in report.defences)
+    assert report.published == {"largest-norm": None} and "largest-norm: not recorded" in table(report)

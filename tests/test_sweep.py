@@ -190,7 +190,7 @@ def test_bench_sweep_cells_never_overlap_and_ratios_stay_within_a_cell(bench_spe
     assert seen == [False] * 4
     spans = sorted((r["began"], r["ended"]) for r in read_results(tmp_path / "ray" / "cells.jsonl").values())
     assert all(end <= nxt for (_, end), (nxt, _) in zip(spans, spans[1:]))  # one bench cell at a time
-    assert len(report["results"]) == 8 and {r["threads"] for r in report["results"]} == {1, 2}
+    assert len(report.results) == 8 and {r["threads"] for r in report.results} == {1, 2}
     from dlforge.bench.report import table, with_ratios
 
     rows = with_ratios(report)

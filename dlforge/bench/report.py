@@ -1,4 +1,5 @@
-"""Bench reports: terminal table, markdown, latency plot, and ``--compare`` of two runs.
+"""Bench reports: the typed :class:`BenchReport`, its terminal table, markdown, latency plot, and ``--compare``
+of two runs.
 
 The columns are defined once (:data:`COLUMNS`, :data:`COMPARE_COLUMNS`); the terminal renders them
 with :func:`dlforge.reporting.format_table`, the markdown report as a markdown table.
@@ -6,12 +7,38 @@ with :func:`dlforge.reporting.format_table`, the markdown report as a markdown t
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable, Mapping
+from typing import ClassVar, Iterable, Mapping
 
 from dlforge.bench.stats import INSTABILITY_BAR, paired_spread, round_spread
 from dlforge.errors import InputError
-from dlforge.reporting import Column, format_table
+from dlforge.reporting import Column, Report, format_table
+
+BENCH_SCHEMA_VERSION = 1  # bench.json's schema: written by BenchReport.to_json, checked by BenchReport.from_json
+
+
+@dataclass
+class BenchReport(Report):
+    """What ``dlforge bench`` measured: one row per (artifact, batch size[, threads]) with latency percentiles,
+    throughput, the round medians and, with ``--accuracy``, accuracy beside speed. ``run_bench`` and the bench
+    sweep's merge return one; ``to_json`` is the ``bench.json`` payload and ``--json`` output.
+
+    Rows stay JSON-shaped dicts (their keys are documented with the report in the README)."""
+
+    results: list[dict]
+    settings: dict  # batch sizes, warm-up, iterations, duration, rounds, inputs, interleaved, baseline
+    env: dict = field(default_factory=dict)
+    options: dict = field(default_factory=dict)  # the BenchOptions it ran with (the artifact card's params)
+    notes: list[str] = field(default_factory=list)
+
+    SCHEMA_VERSION: ClassVar[int] = BENCH_SCHEMA_VERSION
+    KIND: ClassVar[str] = "a bench"
+
+    @property
+    def artifacts(self) -> list[str]:
+        """The measured artifacts, in the order they were timed."""
+        return list(dict.fromkeys(r["artifact"] for r in self.results))
 
 
 def short(name: str) -> str:
@@ -91,7 +118,7 @@ def resolve_baseline(names: list[str], baseline: str | None) -> str:
     return matches[0]
 
 
-def with_ratios(report: dict, baseline: str | None = None) -> list[dict]:
+def with_ratios(report: BenchReport, baseline: str | None = None) -> list[dict]:
     """Rows with ``speedup`` = baseline median latency / row median latency, per batch size (and, in a
     bench sweep, per thread count: ratios never cross cells), and ``stability``: the spread of the row's
     round medians against the baseline's in the same rounds (:func:`dlforge.bench.stats.paired_spread`;
@@ -99,9 +126,8 @@ def with_ratios(report: dict, baseline: str | None = None) -> list[dict]:
 
     ``baseline`` None: the one the report was measured with (``--baseline``, else the first artifact).
     """
-    rows = report["results"]
-    names = list(dict.fromkeys(r["artifact"] for r in rows))
-    base = resolve_baseline(names, baseline if baseline is not None else report["settings"].get("baseline"))
+    rows = report.results
+    base = resolve_baseline(report.artifacts, baseline if baseline is not None else report.settings.get("baseline"))
     cells: dict = {}
     for r in rows:
         cells.setdefault((r["batch_size"], r.get("threads")), []).append(r)
@@ -144,33 +170,33 @@ def stability_lines(rows: list[dict]) -> list[str]:
     return lines
 
 
-def table(report: dict, baseline: str | None = None) -> str:
+def table(report: BenchReport, baseline: str | None = None) -> str:
     """The terminal table, with what the ratios mean, the inputs, the notes and what the spread says."""
     rows = with_ratios(report, baseline)
     out = [format_table(rows, columns_for(rows, TERMINAL)),
            f"speedup: median latency of {short(rows[0]['baseline'])} / this row's, per batch size"
            f"{' and thread count' if 'threads' in rows[0] else ''}. spread: (max - min) / median of the row's round "
-           f"medians divided by another engine's in the same rounds. inputs: {report['settings']['inputs']}."]
-    out += [f"note: {note}" for note in report.get("notes", [])]
+           f"medians divided by another engine's in the same rounds. inputs: {report.settings['inputs']}."]
+    out += [f"note: {note}" for note in report.notes]
     out += stability_lines(rows)
     return "\n".join(out)
 
 
-def markdown(report: dict, baseline: str | None = None) -> str:
+def markdown(report: BenchReport, baseline: str | None = None) -> str:
     rows = with_ratios(report, baseline)
-    env = report["env"]
+    env = report.env
     lines = ["# dlforge bench", "",
              f"CPU: {env['cpu']} x{env['cpu_count']}; threads: {env.get('threads') or 'default'}; "
              f"packages: {', '.join(f'{k} {v}' for k, v in env['packages'].items())}.", "",
-             f"Inputs: {report['settings']['inputs']}. Interleaved rounds: {report['settings']['rounds']}. "
+             f"Inputs: {report.settings['inputs']}. Interleaved rounds: {report.settings['rounds']}. "
              f"Speedup relative to {short(rows[0]['baseline'])}.", ""]
     lines += markdown_table(rows, columns_for(rows, MARKDOWN))
-    lines += [""] + [f"- Note: {note}" for note in report.get("notes", [])]
+    lines += [""] + [f"- Note: {note}" for note in report.notes]
     lines += ["", "![latency percentiles vs batch size](latency.png)", ""]
     return "\n".join(lines)
 
 
-def plot(report: dict, path: Path) -> None:
+def plot(report: BenchReport, path: Path) -> None:
     """Median and p99 latency per item against batch size, one line per artifact (log-log)."""
     import matplotlib
 
@@ -178,9 +204,8 @@ def plot(report: dict, path: Path) -> None:
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(7, 4.5))
-    names = list(dict.fromkeys(r["artifact"] for r in report["results"]))
-    for i, name in enumerate(names):
-        rows = sorted((r for r in report["results"] if r["artifact"] == name), key=lambda r: r["batch_size"])
+    for i, name in enumerate(report.artifacts):
+        rows = sorted((r for r in report.results if r["artifact"] == name), key=lambda r: r["batch_size"])
         b = [r["batch_size"] for r in rows]
         color, label = f"C{i}", f"{short(name)} [{rows[0]['backend']} {rows[0]['precision']}]"
         ax.plot(b, [r["latency_ms"]["median"] for r in rows], "o-", color=color, label=f"{label} median")

@@ -24,13 +24,12 @@ import numpy as np
 
 from dlforge.artifact import DatasetSpec
 from dlforge.bench.options import BenchOptions
-from dlforge.bench.report import resolve_baseline
+from dlforge.bench.report import BenchReport, resolve_baseline
 from dlforge.bench.stats import coefficient_of_variation, summarize, time_calls, warm_up
 from dlforge.env import environment
 from dlforge.errors import InputError
 from dlforge.progress import Progress, ProgressLike, as_progress
 
-SCHEMA_VERSION = 1
 
 
 @dataclass
@@ -309,8 +308,8 @@ def _add_accuracy(targets: list[Target], results: list[dict], options: BenchOpti
 
 
 def run_bench(artifacts: list[str | os.PathLike], options: BenchOptions | None = None, *,
-              progress: ProgressLike = None, **overrides) -> dict:
-    """Benchmark ``artifacts`` (and optionally eager PyTorch) and return the JSON report.
+              progress: ProgressLike = None, **overrides) -> BenchReport:
+    """Benchmark ``artifacts`` (and optionally eager PyTorch) and return its :class:`BenchReport`.
 
     ``options`` (a :class:`BenchOptions`) with ``overrides`` applied, or options from the keyword
     arguments alone (``run_bench(paths, batch_sizes=(1, 8), accuracy=True)``). Each (target, batch
@@ -339,20 +338,16 @@ def run_bench(artifacts: list[str | os.PathLike], options: BenchOptions | None =
     return _report(targets, options, results, input_note, notes, rss0)
 
 
-def _report(targets, options: BenchOptions, results, input_note: str, notes: list[str], rss0: float) -> dict:
+def _report(targets, options: BenchOptions, results, input_note: str, notes: list[str], rss0: float) -> BenchReport:
     env = environment()
     env["threads"] = options.threads
     env["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     env["rss_before_load_mb"] = rss0
-    return {
-        "schema_version": SCHEMA_VERSION,
-        "env": env,
-        "settings": {"batch_sizes": list(options.batch_sizes), "warmup": options.warmup,
-                     "warmup_time_s": options.warmup_time, "iterations": options.iterations,
-                     "duration_s": options.duration, "rounds": options.rounds, "inputs": input_note,
-                     "interleaved": len(targets) > 1,
-                     "baseline": resolve_baseline([t.name for t in targets], options.baseline)},
-        "options": options.params(),
-        "notes": notes,
-        "results": results,
-    }
+    return BenchReport(
+        env=env,
+        settings={"batch_sizes": list(options.batch_sizes), "warmup": options.warmup,
+                  "warmup_time_s": options.warmup_time, "iterations": options.iterations,
+                  "duration_s": options.duration, "rounds": options.rounds, "inputs": input_note,
+                  "interleaved": len(targets) > 1,
+                  "baseline": resolve_baseline([t.name for t in targets], options.baseline)},
+        options=options.params(), notes=notes, results=results)

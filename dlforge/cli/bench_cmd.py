@@ -63,14 +63,14 @@ def bench_command(artifacts, compare_files, out_dir, force, as_json, **settings)
     if out_dir:  # claim the output before measuring, so a bad -o fails fast
         from dlforge.artifact import ArtifactWriter
 
-        ArtifactWriter(out_dir, force=force).discard()
+        ArtifactWriter(out_dir, force=force, protect=artifacts).discard()  # --force never replaces a benched input
     report = run_bench(list(artifacts), options)
     if out_dir:
         written = write_bench_artifact(report, out_dir, force=force)
         say(f"wrote {written.path}/bench.json, report.md, latency.png")
     if as_json:
-        for note in report["notes"]:
+        for note in report.notes:
             say(f"note: {note}")
-        emit_json(report)
+        emit_json(report.to_json())
     else:
         click.echo(table(report))

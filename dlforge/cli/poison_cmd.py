@@ -51,6 +51,6 @@ def poison_command(model, out_dir, force, as_json, **settings) -> None:
     written = write_poison_artifact(report, Path(out_dir) / "poison", force=force)
     say(f"wrote {written.path}/poison.json and report.html")
     if as_json:
-        emit_json(report)
+        emit_json(report.to_json())
     else:
         click.echo(table(report))

@@ -8,6 +8,7 @@ from dlforge.adversarial import checks
 from dlforge.adversarial.attacks.robust import outcome_rates
 from dlforge.adversarial.records import AuditReport
 from dlforge.adversarial.samples import SAMPLES_FILE, SAMPLES_VERSION
+from dlforge.bench.report import BenchReport
 from dlforge.env import environment
 
 
@@ -77,7 +78,7 @@ def merge(results: list[dict]) -> AuditReport:
                                                              r["sample"]))})
 
 
-def merge_bench(results: list[dict]) -> dict:
+def merge_bench(results: list[dict]) -> BenchReport:
     """One bench report from the cells: every cell's rows, each tagged with its thread count."""
     first = results[0]["report"]
     rows = [{**row, "threads": res["cell"]["threads"]} for res in results for row in res["report"]["results"]]
@@ -88,8 +89,9 @@ def merge_bench(results: list[dict]) -> dict:
     settings = {**first["settings"], "batch_sizes": sorted({r["batch_size"] for r in rows}),
                 "threads": sorted({res["cell"]["threads"] for res in results}), "sweep_cells": len(results),
                 "hosts": hosts}
-    return {**first, "settings": settings, "results": rows, "notes": notes,
-            "options": {**first["options"], "batch_sizes": settings["batch_sizes"], "threads": settings["threads"]}}
+    return BenchReport(env=first["env"], settings=settings, results=rows, notes=notes,
+                       options={**first["options"], "batch_sizes": settings["batch_sizes"],
+                                "threads": settings["threads"]})
 
 
 def _merge_stages(parts: list[tuple[dict, int]]) -> list[dict]:

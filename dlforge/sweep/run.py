@@ -22,7 +22,7 @@ def run_cell(cell: dict) -> dict:
 
         began = time.time()
         report = run_bench(cell["engines"], batch_sizes=(cell["batch"],), threads=cell["threads"], **cell["settings"])
-        return {"key": cell["key"], "cell": cell, "report": report, "began": began, "ended": time.time()}
+        return {"key": cell["key"], "cell": cell, "report": report.to_json(), "began": began, "ended": time.time()}
     from dlforge.adversarial.audit import run_audit
 
     import torch

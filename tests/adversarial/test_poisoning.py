@@ -1,3 +1,4 @@
+import json
 import numpy as np
 import pytest
 from click.testing import CliRunner
@@ -199,13 +200,14 @@ def test_last_hidden_tensor_refuses_a_graph_without_a_final_linear_layer(tmp_pat
 
 
 def test_digits_backdoor_end_to_end_on_both_engines(tmp_path, digits):
+    from dlforge.adversarial.poisoning.records import read_poison_report
     from dlforge.adversarial.poisoning.report import table, write_poison_artifact
     from dlforge.train import load_checkpoint
 
     run = tmp_path / "run"
     report = run_poison("lenet", run, data="digits", rate=0.1, epochs=30, baseline=False, retrain=False,
                         strip_copies=20, ac_reduce="pca")
-    rows = [report] + report["engines"]
+    rows = [report.to_json()] + report.engines
     assert all(r["attack_success_rate"] >= 0.9 and r["robust_accuracy"] <= 0.1 for r in rows)
     assert all(r["clean_accuracy"] >= 0.85 for r in rows)  # a backdoor keeps clean accuracy (BadNets)
 
@@ -218,7 +220,7 @@ def test_digits_backdoor_end_to_end_on_both_engines(tmp_path, digits):
     assert np.corrcoef(int8.ravel(), fp32.ravel())[0, 1] > 0.99
 
     poisoned, _ = poison(digits, attack="badnets", rate=0.1)
-    entries = {(d["name"], d["engine"]): d for d in report["defences"]}
+    entries = {(d["name"], d["engine"]): d for d in report.defences}
     assert set(entries) == {(n, e) for n in ("activation-clustering", "spectral-signatures", "strip")
                             for e in ("fp32", "int8")}
     for engine in ("fp32", "int8"):
@@ -236,13 +238,15 @@ def test_digits_backdoor_end_to_end_on_both_engines(tmp_path, digits):
         # on 8x8 digits at 20 copies only a few fall below the 1%-FRR boundary (measured 0.07 detected, FRR 0)
         assert strip["triggered_entropy_mean"] < strip["clean_entropy_mean"] - strip["clean_entropy_std"], strip
         assert strip["detection_rate"] > strip["false_rejection_rate"], strip
-    for d in report["differential"]:
+    for d in report.differential:
         if d["survives"] is not None:
             assert d["survives"] == (d["int8"] >= d["fp32"] - SURVIVAL_POINTS)
     text = table(report)
     assert "R-Acc" in text and "differential audit" in text and "Table 3" in text
     written = write_poison_artifact(report, run / "poison")
     assert (written.path / "poison.json").is_file() and (written.path / "report.html").is_file()
+    payload = json.loads((written.path / "poison.json").read_text())
+    assert read_poison_report(payload).to_json() == payload and payload["schema_version"] == 2
 
 
 @pytest.mark.slow
@@ -253,11 +257,11 @@ def test_mnist_badnets_at_ten_percent_defences_as_published_on_both_engines(tmp_
     report = run_poison("lenet", tmp_path / "run", data="mnist", data_dir=shared_path("mnist"), rate=0.1,
                         defences=("activation-clustering", "spectral-signatures"), retrain=False,
                         ss_eps=0.1)  # Tran et al.'s setting: eps the true rate, so the report calls it an oracle
-    for e in report["engines"]:
+    for e in report.engines:
         assert e["attack_success_rate"] >= 0.95 and e["robust_accuracy"] <= 0.05
-        assert report["baseline_clean_accuracy"] - e["clean_accuracy"] <= 0.01
-    entries = {(d["name"], d["engine"]): d for d in report["defences"]}
-    poisons = report["poisoned_samples"]
+        assert report.baseline_clean_accuracy - e["clean_accuracy"] <= 0.01
+    entries = {(d["name"], d["engine"]): d for d in report.defences}
+    poisons = report.poisoned_samples
     for engine in ("fp32", "int8"):
         ac = entries["activation-clustering", engine]
         label0, details0 = ac["per_class"][0], ac["details"][0]
@@ -270,7 +274,7 @@ def test_mnist_badnets_at_ten_percent_defences_as_published_on_both_engines(tmp_
         removed0 = round(1.5 * 0.1 * details0["samples"])
         assert ss["details"][0]["removed"] == removed0
         assert 0.7 * removed0 / poisons <= ss["true_positive_rate"] <= removed0 / poisons
-    ss_diff = next(d for d in report["differential"] if d["defence"] == "spectral-signatures")
+    ss_diff = next(d for d in report.differential if d["defence"] == "spectral-signatures")
     assert ss_diff["flag_agreement"] >= 0.9
 
 

@@ -5,7 +5,7 @@ import pytest
 from click.testing import CliRunner
 
 from dlforge.bench import BenchOptions
-from dlforge.bench.report import compare
+from dlforge.bench.report import BenchReport, compare
 from dlforge.bench.runner import run_bench
 from dlforge.bench.stats import summarize, time_calls
 from dlforge.cli import cli
@@ -34,9 +34,9 @@ def test_time_calls_honours_iterations_and_duration():
 def test_interleaved_engines_and_torch_with_accuracy(digits_engines, digits_lenet):
     report = run_bench([digits_engines["fp32"].path, digits_engines["int8"].path], torch_checkpoint=digits_lenet.path,
                        batch_sizes=(1, 8), accuracy=True, **QUICK)
-    rows = report["results"]
-    assert len(rows) == 6 and report["settings"]["interleaved"]
-    assert report["settings"]["inputs"] == "digits test images"
+    rows = report.results
+    assert len(rows) == 6 and report.settings["interleaved"]
+    assert report.settings["inputs"] == "digits test images"
     for r in rows:
         assert r["iterations"] >= QUICK["iterations"]
         lat = r["latency_ms"]
@@ -52,9 +52,9 @@ def test_interleaved_engines_and_torch_with_accuracy(digits_engines, digits_lene
 
 def test_third_party_model_without_card_gets_random_inputs_and_dynamic_batch():
     report = run_bench([shared_path("onnx-models", "mobilenetv2-12-int8.onnx")], batch_sizes=(1, 2), **QUICK)
-    assert report["settings"]["inputs"].startswith("random")
-    assert [r["batch_size"] for r in report["results"]] == [1, 2]
-    assert report["results"][0]["model_bytes"] == 3655033
+    assert report.settings["inputs"].startswith("random")
+    assert [r["batch_size"] for r in report.results] == [1, 2]
+    assert report.results[0]["model_bytes"] == 3655033
 
 
 def test_batch_beyond_a_static_model_is_refused():
@@ -100,6 +100,9 @@ def test_cli_writes_report_json_markdown_and_plot(digits_engines, tmp_path):
     assert result.exit_code == 0, result.output
     report = json.loads(result.stdout)
     assert report["schema_version"] == 1 and "cpu" in report["env"]
+    assert BenchReport.from_json(report).to_json() == report  # --json prints the typed report, and it reads back
+    assert BenchReport.from_json(json.loads((out / "bench.json").read_text())).artifacts == [
+        str(digits_engines["fp32"].path), str(digits_engines["int8"].path)]
     assert {p.name for p in out.iterdir()} == {"bench.json", "report.md", "latency.png", "card.json"}
     card = json.loads((out / "card.json").read_text())
     assert card["kind"] == "bench" and card["parent"]["path"] == str(digits_engines["fp32"].path)
@@ -179,8 +182,8 @@ def test_device_modes_on_an_engine_without_them_are_noted(digits_engines):
     assert result.exit_code == 0, result.output
     assert "--trt-mode compute and --cuda-graph ignored" in result.stdout
     report = run_bench([digits_engines["fp32"].path], trt_mode="compute", batch_sizes=(1,), **QUICK)
-    assert [r["mode"] for r in report["results"]] == ["end-to-end"]
-    assert len(report["notes"]) == 1 and str(digits_engines["fp32"].path) in report["notes"][0]
+    assert [r["mode"] for r in report.results] == ["end-to-end"]
+    assert len(report.notes) == 1 and str(digits_engines["fp32"].path) in report.notes[0]
 
 
 def test_baseline_must_name_a_target_and_is_checked_before_timing(digits_engines, tmp_path):
@@ -195,7 +198,7 @@ def _timed(rounds_a, rounds_b):
         return {"artifact": name, "backend": "ort", "precision": "fp32", "batch_size": 1, "mode": "end-to-end",
                 "latency_ms": {**lat, "std": 0.0}, "cov": 4.0, "round_medians_ms": list(rounds),
                 "throughput_per_s": 1.0, "iterations": 10}
-    return {"results": [row("a", rounds_a), row("b", rounds_b)], "settings": {"inputs": "x", "baseline": None}}
+    return BenchReport(results=[row("a", rounds_a), row("b", rounds_b)], settings={"inputs": "x", "baseline": None})
 
 
 def test_spread_tells_a_noisy_machine_from_an_unstable_engine():
@@ -212,9 +215,24 @@ def test_spread_tells_a_noisy_machine_from_an_unstable_engine():
     assert stability_lines(unstable)[0].startswith("warning: 2 row(s) marked !")
     assert "pairing cannot tell these apart" in stability_lines(unstable)[0]  # two engines: either may be at fault
     three = _timed([1.0, 1.0, 1.0, 1.0], [2.0, 4.0, 2.0, 2.6])
-    three["results"].append({**three["results"][0], "artifact": "c", "round_medians_ms": [3.0, 3.0, 3.0, 3.0]})
+    three.results.append({**three.results[0], "artifact": "c", "round_medians_ms": [3.0, 3.0, 3.0, 3.0]})
     rows = with_ratios(three)  # a and c hold still against each other; only b moves
     assert [r["artifact"] for r in rows if r["stability"] > 0.1] == ["a", "b"] or \
         [r["artifact"] for r in rows if r["stability"] > 0.1] == ["b"]
-    single = with_ratios({"results": _timed([1.0, 3.0], [1.0, 1.0])["results"][:1], "settings": {"inputs": "x"}})
+    single = with_ratios(BenchReport(results=_timed([1.0, 3.0], [1.0, 1.0]).results[:1], settings={"inputs": "x"}))
     assert single[0]["stability"] is None and "cannot be told apart" in stability_lines(single)[-1]
+
+
+def test_force_never_replaces_a_benched_engine(digits_engines, tmp_path):
+    """``-o`` naming one of the benched engines (or a folder holding it) is refused before anything is timed,
+    even with --force, and the engine is left as it was."""
+    import shutil
+
+    engine = tmp_path / "engine"
+    shutil.copytree(digits_engines["fp32"].path, engine)
+    before = {p.name: p.read_bytes() for p in engine.iterdir()}
+    for out in (engine, tmp_path):
+        result = CliRunner().invoke(cli, ["bench", str(engine), "--iterations", "2", "--duration", "0.01",
+                                          "-o", str(out), "--force"])
+        assert result.exit_code == 2 and "never replaces an input" in result.output, result.output
+        assert {p.name: p.read_bytes() for p in engine.iterdir()} == before

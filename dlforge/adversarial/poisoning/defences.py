@@ -6,8 +6,8 @@
   predictions on the input blended with clean images.
 
 Each is run on a deployed engine's own activations or outputs (:mod:`.features`), so the fp32 and
-the INT8 engine can be compared. :data:`PUBLISHED` holds each paper's reference and the detection
-it reports, where the paper's text was checked.
+the INT8 engine can be compared. Each defence's ``published`` holds its paper's reference and the
+detection it reports, where the paper's text was checked (:func:`published`).
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ import warnings
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from statistics import NormalDist
-from typing import Callable
+from typing import Callable, ClassVar
 
 import numpy as np
 
@@ -33,33 +33,6 @@ SIZE_THRESHOLD = 0.35
 SILHOUETTE_THRESHOLD = 0.10
 STRIP_COPIES = 100  # N, Gao et al. 2019 Sec. 5.2 and Table 3
 
-PUBLISHED = {
-    "activation-clustering": {
-        "paper": "B. Chen, W. Carvalho, N. Baracaldo, H. Ludwig, B. Edwards, T. Lee, I. Molloy, B. Srivastava. "
-                 "Detecting Backdoor Attacks on Deep Neural Networks by Activation Clustering. SafeAI@AAAI 2019 "
-                 "(CEUR-WS Vol-2301, paper 18); arXiv:1811.03728.",
-        "method": "per class: last-hidden-layer activations reduced to 10 dimensions (ICA), 2-means; a cluster is "
-                  "poison by relative size or silhouette score",
-        "reported": "Gao et al. 2019 (STRIP), Table 4, summarise AC's detection capability as 'F1 score nearly 100%'. "
-                    "Chen et al.'s own result tables were not checked here.",
-    },
-    "spectral-signatures": {
-        "paper": "B. Tran, J. Li, A. Madry. Spectral Signatures in Backdoor Attacks. NeurIPS 2018, pp. 8000-8010; "
-                 "arXiv:1811.00636.",
-        "method": "per class: centred representations, top right singular vector, score = squared projection; "
-                  "remove the 1.5*eps*n highest of each class",
-        "reported": "Not checked here: the paper's result tables (CIFAR-10) could not be read.",
-    },
-    "strip": {
-        "paper": "Y. Gao, C. Xu, D. Wang, S. Chen, D. C. Ranasinghe, S. Nepal. STRIP: A Defence Against Trojan Attacks "
-                 "on Deep Neural Networks. ACSAC 2019, pp. 113-125; arXiv:1902.06531.",
-        "method": "entropy of predictions on N=100 blends of the input with held-out clean images; boundary at the "
-                  "preset-FRR percentile of a normal fitted to clean entropies",
-        "reported": "Gao et al. 2019, Table 3, MNIST, 9-pixel square trigger, N=100: preset FRR 1% -> FAR 1.85%, "
-                    "FRR 2% -> FAR 1.1%, FRR 3% -> FAR 0.75%. Abstract: FAR below 1% at a preset FRR of 1% overall; "
-                    "0% FRR and FAR on CIFAR10 and GTSRB. STRIP assumes an input-agnostic trigger (Sec. 1).",
-    },
-}
 
 
 @dataclass
@@ -202,6 +175,7 @@ class DatasetDefence(ABC):
     """
 
     name = ""
+    published: ClassVar[dict | None] = None  # {"paper", "method", "reported"}: what the report cites
 
     @abstractmethod
     def flag(self, features: np.ndarray, y: np.ndarray) -> Flags:
@@ -219,6 +193,16 @@ DATASET_DEFENCES: Registry[type[DatasetDefence]] = Registry("dataset defence",
 class ActivationClustering(DatasetDefence):
     """Activation clustering (Chen et al. 2018); see :func:`activation_clustering`."""
 
+    published = {
+        "paper": ("B. Chen, W. Carvalho, N. Baracaldo, H. Ludwig, B. Edwards, T. Lee, I. Molloy, B. "
+                  "Srivastava. Detecting Backdoor Attacks on Deep Neural Networks by Activation "
+                  "Clustering. SafeAI@AAAI 2019 (CEUR-WS Vol-2301, paper 18); arXiv:1811.03728."),
+        "method": ("per class: last-hidden-layer activations reduced to 10 dimensions (ICA), 2-means; a "
+                   "cluster is poison by relative size or silhouette score"),
+        "reported": ("Gao et al. 2019 (STRIP), Table 4, summarise AC's detection capability as 'F1 score "
+                     "nearly 100%'. Chen et al.'s own result tables were not checked here."),
+    }
+
     def __init__(self, *, reduce: str = "pca", dims: int = 10, analysis: str = "relative-size",
                  size_threshold: float = SIZE_THRESHOLD, silhouette_threshold: float = SILHOUETTE_THRESHOLD,
                  seed: int = 0):
@@ -232,6 +216,14 @@ class ActivationClustering(DatasetDefence):
 @DATASET_DEFENCES.register("spectral-signatures")
 class SpectralSignatures(DatasetDefence):
     """Spectral signatures (Tran et al. 2018); see :func:`spectral_signatures`."""
+
+    published = {
+        "paper": ("B. Tran, J. Li, A. Madry. Spectral Signatures in Backdoor Attacks. NeurIPS 2018, pp. "
+                  "8000-8010; arXiv:1811.00636."),
+        "method": ("per class: centred representations, top right singular vector, score = squared "
+                   "projection; remove the 1.5*eps*n highest of each class"),
+        "reported": ("Not checked here: the paper's result tables (CIFAR-10) could not be read."),
+    }
 
     def __init__(self, *, eps: float, factor: float = 1.5):
         self.eps, self.factor = eps, factor
@@ -299,6 +291,17 @@ class Strip(Detector):
     disjoint halves: the blending pool, and the images whose entropies set the boundary (a normal
     fitted to them, at ``fpr`` = Gao et al.'s preset FRR)."""
 
+    published = {
+        "paper": ("Y. Gao, C. Xu, D. Wang, S. Chen, D. C. Ranasinghe, S. Nepal. STRIP: A Defence Against "
+                  "Trojan Attacks on Deep Neural Networks. ACSAC 2019, pp. 113-125; arXiv:1902.06531."),
+        "method": ("entropy of predictions on N=100 blends of the input with held-out clean images; "
+                   "boundary at the preset-FRR percentile of a normal fitted to clean entropies"),
+        "reported": ("Gao et al. 2019, Table 3, MNIST, 9-pixel square trigger, N=100: preset FRR 1% -> FAR "
+                     "1.85%, FRR 2% -> FAR 1.1%, FRR 3% -> FAR 0.75%. Abstract: FAR below 1% at a preset FRR "
+                     "of 1% overall; 0% FRR and FAR on CIFAR10 and GTSRB. STRIP assumes an input-agnostic "
+                     "trigger (Sec. 1)."),
+    }
+
     def __init__(self, argument: str | None = None, *, fpr: float = 0.01, copies: int = STRIP_COPIES, seed: int = 0):
         super().__init__(argument, fpr=fpr)
         self.copies, self.seed, self.overlays = copies, seed, None
@@ -314,3 +317,10 @@ class Strip(Detector):
         if self.overlays is None:
             raise ValueError("fit STRIP on held-out clean images first")
         return -strip_entropy(predict, x, self.overlays, copies=self.copies, seed=self.seed)
+
+
+def published(name: str) -> dict | None:
+    """What the report cites for a defence (a dataset defence, or STRIP, the input filter): its own ``published``
+    (None where its paper's figures were not recorded)."""
+    cls = DATASET_DEFENCES.get(name) if name in DATASET_DEFENCES else DETECTORS.get(name)
+    return getattr(cls, "published", None)

@@ -1,4 +1,5 @@
-"""Poisoning reports: terminal table, HTML, artifact."""
+"""Poisoning reports: terminal table, HTML, artifact. Each renders a typed report
+(:mod:`dlforge.adversarial.poisoning.records`) through its JSON payload, the form ``poison.json`` keeps."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ import html
 import json
 import os
 
+from dlforge.adversarial.poisoning.records import PoisonReport
 from dlforge.reporting import Column, format_table, write_report_artifact
 
 _MODELS = [Column("model"), Column("clean_accuracy", "C-Acc", ".4f", ">"),
@@ -83,7 +85,12 @@ def availability_table(r: dict) -> str:
     return "\n".join(lines)
 
 
-def table(r: dict) -> str:
+def table(report: PoisonReport) -> str:
+    """The terminal report."""
+    return _table(report.to_json())
+
+
+def _table(r: dict) -> str:
     if r.get("kind") == "availability":
         return availability_table(r)
     lines = [f"{r['attack']} ({r['mode']}) on {r['data']}: {r['poisoned_samples']} poisoned training samples "
@@ -112,7 +119,8 @@ def table(r: dict) -> str:
         lines += ["", f"differential audit, fp32 -> INT8 (survives: {r['survival_criterion']})",
                   format_table(r["differential"], _DIFFERENTIAL)]
     if r.get("published"):
-        lines += ["", "reported by the papers:"] + [f"  {name}: {p['reported']}" for name, p in r["published"].items()]
+        lines += ["", "reported by the papers:"] + [f"  {name}: {p['reported'] if p else 'not recorded'}"
+                                                     for name, p in r["published"].items()]
     return "\n".join(lines)
 
 
@@ -123,22 +131,23 @@ def _page(heading: str, body: str) -> str:
             f"<body><h1>{heading}</h1>{body}</body></html>")
 
 
-def to_html(r: dict) -> str:
+def to_html(report: PoisonReport) -> str:
+    r = report.to_json()
     esc = html.escape
     if r.get("kind") == "availability":
         return _page("Availability-poisoning report",
                      "<p>Clean test accuracy of the model trained on the clean data (rate 0) and on data with injected "
                      "mislabelled samples, on PyTorch and on the fp32 and INT8 engines. The loss filter is scored "
-                     f"against the known injected samples.</p>{_curve_svg(r)}<pre>{esc(table(r))}</pre>")
+                     f"against the known injected samples.</p>{_curve_svg(r)}<pre>{esc(_table(r))}</pre>")
     per_class = [{k: d[k] for k in ("name", "engine", "per_class", "details") if k in d}
                  for d in r["defences"] if "per_class" in d]
     papers = "".join(f"<li><b>{esc(name)}</b>: {esc(p['paper'])} Method: {esc(p['method'])}. "
-                     f"Reported: {esc(p['reported'])}</li>" for name, p in r.get("published", {}).items())
+                     f"Reported: {esc(p['reported'])}</li>" for name, p in r.get("published", {}).items() if p)
     return _page("Data-poisoning report",
                  "<p>C-Acc, ASR and R-Acc as BackdoorBench defines them: ASR and R-Acc on triggered test images of "
                  "other classes (classified as the target; as their true label). Training-set defences are scored "
                  "against the known poisoned indices; STRIP's FRR and FAR are measured on test images disjoint from "
-                 f"those that set its boundary.</p><pre>{esc(table(r))}</pre><h2>Papers</h2><ul>{papers}</ul>"
+                 f"those that set its boundary.</p><pre>{esc(_table(r))}</pre><h2>Papers</h2><ul>{papers}</ul>"
                  f"<h2>Per-class detection</h2><pre>{esc(json.dumps(per_class, indent=1))}</pre>")
 
 
@@ -175,13 +184,14 @@ def _curve_svg(r: dict, width: int = 520, height: int = 300) -> str:
     return "".join(parts) + "</svg>"
 
 
-def write_poison_artifact(report: dict, out_dir: str | os.PathLike, *, force: bool = False):
+def write_poison_artifact(poison: PoisonReport, out_dir: str | os.PathLike, *, force: bool = False):
+    report = poison.to_json()
     if report.get("kind") == "availability":
         params, sections = ("model", "data", "attack", "rates"), ("clean_accuracy", "lowest_accuracy")
     else:
         params = ("model", "data", "attack", "mode", "rate", "target_class", "trigger_size")
         sections = ("attack_success_rate", "clean_accuracy", "robust_accuracy")
     return write_report_artifact(
-        "poison", report, out_dir, payload="poison.json", files={"report.html": to_html(report)},
+        "poison", report, out_dir, payload="poison.json", files={"report.html": to_html(poison)},
         parent=report["artifacts"]["checkpoint"], force=force,
         params={k: report[k] for k in params}, sections={k: report[k] for k in sections})

@@ -24,6 +24,7 @@ from dlforge.adversarial.poisoning.availability import (
     AVAILABILITY_ATTACKS,
     DEFAULT_RATES,
 )
+from dlforge.adversarial.poisoning.records import AvailabilityReport, BackdoorReport, PoisonReport
 from dlforge.artifact import check_output
 from dlforge.data import load_dataset
 from dlforge.env import environment
@@ -31,7 +32,6 @@ from dlforge.errors import InputError
 from dlforge.options import Options, option
 from dlforge.progress import ProgressLike, as_progress
 
-SCHEMA_VERSION = 2
 SURVIVAL_POINTS = 0.10  # INT8 detection within 10 points of fp32's
 EFFECTIVE = 0.5  # below this fp32 detection rate there is nothing for INT8 to keep
 SURVIVAL_CRITERION = (f"INT8 detection (TPR; STRIP: 1 - FAR) within {SURVIVAL_POINTS * 100:g} points of fp32's; "
@@ -142,12 +142,13 @@ def _torch_predict(model):
 
 
 def run_poison(model: str, out_dir: str | os.PathLike, options: PoisonOptions | None = None, *, force: bool = False,
-               progress: ProgressLike = None, **overrides) -> dict:
-    """Run the poisoning experiment into ``out_dir/{baseline,checkpoint,onnx,engine-ort-*}`` and return the
-    report (written as ``out_dir/poison`` by the caller). Everything is validated before anything is written."""
+               progress: ProgressLike = None, **overrides) -> PoisonReport:
+    """Run the poisoning experiment into ``out_dir/{baseline,checkpoint,onnx,engine-ort-*}`` and return its
+    report (a :class:`BackdoorReport`, or an :class:`AvailabilityReport` for the availability attacks; written as
+    ``out_dir/poison`` by the caller). Everything is validated before anything is written."""
     from dlforge_models import get_entry
 
-    from dlforge.adversarial.poisoning.defences import PUBLISHED
+    from dlforge.adversarial.poisoning.defences import published
 
     o = PoisonOptions.build(options, **overrides)
     on_stage = as_progress(progress).stage
@@ -166,42 +167,44 @@ def run_poison(model: str, out_dir: str | os.PathLike, options: PoisonOptions | 
     poisoned, p = poison(dataset, attack=o.attack, mode=o.mode, rate=o.rate, target=o.target_class,
                          trigger_size=o.trigger_size, seed=o.seed)
     sets = _strip_sets(dataset, o) if "strip" in o.defences else None
-    report: dict = {"schema_version": SCHEMA_VERSION, "env": environment(), "model": model, "data": dataset.name,
-                    **p.describe(), "attack": o.attack, "settings": o.params()}
+    cited = {name: published(name) for name in o.defences}  # before any training: an unknown defence fails here
     train = dict(epochs=o.epochs, seed=o.seed, force=force, data=o.data, data_dir=o.data_dir)
-    _train_models(model, out, dataset, poisoned, p, train, report, o, on_stage)
+    baseline, rates, artifacts = _train_models(model, out, dataset, poisoned, p, train, o, on_stage)
     on_stage("export and build")
-    engines = _deploy(report["artifacts"]["checkpoint"], out, o, force, dataset, p, report)
+    engines, engine_rows = _deploy(artifacts["checkpoint"], out, o, force, dataset, p)
     try:
-        report["defences"], masks = _dataset_defences(engines, poisoned, p, o, on_stage)
+        defences, masks = _dataset_defences(engines, poisoned, p, o, on_stage)
         if "strip" in o.defences:
-            report["defences"] += _strip(engines, dataset, p, sets, o, on_stage)
+            defences += _strip(engines, dataset, p, sets, o, on_stage)
     finally:
         for e in engines.values():
             e.close()
     if o.retrain:
-        _retrain(model, report["defences"], masks, poisoned, dataset, p, train, report, on_stage)
-    report["differential"] = differential(report["defences"], masks)
-    report["survival_criterion"] = SURVIVAL_CRITERION
-    report["published"] = {name: PUBLISHED[name] for name in o.defences}
-    return report
+        _retrain(model, defences, masks, poisoned, dataset, p, train, rates, on_stage)
+    return BackdoorReport(
+        env=environment(), model=model, data=dataset.name, **{**p.describe(), "attack": o.attack},
+        settings=o.params(), **rates, artifacts=artifacts, engines=engine_rows, defences=defences,
+        differential=differential(defences, masks), survival_criterion=SURVIVAL_CRITERION, published=cited,
+        baseline_clean_accuracy=baseline, clean_accuracy_drop_vs_baseline=None if baseline is None else round(
+            (baseline - rates["clean_accuracy"]) * 100, 4))
 
 
-def _train_models(model, out, dataset, poisoned, p, train, report, o, on_stage) -> None:
+def _train_models(model, out, dataset, poisoned, p, train, o, on_stage) -> tuple[float | None, dict, dict]:
+    """The clean baseline (where asked for) and the poisoned model: the baseline's clean accuracy, the poisoned
+    PyTorch model's C-Acc, ASR and R-Acc, and the artifacts' paths."""
     from dlforge.train import checkpoint_from_training, load_checkpoint
 
+    baseline = None
     if o.baseline:
         on_stage("train clean baseline")
         clean = checkpoint_from_training(model, out / "baseline", dataset=dataset, **train)
-        report["baseline_clean_accuracy"] = clean.card.sections["metrics"]["test_accuracy"]
+        baseline = clean.card.sections["metrics"]["test_accuracy"]
     on_stage(f"train on {o.attack}-poisoned data ({len(p.poisoned)} poisoned samples)")
     ckpt = checkpoint_from_training(model, out / "checkpoint", dataset=poisoned, **train)
-    report.update(attack_rates(_torch_predict(load_checkpoint(ckpt)[0]), dataset, p))
-    if o.baseline:
-        report["clean_accuracy_drop_vs_baseline"] = round(
-            (report["baseline_clean_accuracy"] - report["clean_accuracy"]) * 100, 4)
-    report["artifacts"] = {"checkpoint": str(ckpt.path), "onnx": str(out / "onnx"),
-                           **({"baseline": str(out / "baseline")} if o.baseline else {})}
+    rates = attack_rates(_torch_predict(load_checkpoint(ckpt)[0]), dataset, p)
+    artifacts = {"checkpoint": str(ckpt.path), "onnx": str(out / "onnx"),
+                 **({"baseline": str(out / "baseline")} if o.baseline else {})}
+    return baseline, rates, artifacts
 
 
 PRECISIONS = ("fp32", "int8")
@@ -230,12 +233,17 @@ def _build_engines(ckpt, out: Path, o, force) -> tuple[dict, dict]:
     return engines, paths
 
 
-def _deploy(ckpt, out, o, force, dataset, p, report) -> dict:
-    """Export and build fp32 and INT8 engines; measure C-Acc, ASR and R-Acc on each."""
+def _deploy(ckpt, out, o, force, dataset, p) -> tuple[dict, list[dict]]:
+    """Export and build fp32 and INT8 engines; the open engines, and C-Acc, ASR and R-Acc on each."""
     engines, paths = _build_engines(ckpt, out, o, force)
-    report["engines"] = [{"precision": precision, "path": paths[precision],
-                          **attack_rates(engine.predict, dataset, p)} for precision, engine in engines.items()]
-    return engines
+    try:
+        rows = [{"precision": precision, "path": paths[precision], **attack_rates(engine.predict, dataset, p)}
+                for precision, engine in engines.items()]
+    except BaseException:
+        for e in engines.values():
+            e.close()
+        raise
+    return engines, rows
 
 
 def _dataset_defences(engines, poisoned, p, o, on_stage) -> tuple[list[dict], dict]:
@@ -281,7 +289,7 @@ def _dataset_defences(engines, poisoned, p, o, on_stage) -> tuple[list[dict], di
     return out, masks
 
 
-def _retrain(model, defences, masks, poisoned, dataset, p, train, report, on_stage) -> None:
+def _retrain(model, defences, masks, poisoned, dataset, p, train, rates, on_stage) -> None:
     """Retrain without each training-set defence's fp32-engine flags; C-Acc, ASR and R-Acc of the result.
     A defence that flagged nothing leaves the data, and so the (seeded) model, as they were."""
     for entry in defences:
@@ -289,8 +297,7 @@ def _retrain(model, defences, masks, poisoned, dataset, p, train, report, on_sta
             continue
         keep = ~masks[entry["name"], "fp32"]
         if keep.all():
-            entry.update({f"{k}_after": report[k]
-                          for k in ("clean_accuracy", "attack_success_rate", "robust_accuracy")})
+            entry.update({f"{k}_after": v for k, v in rates.items()})
             continue
         on_stage(f"retrain without the {int((~keep).sum())} samples {entry['name']} flagged")
         after = attack_rates(_torch_predict(_trained_without(model, poisoned, keep, train)), dataset, p)
@@ -352,7 +359,7 @@ def differential(defences: list[dict], masks: dict) -> list[dict]:
 
 
 def run_availability(model: str, out_dir: str | os.PathLike, o: PoisonOptions, *, force: bool = False,
-                     progress: ProgressLike = None) -> dict:
+                     progress: ProgressLike = None) -> AvailabilityReport:
     """Availability poisoning (:mod:`~.availability`): the clean model and one poisoned model per attack and
     rate, each deployed as fp32 and INT8 engines, clean accuracy on each; the loss filter on each engine
     and a retraining without the fp32 engine's flags. Layout: ``out_dir/clean/...``,
@@ -379,10 +386,7 @@ def run_availability(model: str, out_dir: str | os.PathLike, o: PoisonOptions, *
     check_output(out / "poison", force=force)
     dataset = load_dataset(o.data, o.data_dir)
     train = dict(epochs=o.epochs, seed=o.seed, force=force, data=o.data, data_dir=o.data_dir)
-    report: dict = {"schema_version": SCHEMA_VERSION, "kind": "availability", "env": environment(), "model": model,
-                    "data": dataset.name, "attack": o.attack, "attacks": attacks, "rates": list(rates),
-                    "clean_samples": int(len(dataset.y_train)), "defences": list(defences), "settings": o.params(),
-                    "curve": []}
+    curve: list[dict] = []
     surrogate = None
     for attack, rate, folder in runs:
         if rate is None:
@@ -410,12 +414,12 @@ def run_availability(model: str, out_dir: str | os.PathLike, o: PoisonOptions, *
         if injection is not None and "loss-filter" in defences and o.retrain:
             row["loss_filter"]["accuracy_after"] = _retrain_filtered(model, flagged, poisoned, dataset, train,
                                                                      on_stage)
-        report["curve"].append(row)
-    report["artifacts"] = {"checkpoint": report["curve"][0]["checkpoint"], "runs": str(out)}
-    report["clean_accuracy"] = report["curve"][0]["fp32"]
-    report["lowest_accuracy"] = min(r["fp32"] for r in report["curve"])
-    report["summary"] = availability_summary(report["curve"], o.attack)
-    return report
+        curve.append(row)
+    return AvailabilityReport(
+        env=environment(), model=model, data=dataset.name, attack=o.attack, attacks=attacks, rates=list(rates),
+        clean_samples=int(len(dataset.y_train)), defences=list(defences), settings=o.params(), curve=curve,
+        artifacts={"checkpoint": curve[0]["checkpoint"], "runs": str(out)}, clean_accuracy=curve[0]["fp32"],
+        lowest_accuracy=min(r["fp32"] for r in curve), summary=availability_summary(curve, o.attack))
 
 
 def _loss_filter(engines, poisoned, injection, o, on_stage) -> tuple[dict, np.ndarray]:
