@@ -112,7 +112,8 @@ def test_a_registered_attack_and_detector_run_in_the_audit(plugins, digits_engin
     from dlforge.adversarial.audit import run_audit
 
     report = run_audit([digits_engines["fp32"].path], eps=(0.0, 0.3),
-                       attacks=("uniform-noise:tries=3", "pgd", "mean-confidence:points=8"), samples=64, pgd_steps=5, detectors=("max-logit",), progress=False)
+                       attacks=("uniform-noise:tries=3", "pgd", "mean-confidence:points=8"), samples=64,
+                       pgd_steps=5, detectors=("max-logit:fpr=0.1",), progress=False)
     rows = [r for r in report.rows if r["attack"] == "uniform-noise"]
     assert [r["route"] for r in rows] == ["query", "query"]
     assert rows[0]["queries_per_sample"] == 3
@@ -120,6 +121,7 @@ def test_a_registered_attack_and_detector_run_in_the_audit(plugins, digits_engin
     pgd = next(r for r in report.rows if r["attack"] == "pgd" and r["eps"] == 0.3 and r["route"] == "transfer")
     assert rows[1]["robust_accuracy"] > pgd["robust_accuracy"]  # noise is weaker than PGD
     assert {d["detector"] for d in report.detections} == {"max-logit"}
+    assert all(d["settings"] == {"fpr": 0.1} for d in report.detections)  # a registered detector's spec option
     assert "uniform-noise" in {a["name"] for a in describe(ATTACKS)}
     # the registered probe ran once, through the same --attacks spec, with its option
     section = report.probes["mean-confidence"]

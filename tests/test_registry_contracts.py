@@ -104,10 +104,15 @@ def test_detector_contract(name, digits):
 
     cls = DETECTORS.get(name)
     assert (cls.__doc__ or "").strip()
+    with pytest.raises(InputError, match=f"detector '{name}' has no option 'no_such_option'"):
+        make_detector(f"{name}{'=x' if cls.takes_argument else ''}:no_such_option=1")
     if cls.takes_argument:
         with pytest.raises(InputError, match="needs an argument"):
             make_detector(name)
         return
+    with pytest.raises(InputError, match="fpr"):  # an option of the wrong type is refused by the shared grammar
+        make_detector(f"{name}:fpr=true")
+    assert make_detector(f"{name}:fpr=0.2").fpr == 0.2  # specs carry options, as attack specs do
     weights = np.random.default_rng(0).normal(size=(64, 10)).astype(np.float32)
     predict = lambda x: x.reshape(len(x), -1) @ weights  # noqa: E731  (a fixed linear classifier)
     detector = make_detector(name)

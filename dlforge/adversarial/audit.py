@@ -76,7 +76,8 @@ class AuditOptions(Options):
     square_queries: int = option(1000, "Query budget per image of Square unless its spec sets it.", min=1)
     seed: int = option(0, "Seed of every random choice.", min=0)
     gallery: int = option(6, "Clean/adversarial pairs shown in the report.", min=0)
-    detectors: tuple[str, ...] = option((), "Input filters to evaluate: feature-squeezing, autoencoder=ENGINE_DIR.")
+    detectors: tuple[str, ...] = option((), "Input filters to evaluate, each with optional settings: feature-squeezing"
+                                            "[:bits=1:median=2], strip[:fpr=0.01], autoencoder=ENGINE_DIR[:fpr=0.05].")
     engine_gradients: str = option("auto", "Gradient attacks on each engine's own graph: auto (where the graph can "
                                    "be differentiated and matches the engine), require (exit 2 where it cannot), "
                                    "off.", choices=ENGINE_GRADIENTS)
@@ -86,14 +87,14 @@ class AuditOptions(Options):
                                         "and check the two answer alike (rebuild invariance).")
 
     def check(self) -> None:
-        from dlforge.adversarial.detectors import DETECTORS
+        from dlforge.adversarial.detectors import detector_spec
 
         if self.source and self.surrogate:
             raise InputError("give --source or --surrogate, not both")
         for spec in self.attacks:
             self.attack(spec)
         for spec in self.detectors:
-            DETECTORS.get(spec.partition("=")[0].strip())
+            detector_spec(spec)
 
     def attack(self, spec: str) -> Attack | Probe:
         """The attack or probe ``spec`` names, with this audit's budgets where it takes them."""

@@ -3,7 +3,10 @@
 A detector scores inputs (higher: more suspicious) using the engine's ``predict`` or a model of
 its own; the audit sets its threshold at a false-positive rate on held-out clean images
 (:meth:`Detector.fit`) and reports the share of *successful* adversarial examples it flags.
-A spec is ``name`` or ``name=ARGUMENT`` (e.g. ``autoencoder=runs/ae/engine-ort-fp32``).
+A spec follows the attacks' grammar, ``name[:key=value...]`` (``feature-squeezing:bits=4:median=3``,
+``strip:fpr=0.05``); a detector that needs an argument takes it after ``=``
+(``autoencoder=runs/ae/engine-ort-fp32:fpr=0.01``). Options are the detector's keyword-only ``__init__``
+parameters, type- and range-checked as an attack's are.
 """
 
 from __future__ import annotations
@@ -52,12 +55,31 @@ DETECTORS: Registry[type[Detector]] = Registry("detector", ["dlforge.adversarial
                                                              "dlforge.adversarial.poisoning.defences"])
 
 
-def make_detector(spec: str) -> Detector:
-    """Build a detector from ``name`` or ``name=ARGUMENT``."""
-    name, sep, argument = spec.partition("=")
-    cls = DETECTORS.get(name.strip())
-    if cls.takes_argument and not argument:
+def detector_spec(spec: str) -> tuple[type[Detector], str | None, dict]:
+    """``(class, argument, options)`` of a detector spec, every option checked, nothing opened (for validation)."""
+    from dlforge.adversarial.attacks import attack_options, check_option
+    from dlforge.options import parse_key_values
+
+    head, *pairs = [part.strip() for part in spec.split(":")]
+    name, sep, argument = head.partition("=")
+    name = name.strip()
+    cls = DETECTORS.get(name)
+    if cls.takes_argument and not argument.strip():
         raise InputError(f"detector {name!r} needs an argument: {name}=VALUE (see `dlforge audit --help`)")
     if not cls.takes_argument and sep:
         raise InputError(f"detector {name!r} takes no argument; got {spec!r}")
-    return cls(argument or None)
+    settings = parse_key_values(pairs, f"detector spec {spec!r}")
+    known = attack_options(cls)
+    unknown = sorted(set(settings) - set(known))
+    if unknown:
+        raise InputError(f"detector {name!r} has no option {unknown[0]!r}; its options: "
+                         f"{', '.join(f'{k}={v!r}' for k, v in known.items()) or 'none'}")
+    return cls, argument.strip() or None, {k: check_option(spec, cls, k, v, "detector") for k, v in settings.items()}
+
+
+def make_detector(spec: str) -> Detector:
+    """Build a detector from its spec (:func:`detector_spec`)."""
+    cls, argument, settings = detector_spec(spec)
+    detector = cls(argument, **settings)
+    detector.settings = settings
+    return detector

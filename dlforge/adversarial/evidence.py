@@ -66,7 +66,8 @@ def _detect_on(detector, engine, held_out, run) -> list[dict]:
         if not success.any():
             continue
         flagged = detector.detect(predict, x_adv[success])
-        rows.append({"detector": detector.name, "engine": engine.label, "attack": key.attack, "route": route,
+        rows.append({"detector": detector.name, "settings": dict(getattr(detector, "settings", {})),
+                     "engine": engine.label, "attack": key.attack, "route": route,
                      "eps": float(key.eps),
                      "successful_examples": int(success.sum()), "detection_rate": float(flagged.mean()),
                      "false_positive_rate": fpr, "threshold": detector.threshold})

@@ -64,6 +64,9 @@ def test_build_of_garbage_onnx(digits_onnx, tmp_path):
     (["--attacks", "pgd:stepz=3"], "has no option 'stepz'"),
     (["--samples", "0"], "--samples must be"),
     (["--detectors", "magic"], "unknown detector 'magic'"),
+    (["--detectors", "feature-squeezing:bits=0"], "bits=0 is out of range (must be >= 1)"),
+    (["--detectors", "strip:fpr=x"], "fpr='x' is not float"),
+    (["--attacks", "fooling:steps=2.5"], "probe 'fooling:steps=2.5': steps=2.5 is not int"),
     (["--fail-under", "nan:0.5"], "--fail-under expects [NORM:]EPS:ACC"),
     (["--fail-under", "0.25:0.5"], "is not among the audited --eps"),
 ])

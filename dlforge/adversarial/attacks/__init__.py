@@ -38,8 +38,9 @@ ZERO_OK = (0, None, True)
 GENERIC_RANGES = {"seed": ZERO_OK, "target": ZERO_OK}
 
 
-def _check_value(spec: str, cls: type, name: str, value, kind: str = "attack"):
-    """``value`` for option ``name`` of ``cls``, of the type its signature declares and within its range."""
+def check_option(spec: str, cls: type, name: str, value, kind: str = "attack"):
+    """``value`` for option ``name`` of ``cls`` (an attack, a probe, a detector), of the type its signature declares
+    and within its range (the generic ranges, or the class's ``option_ranges``)."""
     import math
 
     param = inspect.signature(cls.__init__).parameters[name]
@@ -94,7 +95,7 @@ def from_spec(registry: Registry, spec: str, **defaults):
                          f"{', '.join(f'{k}={v!r}' for k, v in known.items()) or 'none'}")
     takes = {"seed", *getattr(cls, "budget_options", ())}
     kwargs = {k: v for k, v in defaults.items() if k in known and k in takes and v is not None}
-    kwargs.update({k: _check_value(spec, cls, k, v, registry.kind) for k, v in settings.items()})
+    kwargs.update({k: check_option(spec, cls, k, v, registry.kind) for k, v in settings.items()})
     try:
         made = cls(**kwargs)
     except (TypeError, ValueError) as exc:
@@ -114,4 +115,4 @@ def describe(registry: Registry = ATTACKS) -> list[dict]:
 
 
 __all__ = ["ATTACKS", "GRADIENTS", "QUERIES", "Attack", "AttackResult", "GradientAttack", "QueryAttack", "Target",
-           "attack_options", "describe", "from_spec", "make_attack", "parse_spec"]
+           "attack_options", "check_option", "describe", "from_spec", "make_attack", "parse_spec"]
