@@ -30,7 +30,7 @@ def main() -> None:
 
     import torchattacks as ta
 
-    from dlforge.adversarial.attacks import make_attack
+    from dlforge.adversarial.attacks import Target, make_attack
     from dlforge.train.checkpoint import attack_model
     from dlforge.artifact import dataset_spec, open_artifact
     from dlforge.data import load_spec
@@ -67,7 +67,7 @@ def main() -> None:
     for name in names:
         t = time.perf_counter()
         if name == "autoattack":
-            ours = robust(torch.from_numpy(make_attack(name).run(tm, tm.predict, x.numpy(), y.numpy(), eps=eps).x_adv))
+            ours = robust(torch.from_numpy(make_attack(name).craft(Target.of(tm), x.numpy(), y.numpy(), eps=eps).x_adv))
         else:
             ours = robust(make_attack(name).run(model, x, y, eps=eps))
         t_ours = time.perf_counter() - t

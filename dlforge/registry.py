@@ -1,7 +1,7 @@
 """Registries: the extension points of dlforge (stdlib only).
 
-Attacks, input-filter detectors, dataset defences and backends each have one registry. Adding one
-is one module plus a registration::
+Attacks, the audit's probes, input-filter detectors, dataset defences, backends, datasets, data formats
+and artifact kinds each have one registry. Adding one is one module plus a registration::
 
     from dlforge.adversarial.attacks import ATTACKS
 

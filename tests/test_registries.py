@@ -150,6 +150,10 @@ def test_a_registered_backend_builds_and_benches(plugins, digits_onnx, tmp_path)
 
 
 def test_unknown_names_list_the_registry():
+    from dlforge.adversarial.probes import make
+
+    with pytest.raises(InputError, match="unknown attack 'deepfool'; attacks: .*pgd.*; probes: .*fooling"):
+        make("deepfool")  # an --attacks name is looked up in both registries
     with pytest.raises(InputError, match="unknown attack 'cw'; expected one of .*pgd.*square"):
         ATTACKS.get("cw")
     with pytest.raises(InputError, match="unknown backend"):

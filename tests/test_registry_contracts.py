@@ -42,7 +42,7 @@ def test_probe_contract(name):
     assert (cls.__doc__ or "").strip(), f"{name}: the first docstring line is its --list-attacks summary"
     probe = make(name)  # reached through the same --attacks spec as the attacks
     assert isinstance(probe, Probe) and probe.name == name and not inspect.isabstract(cls)
-    assert probe.requires <= {GRADIENTS, QUERIES}
+    assert probe.requires and probe.requires <= {GRADIENTS, QUERIES}, f"{name}: say what it requires"
     for option, default in attack_options(cls).items():
         assert default is not inspect.Parameter.empty, f"{name}: option {option} needs a default"
     with pytest.raises(InputError, match="probe .* has no option"):

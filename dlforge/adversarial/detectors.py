@@ -11,6 +11,7 @@ parameters, type- and range-checked as an attack's are.
 
 from __future__ import annotations
 
+import re
 from abc import ABC, abstractmethod
 from typing import Callable
 
@@ -27,6 +28,7 @@ class Detector(ABC):
 
     name = ""
     takes_argument = False  # whether the spec needs ``=ARGUMENT``
+    option_ranges = {"fpr": (0, 1, False, False)}  # checked with the spec, before the audit runs anything
 
     def __init__(self, argument: str | None = None, *, fpr: float = 0.05):
         if not 0 < fpr < 1:
@@ -55,21 +57,35 @@ DETECTORS: Registry[type[Detector]] = Registry("detector", ["dlforge.adversarial
                                                              "dlforge.adversarial.poisoning.defences"])
 
 
+# a trailing ``key=value`` part of a spec with an argument: an identifier, then a value that is not a path
+_OPTION = re.compile(r"^\s*[A-Za-z_]\w*\s*=[^/\\]*$")
+
+
 def detector_spec(spec: str) -> tuple[type[Detector], str | None, dict]:
-    """``(class, argument, options)`` of a detector spec, every option checked, nothing opened (for validation)."""
+    """``(class, argument, options)`` of a detector spec, every option checked, nothing opened (for validation).
+
+    After ``name=`` the argument runs up to the trailing ``:key=value`` parts (a value without ``/``), so a path
+    may hold ``:`` (``autoencoder=/runs/a:b/engine:fpr=0.01``)."""
     from dlforge.adversarial.attacks import attack_options, check_option
     from dlforge.options import parse_key_values
 
-    head, *pairs = [part.strip() for part in spec.split(":")]
-    name, sep, argument = head.partition("=")
+    name, sep, rest = spec.partition("=") if "=" in spec.split(":")[0] else spec.partition(":")
     name = name.strip()
     cls = DETECTORS.get(name)
+    known = attack_options(cls)
+    parts = rest.split(":") if rest else []
+    if sep == "=":  # the argument (a path may hold ':'), then the trailing parts that read as options
+        split = len(parts)
+        while split > 1 and _OPTION.match(parts[split - 1]):
+            split -= 1
+        argument, pairs = ":".join(parts[:split]), [p.strip() for p in parts[split:]]
+    else:
+        argument, pairs = "", [p.strip() for p in parts]
     if cls.takes_argument and not argument.strip():
         raise InputError(f"detector {name!r} needs an argument: {name}=VALUE (see `dlforge audit --help`)")
-    if not cls.takes_argument and sep:
+    if not cls.takes_argument and sep == "=":
         raise InputError(f"detector {name!r} takes no argument; got {spec!r}")
     settings = parse_key_values(pairs, f"detector spec {spec!r}")
-    known = attack_options(cls)
     unknown = sorted(set(settings) - set(known))
     if unknown:
         raise InputError(f"detector {name!r} has no option {unknown[0]!r}; its options: "
@@ -79,7 +95,9 @@ def detector_spec(spec: str) -> tuple[type[Detector], str | None, dict]:
 
 def make_detector(spec: str) -> Detector:
     """Build a detector from its spec (:func:`detector_spec`)."""
+    from dlforge.adversarial.attacks import attack_options
+
     cls, argument, settings = detector_spec(spec)
     detector = cls(argument, **settings)
-    detector.settings = settings
+    detector.settings = {**attack_options(cls), **settings}  # what it ran with, defaults included (the report's)
     return detector

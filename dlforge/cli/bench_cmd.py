@@ -63,7 +63,9 @@ def bench_command(artifacts, compare_files, out_dir, force, as_json, **settings)
     if out_dir:  # claim the output before measuring, so a bad -o fails fast
         from dlforge.artifact import ArtifactWriter
 
-        ArtifactWriter(out_dir, force=force, protect=artifacts).discard()  # --force never replaces a benched input
+        # --force never replaces a benched input (an engine, the --torch checkpoint, a folder holding one)
+        inputs = [*artifacts, *([options.torch_checkpoint] if options.torch_checkpoint else [])]
+        ArtifactWriter(out_dir, force=force, protect=inputs).discard()
     report = run_bench(list(artifacts), options)
     if out_dir:
         written = write_bench_artifact(report, out_dir, force=force)

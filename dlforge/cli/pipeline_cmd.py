@@ -31,18 +31,25 @@ def pipeline_command(model, data, data_dir, epochs, seed, backend, out_dir, forc
     if as_json:
         emit_json({stage: describe(a.path) for stage, a in artifacts.items()})
     else:
-        import json
-
-        from dlforge.bench.report import table as bench_table
-        from dlforge.drift import DriftReport
-        from dlforge.drift import table as drift_table
         from dlforge.reporting import format_table
 
         rows = [{"stage": stage, "artifact": str(a.path), "result": headline(a)} for stage, a in artifacts.items()]
         click.echo(format_table(rows, ["stage", "artifact", "result"]))
-
-        renders = {"bench": bench_table, "drift": lambda d: drift_table(DriftReport.from_json(d))}
-        for stage, render in renders.items():  # the reports worth reading in full
-            if stage in artifacts:
-                click.echo("\n" + render(json.loads(artifacts[stage].payload_path.read_text(encoding="utf-8"))))
+        for text in full_reports(artifacts):
+            click.echo("\n" + text)
         click.echo(f"details: dlforge inspect {next(iter(artifacts.values())).path.parent}/<stage>")
+
+
+def full_reports(artifacts: dict) -> list[str]:
+    """The reports worth reading in full (bench, drift), rendered from their artifacts' payloads."""
+    import json
+
+    from dlforge.bench.report import BenchReport
+    from dlforge.bench.report import table as bench_table
+    from dlforge.drift import DriftReport
+    from dlforge.drift import table as drift_table
+
+    renders = {"bench": lambda d: bench_table(BenchReport.from_json(d)),
+               "drift": lambda d: drift_table(DriftReport.from_json(d))}
+    return [render(json.loads(artifacts[stage].payload_path.read_text(encoding="utf-8")))
+            for stage, render in renders.items() if stage in artifacts]

@@ -208,8 +208,8 @@ def test_physical_headline_is_the_absolute_share_and_eot_beats_plain_pgd_on_it(d
 
 
 def test_a_stored_report_with_probes_renders_in_a_fresh_process():
-    """The probes register when their package is imported: the report imports it too, so reading a stored
-    audit.json with probe sections needs no audit run first."""
+    """The probes register in PROBES on its first look-up: rendering a stored audit.json with probe sections looks
+    them up, so it needs no audit run first."""
     import subprocess
     import sys
 

@@ -20,7 +20,7 @@ import pytest
 import torch
 from torch import nn
 
-from dlforge.adversarial.attacks import make_attack
+from dlforge.adversarial.attacks import Target, make_attack
 from dlforge.adversarial.attacks.torch_model import TorchModel
 from dlforge.data import load_dataset
 from tests.helpers import import_or_skip
@@ -152,7 +152,7 @@ def test_autoattack_agrees_with_the_reference_cascade(case):
     torch.manual_seed(0)
     theirs = _robust(model, reference(x, y), y)
     torch_model = TorchModel(model)
-    result = make_attack("autoattack").run(torch_model, torch_model.predict, x.numpy(), y.numpy(), eps=eps)
+    result = make_attack("autoattack").craft(Target.of(torch_model), x.numpy(), y.numpy(), eps=eps)
     ours = _robust(model, torch.from_numpy(result.x_adv), y)
     pgd = _ours(model, "pgd", x, y, eps)
     assert ours <= pgd + 1e-9, (ours, pgd)  # the ensemble is never weaker than PGD-40

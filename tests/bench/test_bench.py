@@ -5,7 +5,7 @@ import pytest
 from click.testing import CliRunner
 
 from dlforge.bench import BenchOptions
-from dlforge.bench.report import BenchReport, compare
+from dlforge.bench.report import BenchReport, compare, short
 from dlforge.bench.runner import run_bench
 from dlforge.bench.stats import summarize, time_calls
 from dlforge.cli import cli
@@ -103,6 +103,11 @@ def test_cli_writes_report_json_markdown_and_plot(digits_engines, tmp_path):
     assert BenchReport.from_json(report).to_json() == report  # --json prints the typed report, and it reads back
     assert BenchReport.from_json(json.loads((out / "bench.json").read_text())).artifacts == [
         str(digits_engines["fp32"].path), str(digits_engines["int8"].path)]
+    from dlforge.artifact import open_artifact
+    from dlforge.cli.pipeline_cmd import full_reports
+
+    (text,) = full_reports({"bench": open_artifact(out)})  # the pipeline renders the stored report in full
+    assert "speedup: median latency of" in text and short(str(digits_engines["int8"].path)) in text
     assert {p.name for p in out.iterdir()} == {"bench.json", "report.md", "latency.png", "card.json"}
     card = json.loads((out / "card.json").read_text())
     assert card["kind"] == "bench" and card["parent"]["path"] == str(digits_engines["fp32"].path)
@@ -224,15 +229,15 @@ def test_spread_tells_a_noisy_machine_from_an_unstable_engine():
 
 
 def test_force_never_replaces_a_benched_engine(digits_engines, tmp_path):
-    """``-o`` naming one of the benched engines (or a folder holding it) is refused before anything is timed,
-    even with --force, and the engine is left as it was."""
+    """``-o`` naming one of the benched engines (or the artifact holding a benched .onnx file) is refused before
+    anything is timed, even with --force, and the engine is left as it was (both were replaced before)."""
     import shutil
 
     engine = tmp_path / "engine"
     shutil.copytree(digits_engines["fp32"].path, engine)
     before = {p.name: p.read_bytes() for p in engine.iterdir()}
-    for out in (engine, tmp_path):
-        result = CliRunner().invoke(cli, ["bench", str(engine), "--iterations", "2", "--duration", "0.01",
+    for benched, out in ((engine, engine), (engine / "model.onnx", engine)):  # the engine, a folder holding one
+        result = CliRunner().invoke(cli, ["bench", str(benched), "--iterations", "2", "--duration", "0.01",
                                           "-o", str(out), "--force"])
         assert result.exit_code == 2 and "never replaces an input" in result.output, result.output
         assert {p.name: p.read_bytes() for p in engine.iterdir()} == before

@@ -142,7 +142,8 @@ def to_html(report: PoisonReport) -> str:
     per_class = [{k: d[k] for k in ("name", "engine", "per_class", "details") if k in d}
                  for d in r["defences"] if "per_class" in d]
     papers = "".join(f"<li><b>{esc(name)}</b>: {esc(p['paper'])} Method: {esc(p['method'])}. "
-                     f"Reported: {esc(p['reported'])}</li>" for name, p in r.get("published", {}).items() if p)
+                     f"Reported: {esc(p['reported'])}</li>" if p else f"<li><b>{esc(name)}</b>: not recorded</li>"
+                     for name, p in r.get("published", {}).items())
     return _page("Data-poisoning report",
                  "<p>C-Acc, ASR and R-Acc as BackdoorBench defines them: ASR and R-Acc on triggered test images of "
                  "other classes (classified as the target; as their true label). Training-set defences are scored "
