@@ -83,6 +83,8 @@ class AuditOptions(Options):
                                    "off.", choices=ENGINE_GRADIENTS)
     gap_bar: float = option(0.05, "Flag a transfer gap (transfer minus engine white-box robust accuracy) above this.",
                             min=0, max=1)
+    adaptive: bool = option(False, "Also attack each --detectors detector adaptively (PGD on the classifier's and "
+                                   "the detector's loss; Orthogonal PGD), judged on the engine behind it.")
     rebuild_check: bool = option(False, "Also build each engine again from its parent ONNX with its card's settings "
                                         "and check the two answer alike (rebuild invariance).")
 
@@ -95,6 +97,9 @@ class AuditOptions(Options):
             self.attack(spec)
         for spec in self.detectors:
             detector_spec(spec)
+        if self.adaptive and not self.detectors:
+            raise InputError("--adaptive attacks the detectors of --detectors: name at least one (e.g. --detectors "
+                             "feature-squeezing)")
 
     def attack(self, spec: str) -> Attack | Probe:
         """The attack or probe ``spec`` names, with this audit's budgets where it takes them."""
@@ -280,8 +285,8 @@ def _prepare(engines: list[DeployedModel], options: AuditOptions, warm: dict | N
     for attack in attacks:
         if isinstance(attack, Probe):
             attack.prepare(run)
-    if gradient:
-        _gradient_models(run, gradient)
+    if gradient or (options.adaptive and (crafter is not None or options.engine_gradients != "off")):
+        _gradient_models(run, gradient)  # the adaptive attacks craft on the same models
     return run
 
 
@@ -305,7 +310,7 @@ def _gradient_models(run: AuditRun, gradient: list[str]) -> None:
             for g in run.graphs:
                 if g.model is not None:
                     g.gradients = gradient_agreement(run.model, g.model, run.x, run.y)
-    if run.model is None and not any(g.model for g in run.graphs):
+    if gradient and run.model is None and not any(g.model for g in run.graphs):
         reasons = "; ".join(g.reason for g in run.graphs)
         raise InputError(f"attacks {', '.join(gradient)} need gradients, but there is no PyTorch source and no engine "
                          f"graph could be differentiated ({reasons}); pass --source CHECKPOINT (or --surrogate), or "
@@ -459,6 +464,8 @@ def _full_range(run: AuditRun, bar) -> tuple[str, float, float] | None:
 def _report(run: AuditRun, full: tuple[str, float, float] | None) -> AuditReport:
     from dlforge.adversarial.evidence import comparisons, detections, gallery
 
+    detected, adaptive = detections(run) if run.options.detectors else (None, None)
+
     o, y = run.options, run.y
     pair = _full_range_model(run)
     grad = pair[0].input_gradients(run.x[:256], y[:256]) if pair is not None else None
@@ -478,7 +485,7 @@ def _report(run: AuditRun, full: tuple[str, float, float] | None) -> AuditReport
                 checks.full_range_check(full), checks.monotone_check(run.rows), checks.masking_check(run.rows),
                 checks.transfer_gap_check(gaps, o.gap_bar), checks.engine_gradient_check(gaps, o.gap_bar),
                 invariance_check(invariance)],
-        probes=run.probes or None, detections=detections(run) if o.detectors else None,
+        probes=run.probes or None, detections=detected, adaptive=adaptive,
         gallery=gallery(run, run.dataset.labels),
         per_sample={"file": SAMPLES_FILE, "version": SAMPLES_VERSION, "count": len(run.samples),
                     "records": run.samples} if o.per_sample else None)

@@ -52,6 +52,14 @@ class Detector(ABC):
     def close(self) -> None:
         """Release anything the detector opened."""
 
+    def torch_score(self, forward, x):
+        """The score as a differentiable function of ``x`` (a torch tensor), for adaptive attacks
+        (:mod:`dlforge.adversarial.adaptive`): ``forward`` is the differentiable classifier (inputs -> logits) that
+        stands for the engine. A non-differentiable step is replaced by the identity in the backward pass (BPDA,
+        Athalye et al. 2018) and a random one by a fixed sample of it. None: the detector has no such form, and an
+        adaptive attack on it says so instead of reporting a figure."""
+        return None
+
 
 DETECTORS: Registry[type[Detector]] = Registry("detector", ["dlforge.adversarial.squeezing",
                                                              "dlforge.adversarial.poisoning.defences"])

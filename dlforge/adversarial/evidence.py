@@ -32,24 +32,28 @@ def comparisons(run) -> list[dict]:
     return out
 
 
-def detections(run, fpr_examples: int = 1000) -> list[dict]:
+def detections(run, fpr_examples: int = 1000) -> tuple[list[dict], list[dict] | None]:
     """Each detector on each engine: threshold at its FPR on held-out clean images, then the share of
-    successful adversarial examples it flags (and its false-positive rate on the audited images)."""
+    successful adversarial examples it flags (and its false-positive rate on the audited images); with
+    ``--adaptive``, also the attacks that know the detector (:mod:`dlforge.adversarial.adaptive`)."""
+    from dlforge.adversarial.adaptive import adaptive_rows
     from dlforge.adversarial.detectors import make_detector
 
     held_out = run.held_out(fpr_examples)  # disjoint from the audited slice, whatever --start is
     if len(held_out) < 100:
         raise InputError(f"detectors need >= 100 held-out clean test images beside the {len(run.y)} audited; "
                          f"{run.dataset.name} has {len(run.dataset.x_test)} test images: lower --samples")
-    out = []
+    out, adaptive = [], [] if run.options.adaptive else None
     for spec in run.options.detectors:
         detector = make_detector(spec)
         try:
             for engine in run.engines:
                 out += _detect_on(detector, engine, held_out, run)
+                if adaptive is not None:  # fitted on this engine by _detect_on
+                    adaptive += adaptive_rows(run, detector, engine, held_out)
         finally:
             detector.close()
-    return out
+    return out, adaptive
 
 
 def _detect_on(detector, engine, held_out, run) -> list[dict]:

@@ -27,6 +27,14 @@ _DETECTIONS = [Column("detector"), Column("engine", fmt=lambda t: t[:32]), Colum
                Column("successful_examples", "of", "d", ">"), Column("false_positive_rate", "clean FPR", ".3f", ">")]
 
 
+_ADAPTIVE = [Column("detector"), Column("engine", fmt=lambda t: t[:32]), Column("attack"),
+             Column("eps", fmt="g", align=">"),
+             Column("misclassified", "misclassified", ".3f", ">"), Column("evaded", "evaded", ".3f", ">"),
+             Column("tpr", "TPR", ".3f", ">"), Column("auroc", "AUROC", ".3f", ">"),
+             Column("false_positive_rate", "clean FPR", ".3f", ">"), Column("linf", "mean Linf", ".4f", ">"),
+             Column("l2", "mean L2", ".3f", ">")]
+
+
 def check_line(c: dict) -> str:
     """``[pass]``, ``[FAIL]`` or ``[n/a]`` and the check's name and detail."""
     mark = {"pass": "pass", "fail": "FAIL"}.get(c["status"], c["status"])
@@ -81,6 +89,17 @@ def table(audit: AuditReport) -> str:
                          f"max logit diff {inv['max_abs_diff']:.3g}, top-1 agreement {inv['top1_agreement']:.4f}")
     if report.get("detections"):
         lines += ["", format_table(report["detections"], _DETECTIONS)]
+        if report.get("adaptive") is None:
+            lines.append("note: detection rates against attacks that ignore the detector are not evidence of "
+                         "robustness (Carlini & Wagner 2017); --adaptive attacks each detector")
+    if report.get("adaptive"):
+        ran = [r for r in report["adaptive"] if "skipped" not in r]
+        lines += ["", "adaptive attacks on each detector (evaded: misclassified by the engine and not flagged, of the "
+                      "points it got right; TPR at the detector's FPR on the misclassified examples)"]
+        if ran:
+            lines.append(format_table(ran, _ADAPTIVE))
+        lines += [f"note: {r['detector']} on {r['engine']}: {r['skipped']}" for r in report["adaptive"]
+                  if "skipped" in r]
     lines.append("")
     lines += [check_line(c) for c in report["checks"]]
     return "\n".join(lines)

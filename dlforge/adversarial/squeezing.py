@@ -54,6 +54,19 @@ class FeatureSqueezing(Detector):
         squeezed = [reduce_bit_depth(x, self.bits), median_filter(x, self.median)]
         return np.max([np.abs(base - softmax(predict(s))).sum(1) for s in squeezed], axis=0)
 
+    def torch_score(self, forward, x):
+        """The same score; both squeezers pass gradients straight through (BPDA: their forward value, the
+        identity's gradient), as Athalye et al. 2018 attack feature squeezing."""
+        import torch
+
+        base = torch.softmax(forward(x), 1)
+        out = []
+        for squeeze in (lambda z: reduce_bit_depth(z, self.bits), lambda z: median_filter(z, self.median)):
+            value = torch.from_numpy(squeeze(x.detach().cpu().numpy())).to(x.device)
+            squeezed = x + (value - x).detach()
+            out.append((base - torch.softmax(forward(squeezed), 1)).abs().sum(1))
+        return torch.stack(out).max(0).values
+
 
 @DETECTORS.register("autoencoder")
 class ReconstructionFilter(Detector):
@@ -67,6 +80,7 @@ class ReconstructionFilter(Detector):
         from dlforge.runtime import open_deployed
 
         super().__init__(argument, fpr=fpr)
+        self._graph = None  # its differentiable graph, built on first use by an adaptive attack
         self.model = open_deployed(argument)
         if self.model.task != "reconstruction":
             self.model.close()
@@ -74,6 +88,21 @@ class ReconstructionFilter(Detector):
 
     def score(self, predict, x: np.ndarray) -> np.ndarray:
         out = self.model.predict(x)
+        return ((out - x) ** 2).reshape(len(x), -1).mean(1)
+
+    def torch_score(self, forward, x):
+        """The reconstruction error through the autoencoder engine's own graph made differentiable
+        (:mod:`dlforge.onnx_torch`, checked against the engine as the audit checks a classifier's)."""
+        if self._graph is None:
+            from dlforge.adversarial.engine_graph import engine_graph
+
+            graph = engine_graph(self.model, x.detach().cpu().numpy(), noise=0.0, value_range=self.model.value_range,
+                                 device=str(x.device.type))
+            if graph.model is None:
+                raise InputError(f"adaptive attack on autoencoder={self.argument}: its graph cannot be "
+                                 f"differentiated ({graph.reason})")
+            self._graph = graph.model.model
+        out = self._graph(x)
         return ((out - x) ** 2).reshape(len(x), -1).mean(1)
 
     def close(self) -> None:

@@ -318,6 +318,21 @@ class Strip(Detector):
             raise ValueError("fit STRIP on held-out clean images first")
         return -strip_entropy(predict, x, self.overlays, copies=self.copies, seed=self.seed)
 
+    def torch_score(self, forward, x, copies: int = 16):
+        """Minus the mean entropy (bits) over ``copies`` blends with overlays drawn once (a fixed sample of STRIP's
+        random blends: the attacker's estimate of the score; the judge is :meth:`score`)."""
+        import torch
+
+        if self.overlays is None:
+            raise ValueError("fit STRIP on held-out clean images first")
+        rng = np.random.default_rng(self.seed)
+        picks = torch.from_numpy(self.overlays[rng.integers(0, len(self.overlays), copies)]).to(x.device)
+        entropy = 0
+        for overlay in picks:
+            p = torch.softmax(forward(0.5 * x + 0.5 * overlay), 1)
+            entropy = entropy - (p * torch.log2(p.clamp_min(1e-12))).sum(1)
+        return -entropy / copies
+
 
 def published(name: str) -> dict | None:
     """What the report cites for a defence (a dataset defence, or STRIP, the input filter): its own ``published``

@@ -1,0 +1,178 @@
+"""Adaptive attacks on a detector-guarded engine: the attacker knows the detector.
+
+A detection rate measured against an attack that ignores the detector is not evidence (Carlini & Wagner,
+"Adversarial Examples Are Not Easily Detected", AISec 2017, bypassed ten detectors; Tramer et al., "On Adaptive
+Attacks to Adversarial Example Defenses", NeurIPS 2020, thirteen defences). With ``--adaptive`` the audit
+attacks each detector of ``--detectors`` on each engine with three attacks of the same L-inf budget and step
+count, crafted on the engine's own differentiable graph (on the source, by transfer, where the engine has none)
+and judged on the engine behind the detector. An example *evades* only if the engine misclassifies it **and**
+the detector, its threshold set at its false-positive rate on held-out clean images, does not flag it.
+
+- ``pgd``: PGD on the classifier's loss alone (the non-adaptive baseline, the attack the detector was shown);
+- ``pgd+detector``: PGD on two hinge losses, the classifier's margin (true logit minus the best other) and the
+  detector's score above its threshold in units of the clean scores' spread, so one step size serves every
+  detector (Carlini & Wagner's combined objective, in the hinge form Tramer et al. recommend);
+- ``orthogonal-pgd``: Bryniarski et al.'s selective Orthogonal PGD ("Evading Adversarial Example Detection
+  Defenses with Orthogonal Projected Gradient Descent", ICLR 2022; reference ``v-wangg/OrthogonalPGD``): while
+  the classifier is still right, a step on its loss with the component along the detector's gradient removed;
+  once it is wrong but flagged, a step down the detector's score with the component along the classifier's
+  gradient removed.
+
+The detector's score enters through :meth:`~dlforge.adversarial.detectors.Detector.torch_score`: feature
+squeezing through BPDA, STRIP through a fixed sample of its blends, the autoencoder through its own graph. The
+adaptive attacks keep, per point, the first iterate that evades on the differentiable model; every candidate is
+judged on the engine. Reported per detector, engine and eps: the evasion rate, the detector's TPR at its FPR on
+the misclassified examples, AUROC of its score (adversarial against the audited clean points), and the mean
+L-inf and L2 distortion of the misclassified examples.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from dlforge.adversarial.attacks import make_attack
+from dlforge.adversarial.attacks.projection import project
+
+ADAPTIVE_ATTACKS = ("pgd", "pgd+detector", "orthogonal-pgd")
+
+
+def auroc(negative: np.ndarray, positive: np.ndarray) -> float | None:
+    """Area under the ROC curve of a score that should be higher on ``positive``: P(positive > negative), ties
+    counted half (the Mann-Whitney statistic). None when either side is empty."""
+    if len(negative) == 0 or len(positive) == 0:
+        return None
+    scores = np.concatenate([negative, positive])
+    order = scores.argsort(kind="mergesort")
+    ranks = np.empty(len(scores))
+    sorted_scores = scores[order]
+    # average ranks over ties
+    _, first, counts = np.unique(sorted_scores, return_index=True, return_counts=True)
+    average = first + (counts - 1) / 2.0 + 1
+    ranks[order] = np.repeat(average, counts)
+    u = ranks[len(negative):].sum() - len(positive) * (len(positive) + 1) / 2
+    return float(u / (len(negative) * len(positive)))
+
+
+def _flat_dot(a, b):
+    return (a * b).reshape(len(a), -1).sum(1).reshape(-1, *[1] * (a.ndim - 1))
+
+
+def _orthogonal(a, b):
+    """``a`` with its component along ``b`` removed, per sample."""
+    return a - _flat_dot(a, b) / _flat_dot(b, b).clamp_min(1e-20) * b
+
+
+def adaptive_attack(kind: str, model, detector, x: np.ndarray, y: np.ndarray, *, eps: float, value_range,
+                    steps: int, spread: float, seed: int = 0, batch_size: int = 256) -> np.ndarray:
+    """``kind`` (``pgd+detector`` or ``orthogonal-pgd``) crafted on ``model`` (a
+    :class:`~dlforge.adversarial.attacks.torch_model.TorchModel`) against ``detector`` (fitted: its threshold is
+    the bar), within the L-inf ball; ``spread``: the clean scores' standard deviation (the detector's unit)."""
+    import torch
+
+    if kind not in ADAPTIVE_ATTACKS[1:]:
+        raise ValueError(f"unknown adaptive attack {kind!r}")
+    module, device = model.model, model.device
+    lo, hi = value_range
+    threshold, unit = float(detector.threshold), max(float(spread), 1e-12)
+    out = np.empty_like(x)
+    generator = torch.Generator().manual_seed(seed)
+    alpha = 2.5 * eps / steps
+    for start in range(0, len(x), batch_size):
+        xb = torch.from_numpy(x[start:start + batch_size]).to(device)
+        yb = torch.from_numpy(y[start:start + batch_size].astype(np.int64)).to(device)
+        lower, upper = (xb - eps).clamp(lo, hi), (xb + eps).clamp(lo, hi)
+        noise = (torch.rand(xb.shape, generator=generator) * 2 - 1).to(device) * eps
+        x_adv = torch.minimum(torch.maximum(xb + noise, lower), upper)
+        best = x_adv.detach().clone()
+        found = torch.zeros(len(xb), dtype=torch.bool, device=device)
+        for _ in range(steps):
+            x_adv = x_adv.detach().requires_grad_(True)
+            logits = module(x_adv)
+            score = detector.torch_score(module, x_adv)
+            true = logits.gather(1, yb[:, None])[:, 0]
+            other = logits.masked_fill(torch.nn.functional.one_hot(yb, logits.shape[1]).bool(), float("-inf"))
+            margin = true - other.max(1).values  # > 0: still right
+            excess = (score - threshold) / unit  # > 0: flagged
+            wrong, unflagged = (margin < 0).detach(), (excess <= 0).detach()
+            newly = wrong & unflagged & ~found
+            best[newly], found = x_adv.detach()[newly], found | newly
+            if bool(found.all()):
+                break
+            if kind == "pgd+detector":
+                loss = torch.relu(margin).sum() + torch.relu(excess).sum()
+                step = -torch.autograd.grad(loss, x_adv)[0]
+            else:
+                g_cls = torch.autograd.grad(torch.nn.functional.cross_entropy(logits, yb, reduction="sum"), x_adv,
+                                            retain_graph=True)[0]
+                g_det = torch.autograd.grad(score.sum(), x_adv)[0]
+                mask = wrong.reshape(-1, *[1] * (xb.ndim - 1))
+                step = torch.where(mask, -_orthogonal(g_det, g_cls), _orthogonal(g_cls, g_det))
+            x_adv = torch.minimum(torch.maximum(x_adv.detach() + alpha * step.sign(), lower), upper)
+        best[~found] = x_adv.detach()[~found]
+        out[start:start + len(xb)] = best.cpu().numpy()
+    return out
+
+
+def judge(detector, predict, x: np.ndarray, x_adv: np.ndarray, y: np.ndarray, clean_ok: np.ndarray,
+          clean_scores: np.ndarray) -> dict:
+    """An attack's outcome on the engine behind the detector (see the module docstring)."""
+    wrong = clean_ok & (predict(x_adv).argmax(1) != y)
+    adv_scores = detector.score(predict, x_adv[wrong]) if wrong.any() else np.empty(0)
+    flagged = adv_scores > detector.threshold
+    delta = (x_adv - x)[wrong].reshape(int(wrong.sum()), -1)
+    return {"misclassified": float(wrong.sum() / max(clean_ok.sum(), 1)),
+            "evaded": float((wrong.sum() - flagged.sum()) / max(clean_ok.sum(), 1)),
+            "tpr": float(flagged.mean()) if len(flagged) else None,
+            "auroc": auroc(clean_scores, adv_scores),
+            "linf": float(np.abs(delta).max(1).mean()) if len(delta) else None,
+            "l2": float(np.linalg.norm(delta, axis=1).mean()) if len(delta) else None,
+            "examples": int(wrong.sum())}
+
+
+def adaptive_rows(run, detector, engine, held_out: np.ndarray) -> list[dict]:
+    """The three attacks of :data:`ADAPTIVE_ATTACKS` on ``engine`` guarded by ``detector`` (fitted on ``held_out``)
+    at each L-inf eps of the audit; one row each, or one row saying why none could run."""
+    o = run.options
+    predict = lambda z: engine.predict(z, o.batch_size)  # noqa: E731
+    base = {"detector": detector.name, "settings": dict(getattr(detector, "settings", {})), "engine": engine.label,
+            "fpr_target": detector.fpr}
+    graph = next((g.model for e, g in zip(run.engines, run.graphs) if e is engine and g.model is not None), None)
+    model, route = (graph, "white-box (engine)") if graph is not None else (run.model, run.crafted_on or "source")
+    if model is None:
+        return [{**base, "skipped": "no differentiable model: the engine's graph cannot be differentiated and there "
+                                    "is no PyTorch source"}]
+    x, y = run.x, run.y
+    clean_ok = run.clean[engine.label] == y
+    clean_scores = detector.score(predict, x[clean_ok])
+    held_scores = detector.score(predict, held_out)
+    rows = []
+    for eps in (e for e in o.eps if e > 0):
+        plain = make_attack("pgd", steps=o.pgd_steps, seed=o.seed)
+        crafted = {"pgd": project(model.attack(plain, x, y, eps=eps, value_range=run.value_range,
+                                                batch_size=o.batch_size), x, eps, "linf", run.value_range)}
+        probe = detector.torch_score(model.model, _tensor(x[:1], model))
+        for kind in ADAPTIVE_ATTACKS[1:]:
+            if probe is None:
+                continue
+            crafted[kind] = project(adaptive_attack(kind, model, detector, x, y, eps=eps, value_range=run.value_range,
+                                                    steps=o.pgd_steps, spread=float(held_scores.std()), seed=o.seed,
+                                                    batch_size=o.batch_size), x, eps, "linf", run.value_range)
+        for kind, x_adv in crafted.items():
+            rows.append({**base, "attack": kind, "eps": float(eps), "route": route, "steps": o.pgd_steps,
+                         "false_positive_rate": float((clean_scores > detector.threshold).mean())
+                         if len(clean_scores) else None,
+                         **judge(detector, predict, x, x_adv, y, clean_ok, clean_scores)})
+        if probe is None:
+            rows.append({**base, "attack": "adaptive", "eps": float(eps), "route": route,
+                         "skipped": f"{detector.name} offers no differentiable score (Detector.torch_score): no "
+                                    "adaptive attack ran, so its detection rate is not evidence"})
+    return rows
+
+
+def _tensor(x: np.ndarray, model):
+    import torch
+
+    return torch.from_numpy(x).to(model.device)
+
+
+__all__ = ["ADAPTIVE_ATTACKS", "adaptive_attack", "adaptive_rows", "auroc", "judge"]
