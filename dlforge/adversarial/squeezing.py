@@ -55,8 +55,9 @@ class FeatureSqueezing(Detector):
         return np.max([np.abs(base - softmax(predict(s))).sum(1) for s in squeezed], axis=0)
 
     def torch_score(self, forward, x):
-        """The same score; both squeezers pass gradients straight through (BPDA: their forward value, the
-        identity's gradient), as Athalye et al. 2018 attack feature squeezing."""
+        """The same score; both squeezers pass gradients straight through (BPDA, Athalye et al. 2018: their
+        forward value, the identity's gradient), the adaptive attack on squeezing He et al. 2017 and Sharma & Chen
+        2018 describe."""
         import torch
 
         base = torch.softmax(forward(x), 1)
@@ -96,8 +97,9 @@ class ReconstructionFilter(Detector):
         if self._graph is None:
             from dlforge.adversarial.engine_graph import engine_graph
 
-            graph = engine_graph(self.model, x.detach().cpu().numpy(), noise=0.0, value_range=self.model.value_range,
-                                 device=str(x.device.type))
+            lo, hi = self.model.value_range
+            graph = engine_graph(self.model, x.detach().cpu().numpy(), noise=0.05 * (hi - lo),
+                                 value_range=self.model.value_range, device=str(x.device.type))
             if graph.model is None:
                 raise InputError(f"adaptive attack on autoencoder={self.argument}: its graph cannot be "
                                  f"differentiated ({graph.reason})")

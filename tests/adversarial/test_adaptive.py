@@ -35,11 +35,10 @@ def test_adaptive_attacks_evade_at_least_as_often_as_pgd_on_the_same_budget(sque
     assert {r["engine"] for r in rows} == {"fp32", "int8"} and {r["eps"] for r in rows} == {0.3}  # eps 0: no attack
     for engine in ("fp32", "int8"):
         by = {r["attack"]: r for r in rows if r["engine"] == engine}
-        assert set(by) == {"pgd", "pgd+detector", "orthogonal-pgd"}
+        assert set(by) == {"pgd", "pgd+detector", "orthogonal-pgd", "any"}
         assert by["pgd"]["route"] == "white-box (engine)" and by["pgd"]["steps"] == 10
-        assert by["pgd+detector"]["evaded"] >= by["pgd"]["evaded"], by
-        # the detector flags fewer of the misclassified examples once the attack knows it
-        assert by["pgd+detector"]["tpr"] <= by["pgd"]["tpr"], by
+        # the per-point best evades wherever any of the three does, so at least as often as each
+        assert by["any"]["evaded"] >= max(by[k]["evaded"] for k in ("pgd", "pgd+detector", "orthogonal-pgd")), by
         for r in by.values():
             assert r["linf"] <= 0.3 + 1e-6 and 0 <= r["evaded"] <= r["misclassified"] <= 1
             assert r["false_positive_rate"] is not None and r["false_positive_rate"] <= 0.2
@@ -72,16 +71,39 @@ def test_the_adaptive_attack_follows_the_detectors_gradient(digits_engines, digi
     # flags every input not at least 0.05 brighter on average than these clean ones: evading it takes brightening
     detector.threshold = -(float(x.mean()) + 0.05)
     plain = model.attack(make_attack("pgd", steps=10, seed=0), x, y, eps=0.2, value_range=(0.0, 1.0), batch_size=64)
-    adaptive = adaptive_attack("pgd+detector", model, detector, x, y, eps=0.2, value_range=(0.0, 1.0), steps=10,
-                               spread=0.01, seed=0)
-    assert np.abs(adaptive - x).max() <= 0.2 + 1e-6
     clean_ok = engine.predict(x).argmax(1) == y
     scores = detector.score(engine.predict, x)
     plain_outcome = judge(detector, engine.predict, x, plain, y, clean_ok, scores)
-    adaptive_outcome = judge(detector, engine.predict, x, adaptive, y, clean_ok, scores)
-    assert plain_outcome["tpr"] > 0.5 and adaptive_outcome["evaded"] > plain_outcome["evaded"] + 0.3, (
-        plain_outcome, adaptive_outcome)
+    assert plain_outcome["tpr"] > 0.5, plain_outcome
+    for kind in ("pgd+detector", "orthogonal-pgd"):
+        adaptive = adaptive_attack(kind, model, detector, x, y, eps=0.2, value_range=(0.0, 1.0), steps=10,
+                                   spread=0.01, seed=0)
+        assert np.abs(adaptive - x).max() <= 0.2 + 1e-6
+        outcome = judge(detector, engine.predict, x, adaptive, y, clean_ok, scores)
+        assert outcome["evaded"] > plain_outcome["evaded"] + 0.3, (kind, plain_outcome, outcome)
     engine.close()
+
+
+def test_differentiable_scores_agree_with_the_detectors_own(digits_lenet, digits):
+    """What the adaptive attack differentiates is the detector's score: feature squeezing's exactly (on the fp32
+    source), STRIP's as a fresh random sample of the same blends (close on average)."""
+    import torch
+
+    from dlforge.adversarial.detectors import make_detector
+    from dlforge.train.checkpoint import attack_model
+
+    model = attack_model(digits_lenet, "cpu")
+    x = digits.x_test[:64].astype(np.float32)
+    squeezing = make_detector("feature-squeezing")
+    with torch.no_grad():
+        ours = squeezing.torch_score(model.model, torch.from_numpy(x)).numpy()
+    np.testing.assert_allclose(ours, squeezing.score(model.predict, x), atol=1e-4)
+    strip = make_detector("strip:copies=100")
+    strip.fit(model.predict, digits.x_val[:200].astype(np.float32))
+    with torch.no_grad():
+        sampled = strip.torch_score(model.model, torch.from_numpy(x), copies=100).numpy()
+    exact = strip.score(model.predict, x)
+    assert abs(sampled.mean() - exact.mean()) < 0.1 * exact.std() + 0.02 and np.corrcoef(sampled, exact)[0, 1] > 0.8
 
 
 def test_a_detector_without_a_differentiable_score_gets_no_adaptive_figure(digits_engines):

@@ -318,18 +318,21 @@ class Strip(Detector):
             raise ValueError("fit STRIP on held-out clean images first")
         return -strip_entropy(predict, x, self.overlays, copies=self.copies, seed=self.seed)
 
-    def torch_score(self, forward, x, copies: int = 16):
-        """Minus the mean entropy (bits) over ``copies`` blends with overlays drawn once (a fixed sample of STRIP's
-        random blends: the attacker's estimate of the score; the judge is :meth:`score`)."""
+    def torch_score(self, forward, x, copies: int = 32):
+        """Minus the mean entropy (bits) over ``copies`` blends of each input with overlays drawn afresh at each
+        call (per input, as :meth:`score` draws them): an attack that calls it at every step follows the
+        expectation over STRIP's random blends (EOT, Athalye et al. 2018); the judge is :meth:`score`."""
         import torch
 
         if self.overlays is None:
             raise ValueError("fit STRIP on held-out clean images first")
-        rng = np.random.default_rng(self.seed)
-        picks = torch.from_numpy(self.overlays[rng.integers(0, len(self.overlays), copies)]).to(x.device)
+        if getattr(self, "_draws", None) is None:
+            self._draws = np.random.default_rng(self.seed + 1)
+        overlays = torch.from_numpy(self.overlays).to(x.device)
         entropy = 0
-        for overlay in picks:
-            p = torch.softmax(forward(0.5 * x + 0.5 * overlay), 1)
+        for _ in range(copies):
+            picks = torch.from_numpy(self._draws.integers(0, len(self.overlays), len(x))).to(x.device)
+            p = torch.softmax(forward(0.5 * x + 0.5 * overlays[picks]), 1)
             entropy = entropy - (p * torch.log2(p.clamp_min(1e-12))).sum(1)
         return -entropy / copies
 
