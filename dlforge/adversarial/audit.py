@@ -285,7 +285,10 @@ def _prepare(engines: list[DeployedModel], options: AuditOptions, warm: dict | N
     for attack in attacks:
         if isinstance(attack, Probe):
             attack.prepare(run)
-    if gradient or (options.adaptive and (crafter is not None or options.engine_gradients != "off")):
+    from dlforge.adversarial.detectors import detector_spec
+
+    crafting = options.adaptive or any(detector_spec(s)[0].needs_gradients for s in options.detectors)
+    if gradient or (crafting and (crafter is not None or options.engine_gradients != "off")):
         _gradient_models(run, gradient)  # the adaptive attacks craft on the same models
     return run
 

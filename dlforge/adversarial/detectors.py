@@ -40,6 +40,13 @@ class Detector(ABC):
     def score(self, predict: Predict, x: np.ndarray) -> np.ndarray:
         """One score per input; higher means more likely adversarial."""
 
+    needs_gradients = False  # trained on adversarial examples the audit crafts (a differentiable model)
+    tuned_on: str | None = None  # the attack it was trained on, where it was (its other rows are unseen attacks)
+
+    def prepare(self, engine, run, held_out: np.ndarray) -> None:
+        """Called once per engine before :meth:`fit`: a learned detector fits itself on that engine here (from
+        training images; ``held_out``, the threshold's images, only to check what it reads)."""
+
     def fit(self, predict: Predict, x_clean: np.ndarray) -> float:
         self.threshold = float(np.quantile(self.score(predict, x_clean), 1 - self.fpr))
         return self.threshold
@@ -62,6 +69,7 @@ class Detector(ABC):
 
 
 DETECTORS: Registry[type[Detector]] = Registry("detector", ["dlforge.adversarial.squeezing",
+                                                             "dlforge.adversarial.learned",
                                                              "dlforge.adversarial.poisoning.defences"])
 
 

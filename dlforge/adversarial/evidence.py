@@ -59,6 +59,7 @@ def detections(run, fpr_examples: int = 1000) -> tuple[list[dict], list[dict] | 
 def _detect_on(detector, engine, held_out, run) -> list[dict]:
     predict = lambda z: engine.predict(z, run.options.batch_size)  # noqa: E731
     correct = run.clean[engine.label] == run.y
+    detector.prepare(engine, run, held_out)
     detector.fit(predict, held_out)
     fpr = float(detector.detect(predict, run.x[correct]).mean()) if correct.any() else None
     rows = []
@@ -72,7 +73,8 @@ def _detect_on(detector, engine, held_out, run) -> list[dict]:
         flagged = detector.detect(predict, x_adv[success])
         rows.append({"detector": detector.name, "settings": dict(getattr(detector, "settings", {})),
                      "engine": engine.label, "attack": key.attack, "route": route,
-                     "eps": float(key.eps),
+                     "eps": float(key.eps), "tuned_on": detector.tuned_on,
+                     "seen": detector.tuned_on is not None and key.attack.split(":")[0] == detector.tuned_on,
                      "successful_examples": int(success.sum()), "detection_rate": float(flagged.mean()),
                      "false_positive_rate": fpr, "threshold": detector.threshold})
     return rows

@@ -24,7 +24,8 @@ _GAPS = [Column("engine", fmt=lambda t: t[:32]), Column("attack"), Column("eps",
          Column("suspect", "", lambda v: "SUSPECT" if v else "")]
 _DETECTIONS = [Column("detector"), Column("engine", fmt=lambda t: t[:32]), Column("attack"), Column("route"),
                Column("eps", fmt="g", align=">"), Column("detection_rate", "detected", ".3f", ">"),
-               Column("successful_examples", "of", "d", ">"), Column("false_positive_rate", "clean FPR", ".3f", ">")]
+               Column("successful_examples", "of", "d", ">"), Column("false_positive_rate", "clean FPR", ".3f", ">"),
+               Column("seen", "", lambda v: "(tuned on it)" if v else "")]
 
 
 _ADAPTIVE = [Column("detector"), Column("engine", fmt=lambda t: t[:32]), Column("attack"),

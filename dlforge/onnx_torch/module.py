@@ -65,6 +65,8 @@ class OnnxTorchModule(torch.nn.Module):
                          for s in steps]
         self._size = scratch + 1
         self._output = slot_index[reader.slots[self.output_name]]
+        # every value the program computes, by its ONNX name (what :meth:`values` reads)
+        self.value_names = {name: slot_index[slot] for name, slot in reader.slots.items() if slot in slot_index}
 
     def _execute(self, x: torch.Tensor) -> list:
         """Every value of one run: ``[None, x, constants..., intermediates...]``."""
@@ -81,6 +83,20 @@ class OnnxTorchModule(torch.nn.Module):
 
     def _run(self, x: torch.Tensor) -> torch.Tensor:
         return self._execute(x)[self._output]
+
+    def values(self, x: torch.Tensor, names: list[str]) -> list[torch.Tensor]:
+        """The graph's intermediate values ``names`` (ONNX value names) on ``x``, differentiable; what a detector on
+        the engine's features reads. Raises :class:`UnsupportedGraph` for a value the program does not compute (one
+        fused away or not on the way to the first output) and for a graph run per fixed-size group."""
+        missing = [n for n in names if n not in self.value_names]
+        if missing:
+            raise UnsupportedGraph(f"the converted graph does not compute {missing[0]!r} (fused away or not on the way "
+                                   "to the first output)")
+        if self.grouped:
+            raise UnsupportedGraph(f"the graph's batch is fixed at {self.static_batch}; its intermediate values are "
+                                   "only read from graphs that take any batch")
+        env = self._execute(x)
+        return [env[self.value_names[n]] for n in names]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         b, n = self.static_batch, x.shape[0]

@@ -1,0 +1,110 @@
+"""Learned detectors on the engine's own features (dlforge.adversarial.features, dlforge.adversarial.learned): they read
+what the engine computes, fp32 and INT8; their differentiable scores agree with their own; their false-positive rate
+is measured on images disjoint from what they were fitted and thresholded on; the LID detector says which attack it
+was tuned on and is scored on the others."""
+
+import numpy as np
+import onnx
+import pytest
+import torch
+
+from dlforge.adversarial.features import EngineFeatures, feature_values
+from dlforge.runtime import open_deployed
+
+
+def test_feature_values_name_the_input_of_the_last_linear_layer(digits_engines):
+    for precision in ("fp32", "int8"):
+        proto = onnx.load(str(open_deployed(digits_engines[precision].path).session.path))
+        (name,) = feature_values(proto)
+        readers = [n for n in proto.graph.node if name in n.input]
+        producer = next(n for n in proto.graph.node if name in n.output)
+        assert any(n.op_type in ("Gemm", "MatMul", "FusedMatMul") for n in readers), readers
+        # INT8: the dequantized activations the engine's linear layer reads, not their integer levels
+        assert producer.op_type == "DequantizeLinear" if precision == "int8" else producer.op_type != "QuantizeLinear"
+        layers = feature_values(proto, "layers")
+        assert layers[-1] == proto.graph.output[0].name and name in layers and len(layers) >= 3
+
+
+@pytest.mark.parametrize("precision", ["fp32", "int8"])
+def test_engine_features_match_the_engine_and_its_converted_graph(digits_engines, digits, precision):
+    from dlforge.onnx_torch import torch_module_from_onnx
+
+    engine = open_deployed(digits_engines[precision].path)
+    x = digits.x_test[:128].astype(np.float32)
+    feats = EngineFeatures(engine, "layers", check=x)
+    assert feats.agreement["top1_agreement"] >= 0.995
+    ours = feats(x)
+    module = torch_module_from_onnx(engine.session.path)
+    with torch.no_grad():
+        theirs = [v.reshape(len(v), -1).numpy() for v in module.values(torch.from_numpy(x), feats.names)]
+    for a, b in zip(ours, theirs):
+        assert a.shape == b.shape
+        scale = np.abs(a).max() + 1e-6
+        if precision == "fp32":
+            assert np.abs(a - b).max() <= 1e-4 * scale
+        else:  # one quantization level at most, on a small share of values
+            assert np.mean(np.abs(a - b) > 1e-3 * scale) < 0.02
+
+
+@pytest.fixture(scope="module")
+def learned_audit(digits_engines):
+    from dlforge.adversarial.audit import run_audit
+
+    return run_audit([digits_engines["fp32"].path, digits_engines["int8"].path], attacks=("fgsm", "pgd"),
+                     eps=(0.3,), samples=150, pgd_steps=10, detectors=("mahalanobis:fpr=0.05", "lid:train=300"),
+                     adaptive=True, progress=False)
+
+
+def test_learned_detectors_false_positive_rate_on_disjoint_images(learned_audit):
+    rows = learned_audit.detections
+    assert {r["detector"] for r in rows} == {"mahalanobis", "lid"}
+    for r in rows:
+        # threshold at 5% on held-out test images, fitted on training images, FPR measured on the audited ones
+        assert r["false_positive_rate"] is not None and r["false_positive_rate"] <= 0.12, r
+
+
+def test_lid_says_which_attack_it_was_tuned_on(learned_audit):
+    lid = [r for r in learned_audit.detections if r["detector"] == "lid"]
+    assert {r["tuned_on"] for r in lid} == {"fgsm"}
+    assert {r["attack"] for r in lid if r["seen"]} == {"fgsm"} and any(r["attack"] == "pgd" and not r["seen"]
+                                                                       for r in lid)
+    from dlforge.adversarial.report import table
+
+    assert "(tuned on it)" in table(learned_audit)
+
+
+def test_learned_detectors_lose_to_their_adaptive_attack(learned_audit):
+    for detector in ("mahalanobis", "lid"):
+        for engine in ("fp32", "int8"):
+            by = {r["attack"]: r for r in learned_audit.adaptive
+                  if r["detector"] == detector and r["engine"] == engine and "skipped" not in r}
+            assert set(by) == {"pgd", "pgd+detector", "orthogonal-pgd", "any"}, (detector, engine)
+            assert by["any"]["evaded"] >= by["pgd"]["evaded"]
+            # on digits both flag over a third of PGD's examples (so there is something to remove) ...
+            assert by["pgd"]["tpr"] > 0.2, by
+            # ... and the attack that knows them removes most of it
+            assert by["any"]["tpr"] < 0.5 * by["pgd"]["tpr"], by
+
+
+@pytest.mark.parametrize("spec", ["mahalanobis", "lid:train=200"])
+def test_differentiable_scores_agree_with_the_engine_scores(digits_engines, digits, spec):
+    from types import SimpleNamespace
+
+    from dlforge.adversarial.detectors import make_detector
+    from dlforge.adversarial.engine_graph import engine_graph
+
+    engine = open_deployed(digits_engines["fp32"].path)
+    x = digits.x_test[:200].astype(np.float32)
+    graph = engine_graph(engine, x, noise=0.1, value_range=(0.0, 1.0))
+    run = SimpleNamespace(dataset=digits, options=SimpleNamespace(seed=0, eps=(0.3,), pgd_steps=5, batch_size=128),
+                          engines=[engine], graphs=[graph], model=None, value_range=(0.0, 1.0))
+    detector = make_detector(spec)
+    detector.prepare(engine, run, digits.x_test[200:400].astype(np.float32))
+    predict = engine.predict
+    numpy_scores = detector.score(predict, x)
+    with torch.no_grad():
+        torch_scores = detector.torch_score(graph.model.model, torch.from_numpy(x)).numpy()
+    assert np.allclose(numpy_scores, torch_scores, rtol=1e-3, atol=1e-3 * np.abs(numpy_scores).max())
+    x_grad = torch.from_numpy(x[:8]).requires_grad_(True)
+    detector.torch_score(graph.model.model, x_grad).sum().backward()
+    assert torch.isfinite(x_grad.grad).all() and x_grad.grad.abs().sum() > 0
