@@ -100,7 +100,7 @@ def test_data_format_contract(name, tmp_path):
 def test_detector_contract(name, digits):
     """Fitted on clean images at its FPR, a detector flags a bool per input; one that needs an argument
     refuses to be built without it."""
-    from dlforge.adversarial.detectors import make_detector
+    from dlforge.adversarial.detectors import Detector, make_detector
 
     cls = DETECTORS.get(name)
     assert (cls.__doc__ or "").strip()
@@ -116,6 +116,10 @@ def test_detector_contract(name, digits):
     weights = np.random.default_rng(0).normal(size=(64, 10)).astype(np.float32)
     predict = lambda x: x.reshape(len(x), -1) @ weights  # noqa: E731  (a fixed linear classifier)
     detector = make_detector(name)
+    if type(detector).prepare is not Detector.prepare:  # fitted on an engine's features (tests/adversarial/test_learned)
+        with pytest.raises(ValueError, match="prepare"):
+            detector.fit(predict, digits.x_val)
+        return
     try:
         detector.fit(predict, digits.x_val)
         flags = detector.detect(predict, digits.x_test[:50])

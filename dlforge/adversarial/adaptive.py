@@ -153,6 +153,31 @@ def best_per_point(detector, predict, crafted: dict[str, np.ndarray], y: np.ndar
     return stacked[choice, np.arange(len(y))]
 
 
+def genetic_evasion(genetic, detector, predict, x: np.ndarray, y: np.ndarray, *, eps: float, spread: float,
+                    value_range) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    """The genetic attack (:class:`~dlforge.adversarial.attacks.genetic.GenAttack`) on the engine *and* the detector,
+    queries only: fitness is minus the two hinges of ``pgd+detector`` (the engine's margin, the detector's score above
+    its threshold in clean-score spreads), the goal misclassified and not flagged, the oracle (where the attack has
+    one) in the loop. ``(x_adv, engine queries per point, oracle rejections per point or None)``."""
+    threshold, unit = float(detector.threshold), max(float(spread), 1e-12)
+
+    def fitness(cands: np.ndarray, rows: np.ndarray):
+        n, p = cands.shape[:2]
+        flat = cands.reshape(n * p, *cands.shape[2:])
+        logits = predict(flat).reshape(n, p, -1)
+        score = detector.score(predict, flat).reshape(n, p)
+        true = np.take_along_axis(logits, y[rows][:, None, None], 2)[..., 0]
+        other = logits.copy()
+        np.put_along_axis(other, y[rows][:, None, None], -np.inf, 2)
+        margin = true - other.max(2)
+        excess = (score - threshold) / unit
+        goal = (margin < 0) & (score <= threshold)
+        return -(np.maximum(margin + MARGIN, 0) + np.maximum(excess + DETECTOR_MARGIN, 0)), goal
+
+    result = genetic.search(fitness, x, y, eps=eps, value_range=value_range)
+    return result.x_adv, result.queries, genetic.last_rejections
+
+
 def adaptive_rows(run, detector, engine, held_out: np.ndarray) -> list[dict]:
     """The three attacks of :data:`ADAPTIVE_ATTACKS` and their per-point best (``any``) on ``engine`` guarded by
     ``detector`` (fitted on ``held_out``) at each L-inf eps of the audit; one row each, or one row saying why none
@@ -184,16 +209,28 @@ def adaptive_rows(run, detector, engine, held_out: np.ndarray) -> list[dict]:
     rows = []
     for eps in budgets:
         plain = make_attack("pgd", steps=o.pgd_steps, seed=o.seed)
+        queries: dict = {}
         crafted = {"pgd": project(model.attack(plain, x, y, eps=eps, value_range=run.value_range,
                                                 batch_size=o.batch_size), x, eps, "linf", run.value_range)}
+        for spec in (s for s in o.attacks if s.split(":")[0] == "genetic"):
+            genetic = o.attack(spec)
+            x_gen, used, rejected = genetic_evasion(genetic, detector, predict, x, y, eps=eps, spread=spread,
+                                                    value_range=run.value_range)
+            crafted["genetic"] = project(x_gen, x, eps, "linf", run.value_range)
+            queries["genetic"] = {"queries_median": float(np.median(used)), "route": "query",
+                                  "steps": None, "oracle": genetic.oracle,
+                                  **({"oracle_rejections": int(rejected.sum())} if rejected is not None else {})}
+            break
         if reason is None:
             for kind in ADAPTIVE_ATTACKS[1:]:
                 crafted[kind] = project(adaptive_attack(kind, model, detector, x, y, eps=eps, steps=o.pgd_steps,
                                                         value_range=run.value_range, spread=spread, seed=o.seed,
                                                         batch_size=o.batch_size), x, eps, "linf", run.value_range)
+        if len(crafted) > 1:
             crafted["any"] = best_per_point(detector, predict, crafted, y, clean_ok)
         for kind, x_adv in crafted.items():
             rows.append({**base, "attack": kind, "eps": float(eps), "route": route, "steps": o.pgd_steps,
+                         **queries.get(kind, {}),
                          "false_positive_rate": float((clean_scores > detector.threshold).mean())
                          if len(clean_scores) else None,
                          **judge(detector, predict, x, x_adv, y, clean_ok, clean_scores)})

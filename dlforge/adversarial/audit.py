@@ -412,6 +412,9 @@ def _craft(run: AuditRun, target: Target, attack: Attack, eps: float) -> tuple[n
                          queried_samples=int(len(attacked)))
     elif queries is not None:
         extra.update(queries_per_sample=float(queries.mean()), queries_median=float(np.median(queries)))
+    rejections = getattr(attack, "last_rejections", None)
+    if rejections is not None:  # the genetic attack's oracle: candidates it refused as no longer the original
+        extra.update(oracle_rejections=int(rejections.sum()), oracle_rejected_points=int((rejections > 0).sum()))
     return project(result.x_adv, run.x, eps, attack.norm, run.value_range), extra, queries
 
 

@@ -56,6 +56,11 @@ class FeatureDetector(Detector):
         self.agreement = self.features.agreement
         self.names = self.features.names
 
+    def fit(self, predict, x_clean):
+        if self.features is None:
+            raise ValueError(f"{self.name} is fitted on an engine's features: call prepare(engine, run, held_out) first")
+        return super().fit(predict, x_clean)
+
     def close(self) -> None:
         if self.features is not None:
             self.features.close()

@@ -144,7 +144,8 @@ class SubstituteAttack(Probe):
     def train_substitute(self, oracle, x_seed: np.ndarray, classes: int, value_range: tuple[float, float],
                          on_round=None):
         """The trained substitute (a torch module in eval mode, ``classes`` outputs) and the queries it cost.
-        ``oracle``: inputs -> the engine's top-1 class, the only answer the attacker sees."""
+        ``oracle``: inputs -> the engine's top-1 class, the only answer the attacker sees (-1: the query was refused,
+        and the point is left out)."""
         import torch
         from torch import nn
 
@@ -152,6 +153,7 @@ class SubstituteAttack(Probe):
         torch.manual_seed(self.seed)
         x, labels = x_seed.copy(), oracle(x_seed)
         queries = len(x)
+        x, labels = x[labels >= 0], labels[labels >= 0]  # a refused query (label -1) teaches nothing
         module = substitute_network(resolve_arch(self.arch, x.shape[1:]), x.shape[1:], classes)
         opt = torch.optim.Adam(module.parameters(), lr=1e-3)
         order_rng = torch.Generator().manual_seed(self.seed)
@@ -175,8 +177,9 @@ class SubstituteAttack(Probe):
             prob = torch.softmax(module(xg), 1)[torch.arange(len(xg)), yt]
             (grad,) = torch.autograd.grad(prob.sum(), xg)
             new = (xt + step * grad.sign()).clamp(lo, hi).numpy().astype(np.float32)
-            x, labels = np.concatenate([x, new]), np.concatenate([labels, oracle(new)])
+            answers = oracle(new)
             queries += len(new)
+            x, labels = np.concatenate([x, new[answers >= 0]]), np.concatenate([labels, answers[answers >= 0]])
         module.eval()
         for p in module.parameters():
             p.requires_grad_(False)
