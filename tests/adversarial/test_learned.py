@@ -50,7 +50,7 @@ def test_engine_features_match_the_engine_and_its_converted_graph(digits_engines
 def learned_audit(digits_engines):
     from dlforge.adversarial.audit import run_audit
 
-    return run_audit([digits_engines["fp32"].path, digits_engines["int8"].path], attacks=("fgsm", "pgd"),
+    return run_audit([digits_engines["fp32"].path, digits_engines["int8"].path], attacks=("fgsm", "pgd", "genetic:queries=300"),
                      eps=(0.3,), samples=150, pgd_steps=10, detectors=("mahalanobis:fpr=0.05", "lid:train=300"),
                      adaptive=True, progress=False)
 
@@ -78,7 +78,8 @@ def test_learned_detectors_lose_to_their_adaptive_attack(learned_audit):
         for engine in ("fp32", "int8"):
             by = {r["attack"]: r for r in learned_audit.adaptive
                   if r["detector"] == detector and r["engine"] == engine and "skipped" not in r}
-            assert set(by) == {"pgd", "pgd+detector", "orthogonal-pgd", "any"}, (detector, engine)
+            assert set(by) == {"pgd", "genetic", "pgd+detector", "orthogonal-pgd", "any"}, (detector, engine)
+            assert by["genetic"]["route"] == "query" and by["genetic"]["queries_median"] <= 300
             assert by["any"]["evaded"] >= by["pgd"]["evaded"]
             # on digits both flag over a third of PGD's examples (so there is something to remove) ...
             assert by["pgd"]["tpr"] > 0.2, by

@@ -103,7 +103,7 @@ class StatefulDetection(Probe):
             return {"detected": None, "success": None, "success_refused": None}
         if kind == "substitute":
             return self._substitute(predict, detector, x, y, eps, run)
-        outcome = {}
+        outcome = {"success": None}  # OARS is written against refusals: it has no undefended run
         for refuse in (False, True):
             if kind == "square+oars" and not refuse:
                 continue
