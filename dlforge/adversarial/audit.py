@@ -85,6 +85,9 @@ class AuditOptions(Options):
                             min=0, max=1)
     adaptive: bool = option(False, "Also attack each --detectors detector adaptively (PGD on the classifier's and "
                                    "the detector's loss; Orthogonal PGD), judged on the engine behind it.")
+    arms_race: int = option(0, "Rounds of the arms race (needs --adaptive): each round retrains every --detectors "
+                                "detector that learns from examples (lid) on the adaptive examples crafted against it "
+                                "on training images, then attacks it again.", min=0)
     rebuild_check: bool = option(False, "Also build each engine again from its parent ONNX with its card's settings "
                                         "and check the two answer alike (rebuild invariance).")
 
@@ -100,6 +103,12 @@ class AuditOptions(Options):
         if self.adaptive and not self.detectors:
             raise InputError("--adaptive attacks the detectors of --detectors: name at least one (e.g. --detectors "
                              "feature-squeezing)")
+        if self.arms_race:
+            if not self.adaptive:
+                raise InputError("--arms-race retrains detectors on adaptive examples: add --adaptive")
+            if not any(hasattr(detector_spec(s)[0], "retrain") for s in self.detectors):
+                raise InputError("--arms-race needs a detector that learns from examples among --detectors (lid); "
+                                 f"{', '.join(self.detectors)} cannot be retrained")
 
     def attack(self, spec: str) -> Attack | Probe:
         """The attack or probe ``spec`` names, with this audit's budgets where it takes them."""
@@ -470,7 +479,7 @@ def _full_range(run: AuditRun, bar) -> tuple[str, float, float] | None:
 def _report(run: AuditRun, full: tuple[str, float, float] | None) -> AuditReport:
     from dlforge.adversarial.evidence import comparisons, detections, gallery
 
-    detected, adaptive = detections(run) if run.options.detectors else (None, None)
+    detected, adaptive, race = detections(run) if run.options.detectors else (None, None, None)
 
     o, y = run.options, run.y
     pair = _full_range_model(run)
@@ -491,7 +500,7 @@ def _report(run: AuditRun, full: tuple[str, float, float] | None) -> AuditReport
                 checks.full_range_check(full), checks.monotone_check(run.rows), checks.masking_check(run.rows),
                 checks.transfer_gap_check(gaps, o.gap_bar), checks.engine_gradient_check(gaps, o.gap_bar),
                 invariance_check(invariance)],
-        probes=run.probes or None, detections=detected, adaptive=adaptive,
+        probes=run.probes or None, detections=detected, adaptive=adaptive, arms_race=race,
         gallery=gallery(run, run.dataset.labels),
         per_sample={"file": SAMPLES_FILE, "version": SAMPLES_VERSION, "count": len(run.samples),
                     "records": run.samples} if o.per_sample else None)

@@ -32,11 +32,12 @@ def comparisons(run) -> list[dict]:
     return out
 
 
-def detections(run, fpr_examples: int = 1000) -> tuple[list[dict], list[dict] | None]:
+def detections(run, fpr_examples: int = 1000) -> tuple[list[dict], list[dict] | None, list[dict] | None]:
     """Each detector on each engine: threshold at its FPR on held-out clean images, then the share of
     successful adversarial examples it flags (and its false-positive rate on the audited images); with
-    ``--adaptive``, also the attacks that know the detector (:mod:`dlforge.adversarial.adaptive`)."""
-    from dlforge.adversarial.adaptive import adaptive_rows
+    ``--adaptive``, also the attacks that know the detector (:mod:`dlforge.adversarial.adaptive`), and with
+    ``--arms-race``, the rounds of retraining and attacking again."""
+    from dlforge.adversarial.adaptive import adaptive_rows, arms_race
     from dlforge.adversarial.detectors import make_detector
 
     held_out = run.held_out(fpr_examples)  # disjoint from the audited slice, whatever --start is
@@ -44,6 +45,7 @@ def detections(run, fpr_examples: int = 1000) -> tuple[list[dict], list[dict] | 
         raise InputError(f"detectors need >= 100 held-out clean test images beside the {len(run.y)} audited; "
                          f"{run.dataset.name} has {len(run.dataset.x_test)} test images: lower --samples")
     out, adaptive = [], [] if run.options.adaptive else None
+    race = [] if run.options.arms_race else None
     for spec in run.options.detectors:
         detector = make_detector(spec)
         try:
@@ -51,9 +53,11 @@ def detections(run, fpr_examples: int = 1000) -> tuple[list[dict], list[dict] | 
                 out += _detect_on(detector, engine, held_out, run)
                 if adaptive is not None:  # fitted on this engine by _detect_on
                     adaptive += adaptive_rows(run, detector, engine, held_out)
+                if race is not None and hasattr(detector, "retrain"):  # last: it retrains the detector
+                    race += arms_race(run, detector, engine, held_out, run.options.arms_race)
         finally:
             detector.close()
-    return out, adaptive
+    return out, adaptive, race
 
 
 def _detect_on(detector, engine, held_out, run) -> list[dict]:

@@ -36,6 +36,14 @@ _ADAPTIVE = [Column("detector"), Column("engine", fmt=lambda t: t[:32]), Column(
              Column("l2", "mean L2", ".3f", ">")]
 
 
+_ARMS_RACE = [Column("detector"), Column("engine", fmt=lambda t: t[:32]), Column("round", align=">"),
+              Column("eps", fmt="g", align=">"), Column("added", "trained on +", "d", ">"),
+              Column("tpr_pgd", "TPR (pgd)", lambda v: "-" if v is None else f"{v:.3f}", ">"),
+              Column("tpr_adaptive", "TPR (adaptive)", lambda v: "-" if v is None else f"{v:.3f}", ">"),
+              Column("evaded", "evaded", ".3f", ">"), Column("robust_accuracy", "robust acc", ".3f", ">"),
+              Column("false_positive_rate", "clean FPR", ".3f", ">")]
+
+
 def check_line(c: dict) -> str:
     """``[pass]``, ``[FAIL]`` or ``[n/a]`` and the check's name and detail."""
     mark = {"pass": "pass", "fail": "FAIL"}.get(c["status"], c["status"])
@@ -100,6 +108,13 @@ def table(audit: AuditReport) -> str:
         if ran:
             lines.append(format_table(ran, _ADAPTIVE))
         lines += [f"note: {r['detector']} on {r['engine']}: {r['skipped']}" for r in report["adaptive"]
+                  if "skipped" in r]
+    if report.get("arms_race"):
+        ran = [r for r in report["arms_race"] if "skipped" not in r]
+        lines += ["", "arms race (each round: retrained on the adaptive examples crafted against it, attacked again)"]
+        if ran:
+            lines.append(format_table(ran, _ARMS_RACE))
+        lines += [f"note: {r['detector']} on {r['engine']}: {r['skipped']}" for r in report["arms_race"]
                   if "skipped" in r]
     lines.append("")
     lines += [check_line(c) for c in report["checks"]]

@@ -47,6 +47,7 @@ def _list_attacks(ctx, param, value) -> None:
 @option_for(AuditOptions, "seed", type=int)
 @option_for(AuditOptions, "detectors")
 @option_for(AuditOptions, "adaptive")
+@option_for(AuditOptions, "arms_race", type=int)
 @option_for(AuditOptions, "engine_gradients")
 @option_for(AuditOptions, "gap_bar", type=float)
 @option_for(AuditOptions, "rebuild_check")

@@ -109,3 +109,31 @@ def test_differentiable_scores_agree_with_the_engine_scores(digits_engines, digi
     x_grad = torch.from_numpy(x[:8]).requires_grad_(True)
     detector.torch_score(graph.model.model, x_grad).sum().backward()
     assert torch.isfinite(x_grad.grad).all() and x_grad.grad.abs().sum() > 0
+
+
+def test_arms_race_retrains_on_the_adaptive_examples_and_attacks_again(digits_engines):
+    from dlforge.adversarial.audit import run_audit
+    from dlforge.adversarial.report import table
+
+    report = run_audit([digits_engines["fp32"].path], attacks=("pgd",), eps=(0.3,), samples=100, pgd_steps=10,
+                       detectors=("lid:train=200",), adaptive=True, arms_race=3, progress=False)
+    rows = report.arms_race
+    assert [r["round"] for r in rows] == [0, 1, 2, 3]
+    for r in rows[1:]:
+        assert r["added"] > 0  # adaptive examples found on the training images each round ...
+        assert r["tpr_added_after"] >= r["tpr_added_before"], r
+        assert 0 <= r["evaded"] <= 1 and r["false_positive_rate"] <= 0.15
+    # ... and learnt: after the first retraining the detector flags far more of them than the one they were crafted
+    # against (later rounds learn less: a linear regression over a few LID values runs out of room)
+    assert rows[1]["tpr_added_after"] >= rows[1]["tpr_added_before"] + 0.2, rows[1]
+    assert "arms race" in table(report)
+
+
+def test_arms_race_needs_adaptive_and_a_detector_that_learns(digits_engines, tmp_path):
+    from tests.helpers import assert_refused, dlforge
+
+    engine = digits_engines["fp32"].path
+    assert_refused(dlforge("audit", engine, "--detectors", "lid", "--arms-race", "2", "-o", tmp_path / "a"),
+                   "add --adaptive")
+    assert_refused(dlforge("audit", engine, "--detectors", "feature-squeezing", "--adaptive", "--arms-race", "2",
+                           "-o", tmp_path / "b"), "cannot be retrained")
