@@ -487,6 +487,8 @@ def _report(run: AuditRun, full: tuple[str, float, float] | None) -> AuditReport
     gaps = checks.transfer_gaps(run.rows, o.gap_bar)
     first = run.engines[0]
     invariance = audit_invariance(run)
+    bounds = checks.tramer_bounds(adaptive, run.rows, {e.label: float((run.clean[e.label] == y).mean())
+                                                        for e in run.engines})
     return AuditReport(
         env=environment(), target=[str(e.path) for e in run.engines],
         engines=[{"label": e.label, "path": str(e.path), "precision": e.precision,
@@ -499,8 +501,9 @@ def _report(run: AuditRun, full: tuple[str, float, float] | None) -> AuditReport
         checks=[checks.logits_check(first.predict(run.x[:64])), checks.gradient_check(grad),
                 checks.full_range_check(full), checks.monotone_check(run.rows), checks.masking_check(run.rows),
                 checks.transfer_gap_check(gaps, o.gap_bar), checks.engine_gradient_check(gaps, o.gap_bar),
-                invariance_check(invariance)],
+                invariance_check(invariance), checks.tramer_check(bounds)],
         probes=run.probes or None, detections=detected, adaptive=adaptive, arms_race=race,
+        tramer=bounds or None,
         gallery=gallery(run, run.dataset.labels),
         per_sample={"file": SAMPLES_FILE, "version": SAMPLES_VERSION, "count": len(run.samples),
                     "records": run.samples} if o.per_sample else None)

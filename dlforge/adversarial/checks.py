@@ -170,3 +170,60 @@ def engine_gradient_check(gaps: list[dict], bar: float) -> dict:
     worst = min(gaps, key=lambda g: g["gap"])
     return check(name, PASS, f"{len(gaps)} comparisons; most negative gap {worst['gap']:+.4f} ({worst['engine']} "
                              f"{worst['attack']} eps {worst['eps']:g}; bar: >= {-bar:g})")
+
+
+def tramer_bounds(adaptive: list[dict] | None, rows: list[dict], clean: dict[str, float],
+                  margin: float = 0.02) -> list[dict]:
+    """Tramer's reduction ("Detecting Adversarial Examples Is (Nearly) As Hard As Classifying Them", ICML 2022,
+    Theorem 4): a detector-guarded classifier with robust accuracy R at eps implies a (slow) classifier with robust
+    accuracy R at eps/2. Per detector, engine and eps: the robust accuracy of engine + detector its attacks leave
+    (right on the clean input and not evaded; ``pgd``: the attack that ignores it, ``any``: the adaptive attacker's
+    best), beside the best robust accuracy the audit measured at eps/2 (per engine its strongest attack's, the best
+    engine's). A claim above it by more than ``margin`` implies a classifier better than any measured: suspect."""
+    out = []
+    measured: dict[float, dict[str, float]] = {}
+    for r in judgeable(rows):
+        if r.get("norm") == "linf":
+            per = measured.setdefault(round(r["eps"], 9), {})
+            per[r["target"]] = min(per.get(r["target"], 1.0), r["robust_accuracy"])
+    by = {}
+    for r in adaptive or []:
+        if "skipped" not in r and r["attack"] in ("pgd", "any"):
+            by.setdefault((r["detector"], r["engine"], r["eps"]), {})[r["attack"]] = r
+    for (detector, engine, eps), found in by.items():
+        if "pgd" not in found:
+            continue
+        claim = {k: clean[engine] * (1 - v["evaded"]) for k, v in found.items()}
+        half = measured.get(round(eps / 2, 9))
+        best = max(half.values()) if half else None
+        out.append({"detector": detector, "engine": engine, "eps": eps, "half_eps": eps / 2,
+                    "claimed": claim["pgd"], "claimed_adaptive": claim.get("any"), "best_measured_half": best,
+                    "suspect": best is not None and claim["pgd"] > best + margin,
+                    "suspect_adaptive": best is not None and claim.get("any") is not None
+                    and claim["any"] > best + margin})
+    return out
+
+
+def tramer_check(bounds: list[dict]) -> dict:
+    """Fails where a detector's robust accuracy *under its adaptive attack* implies a classifier at eps/2 better
+    than the best the audit measured there (the adaptive attack may be too weak); n/a without adaptive rows or an
+    audited eps/2."""
+    name = "detector claims do not imply a better classifier at eps/2 than measured (Tramer 2022)"
+    judged = [b for b in bounds if b["best_measured_half"] is not None and b["claimed_adaptive"] is not None]
+    if not bounds:
+        return check(name, NA, "no adaptive detector rows (--detectors ... --adaptive): nothing to judge")
+    if not judged:
+        eps = sorted({b["eps"] for b in bounds})
+        return check(name, NA, "no robust accuracy measured at eps/2 to compare with: add "
+                               f"{', '.join(f'{e / 2:g}' for e in eps)} to --eps")
+    bad = [b for b in judged if b["suspect_adaptive"]]
+    overclaims = sum(b["suspect"] for b in judged)
+    note = (f"; the non-adaptive figures of {overclaims} would (they are not evidence)" if overclaims else "")
+    if bad:
+        b = max(bad, key=lambda b: b["claimed_adaptive"] - b["best_measured_half"])
+        return check(name, FAIL, f"{b['detector']} on {b['engine']} at eps {b['eps']:g}: robust accuracy "
+                                 f"{b['claimed_adaptive']:.3f} under its adaptive attack implies a classifier with "
+                                 f"{b['claimed_adaptive']:.3f} at eps {b['half_eps']:g}, the best measured there is "
+                                 f"{b['best_measured_half']:.3f}: attack it harder before trusting it{note}")
+    return check(name, PASS, f"{len(judged)} detector/engine/eps claims under adaptive attack are within the best "
+                             f"robust accuracy measured at eps/2{note}")

@@ -44,6 +44,14 @@ _ARMS_RACE = [Column("detector"), Column("engine", fmt=lambda t: t[:32]), Column
               Column("false_positive_rate", "clean FPR", ".3f", ">")]
 
 
+_TRAMER = [Column("detector"), Column("engine", fmt=lambda t: t[:32]), Column("eps", fmt="g", align=">"),
+           Column("claimed", "robust acc (pgd)", ".3f", ">"),
+           Column("claimed_adaptive", "(adaptive)", lambda v: "-" if v is None else f"{v:.3f}", ">"),
+           Column("half_eps", "eps/2", "g", ">"),
+           Column("best_measured_half", "best measured at eps/2", lambda v: "-" if v is None else f"{v:.3f}", ">"),
+           Column("suspect", "", lambda v: "OVERCLAIM" if v else "")]
+
+
 def check_line(c: dict) -> str:
     """``[pass]``, ``[FAIL]`` or ``[n/a]`` and the check's name and detail."""
     mark = {"pass": "pass", "fail": "FAIL"}.get(c["status"], c["status"])
@@ -109,6 +117,10 @@ def table(audit: AuditReport) -> str:
             lines.append(format_table(ran, _ADAPTIVE))
         lines += [f"note: {r['detector']} on {r['engine']}: {r['skipped']}" for r in report["adaptive"]
                   if "skipped" in r]
+    if report.get("tramer"):
+        lines += ["", "Tramer's bound (ICML 2022): robust accuracy of engine + detector at eps implies a classifier "
+                      "that robust at eps/2",
+                  format_table(report["tramer"], _TRAMER)]
     if report.get("arms_race"):
         ran = [r for r in report["arms_race"] if "skipped" not in r]
         lines += ["", "arms race (each round: retrained on the adaptive examples crafted against it, attacked again)"]

@@ -134,3 +134,21 @@ def test_adaptive_needs_detectors(digits_engines, tmp_path):
         from dlforge.adversarial.audit import AuditOptions
 
         AuditOptions.build(None, adaptive=True)
+
+
+def test_tramer_bound_flags_a_claim_above_the_best_robust_accuracy_at_half_eps():
+    from dlforge.adversarial.checks import tramer_bounds, tramer_check
+
+    rows = [{"norm": "linf", "eps": 0.1, "target": "a", "robust_accuracy": 0.6, "clean_accuracy": 1.0},
+            {"norm": "linf", "eps": 0.1, "target": "a", "robust_accuracy": 0.4, "clean_accuracy": 1.0}]
+    adaptive = [{"detector": "d", "engine": "a", "eps": 0.2, "attack": "pgd", "evaded": 0.1},
+                {"detector": "d", "engine": "a", "eps": 0.2, "attack": "any", "evaded": 0.3}]
+    bounds = tramer_bounds(adaptive, rows, {"a": 1.0})
+    # the strongest attack's figure at eps/2 is the engine's robust accuracy there: 0.4
+    assert bounds[0]["best_measured_half"] == 0.4 and bounds[0]["claimed"] == pytest.approx(0.9)
+    assert tramer_check(bounds)["status"] == "fail"  # 0.7 under the adaptive attack implies better than 0.4
+    adaptive[1]["evaded"] = 0.7
+    assert tramer_check(tramer_bounds(adaptive, rows, {"a": 1.0}))["status"] == "pass"
+    no_half = tramer_check(tramer_bounds(adaptive, rows[:0], {"a": 1.0}))
+    assert no_half["status"] == "n/a" and "0.1" in no_half["detail"]
+    assert tramer_check([])["status"] == "n/a"
