@@ -228,6 +228,8 @@ def adaptive_rows(run, detector, engine, held_out: np.ndarray) -> list[dict]:
                                                         batch_size=o.batch_size), x, eps, "linf", run.value_range)
         if len(crafted) > 1:
             crafted["any"] = best_per_point(detector, predict, crafted, y, clean_ok)
+            if eps == max(budgets):
+                _keep_gallery(run, detector, engine, predict, x, crafted["any"], y, clean_ok, eps)
         for kind, x_adv in crafted.items():
             rows.append({**base, "attack": kind, "eps": float(eps), "route": route, "steps": o.pgd_steps,
                          **queries.get(kind, {}),
@@ -237,6 +239,22 @@ def adaptive_rows(run, detector, engine, held_out: np.ndarray) -> list[dict]:
         if reason is not None:
             rows.append({**base, "attack": "adaptive", "eps": float(eps), "route": route, "skipped": reason})
     return rows
+
+
+GALLERY = 4  # evading examples shown per detector and engine
+
+
+def _keep_gallery(run, detector, engine, predict, x, x_adv, y, clean_ok, eps) -> None:
+    """A few of the adaptive attacker's evading examples (clean beside adversarial) for the HTML report."""
+    pred = predict(x_adv).argmax(1)
+    evading = clean_ok & (pred != y) & ~detector.detect(predict, x_adv)
+    labels = run.dataset.labels
+    name = (lambda i: labels[int(i)] if int(i) < len(labels) else str(int(i)))  # noqa: E731
+    items = run.cache.setdefault("adaptive_gallery", [])
+    for i in np.flatnonzero(evading)[:GALLERY]:
+        group = f"{detector.name} on {engine.label}, eps {eps:g}"
+        items += [{"group": group, "title": f"clean: {name(y[i])}", "image": x[i].tolist()},
+                  {"group": group, "title": f"evades: {name(pred[i])}", "image": x_adv[i].tolist()}]
 
 
 def arms_race(run, detector, engine, held_out: np.ndarray, rounds: int) -> list[dict]:

@@ -503,7 +503,7 @@ def _report(run: AuditRun, full: tuple[str, float, float] | None) -> AuditReport
                 checks.transfer_gap_check(gaps, o.gap_bar), checks.engine_gradient_check(gaps, o.gap_bar),
                 invariance_check(invariance), checks.tramer_check(bounds)],
         probes=run.probes or None, detections=detected, adaptive=adaptive, arms_race=race,
-        tramer=bounds or None,
+        tramer=bounds or None, adaptive_gallery=run.cache.get("adaptive_gallery"),
         gallery=gallery(run, run.dataset.labels),
         per_sample={"file": SAMPLES_FILE, "version": SAMPLES_VERSION, "count": len(run.samples),
                     "records": run.samples} if o.per_sample else None)

@@ -73,14 +73,16 @@ class AuditReport(Report):
     adaptive: list[dict] | None = None  # when --detectors ran with --adaptive
     arms_race: list[dict] | None = None  # when --arms-race ran
     tramer: list[dict] | None = None  # detector claims against robust accuracy at eps/2 (checks.tramer_bounds)
+    adaptive_gallery: list[dict] | None = None  # evading examples of the adaptive attacks ({group, title, image})
     per_sample: dict | None = None  # {file, version, count, records}, when --per-sample ran
 
     SCHEMA_VERSION: ClassVar[int] = AUDIT_SCHEMA_VERSION
     KIND: ClassVar[str] = "an audit"
-    OPTIONAL: ClassVar[tuple[str, ...]] = ("probes", "detections", "adaptive", "arms_race", "tramer", "per_sample")
+    OPTIONAL: ClassVar[tuple[str, ...]] = ("probes", "detections", "adaptive", "arms_race", "tramer", "adaptive_gallery",
+                                           "per_sample")
 
     def for_terminal(self) -> dict:
         """The JSON form without the image gallery and the per-sample records (what ``--json`` prints)."""
-        return {k: v for k, v in self.to_json().items() if k not in ("gallery", "per_sample")}
+        return {k: v for k, v in self.to_json().items() if k not in ("gallery", "adaptive_gallery", "per_sample")}
 
 

@@ -220,6 +220,60 @@ def _probes_html(report: dict) -> str:
     return "\n".join(out)
 
 
+def _arms_race_png(rows: list[dict]) -> str:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 3.6))
+    for key in dict.fromkeys((r["detector"], r["engine"]) for r in rows):
+        mine = [r for r in rows if (r["detector"], r["engine"]) == key]
+        rounds = [r["round"] for r in mine]
+        ax.plot(rounds, [r["tpr_adaptive"] or 0 for r in mine], "o-", label=f"{key[0]} on {key[1]}: TPR (adaptive)")
+        ax.plot(rounds, [r["robust_accuracy"] for r in mine], "s--", label=f"{key[0]} on {key[1]}: robust accuracy")
+    ax.set_xlabel("round")
+    ax.set_ylim(-0.02, 1.02)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    return png_base64(fig)
+
+
+def _detectors_html(report: dict) -> str:
+    """Detections, the adaptive attacks, Tramer's bound, the arms race, and the adaptive attacks' evading examples."""
+    out = []
+    if report.get("detections"):
+        out += ["<h2>Detectors</h2><p>Threshold at each detector's false-positive rate on held-out clean images; "
+                "the share of successful adversarial examples it flags. Against attacks that ignore the detector "
+                "this is not evidence of robustness (Carlini &amp; Wagner 2017).</p>",
+                html_table(report["detections"], _DETECTIONS)]
+    if report.get("adaptive"):
+        ran = [r for r in report["adaptive"] if "skipped" not in r]
+        out.append("<h2>Adaptive attacks on each detector</h2><p>Evaded: misclassified by the engine and not flagged, "
+                   "of the points it got right; TPR at the detector's FPR on the misclassified examples. Read the "
+                   "<i>any</i> row: the attacker's best per point.</p>")
+        if ran:
+            out.append(html_table(ran, _ADAPTIVE))
+        out += [f"<p>{html.escape(r['detector'])} on {html.escape(r['engine'])}: {html.escape(r['skipped'])}</p>"
+                for r in report["adaptive"] if "skipped" in r]
+    if report.get("tramer"):
+        out += ["<h2>Tramer's bound</h2><p>Robust accuracy of engine + detector at eps implies a classifier that "
+                "robust at eps/2 (Tramer, ICML 2022); OVERCLAIM where it beats the best measured there.</p>",
+                html_table(report["tramer"], _TRAMER)]
+    ran = [r for r in report.get("arms_race") or [] if "skipped" not in r]
+    if ran:
+        out += ["<h2>Arms race</h2><p>Each round retrains the detector on adaptive examples crafted against it, then "
+                "attacks it again.</p>", html_table(ran, _ARMS_RACE),
+                f'<img alt="arms race" src="data:image/png;base64,{_arms_race_png(ran)}">']
+    items = report.get("adaptive_gallery") or []
+    for group in dict.fromkeys(i["group"] for i in items):
+        png = images_png([i for i in items if i["group"] == group], f"adaptive attack evading {group}")
+        if png:
+            out.append(f'<img alt="evading examples: {html.escape(group)}" src="data:image/png;base64,{png}">')
+    return "\n".join(out)
+
+
 def to_html(audit: AuditReport) -> str:
     """One self-contained page: plots and gallery are embedded as data URIs."""
     report = audit.to_json()
@@ -257,6 +311,7 @@ Every candidate is projected onto the eps-ball and the value range by the audit 
 {f'<h2>Robust accuracy vs eps</h2><img alt="robust accuracy curves" src="data:image/png;base64,{curves_png(report)}">' if rows else ""}
 {"<h2>Results</h2><table><tr><th>attack</th><th>norm</th><th>eps</th><th>route</th><th>target</th><th>robust accuracy</th><th>attack success</th><th>queries/sample</th></tr>" + rows + "</table>" if rows else ""}
 {_probes_html(report)}
+{_detectors_html(report)}
 {"<h2>Engine gradients (white-box (engine) route)</h2><ul>" + graphs + "</ul>" if graphs else ""}
 {"<h2>Transfer gap</h2><p>Transfer minus white-box (engine) robust accuracy: how much a transfer-only audit overstates the engine's robustness.</p><table><tr><th>engine</th><th>attack</th><th>eps</th><th>transfer</th><th>engine white-box</th><th>gap</th></tr>" + gaps + "</table>" if gaps else ""}
 {"<h2>Engines compared on the same adversarial inputs</h2><table><tr><th>engines</th><th>attack</th><th>eps</th><th>robust accuracy difference</th><th>top-1 disagreement</th></tr>" + comps + "</table>" if comps else ""}

@@ -38,6 +38,7 @@ def test_checks_pass_on_a_sound_evaluation(digits_audit):
     statuses = {c["name"]: c["status"] for c in digits_audit.checks}
     gap = statuses.pop(next(n for n in statuses if n.startswith("transfer attacks")))
     assert gap in ("pass", "fail")  # judged: both engines have transfer and white-box (engine) rows
+    assert statuses.pop(next(n for n in statuses if "Tramer" in n)) == "n/a"  # no detectors: nothing to judge
     # logits, gradients, full range, monotone, masking, engine gradients, invariance
     assert len(statuses) == 7 and set(statuses.values()) == {"pass"}, digits_audit.checks
 
