@@ -153,6 +153,15 @@ def best_per_point(detector, predict, crafted: dict[str, np.ndarray], y: np.ndar
     return stacked[choice, np.arange(len(y))]
 
 
+def adaptive_steps(options) -> int:
+    """The step count every attack of the adaptive comparison runs: that of the audit's ``pgd`` spec where it sets
+    one (``--attacks pgd:steps=100``), else ``--pgd-steps``; the baseline and the adaptive attacks share it."""
+    for spec in options.attacks:
+        if spec.split(":")[0].strip() == "pgd":
+            return int(options.attack(spec).steps)
+    return options.pgd_steps
+
+
 def genetic_evasion(genetic, detector, predict, x: np.ndarray, y: np.ndarray, *, eps: float, spread: float,
                     value_range) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
     """The genetic attack (:class:`~dlforge.adversarial.attacks.genetic.GenAttack`) on the engine *and* the detector,
@@ -178,11 +187,12 @@ def genetic_evasion(genetic, detector, predict, x: np.ndarray, y: np.ndarray, *,
     return result.x_adv, result.queries, genetic.last_rejections
 
 
-def adaptive_rows(run, detector, engine, held_out: np.ndarray) -> list[dict]:
+def adaptive_rows(run, detector, engine, held_out: np.ndarray, show=None) -> list[dict]:
     """The three attacks of :data:`ADAPTIVE_ATTACKS` and their per-point best (``any``) on ``engine`` guarded by
     ``detector`` (fitted on ``held_out``) at each L-inf eps of the audit; one row each, or one row saying why none
-    could run."""
+    could run. ``show(stage)``: progress."""
     o = run.options
+    show = show or (lambda stage: None)
     predict = lambda z: engine.predict(z, o.batch_size)  # noqa: E731
     base = {"detector": detector.name, "settings": dict(getattr(detector, "settings", {})), "engine": engine.label,
             "fpr_target": detector.fpr, "threshold": detector.threshold, "norm": "linf"}
@@ -207,12 +217,15 @@ def adaptive_rows(run, detector, engine, held_out: np.ndarray) -> list[dict]:
     except InputError as exc:
         reason = f"no adaptive attack ran: {exc}"
     rows = []
+    steps = adaptive_steps(o)
     for eps in budgets:
-        plain = make_attack("pgd", steps=o.pgd_steps, seed=o.seed)
+        plain = make_attack("pgd", steps=steps, seed=o.seed)
         queries: dict = {}
+        show(f"adaptive: pgd eps {eps:g}")
         crafted = {"pgd": project(model.attack(plain, x, y, eps=eps, value_range=run.value_range,
                                                 batch_size=o.batch_size), x, eps, "linf", run.value_range)}
         for spec in (s for s in o.attacks if s.split(":")[0] == "genetic"):
+            show(f"adaptive: genetic eps {eps:g}")
             genetic = o.attack(spec)
             x_gen, used, rejected = genetic_evasion(genetic, detector, predict, x, y, eps=eps, spread=spread,
                                                     value_range=run.value_range)
@@ -223,7 +236,8 @@ def adaptive_rows(run, detector, engine, held_out: np.ndarray) -> list[dict]:
             break
         if reason is None:
             for kind in ADAPTIVE_ATTACKS[1:]:
-                crafted[kind] = project(adaptive_attack(kind, model, detector, x, y, eps=eps, steps=o.pgd_steps,
+                show(f"adaptive: {kind} eps {eps:g}")
+                crafted[kind] = project(adaptive_attack(kind, model, detector, x, y, eps=eps, steps=steps,
                                                         value_range=run.value_range, spread=spread, seed=o.seed,
                                                         batch_size=o.batch_size), x, eps, "linf", run.value_range)
         if len(crafted) > 1:
@@ -231,7 +245,7 @@ def adaptive_rows(run, detector, engine, held_out: np.ndarray) -> list[dict]:
             if eps == max(budgets):
                 _keep_gallery(run, detector, engine, predict, x, crafted["any"], y, clean_ok, eps)
         for kind, x_adv in crafted.items():
-            rows.append({**base, "attack": kind, "eps": float(eps), "route": route, "steps": o.pgd_steps,
+            rows.append({**base, "attack": kind, "eps": float(eps), "route": route, "steps": steps,
                          **queries.get(kind, {}),
                          "false_positive_rate": float((clean_scores > detector.threshold).mean())
                          if len(clean_scores) else None,
@@ -257,7 +271,7 @@ def _keep_gallery(run, detector, engine, predict, x, x_adv, y, clean_ok, eps) ->
                   {"group": group, "title": f"evades: {name(pred[i])}", "image": x_adv[i].tolist()}]
 
 
-def arms_race(run, detector, engine, held_out: np.ndarray, rounds: int) -> list[dict]:
+def arms_race(run, detector, engine, held_out: np.ndarray, rounds: int, show=None) -> list[dict]:
     """The attacker/defender loop on ``detector`` (one that learns from examples: ``retrain``) guarding ``engine``, at
     the audit's largest L-inf eps: round 0 is the detector as the audit fitted it; each later round crafts the
     adaptive attacks (``pgd+detector``, ``orthogonal-pgd``, per point the better) against the current detector on
@@ -281,17 +295,20 @@ def arms_race(run, detector, engine, held_out: np.ndarray, rounds: int) -> list[
 
     def adaptive_best(points, labels, ok):
         spread = float(detector.score(predict, held_out).std())
-        crafted = {kind: project(adaptive_attack(kind, model, detector, points, labels, eps=eps, steps=o.pgd_steps,
+        crafted = {kind: project(adaptive_attack(kind, model, detector, points, labels, eps=eps, steps=steps,
                                                  value_range=run.value_range, spread=spread, seed=o.seed,
                                                  batch_size=o.batch_size), points, eps, "linf", run.value_range)
                    for kind in ADAPTIVE_ATTACKS[1:]}
         return best_per_point(detector, predict, crafted, labels, ok)
 
-    plain = make_attack("pgd", steps=o.pgd_steps, seed=o.seed)
+    steps = adaptive_steps(o)
+    plain = make_attack("pgd", steps=steps, seed=o.seed)
     x_pgd = project(model.attack(plain, x, y, eps=eps, value_range=run.value_range, batch_size=o.batch_size), x, eps,
                     "linf", run.value_range)
     rows = []
+    show = show or (lambda stage: None)
     for r in range(rounds + 1):
+        show(f"arms race round {r}/{rounds}")
         added, learned = 0, {}
         if r > 0:
             train_ok = predict(xt).argmax(1) == yt

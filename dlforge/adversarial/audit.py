@@ -174,6 +174,10 @@ def run_audit(targets: list[str | os.PathLike], options: AuditOptions | None = N
             for spec, attack in zip(options.attacks, run.attacks):
                 _run_attack(run, attack, bar, spec)
             full = _full_range(run, bar)
+            if options.detectors:
+                from dlforge.adversarial.evidence import detections
+
+                run.cache["detections"] = detections(run, bar=bar)
         return _report(run, full)
     finally:
         for e in engines:
@@ -348,6 +352,7 @@ def _work(run: AuditRun) -> int:
             continue
         per_eps = (int(run.model is not None) + graphs) if _needs_gradients(attack) else len(run.engines)
         total += len(run.options.eps_for(attack)) * per_eps
+    total += len(run.options.detectors) * len(run.engines)  # each detector on each engine (adaptive, arms race)
     return total + (1 if _full_range_model(run) is not None and _full_range_attack(run) is not None else 0)
 
 
@@ -479,7 +484,8 @@ def _full_range(run: AuditRun, bar) -> tuple[str, float, float] | None:
 def _report(run: AuditRun, full: tuple[str, float, float] | None) -> AuditReport:
     from dlforge.adversarial.evidence import comparisons, detections, gallery
 
-    detected, adaptive, race = detections(run) if run.options.detectors else (None, None, None)
+    detected, adaptive, race = run.cache.get("detections") or (
+        detections(run) if run.options.detectors else (None, None, None))
 
     o, y = run.options, run.y
     pair = _full_range_model(run)

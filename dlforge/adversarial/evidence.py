@@ -32,11 +32,12 @@ def comparisons(run) -> list[dict]:
     return out
 
 
-def detections(run, fpr_examples: int = 1000) -> tuple[list[dict], list[dict] | None, list[dict] | None]:
+def detections(run, fpr_examples: int = 1000, bar=None) -> tuple[list[dict], list[dict] | None, list[dict] | None]:
     """Each detector on each engine: threshold at its FPR on held-out clean images, then the share of
     successful adversarial examples it flags (and its false-positive rate on the audited images); with
     ``--adaptive``, also the attacks that know the detector (:mod:`dlforge.adversarial.adaptive`), and with
-    ``--arms-race``, the rounds of retraining and attacking again."""
+    ``--arms-race``, the rounds of retraining and attacking again. ``bar``: the audit's progress bar (one unit per
+    detector and engine; the stage as its postfix)."""
     from dlforge.adversarial.adaptive import adaptive_rows, arms_race
     from dlforge.adversarial.detectors import make_detector
 
@@ -50,11 +51,18 @@ def detections(run, fpr_examples: int = 1000) -> tuple[list[dict], list[dict] | 
         detector = make_detector(spec)
         try:
             for engine in run.engines:
+                def show(stage: str, where=f"{detector.name} on {engine.label}") -> None:
+                    if bar is not None:
+                        bar.set_postfix_str(f"{where}: {stage}", refresh=True)
+
+                show("fitting and scoring")
                 out += _detect_on(detector, engine, held_out, run)
                 if adaptive is not None:  # fitted on this engine by _detect_on
-                    adaptive += adaptive_rows(run, detector, engine, held_out)
+                    adaptive += adaptive_rows(run, detector, engine, held_out, show=show)
                 if race is not None and hasattr(detector, "retrain"):  # last: it retrains the detector
-                    race += arms_race(run, detector, engine, held_out, run.options.arms_race)
+                    race += arms_race(run, detector, engine, held_out, run.options.arms_race, show=show)
+                if bar is not None:
+                    bar.update(1)
         finally:
             detector.close()
     return out, adaptive, race

@@ -78,6 +78,10 @@ def load_spec(path: str | os.PathLike) -> SweepSpec:
         raise InputError(f"sweep spec {path}: [settings] has an option `dlforge audit` does not know ({exc})")
     from dlforge.adversarial.probes import Probe
 
+    if options.detectors or options.adaptive or options.arms_race:
+        raise InputError(f"sweep spec {path}: detectors (and --adaptive, --arms-race) are judged on the whole audited "
+                         "set at once (a threshold, AUROC, an arms race), not per eps and shard; the sweep would "
+                         "lose them in its merge: run them with `dlforge audit --detectors ... --adaptive`")
     probes = [a for a in spec.attacks if isinstance(options.attack(a), Probe)]
     if probes:
         raise InputError(f"sweep spec {path}: {', '.join(probes)} is a probe (one experiment per audit, not per eps "
