@@ -68,7 +68,8 @@ def test_probability_outputs_fail_the_logits_check(tmp_path):
     check = next(c for c in report.checks if c["name"].startswith("model outputs logits"))
     assert check["status"] == "fail" and check["passed"] is False and "softmax" in check["detail"]
     na = {c["name"].split()[0] for c in report.checks if c["status"] == "n/a"}
-    assert na == {"input", "white-box", "query", "transfer", "engine-graph"}  # no gradient attack: nothing to judge
+    # no gradient attack, no detector: nothing to judge
+    assert na == {"input", "white-box", "query", "transfer", "engine-graph", "detector"}
 
 
 def test_bad_input(digits_engines, tmp_path):

@@ -141,3 +141,24 @@ def test_stateful_probe_from_the_cli(digits_engines, tmp_path):
     assert_refused(dlforge("audit", digits_engines["int8"].path, "--attacks", "stateful:threshold=60", "--eps", "0.3",
                            "-o", tmp_path / "bad" / "audit"), "threshold (60) cannot exceed top (50)",
                    nothing_under=tmp_path / "bad")
+
+
+def test_tile_hash_search_finds_the_original_of_a_perturbed_or_patched_image(mnist):
+    from dlforge.adversarial.provenance import TileIndex, hash_distance, random_patch
+
+    x = mnist.x_test[:60].astype(np.float32)
+    gallery = np.concatenate([mnist.x_train[:20000].astype(np.float32), x])
+    index = TileIndex(gallery, 4)
+    originals = np.arange(len(x)) + 20000
+    assert index.recovers(x, originals).mean() == 1.0
+    rng = np.random.default_rng(0)
+    found, changed = [], []
+    for eps in (0.05, 0.3):
+        noisy = np.clip(x + eps * rng.choice([-1.0, 1.0], size=x.shape), 0, 1).astype(np.float32)
+        found.append(index.recovers(noisy, originals).mean())
+        changed.append(hash_distance(x, noisy, 4).mean())
+    assert found[0] >= 0.9 and changed[0] < 0.1  # small noise leaves most tiles' hashes alone
+    assert found[1] < found[0] and changed[1] > changed[0]
+    small, large = (index.recovers(random_patch(x, a), originals).mean() for a in (0.1, 0.5))
+    assert small >= 0.7 and large < small  # the unpatched part finds the original while enough of it is left
+    assert not index.recovers(mnist.x_test[60:120].astype(np.float32), originals).any()  # other digits: no match
