@@ -126,3 +126,57 @@ def test_imagenet_int8_mobilenet_is_attacked_through_its_own_qoperator_graph(tmp
     assert report.engines[0]["precision"] == "int8" and row["robust_accuracy"] <= 0.10
     assert {c["name"].split(" (")[0]: c["status"] for c in report.checks}[
         "white-box accuracy at eps = full range is near 0"] == "pass"
+
+
+@pytest.mark.parametrize("precision", ["fp32", "int8"])
+def test_feature_detectors_read_resnet20_engines_as_their_converted_graphs_do(resnet20, precision):
+    """The learned detectors read every layer of the engine's own graph (fp32 and INT8), checked against the engine;
+    the adaptive attacks read the same values from the converted graph, and get gradients through them."""
+    import numpy as np
+
+    from dlforge.adversarial.engine_graph import engine_graph
+    from dlforge.adversarial.features import EngineFeatures, torch_values
+    from dlforge.runtime import open_deployed
+
+    images = load_dataset(str(shared_path("cifar10-test-first20")), labels=tuple(CIFAR_LABELS.split(",")))
+    x = images.x_test.astype(np.float32)
+    engine = open_deployed(resnet20 / precision)
+    features = EngineFeatures(engine, "layers", check=x)  # raises unless its logits still agree with the engine
+    assert len(features.names) >= 19  # the input of every convolution after the first, the pooled features, logits
+    graph = engine_graph(engine, x, noise=8 / 255, value_range=(0.0, 1.0))
+    assert graph.model is not None, graph.reason
+    xt = torch.from_numpy(x).requires_grad_(True)
+    theirs = torch_values(graph.model.model, features.names, xt)
+    for ours, value in zip(features(x), theirs):
+        diff, scale = np.abs(ours - value.detach().numpy()), np.abs(ours).max() + 1e-6
+        if precision == "fp32":
+            assert diff.max() <= 1e-4 * scale
+        else:  # INT8: rounding differences of ORT's integer kernels, on a few percent of values deep in the network
+            # (a level or two of the activations' quantization step, the match the engine-graph route accepts)
+            assert diff.max() <= 0.03 * scale and diff.mean() <= 2e-3 * scale
+    theirs[-2].sum().backward()  # the penultimate features pass gradients to the input
+    assert torch.isfinite(xt.grad).all() and xt.grad.abs().sum() > 0
+
+
+def test_blacklight_flags_square_and_genetic_evades_on_resnet20(resnet20):
+    import numpy as np
+
+    from dlforge.adversarial.attacks import Target, make_attack
+    from dlforge.adversarial.stateful import Blacklight, Watched
+    from dlforge.runtime import open_deployed
+
+    images = load_dataset(str(shared_path("cifar10-test-first20")), labels=tuple(CIFAR_LABELS.split(",")))
+    x, y = images.x_test.astype(np.float32), images.y_test
+    fp32, int8 = open_deployed(resnet20 / "fp32"), open_deployed(resnet20 / "int8")
+    eps = 8 / 255
+    watched = Watched(fp32.predict, Blacklight(), len(x))  # the reference's CIFAR-10 setting
+    for i in range(len(x)):
+        make_attack("square", queries=300, seed=i).run(lambda z, i=i: watched(z, np.full(len(z), i)), x[i:i + 1],
+                                                       y[i:i + 1], eps=eps)
+    long = watched.queries > 10
+    assert long.sum() >= 5 and (watched.first[long] > 0).all() and watched.first.max() <= 10, (watched.queries,
+                                                                                              watched.first)
+    # the genetic attack needs only the INT8 engine's answers
+    result = make_attack("genetic", queries=600).craft(Target(int8.predict), x, y, eps=eps)
+    assert np.abs(result.x_adv - x).max() <= eps + 1e-6
+    assert (int8.predict(result.x_adv).argmax(1) != y).mean() >= 0.5

@@ -217,11 +217,12 @@ class LID(FeatureDetector):
 
         lids = []
         for f, ref in zip(torch_values(forward, self.names, x), self.ref):
-            r = torch.as_tensor(ref, dtype=f.dtype, device=f.device)
-            lids.append(lid(torch.cdist(f, r), self.k))
-        z = (torch.stack(lids, 1) - torch.as_tensor(self.mean, dtype=x.dtype, device=x.device)) / torch.as_tensor(
-            self.std, dtype=x.dtype, device=x.device)
-        return z @ torch.as_tensor(self.coef, dtype=x.dtype, device=x.device) + self.intercept
+            # in float64, as the engine-side score: the estimate divides by log-ratios of near-equal distances
+            r = torch.as_tensor(ref, dtype=torch.float64, device=f.device)
+            lids.append(lid(torch.cdist(f.double(), r), self.k))
+        as64 = (lambda a: torch.as_tensor(a, dtype=torch.float64, device=x.device))  # noqa: E731
+        z = (torch.stack(lids, 1) - as64(self.mean)) / as64(self.std)
+        return (z @ as64(self.coef) + self.intercept).to(x.dtype)
 
 
 def _crafting_model(run, engine):

@@ -54,6 +54,7 @@ class Blacklight:
             raise InputError(f"blacklight: need 1 <= step <= 255, window >= 1, 1 <= threshold <= top; got step {step}, "
                              f"window {window}, top {top}, threshold {threshold}")
         self.step, self.window, self.top, self.threshold = step, window, top, threshold
+        self.history = lambda: History(self)
         self.value_range = value_range
         self.salt = salt  # the defender's secret: a per-pixel offset before quantization (None: none)
         self._salt = {}
@@ -113,14 +114,7 @@ def benign_stream(x: np.ndarray, value_range, seed: int = 0) -> np.ndarray:
     pixels, brightness x[0.9, 1.1], contrast about the mean x[0.9, 1.1] and Gaussian noise of sd 0.01 of the
     range; order shuffled."""
     rng = np.random.default_rng(seed)
-    lo, hi = value_range
-    out = np.empty_like(x)
-    for i in rng.permutation(len(x)):
-        img = np.roll(x[i], tuple(rng.integers(-2, 3, 2)), axis=(-2, -1))
-        mean = img.mean()
-        img = (img - mean) * rng.uniform(0.9, 1.1) + mean
-        img = img * rng.uniform(0.9, 1.1) + rng.normal(0, 0.01 * (hi - lo), img.shape)
-        out[i] = np.clip(img, lo, hi)
+    out = np.stack([_transform(img, rng, value_range) for img in x])
     return out[rng.permutation(len(x))].astype(np.float32)
 
 
@@ -132,7 +126,7 @@ class Watched:
 
     def __init__(self, predict, detector, n: int, refuse: bool = False):
         self.predict_engine, self.detector, self.refuse = predict, detector, refuse
-        self.histories = [History(detector) for _ in range(n)]
+        self.histories = [detector.history() for _ in range(n)]
         self.queries = np.zeros(n, dtype=np.int64)
         self.first = np.zeros(n, dtype=np.int64)
         self.refused = np.zeros(n, dtype=np.int64)
@@ -222,3 +216,108 @@ def oars_square(predict, x: np.ndarray, y: int, *, eps: float, queries: int, val
         if new < loss:
             x_adv, loss = proposal, new
     return x_adv, used
+
+
+def encoder_network(shape: tuple, dim: int = 256):
+    """Chen et al.'s similarity encoder (their reference ``schoyc/blackbox-detection``): two blocks of two 3x3
+    convolutions (32, then 64 filters) and a 2x2 max-pool, then dense 512 and dense ``dim`` (dropout left out)."""
+    from torch import nn
+
+    c, h, w = shape
+    return nn.Sequential(nn.Conv2d(c, 32, 3, padding=1), nn.ReLU(), nn.Conv2d(32, 32, 3, padding=1), nn.ReLU(),
+                         nn.MaxPool2d(2), nn.Conv2d(32, 64, 3, padding=1), nn.ReLU(), nn.Conv2d(64, 64, 3, padding=1),
+                         nn.ReLU(), nn.MaxPool2d(2), nn.Flatten(), nn.Linear(64 * (h // 4) * (w // 4), 512), nn.ReLU(),
+                         nn.Linear(512, dim))
+
+
+class SimilarityEncoder:
+    """Chen, Carlini & Wagner's stateful detection (see the module docstring): ``k`` nearest earlier queries in the
+    space of an encoder trained with a contrastive loss, an image and its benign transformation or small noise close
+    (squared distance), two different images at least ``margin`` apart. The threshold on the mean k-NN distance is
+    set at ``fpr`` on a benign stream of training images (their reference: the 0.1th percentile over the training
+    set). Deviations: their encoder's training recipe is not published with the code; this one trains for
+    ``epochs`` on ``train`` images with the benign transformations of :func:`benign_stream` plus uniform noise up to
+    ``noise`` as positives."""
+
+    name = "encoder"
+
+    def __init__(self, x_train: np.ndarray, value_range, *, k: int = 50, fpr: float = 0.005, train: int = 5000,
+                 epochs: int = 2, noise: float = 0.1, margin: float = 1.0, seed: int = 0):
+        import torch
+
+        self.k, self.value_range = k, value_range
+        lo, hi = value_range
+        rng = np.random.default_rng(seed)
+        torch.manual_seed(seed)
+        x = x_train[rng.permutation(len(x_train))[:train]].astype(np.float32)
+        self.model = encoder_network(x.shape[1:])
+        opt = torch.optim.Adam(self.model.parameters(), lr=1e-3)
+        for epoch in range(epochs):
+            positives = np.stack([_transform(img, rng, value_range) for img in x])
+            positives = np.clip(positives + rng.uniform(-noise, noise, positives.shape) * (hi - lo), lo, hi)
+            self.model.train()
+            for i in range(0, len(x), 128):
+                a = torch.from_numpy(x[i:i + 128])
+                p = torch.from_numpy(positives[i:i + 128].astype(np.float32))
+                za, zp = self.model(a), self.model(p)
+                near = ((za - zp) ** 2).sum(1)
+                far = torch.cdist(za, za)  # every other image of the batch is a different one
+                off = ~torch.eye(len(a), dtype=torch.bool)
+                loss = near.mean() + (torch.relu(margin - far[off]) ** 2).mean()
+                opt.zero_grad()
+                loss.backward()
+                opt.step()
+        self.model.eval()
+        self.history = lambda: EncoderHistory(self)
+        calibration = benign_stream(x_train[rng.permutation(len(x_train))[:max(4 * k, 2000)]].astype(np.float32),
+                                    value_range, seed + 99)
+        scores = self._stream_scores(calibration)
+        self.threshold = float(np.quantile(scores[np.isfinite(scores)], fpr))
+
+    def embed(self, x: np.ndarray) -> np.ndarray:
+        import torch
+
+        with torch.no_grad():
+            return np.concatenate([self.model(torch.from_numpy(x[i:i + 512].astype(np.float32))).numpy()
+                                   for i in range(0, len(x), 512)])
+
+    def _stream_scores(self, x: np.ndarray) -> np.ndarray:
+        """Mean distance of each query to its ``k`` nearest earlier ones (inf while fewer than ``k`` came before)."""
+        z = self.embed(x)
+        out = np.full(len(z), np.inf)
+        for i in range(self.k, len(z)):
+            d = np.sqrt(((z[:i] - z[i]) ** 2).sum(1))
+            out[i] = np.partition(d, self.k - 1)[:self.k].mean()
+        return out
+
+
+class EncoderHistory:
+    """One query history of a :class:`SimilarityEncoder`; :meth:`flags` says, per query in order, whether its
+    mean distance to its ``k`` nearest earlier queries is below the threshold. As in their reference, a detection
+    clears the history (the account is banned and starts afresh)."""
+
+    def __init__(self, detector: SimilarityEncoder):
+        self.detector = detector
+        self.z: list[np.ndarray] = []
+
+    def flags(self, x: np.ndarray) -> np.ndarray:
+        k = self.detector.k
+        out = np.zeros(len(x), dtype=bool)
+        for i, z in enumerate(self.detector.embed(x)):
+            if len(self.z) >= k:
+                d = np.sqrt(((np.stack(self.z) - z) ** 2).sum(1))
+                out[i] = np.partition(d, k - 1)[:k].mean() < self.detector.threshold
+            self.z.append(z)
+            if out[i]:
+                self.z = []
+        return out
+
+
+def _transform(img: np.ndarray, rng, value_range) -> np.ndarray:
+    """One benign transformation of :func:`benign_stream`."""
+    lo, hi = value_range
+    img = np.roll(img, tuple(rng.integers(-2, 3, 2)), axis=(-2, -1))
+    mean = img.mean()
+    img = (img - mean) * rng.uniform(0.9, 1.1) + mean
+    img = img * rng.uniform(0.9, 1.1) + rng.normal(0, 0.01 * (hi - lo), img.shape)
+    return np.clip(img, lo, hi)

@@ -162,3 +162,20 @@ def test_tile_hash_search_finds_the_original_of_a_perturbed_or_patched_image(mni
     small, large = (index.recovers(random_patch(x, a), originals).mean() for a in (0.1, 0.5))
     assert small >= 0.7 and large < small  # the unpatched part finds the original while enough of it is left
     assert not index.recovers(mnist.x_test[60:120].astype(np.float32), originals).any()  # other digits: no match
+
+
+@pytest.mark.slow
+def test_similarity_encoder_keeps_its_false_positive_rate_and_flags_a_long_square_attack(mnist, linear):
+    from dlforge.adversarial.stateful import SimilarityEncoder
+
+    encoder = SimilarityEncoder(mnist.x_train, (0.0, 1.0), fpr=0.005)
+    stream = benign_stream(mnist.x_test.astype(np.float32), (0.0, 1.0), seed=1)
+    assert encoder.history().flags(stream).mean() <= 0.01
+    ok = np.flatnonzero(linear(mnist.x_test[:200]).argmax(1) == mnist.y_test[:200])[:8]
+    x, y = mnist.x_test[ok].astype(np.float32), mnist.y_test[ok]
+    watched = Watched(linear, encoder, len(x))
+    for i in range(len(x)):  # eps 0.05: Square needs hundreds of queries, past the encoder's k = 50
+        make_attack("square", queries=400, seed=i).run(lambda z, i=i: watched(z, np.full(len(z), i)), x[i:i + 1],
+                                                       y[i:i + 1], eps=0.05)
+    long = watched.queries > 100
+    assert long.sum() >= 3 and (watched.first[long] > 0).all(), (watched.queries, watched.first)

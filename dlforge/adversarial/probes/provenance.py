@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from dlforge.adversarial.attacks.base import QUERIES
 from dlforge.adversarial.probes.base import PROBES, Probe
 from dlforge.adversarial.provenance import TileIndex, hash_distance, random_patch
 from dlforge.errors import InputError
@@ -26,6 +27,7 @@ class Provenance(Probe):
     """
 
     name = "provenance"
+    requires = frozenset({QUERIES})  # nothing beyond what every engine offers: it reads the audit's examples
     columns = (Column("attack"), Column("eps", fmt="g", align=">"), Column("patch_area", "patch area",
                                                                            lambda v: "-" if v is None else f"{v:g}", ">"),
                Column("recovered", "original found", ".3f", ">"),

@@ -9,11 +9,12 @@ from dlforge.adversarial.attacks import make_attack
 from dlforge.adversarial.attacks.base import QUERIES
 from dlforge.adversarial.attacks.projection import project
 from dlforge.adversarial.probes.base import PROBES, Probe
-from dlforge.adversarial.stateful import Blacklight, History, Watched, benign_stream, oars_square
+from dlforge.adversarial.stateful import Blacklight, SimilarityEncoder, Watched, benign_stream, oars_square
 from dlforge.errors import InputError
 from dlforge.reporting import Column
 
 ATTACKS = ("square", "square+oars", "genetic", "substitute")
+DETECTORS = ("blacklight", "encoder")
 
 
 def _fmt(v, spec):
@@ -22,8 +23,10 @@ def _fmt(v, spec):
 
 @PROBES.register("stateful")
 class StatefulDetection(Probe):
-    """Query attacks against each engine behind Blacklight (Li et al., USENIX Security 2022), the engine's query
-    history as a search engine for near-duplicates of each query, matched on windows (parts) of the image.
+    """Query attacks against each engine behind a stateful detector, the engine's query history as a search engine
+    for near-duplicates of each query: ``detector=blacklight`` (Li et al., USENIX Security 2022: matched on hashed
+    windows, parts, of the image) or ``detector=encoder`` (Chen, Carlini & Wagner 2019: k nearest earlier queries in
+    a similarity encoder's space, trained here on the training images first).
 
     The false-positive rate is measured on a benign stream: ``benign`` test images (10,000 on MNIST: the whole test
     set), each once under a random benign transformation (shift, brightness, contrast, noise), through one history.
@@ -35,10 +38,13 @@ class StatefulDetection(Probe):
     every flagged query is refused (no answer).
 
     Args:
+        detector: ``blacklight`` (default) or ``encoder``.
         attacks: audited points attacked (default 50).
         benign: images of the benign stream (default 10000; the test set's size at most).
         eps: the attacks' L-inf budget (default: the audit's largest eps).
         step, window, top, threshold, salt: Blacklight's settings (:class:`dlforge.adversarial.stateful.Blacklight`).
+        k, fpr: the encoder's neighbours (50) and the false-positive rate its threshold is set at on a benign stream
+            of training images (0.005).
         substitute: include the substitute attack (default true; it trains twice, with and without refusals).
         seed: seed of the benign stream and the attacks.
     """
@@ -56,9 +62,14 @@ class StatefulDetection(Probe):
                Column("success_refused", "success if refused", lambda v: _fmt(v, ".2f"), ">"),
                Column("benign_fpr", "benign FPR", lambda v: _fmt(v, ".4f"), ">"))
 
-    def __init__(self, *, attacks: int = 50, benign: int = 10000, eps: float | None = None, step: int = 50,
-                 window: int = 20, top: int = 50, threshold: int = 25, salt: int = 0, substitute: bool = True,
-                 seed: int = 0):
+    def __init__(self, *, detector: str = "blacklight", attacks: int = 50, benign: int = 10000, eps: float | None = None,
+                 step: int = 50, window: int = 20, top: int = 50, threshold: int = 25, salt: int = 0, k: int = 50,
+                 fpr: float = 0.005, substitute: bool = True, seed: int = 0):
+        if detector not in DETECTORS:
+            raise InputError(f"stateful:detector= takes {' or '.join(DETECTORS)}, got {detector!r}")
+        if not 0 < fpr < 1:
+            raise InputError(f"stateful:fpr= must lie in (0, 1), got {fpr}")
+        self.detector, self.k, self.fpr = detector, k, fpr
         if threshold > top:
             raise InputError(f"stateful: threshold ({threshold}) cannot exceed top ({top})")
         self.attacks, self.benign, self.eps, self.substitute, self.seed = attacks, benign, eps, substitute, seed
@@ -74,27 +85,30 @@ class StatefulDetection(Probe):
     def probe(self, run, show) -> dict:
         eps = self.eps if self.eps is not None else max(run.options.eps)
         budget = run.options.square_queries
-        detector = Blacklight(**self.settings_, value_range=run.value_range)
+        if self.detector == "encoder":
+            show("training the similarity encoder")
+            detector = SimilarityEncoder(run.dataset.x_train, run.value_range, k=self.k, fpr=self.fpr, seed=self.seed)
+        else:
+            detector = Blacklight(**self.settings_, value_range=run.value_range)
         rows = []
         for engine in run.engines:
             predict = lambda z, e=engine: e.predict(z, run.options.batch_size)  # noqa: E731
             show(f"{engine.label}: benign stream")
             stream = benign_stream(run.dataset.x_test[:self.benign].astype(np.float32), run.value_range, self.seed)
-            flags = History(detector).flags(stream)
+            flags = detector.history().flags(stream)
             fpr = float(flags.mean())
             ok = np.flatnonzero(run.clean[engine.label] == run.y)[:self.attacks]
             x, y = run.x[ok], run.y[ok]
-            base = {"route": "query", "target": engine.label, "detector": "blacklight", "eps": float(eps),
+            base = {"route": "query", "target": engine.label, "detector": detector.name, "eps": float(eps),
                     "benign_fpr": fpr, "benign_queries": len(stream), "points": len(ok), "budget": budget}
             for kind in ATTACKS:
                 if kind == "substitute" and not self.substitute:
                     continue
-                show(f"{engine.label}: {kind} against blacklight")
+                show(f"{engine.label}: {kind} against {detector.name}")
                 rows.append({**base, "attack": kind,
                              **self._attack(kind, predict, detector, x, y, eps, budget, run)})
         return {"rows": rows, "gallery": [],
-                "notes": [f"stateful: Blacklight step {detector.step}, window {detector.window}, top {detector.top}, "
-                          f"threshold {detector.threshold}; one history per attacked point; 'success if refused': "
+                "notes": [f"stateful: {_describe(detector)}; one history per attacked point; 'success if refused': "
                           "every flagged query gets no answer (OARS's adaptive Square reads that as its signal)"]}
 
     def _attack(self, kind, predict, detector, x, y, eps, budget, run) -> dict:
@@ -153,6 +167,14 @@ class StatefulDetection(Probe):
             if not refuse:
                 outcome.update(_detection(watched))
         return outcome
+
+
+def _describe(detector) -> str:
+    if isinstance(detector, Blacklight):
+        return (f"Blacklight step {detector.step}, window {detector.window}, top {detector.top}, threshold "
+                f"{detector.threshold}")
+    return (f"similarity encoder, k {detector.k}, threshold {detector.threshold:.4g} (mean k-NN distance; clears the "
+            "history on a detection)")
 
 
 def _detection(watched: Watched) -> dict:
