@@ -158,7 +158,7 @@ def test_feature_detectors_read_resnet20_engines_as_their_converted_graphs_do(re
     assert torch.isfinite(xt.grad).all() and xt.grad.abs().sum() > 0
 
 
-def test_blacklight_flags_square_and_genetic_evades_on_resnet20(resnet20):
+def test_blacklight_flags_square_and_the_genetic_attack_fools_the_int8_resnet20(resnet20):
     import numpy as np
 
     from dlforge.adversarial.attacks import Target, make_attack

@@ -167,7 +167,9 @@ def genetic_evasion(genetic, detector, predict, x: np.ndarray, y: np.ndarray, *,
     """The genetic attack (:class:`~dlforge.adversarial.attacks.genetic.GenAttack`) on the engine *and* the detector,
     queries only: fitness is minus the two hinges of ``pgd+detector`` (the engine's margin, the detector's score above
     its threshold in clean-score spreads), the goal misclassified and not flagged, the oracle (where the attack has
-    one) in the loop. ``(x_adv, engine queries per point, oracle rejections per point or None)``."""
+    one) in the loop. It reads the detector's score, not only its verdict: a stronger attacker than one who sees
+    only whether a query was flagged (its row's route says ``query (scores)``). ``(x_adv, engine queries per point,
+    oracle rejections per point or None)``."""
     threshold, unit = float(detector.threshold), max(float(spread), 1e-12)
 
     def fitness(cands: np.ndarray, rows: np.ndarray):
@@ -198,11 +200,8 @@ def adaptive_rows(run, detector, engine, held_out: np.ndarray, show=None) -> lis
             "fpr_target": detector.fpr, "threshold": detector.threshold, "norm": "linf"}
     graph = next((g.model for e, g in zip(run.engines, run.graphs) if e is engine and g.model is not None), None)
     model, route = (graph, "white-box (engine)") if graph is not None else (run.model, "transfer")
-    if model is None:
-        why = ("--engine-gradients off and no PyTorch source" if o.engine_gradients == "off" else
-               "the engine's graph cannot be differentiated and there is no PyTorch source")
-        return [{**base, "skipped": f"no differentiable model to craft on: {why}"}]
     budgets = [e for e in o.eps if e > 0]
+    genetic_spec = next((s for s in o.attacks if s.split(":")[0].strip() == "genetic"), None)
     if not any(run.options.attack(s).norm == "linf" for s in o.attacks) or not budgets:
         return [{**base, "skipped": "the adaptive attacks are L-inf: give an L-inf attack and an eps > 0"}]
     x, y = run.x, run.y
@@ -210,43 +209,52 @@ def adaptive_rows(run, detector, engine, held_out: np.ndarray, show=None) -> lis
     clean_scores = detector.score(predict, x[clean_ok])
     spread = float(detector.score(predict, held_out).std())
     reason = None
-    try:
-        if detector.torch_score(model.model, _tensor(x[:64], model)) is None:
-            reason = (f"{detector.name} offers no differentiable score (Detector.torch_score): no adaptive attack ran, "
-                      "so its detection rate is not evidence")
-    except InputError as exc:
-        reason = f"no adaptive attack ran: {exc}"
+    if model is None:
+        why = ("--engine-gradients off and no PyTorch source" if o.engine_gradients == "off" else
+               "the engine's graph cannot be differentiated and there is no PyTorch source")
+        reason = f"no differentiable model to craft on ({why}): only the query-only genetic attack can run"
+    else:
+        try:
+            if detector.torch_score(model.model, _tensor(x[:64], model)) is None:
+                reason = (f"{detector.name} offers no differentiable score (Detector.torch_score): no gradient "
+                          "adaptive attack ran, so its detection rate is not evidence")
+        except InputError as exc:
+            reason = f"no gradient adaptive attack ran: {exc}"
+    if model is None and genetic_spec is None:
+        return [{**base, "skipped": reason + " (add genetic to --attacks)"}]
     rows = []
     steps = adaptive_steps(o)
     for eps in budgets:
-        plain = make_attack("pgd", steps=steps, seed=o.seed)
-        queries: dict = {}
-        show(f"adaptive: pgd eps {eps:g}")
-        crafted = {"pgd": project(model.attack(plain, x, y, eps=eps, value_range=run.value_range,
-                                                batch_size=o.batch_size), x, eps, "linf", run.value_range)}
-        for spec in (s for s in o.attacks if s.split(":")[0] == "genetic"):
+        crafted, extra = {}, {}
+        if model is not None:
+            show(f"adaptive: pgd eps {eps:g}")
+            plain = make_attack("pgd", steps=steps, seed=o.seed)
+            crafted["pgd"] = project(model.attack(plain, x, y, eps=eps, value_range=run.value_range,
+                                                  batch_size=o.batch_size), x, eps, "linf", run.value_range)
+            extra["pgd"] = {"route": route, "steps": steps}
+        if genetic_spec is not None:
             show(f"adaptive: genetic eps {eps:g}")
-            genetic = o.attack(spec)
+            genetic = o.attack(genetic_spec)
             x_gen, used, rejected = genetic_evasion(genetic, detector, predict, x, y, eps=eps, spread=spread,
                                                     value_range=run.value_range)
             crafted["genetic"] = project(x_gen, x, eps, "linf", run.value_range)
-            queries["genetic"] = {"queries_median": float(np.median(used)), "route": "query",
-                                  "steps": None, "oracle": genetic.oracle,
-                                  **({"oracle_rejections": int(rejected.sum())} if rejected is not None else {})}
-            break
+            extra["genetic"] = {"route": "query (scores)", "steps": None, "queries_median": float(np.median(used)),
+                                "oracle": genetic.oracle,
+                                **({"oracle_rejections": int(rejected.sum())} if rejected is not None else {})}
         if reason is None:
             for kind in ADAPTIVE_ATTACKS[1:]:
                 show(f"adaptive: {kind} eps {eps:g}")
                 crafted[kind] = project(adaptive_attack(kind, model, detector, x, y, eps=eps, steps=steps,
                                                         value_range=run.value_range, spread=spread, seed=o.seed,
                                                         batch_size=o.batch_size), x, eps, "linf", run.value_range)
+                extra[kind] = {"route": route, "steps": steps}
         if len(crafted) > 1:
             crafted["any"] = best_per_point(detector, predict, crafted, y, clean_ok)
+            extra["any"] = {"route": "best of the above", "steps": None}
             if eps == max(budgets):
                 _keep_gallery(run, detector, engine, predict, x, crafted["any"], y, clean_ok, eps)
         for kind, x_adv in crafted.items():
-            rows.append({**base, "attack": kind, "eps": float(eps), "route": route, "steps": steps,
-                         **queries.get(kind, {}),
+            rows.append({**base, "attack": kind, "eps": float(eps), **extra[kind],
                          "false_positive_rate": float((clean_scores > detector.threshold).mean())
                          if len(clean_scores) else None,
                          **judge(detector, predict, x, x_adv, y, clean_ok, clean_scores)})
@@ -274,7 +282,8 @@ def _keep_gallery(run, detector, engine, predict, x, x_adv, y, clean_ok, eps) ->
 def arms_race(run, detector, engine, held_out: np.ndarray, rounds: int, show=None) -> list[dict]:
     """The attacker/defender loop on ``detector`` (one that learns from examples: ``retrain``) guarding ``engine``, at
     the audit's largest L-inf eps: round 0 is the detector as the audit fitted it; each later round crafts the
-    adaptive attacks (``pgd+detector``, ``orthogonal-pgd``, per point the better) against the current detector on
+    attacks of the ``any`` row (plain PGD, ``pgd+detector``, ``orthogonal-pgd``, per point the attacker's best)
+    against the current detector on
     the detector's own training images, retrains it with the misclassified ones added as positives, sets its
     threshold again on the held-out clean images, and attacks the audited points afresh. Per round: TPR at its FPR
     against plain PGD (fixed across rounds) and against the fresh adaptive attack, AUROC, the share that evades, and
@@ -293,18 +302,22 @@ def arms_race(run, detector, engine, held_out: np.ndarray, rounds: int, show=Non
     clean_ok = run.clean[engine.label] == y
     xt, yt = detector.x_train, detector.y_train
 
-    def adaptive_best(points, labels, ok):
-        spread = float(detector.score(predict, held_out).std())
-        crafted = {kind: project(adaptive_attack(kind, model, detector, points, labels, eps=eps, steps=steps,
-                                                 value_range=run.value_range, spread=spread, seed=o.seed,
-                                                 batch_size=o.batch_size), points, eps, "linf", run.value_range)
-                   for kind in ADAPTIVE_ATTACKS[1:]}
-        return best_per_point(detector, predict, crafted, labels, ok)
-
     steps = adaptive_steps(o)
     plain = make_attack("pgd", steps=steps, seed=o.seed)
-    x_pgd = project(model.attack(plain, x, y, eps=eps, value_range=run.value_range, batch_size=o.batch_size), x, eps,
-                    "linf", run.value_range)
+
+    def pgd(points, labels):
+        return project(model.attack(plain, points, labels, eps=eps, value_range=run.value_range,
+                                    batch_size=o.batch_size), points, eps, "linf", run.value_range)
+
+    def adaptive_best(points, labels, ok, x_pgd):
+        """Per point the attacker's best of plain PGD and the two adaptive attacks (as the ``any`` row)."""
+        spread = float(detector.score(predict, held_out).std())
+        crafted = {"pgd": x_pgd, **{kind: project(adaptive_attack(
+            kind, model, detector, points, labels, eps=eps, steps=steps, value_range=run.value_range, spread=spread,
+            seed=o.seed, batch_size=o.batch_size), points, eps, "linf", run.value_range) for kind in ADAPTIVE_ATTACKS[1:]}}
+        return best_per_point(detector, predict, crafted, labels, ok)
+
+    x_pgd, xt_pgd = pgd(x, y), None
     rows = []
     show = show or (lambda stage: None)
     for r in range(rounds + 1):
@@ -312,7 +325,8 @@ def arms_race(run, detector, engine, held_out: np.ndarray, rounds: int, show=Non
         added, learned = 0, {}
         if r > 0:
             train_ok = predict(xt).argmax(1) == yt
-            adv = adaptive_best(xt, yt, train_ok)
+            xt_pgd = pgd(xt, yt) if xt_pgd is None else xt_pgd
+            adv = adaptive_best(xt, yt, train_ok, xt_pgd)
             fooled = train_ok & (predict(adv).argmax(1) != yt)
             added = int(fooled.sum())
             before = float(detector.detect(predict, adv[fooled]).mean()) if added else None
@@ -322,7 +336,7 @@ def arms_race(run, detector, engine, held_out: np.ndarray, rounds: int, show=Non
             learned = {"tpr_added_before": before,
                        "tpr_added_after": float(detector.detect(predict, adv[fooled]).mean()) if added else None}
         clean_scores = detector.score(predict, x[clean_ok])
-        attacked = judge(detector, predict, x, adaptive_best(x, y, clean_ok), y, clean_ok, clean_scores)
+        attacked = judge(detector, predict, x, adaptive_best(x, y, clean_ok, x_pgd), y, clean_ok, clean_scores)
         against_pgd = judge(detector, predict, x, x_pgd, y, clean_ok, clean_scores)
         rows.append({**base, "round": r, "eps": float(eps), "added": added, **learned, "threshold": detector.threshold,
                      "false_positive_rate": float((clean_scores > detector.threshold).mean()) if len(clean_scores)

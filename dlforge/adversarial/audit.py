@@ -300,6 +300,8 @@ def _prepare(engines: list[DeployedModel], options: AuditOptions, warm: dict | N
             attack.prepare(run)
     from dlforge.adversarial.detectors import detector_spec
 
+    for spec in options.detectors:  # a detector that cannot be fitted here says so before any attack runs
+        detector_spec(spec)[0].check(run)
     crafting = options.adaptive or any(detector_spec(s)[0].needs_gradients for s in options.detectors)
     if gradient or (crafting and (crafter is not None or options.engine_gradients != "off")):
         _gradient_models(run, gradient)  # the adaptive attacks craft on the same models

@@ -176,10 +176,14 @@ def tramer_bounds(adaptive: list[dict] | None, rows: list[dict], clean: dict[str
                   margin: float = 0.02) -> list[dict]:
     """Tramer's reduction ("Detecting Adversarial Examples Is (Nearly) As Hard As Classifying Them", ICML 2022,
     Theorem 4): a detector-guarded classifier with robust accuracy R at eps implies a (slow) classifier with robust
-    accuracy R at eps/2. Per detector, engine and eps: the robust accuracy of engine + detector its attacks leave
-    (right on the clean input and not evaded; ``pgd``: the attack that ignores it, ``any``: the adaptive attacker's
-    best), beside the best robust accuracy the audit measured at eps/2 (per engine its strongest attack's, the best
-    engine's). A claim above it by more than ``margin`` implies a classifier better than any measured: suspect."""
+    accuracy R at eps/2. Per detector, engine and eps: the robust accuracy of engine + detector its attacks leave,
+    where a point counts when the engine is right on it, the detector does not flag it clean, and the attack does not
+    evade (``pgd``: the attack that ignores the detector, ``any``: the adaptive attacker's best); taken as
+    ``clean * (1 - FPR - evaded)``, a lower bound (a point may be both flagged clean and evaded), so the check errs
+    towards passing. Beside it the best robust accuracy the audit measured at eps/2 (per engine its strongest
+    attack's, the best engine's): the yardstick is what this audit measured, so audit a robustly trained model
+    alongside for a stronger one. A claim above it by more than ``margin`` implies a classifier better than any
+    measured: suspect."""
     out = []
     measured: dict[float, dict[str, float]] = {}
     for r in judgeable(rows):
@@ -193,7 +197,8 @@ def tramer_bounds(adaptive: list[dict] | None, rows: list[dict], clean: dict[str
     for (detector, engine, eps), found in by.items():
         if "pgd" not in found:
             continue
-        claim = {k: clean[engine] * (1 - v["evaded"]) for k, v in found.items()}
+        claim = {k: clean[engine] * max(0.0, 1 - (v.get("false_positive_rate") or 0.0) - v["evaded"])
+                 for k, v in found.items()}
         half = measured.get(round(eps / 2, 9))
         best = max(half.values()) if half else None
         out.append({"detector": detector, "engine": engine, "eps": eps, "half_eps": eps / 2,
@@ -213,7 +218,9 @@ def tramer_check(bounds: list[dict]) -> dict:
     if not bounds:
         return check(name, NA, "no adaptive detector rows (--detectors ... --adaptive): nothing to judge")
     if not judged:
-        eps = sorted({b["eps"] for b in bounds})
+        if all(b["claimed_adaptive"] is None for b in bounds):
+            return check(name, NA, "no adaptive attack ran on any detector (see the adaptive notes): nothing to judge")
+        eps = sorted({b["eps"] for b in bounds if b["best_measured_half"] is None})
         return check(name, NA, "no robust accuracy measured at eps/2 to compare with: add "
                                f"{', '.join(f'{e / 2:g}' for e in eps)} to --eps")
     bad = [b for b in judged if b["suspect_adaptive"]]
@@ -224,6 +231,7 @@ def tramer_check(bounds: list[dict]) -> dict:
         return check(name, FAIL, f"{b['detector']} on {b['engine']} at eps {b['eps']:g}: robust accuracy "
                                  f"{b['claimed_adaptive']:.3f} under its adaptive attack implies a classifier with "
                                  f"{b['claimed_adaptive']:.3f} at eps {b['half_eps']:g}, the best measured there is "
-                                 f"{b['best_measured_half']:.3f}: attack it harder before trusting it{note}")
+                                 f"{b['best_measured_half']:.3f} (by this audit's engines): attack it harder, or "
+                                 f"show a classifier that robust, before trusting it{note}")
     return check(name, PASS, f"{len(judged)} detector/engine/eps claims under adaptive attack are within the best "
                              f"robust accuracy measured at eps/2{note}")

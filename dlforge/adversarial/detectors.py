@@ -43,6 +43,10 @@ class Detector(ABC):
     needs_gradients = False  # trained on adversarial examples the audit crafts (a differentiable model)
     tuned_on: str | None = None  # the attack it was trained on, where it was (its other rows are unseen attacks)
 
+    @classmethod
+    def check(cls, run) -> None:
+        """Refuse, before any attack runs, an audit this detector cannot be fitted in (one line, InputError)."""
+
     def prepare(self, engine, run, held_out: np.ndarray) -> None:
         """Called once per engine before :meth:`fit`: a learned detector fits itself on that engine here (from
         training images; ``held_out``, the threshold's images, only to check what it reads)."""

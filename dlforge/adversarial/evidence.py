@@ -86,7 +86,8 @@ def _detect_on(detector, engine, held_out, run) -> list[dict]:
         rows.append({"detector": detector.name, "settings": dict(getattr(detector, "settings", {})),
                      "engine": engine.label, "attack": key.attack, "route": route,
                      "eps": float(key.eps), "tuned_on": detector.tuned_on,
-                     "seen": detector.tuned_on is not None and key.attack.split(":")[0] == detector.tuned_on,
+                     "seen": detector.tuned_on is not None and key.attack.split(":")[0] == detector.tuned_on
+                     and float(key.eps) == float(getattr(detector, "eps", None) or -1),
                      "successful_examples": int(success.sum()), "detection_rate": float(flagged.mean()),
                      "false_positive_rate": fpr, "threshold": detector.threshold})
     return rows

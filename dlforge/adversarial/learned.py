@@ -15,9 +15,11 @@ on the audited ones, three disjoint sets.
   ``-(1/k sum_i log(r_i / r_k))^-1`` from the ``k`` nearest of a clean reference batch, and a logistic regression
   over the layers trained on clean, noisy (negative) and adversarial (positive) training images. It is **tuned on a
   known attack** (``tuned=fgsm`` by default, at the audit's largest L-inf eps, crafted as the audit crafts): its
-  rows say which attack it saw, and every other attack of the audit is one it did not. Deviation: Ma et al. take
-  the neighbours from the minibatch being scored; here the reference batch is a fixed set of clean training images,
-  so a score does not depend on what else is in the batch (and an attacker cannot poison the neighbours).
+  rows say which attack (and eps) it saw, and every other attack of the audit is one it did not. Deviations: Ma et
+  al. take the neighbours from the minibatch being scored; here the reference batch is a fixed set of clean
+  training images, so a score does not depend on what else is in the batch (and an attacker cannot poison the
+  neighbours); their noisy negatives carry Gaussian noise of the adversarial examples' L2 size, these +-eps noise
+  of random sign (the same L-inf size as the attack, the budget an L-inf audit states).
 
 Both give the adaptive attacks a differentiable score through the engine's converted graph.
 """
@@ -103,10 +105,11 @@ class Mahalanobis(FeatureDetector):
         import torch
 
         (f,) = torch_values(forward, self.names, x)
-        means = torch.as_tensor(self.means, dtype=f.dtype, device=f.device)
-        precision = torch.as_tensor(self.precision, dtype=f.dtype, device=f.device)
-        d = f[:, None, :] - means[None]
-        return torch.einsum("ncd,de,nce->nc", d, precision, d).min(1).values
+        # in float64, as the engine-side score: the precision matrix's large eigenvalues amplify float32 rounding
+        means = torch.as_tensor(self.means, dtype=torch.float64, device=f.device)
+        precision = torch.as_tensor(self.precision, dtype=torch.float64, device=f.device)
+        d = f.double()[:, None, :] - means[None]
+        return torch.einsum("ncd,de,nce->nc", d, precision, d).min(1).values.to(x.dtype)
 
 
 def lid(distances, k: int):
@@ -150,6 +153,7 @@ class LID(FeatureDetector):
             raise InputError(f"lid: k ({k}) must be below the reference batch ({reference})")
         self.tuned, self.k, self.reference, self.train = tuned, k, reference, train
         self.tuned_on = tuned
+        self.eps = None  # the eps it was tuned at (the audit's largest L-inf eps), set by prepare
         self.extra: list[np.ndarray] = []  # adversarial examples added by retraining (the arms race)
 
     def prepare(self, engine, run, held_out):
@@ -167,13 +171,15 @@ class LID(FeatureDetector):
         self.eps = eps
         from dlforge.adversarial.attacks import make_attack
 
-        attack = make_attack(self.tuned, **({"steps": run.options.pgd_steps, "seed": run.options.seed}
+        from dlforge.adversarial.adaptive import adaptive_steps
+
+        attack = make_attack(self.tuned, **({"steps": adaptive_steps(run.options), "seed": run.options.seed}
                                             if self.tuned == "pgd" else {}))
         adv = model.attack(attack, self.x_train, self.y_train, eps=eps, value_range=run.value_range,
                            batch_size=run.options.batch_size)
         rng = np.random.default_rng(run.options.seed)
         lo, hi = run.value_range
-        # noise of the same L-inf size, signs at random (Ma et al.: Gaussian noise of the adversarial L2 size)
+        # noise of the same L-inf size, signs at random (see the module docstring)
         noisy = np.clip(self.x_train + eps * rng.choice([-1.0, 1.0], size=self.x_train.shape), lo, hi).astype(np.float32)
         engine_pred = engine.predict(adv, run.options.batch_size).argmax(1)
         ok = engine.predict(self.x_train, run.options.batch_size).argmax(1) == self.y_train

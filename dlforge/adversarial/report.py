@@ -28,7 +28,7 @@ _DETECTIONS = [Column("detector"), Column("engine", fmt=lambda t: t[:32]), Colum
                Column("seen", "", lambda v: "(tuned on it)" if v else "")]
 
 
-_ADAPTIVE = [Column("detector"), Column("engine", fmt=lambda t: t[:32]), Column("attack"),
+_ADAPTIVE = [Column("detector"), Column("engine", fmt=lambda t: t[:32]), Column("attack"), Column("route"),
              Column("eps", fmt="g", align=">"),
              Column("misclassified", "misclassified", ".3f", ">"), Column("evaded", "evaded", ".3f", ">"),
              Column("tpr", "TPR", ".3f", ">"), Column("auroc", "AUROC", ".3f", ">"),
@@ -49,7 +49,8 @@ _TRAMER = [Column("detector"), Column("engine", fmt=lambda t: t[:32]), Column("e
            Column("claimed_adaptive", "(adaptive)", lambda v: "-" if v is None else f"{v:.3f}", ">"),
            Column("half_eps", "eps/2", "g", ">"),
            Column("best_measured_half", "best measured at eps/2", lambda v: "-" if v is None else f"{v:.3f}", ">"),
-           Column("suspect", "", lambda v: "OVERCLAIM" if v else "")]
+           Column("suspect", "pgd", lambda v: "OVERCLAIM" if v else ""),
+           Column("suspect_adaptive", "adaptive", lambda v: "OVERCLAIM" if v else "")]
 
 
 def check_line(c: dict) -> str:
@@ -119,7 +120,7 @@ def table(audit: AuditReport) -> str:
                   if "skipped" in r]
     if report.get("tramer"):
         lines += ["", "Tramer's bound (ICML 2022): robust accuracy of engine + detector at eps implies a classifier "
-                      "that robust at eps/2",
+                      "as robust at eps/2",
                   format_table(report["tramer"], _TRAMER)]
     if report.get("arms_race"):
         ran = [r for r in report["arms_race"] if "skipped" not in r]
@@ -230,7 +231,8 @@ def _arms_race_png(rows: list[dict]) -> str:
     for key in dict.fromkeys((r["detector"], r["engine"]) for r in rows):
         mine = [r for r in rows if (r["detector"], r["engine"]) == key]
         rounds = [r["round"] for r in mine]
-        ax.plot(rounds, [r["tpr_adaptive"] or 0 for r in mine], "o-", label=f"{key[0]} on {key[1]}: TPR (adaptive)")
+        ax.plot(rounds, [np.nan if r["tpr_adaptive"] is None else r["tpr_adaptive"] for r in mine], "o-",
+                label=f"{key[0]} on {key[1]}: TPR (adaptive)")
         ax.plot(rounds, [r["robust_accuracy"] for r in mine], "s--", label=f"{key[0]} on {key[1]}: robust accuracy")
     ax.set_xlabel("round")
     ax.set_ylim(-0.02, 1.02)
@@ -258,7 +260,7 @@ def _detectors_html(report: dict) -> str:
         out += [f"<p>{html.escape(r['detector'])} on {html.escape(r['engine'])}: {html.escape(r['skipped'])}</p>"
                 for r in report["adaptive"] if "skipped" in r]
     if report.get("tramer"):
-        out += ["<h2>Tramer's bound</h2><p>Robust accuracy of engine + detector at eps implies a classifier that "
+        out += ["<h2>Tramer's bound</h2><p>Robust accuracy of engine + detector at eps implies a classifier as "
                 "robust at eps/2 (Tramer, ICML 2022); OVERCLAIM where it beats the best measured there.</p>",
                 html_table(report["tramer"], _TRAMER)]
     ran = [r for r in report.get("arms_race") or [] if "skipped" not in r]

@@ -6,8 +6,8 @@ as a run of near-duplicates, whatever the attack optimizes. Two lookups:
 
 - :class:`Blacklight` (Li et al., "Blacklight: Scalable Defense for Neural Networks against Query-Based Black-Box
   Attacks", USENIX Security 2022; reference ``Huiying-Li/blacklight``): the image, on the 0-255 scale, plus a
-  secret per-pixel salt modulo 255, is rounded to multiples of ``step``, flattened, cut into sliding windows of
-  ``window`` values (stride 1), and each window hashed; the ``top`` largest hash values are the query's fingerprint.
+  secret per-pixel salt modulo 255, is rounded to multiples of ``step``, flattened (height, width, channel, as
+  the reference's arrays), cut into sliding windows of ``window`` values (stride 1), and each window hashed; the ``top`` largest hash values are the query's fingerprint.
   A query is flagged when it shares at least ``threshold`` of them with any single earlier query. A match on a
   window is a match on *part* of the image: an attacker who changes a square of it leaves the rest to match.
   Deviation: a 64-bit polynomial hash of the window's levels instead of SHA-256 (the same equality test; a
@@ -62,7 +62,8 @@ class Blacklight:
     def fingerprints(self, x: np.ndarray) -> np.ndarray:
         """``(N, top)`` uint64 hashes per query, 0 where a query has fewer distinct windows."""
         lo, hi = self.value_range
-        pixels = np.clip((x - lo) / (hi - lo), 0, 1).reshape(len(x), -1) * 255
+        # flattened height x width x channel, interleaved as the reference's PIL arrays are
+        pixels = np.clip((np.moveaxis(x, 1, -1) - lo) / (hi - lo), 0, 1).reshape(len(x), -1) * 255
         if self.salt is not None:
             if pixels.shape[1] not in self._salt:
                 self._salt[pixels.shape[1]] = np.random.default_rng(self.salt).uniform(0, 255, pixels.shape[1])
@@ -234,22 +235,27 @@ class SimilarityEncoder:
     """Chen, Carlini & Wagner's stateful detection (see the module docstring): ``k`` nearest earlier queries in the
     space of an encoder trained with a contrastive loss, an image and its benign transformation or small noise close
     (squared distance), two different images at least ``margin`` apart. The threshold on the mean k-NN distance is
-    set at ``fpr`` on a benign stream of training images (their reference: the 0.1th percentile over the training
-    set). Deviations: their encoder's training recipe is not published with the code; this one trains for
+    set at ``fpr`` on a benign stream of ``calibrate`` training images disjoint from those it trained on (their
+    reference: the 0.1th percentile over the training set); the stream's history is not cleared, so the threshold
+    errs low (k-NN distances in a history that is cleared on detections are, if anything, larger). Deviations: their encoder's training recipe is not published with the code; this one trains for
     ``epochs`` on ``train`` images with the benign transformations of :func:`benign_stream` plus uniform noise up to
     ``noise`` as positives."""
 
     name = "encoder"
 
     def __init__(self, x_train: np.ndarray, value_range, *, k: int = 50, fpr: float = 0.005, train: int = 5000,
-                 epochs: int = 2, noise: float = 0.1, margin: float = 1.0, seed: int = 0):
+                 epochs: int = 2, noise: float = 0.1, margin: float = 1.0, calibrate: int = 10000, seed: int = 0):
         import torch
 
         self.k, self.value_range = k, value_range
         lo, hi = value_range
         rng = np.random.default_rng(seed)
         torch.manual_seed(seed)
-        x = x_train[rng.permutation(len(x_train))[:train]].astype(np.float32)
+        order = rng.permutation(len(x_train))
+        if len(order) < train + 2 * k:
+            raise InputError(f"the similarity encoder trains on {train} images and calibrates on more than {2 * k}; "
+                             f"the training split has {len(order)}: lower its train= or k=")
+        x = x_train[order[:train]].astype(np.float32)
         self.model = encoder_network(x.shape[1:])
         opt = torch.optim.Adam(self.model.parameters(), lr=1e-3)
         for epoch in range(epochs):
@@ -269,8 +275,10 @@ class SimilarityEncoder:
                 opt.step()
         self.model.eval()
         self.history = lambda: EncoderHistory(self)
-        calibration = benign_stream(x_train[rng.permutation(len(x_train))[:max(4 * k, 2000)]].astype(np.float32),
-                                    value_range, seed + 99)
+        # calibrated on training images it was not trained on, as a stream as long as the benign one it is judged
+        # on (k-NN distances shrink as a history grows)
+        calibration = benign_stream(x_train[order[train:train + calibrate]].astype(np.float32), value_range,
+                                    seed + 99)
         scores = self._stream_scores(calibration)
         self.threshold = float(np.quantile(scores[np.isfinite(scores)], fpr))
 

@@ -149,6 +149,9 @@ def test_tramer_bound_flags_a_claim_above_the_best_robust_accuracy_at_half_eps()
     assert tramer_check(bounds)["status"] == "fail"  # 0.7 under the adaptive attack implies better than 0.4
     adaptive[1]["evaded"] = 0.7
     assert tramer_check(tramer_bounds(adaptive, rows, {"a": 1.0}))["status"] == "pass"
+    # a point the detector flags clean is not robust: the FPR comes off the claim
+    adaptive[1]["evaded"], adaptive[1]["false_positive_rate"] = 0.5, 0.05
+    assert tramer_bounds(adaptive, rows, {"a": 1.0})[0]["claimed_adaptive"] == pytest.approx(0.45)
     no_half = tramer_check(tramer_bounds(adaptive, rows[:0], {"a": 1.0}))
     assert no_half["status"] == "n/a" and "0.1" in no_half["detail"]
     assert tramer_check([])["status"] == "n/a"

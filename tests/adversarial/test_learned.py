@@ -55,7 +55,16 @@ def learned_audit(digits_engines):
                      adaptive=True, progress=False)
 
 
-def test_learned_detectors_false_positive_rate_on_disjoint_images(learned_audit):
+def test_learned_detectors_false_positive_rate_on_disjoint_images(learned_audit, digits):
+    from dlforge.adversarial.learned import _training
+
+    # fitted on training images, thresholded on held-out test images, judged on the audited ones: no image shared
+    run = type("Run", (), {"dataset": digits})()
+    fitted, _ = _training(run, 5000, 0)
+    audited = digits.x_test[:learned_audit.samples]
+    held_out = digits.x_test[learned_audit.samples:]
+    key = (lambda a: {img.tobytes() for img in a.astype(np.float32)})  # noqa: E731
+    assert not key(fitted) & key(held_out) and not key(fitted) & key(audited) and not key(held_out) & key(audited)
     rows = learned_audit.detections
     assert {r["detector"] for r in rows} == {"mahalanobis", "lid"}
     for r in rows:
@@ -79,7 +88,7 @@ def test_learned_detectors_lose_to_their_adaptive_attack(learned_audit):
             by = {r["attack"]: r for r in learned_audit.adaptive
                   if r["detector"] == detector and r["engine"] == engine and "skipped" not in r}
             assert set(by) == {"pgd", "genetic", "pgd+detector", "orthogonal-pgd", "any"}, (detector, engine)
-            assert by["genetic"]["route"] == "query" and by["genetic"]["queries_median"] <= 300
+            assert by["genetic"]["route"] == "query (scores)" and by["genetic"]["queries_median"] <= 300
             assert by["any"]["evaded"] >= by["pgd"]["evaded"]
             # on digits both flag over a third of PGD's examples (so there is something to remove) ...
             assert by["pgd"]["tpr"] > 0.2, by
@@ -87,14 +96,15 @@ def test_learned_detectors_lose_to_their_adaptive_attack(learned_audit):
             assert by["any"]["tpr"] < 0.5 * by["pgd"]["tpr"], by
 
 
+@pytest.mark.parametrize("precision", ["fp32", "int8"])
 @pytest.mark.parametrize("spec", ["mahalanobis", "lid:train=200"])
-def test_differentiable_scores_agree_with_the_engine_scores(digits_engines, digits, spec):
+def test_differentiable_scores_agree_with_the_engine_scores(digits_engines, digits, spec, precision):
     from types import SimpleNamespace
 
     from dlforge.adversarial.detectors import make_detector
     from dlforge.adversarial.engine_graph import engine_graph
 
-    engine = open_deployed(digits_engines["fp32"].path)
+    engine = open_deployed(digits_engines[precision].path)
     x = digits.x_test[:200].astype(np.float32)
     graph = engine_graph(engine, x, noise=0.1, value_range=(0.0, 1.0))
     run = SimpleNamespace(dataset=digits, options=SimpleNamespace(seed=0, eps=(0.3,), pgd_steps=5, batch_size=128),
@@ -105,7 +115,11 @@ def test_differentiable_scores_agree_with_the_engine_scores(digits_engines, digi
     numpy_scores = detector.score(predict, x)
     with torch.no_grad():
         torch_scores = detector.torch_score(graph.model.model, torch.from_numpy(x)).numpy()
-    assert np.allclose(numpy_scores, torch_scores, rtol=1e-3, atol=1e-3 * np.abs(numpy_scores).max())
+    if precision == "fp32":
+        assert np.allclose(numpy_scores, torch_scores, rtol=1e-3, atol=1e-3 * np.abs(numpy_scores).max())
+    else:  # INT8: the converted graph's rare one-level rounding differences move a few scores a little
+        close = np.isclose(numpy_scores, torch_scores, rtol=1e-2, atol=1e-2 * np.abs(numpy_scores).max())
+        assert close.mean() >= 0.95 and np.corrcoef(numpy_scores, torch_scores)[0, 1] > 0.99
     x_grad = torch.from_numpy(x[:8]).requires_grad_(True)
     detector.torch_score(graph.model.model, x_grad).sum().backward()
     assert torch.isfinite(x_grad.grad).all() and x_grad.grad.abs().sum() > 0

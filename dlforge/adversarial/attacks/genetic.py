@@ -34,7 +34,9 @@ def genetic_search(fitness: Fitness, x: np.ndarray, *, eps: float, value_range, 
                    temperature: float = 0.1, constraint: str = "linf", oracle=None, y=None,
                    rho: tuple[float, float] = (0.5, 0.1), alpha: tuple[float, float] = (0.4, 0.15), decay: float = 0.9,
                    seed: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """Alzantot et al.'s GenAttack on every input at once: ``(x_adv, queries used, goal reached, oracle rejections)``.
+    """Alzantot et al.'s GenAttack on every input at once: ``(x_adv, queries used, goal reached, oracle rejections)``;
+    ``x_adv`` is the first candidate that reached the goal, else the fittest one found (the clean input when none
+    was finite).
 
     A candidate that reaches the goal is accepted only if ``oracle`` (inputs -> logits; None: no oracle) still
     classifies it as ``y``: a rejected one gets the worst fitness and the search goes on (Xu et al.'s EvadeML
@@ -63,11 +65,12 @@ def genetic_search(fitness: Fitness, x: np.ndarray, *, eps: float, value_range, 
             break
         cands = (x[active][:, None] + pop[active]).astype(np.float32)
         fit, goal = fitness(cands, active)
+        fit = np.where(np.isnan(fit), -np.inf, fit)  # a refused query (NaN logits) teaches nothing
         used[active] += population
         if oracle is not None and goal.any():
             i, j = np.nonzero(goal)
             agrees = oracle(cands[i, j]).argmax(1) == y[active[i]]
-            rejected[active[i[~agrees]]] += 1
+            np.add.at(rejected, active[i[~agrees]], 1)  # one per rejected candidate
             goal[i[~agrees], j[~agrees]] = False
             fit[i[~agrees], j[~agrees]] = -np.inf
         hit = goal.any(1)
@@ -78,6 +81,9 @@ def genetic_search(fitness: Fitness, x: np.ndarray, *, eps: float, value_range, 
         elite = fit.argmax(1)
         top = fit[np.arange(len(active)), elite]
         improved = top > best_fit[active]
+        # where no candidate reached the goal yet, the fittest so far is the answer (judged as it is)
+        fitter = ~hit & improved & np.isfinite(top)
+        best[active[fitter]] = cands[np.flatnonzero(fitter), elite[fitter]]
         plateaus[active] = np.where(improved, plateaus[active], plateaus[active] + 1)
         best_fit[active] = np.maximum(best_fit[active], top)
         # Alzantot et al. Sec. 3.3: mutation probability and range shrink as the search plateaus
@@ -156,6 +162,12 @@ class GenAttack(QueryAttack):
             raise InputError(f"genetic:constraint= takes {' or '.join(CONSTRAINTS)}, got {constraint!r}")
         if queries < population:
             raise InputError(f"genetic: queries ({queries}) must cover one population ({population})")
+        if oracle is not None:
+            from pathlib import Path
+
+            if not Path(oracle).exists():
+                raise InputError(f"genetic:oracle={oracle} does not exist; give an engine or onnx artifact directory, "
+                                 "or an .onnx file, of the independent model")
         self.queries, self.population, self.temperature = queries, population, temperature
         self.constraint, self.oracle, self.seed = constraint, oracle, seed
         self.mutation, self.alpha, self.adaptive = mutation, alpha, adaptive

@@ -21,7 +21,8 @@ class Provenance(Probe):
 
     Args:
         tile: tile side in pixels (default 4: 49 tiles of a 28x28 image, 64 of a 32x32).
-        gallery: training images in the gallery besides the originals (default 60000: all of MNIST's).
+        gallery: training images in the gallery besides the originals (at most; default 60000, more than MNIST's
+            training split of 54,000 after dlforge's validation split).
         patch: patch areas to test, as shares of the image, '/'-separated (default 0.1/0.25/0.5).
         seed: where the patches go.
     """

@@ -29,7 +29,9 @@ class StatefulDetection(Probe):
     a similarity encoder's space, trained here on the training images first).
 
     The false-positive rate is measured on a benign stream: ``benign`` test images (10,000 on MNIST: the whole test
-    set), each once under a random benign transformation (shift, brightness, contrast, noise), through one history.
+    set), each once under a random benign transformation (shift, brightness, contrast, noise), through one history;
+    and beside it on the same images as they are (a clean-digit stream shares blank-background windows that a
+    photograph's noise would break: Blacklight's FPR on it is higher).
     Each attack runs on each of the first ``attacks`` audited points the engine gets right, one history per point
     (one attacker per image): Square (the audit's eps and --square-queries), GenAttack (the same budget), the
     substitute attack's labelling queries (Papernot et al.; one attacker, its PGD transferred) and OARS's adaptive
@@ -42,7 +44,8 @@ class StatefulDetection(Probe):
         attacks: audited points attacked (default 50).
         benign: images of the benign stream (default 10000; the test set's size at most).
         eps: the attacks' L-inf budget (default: the audit's largest eps).
-        step, window, top, threshold, salt: Blacklight's settings (:class:`dlforge.adversarial.stateful.Blacklight`).
+        step, window, top, threshold, salt: Blacklight's settings (:class:`dlforge.adversarial.stateful.Blacklight`;
+            salt=-1: no salt).
         k, fpr: the encoder's neighbours (50) and the false-positive rate its threshold is set at on a benign stream
             of training images (0.005).
         substitute: include the substitute attack (default true; it trains twice, with and without refusals).
@@ -52,7 +55,7 @@ class StatefulDetection(Probe):
     name = "stateful"
     requires = frozenset({QUERIES})
     option_ranges = {"threshold": (1, None, True), "step": (1, 255, True), "eps": (0, None, False),
-                     "salt": (0, None, True)}
+                     "salt": (-1, None, True), "fpr": (0, 1, False, False)}
     columns = (Column("target", fmt=lambda t: t[:24]), Column("attack"),
                Column("detected", "flagged", lambda v: _fmt(v, ".2f"), ">"),
                Column("first_detection_median", "1st flag (median q)", lambda v: _fmt(v, ".0f"), ">"),
@@ -60,7 +63,8 @@ class StatefulDetection(Probe):
                Column("queries_median", "queries", lambda v: _fmt(v, ".0f"), ">"),
                Column("success", "success", lambda v: _fmt(v, ".2f"), ">"),
                Column("success_refused", "success if refused", lambda v: _fmt(v, ".2f"), ">"),
-               Column("benign_fpr", "benign FPR", lambda v: _fmt(v, ".4f"), ">"))
+               Column("benign_fpr", "benign FPR", lambda v: _fmt(v, ".4f"), ">"),
+               Column("benign_fpr_as_is", "(as is)", lambda v: _fmt(v, ".4f"), ">"))
 
     def __init__(self, *, detector: str = "blacklight", attacks: int = 50, benign: int = 10000, eps: float | None = None,
                  step: int = 50, window: int = 20, top: int = 50, threshold: int = 25, salt: int = 0, k: int = 50,
@@ -73,7 +77,7 @@ class StatefulDetection(Probe):
         if threshold > top:
             raise InputError(f"stateful: threshold ({threshold}) cannot exceed top ({top})")
         self.attacks, self.benign, self.eps, self.substitute, self.seed = attacks, benign, eps, substitute, seed
-        self.settings_ = dict(step=step, window=window, top=top, threshold=threshold, salt=salt)
+        self.settings_ = dict(step=step, window=window, top=top, threshold=threshold, salt=None if salt < 0 else salt)
 
     def prepare(self, run) -> None:
         if self.eps is None and not any(e > 0 for e in run.options.eps):
@@ -81,13 +85,23 @@ class StatefulDetection(Probe):
         if len(run.dataset.x_test) < 100:
             raise InputError(f"stateful: the benign stream needs >= 100 test images; {run.dataset.name} has "
                              f"{len(run.dataset.x_test)}")
+        if self.detector == "encoder" and len(run.dataset.x_train) < 1000 + 2 * self.k:
+            raise InputError(f"stateful:detector=encoder trains on the training split; {run.dataset.name} has "
+                             f"{len(run.dataset.x_train)} training images (needs >= {1000 + 2 * self.k})")
+        if self.substitute and len(run.dataset.x_val) < 10:
+            raise InputError(f"stateful: the substitute attack draws its seeds from the validation split, and "
+                             f"{run.dataset.name} has {len(run.dataset.x_val)} validation images: pass "
+                             "stateful:substitute=false")
 
     def probe(self, run, show) -> dict:
         eps = self.eps if self.eps is not None else max(run.options.eps)
         budget = run.options.square_queries
         if self.detector == "encoder":
             show("training the similarity encoder")
-            detector = SimilarityEncoder(run.dataset.x_train, run.value_range, k=self.k, fpr=self.fpr, seed=self.seed)
+            n_train = len(run.dataset.x_train)
+            detector = SimilarityEncoder(run.dataset.x_train, run.value_range, k=self.k, fpr=self.fpr, seed=self.seed,
+                                         train=min(5000, n_train // 2),
+                                         calibrate=min(self.benign, n_train - min(5000, n_train // 2)))
         else:
             detector = Blacklight(**self.settings_, value_range=run.value_range)
         rows = []
@@ -95,12 +109,13 @@ class StatefulDetection(Probe):
             predict = lambda z, e=engine: e.predict(z, run.options.batch_size)  # noqa: E731
             show(f"{engine.label}: benign stream")
             stream = benign_stream(run.dataset.x_test[:self.benign].astype(np.float32), run.value_range, self.seed)
-            flags = detector.history().flags(stream)
-            fpr = float(flags.mean())
+            fpr = float(detector.history().flags(stream).mean())
+            # the same images as they are: no shift, no noise (digits share their blank background windows)
+            as_is = float(detector.history().flags(run.dataset.x_test[:self.benign].astype(np.float32)).mean())
             ok = np.flatnonzero(run.clean[engine.label] == run.y)[:self.attacks]
             x, y = run.x[ok], run.y[ok]
             base = {"route": "query", "target": engine.label, "detector": detector.name, "eps": float(eps),
-                    "benign_fpr": fpr, "benign_queries": len(stream), "points": len(ok), "budget": budget}
+                    "benign_fpr": fpr, "benign_fpr_as_is": as_is, "benign_queries": len(stream), "points": len(ok), "budget": budget}
             for kind in ATTACKS:
                 if kind == "substitute" and not self.substitute:
                     continue
@@ -149,7 +164,7 @@ class StatefulDetection(Probe):
         from dlforge.adversarial.attacks.torch_model import TorchModel
         from dlforge.adversarial.probes.substitute import SubstituteAttack
 
-        sub = SubstituteAttack(eps=eps, seed=self.seed)
+        sub = SubstituteAttack(eps=eps, seed=self.seed, seeds=min(150, len(run.dataset.x_val)))  # 150: Papernot's
         seeds = run.dataset.x_val[:sub.seeds].astype(np.float32)
         outcome = {}
         for refuse in (False, True):
