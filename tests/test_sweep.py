@@ -120,6 +120,8 @@ def test_ray_gives_bit_identical_cells_and_survives_a_killed_worker(spec, tmp_pa
     ('engines=["a"]\nattacks=["fgsm"]\neps=[0.1]\n[settings]\neps=[1]', "at the top level"),
     ('engines=["a"]\nattacks=["fgsm"]\neps=[0.1]\nshards=0', "shards must be a positive integer"),
     ('engines=["a"\n', "not valid TOML"),
+    ('engines=["a"]\nattacks=["pgd"]\neps=[0.1]\n[settings]\ndetectors=["lid"]\nadaptive=true',
+     "the sweep would lose them in its merge"),
 ])
 def test_bad_specs(tmp_path, text, message):
     path = tmp_path / "spec.toml"

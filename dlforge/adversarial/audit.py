@@ -77,14 +77,17 @@ class AuditOptions(Options):
     seed: int = option(0, "Seed of every random choice.", min=0)
     gallery: int = option(6, "Clean/adversarial pairs shown in the report.", min=0)
     detectors: tuple[str, ...] = option((), "Input filters to evaluate, each with optional settings: feature-squeezing"
-                                            "[:bits=1:median=2], strip[:fpr=0.01], autoencoder=ENGINE_DIR[:fpr=0.05].")
+                                            "[:bits=1:median=2], strip[:fpr=0.01], autoencoder=ENGINE_DIR[:fpr=0.05], "
+                                            "mahalanobis[:train=5000], lid[:tuned=fgsm] (the last two learned on the "
+                                            "engine's own activations).")
     engine_gradients: str = option("auto", "Gradient attacks on each engine's own graph: auto (where the graph can "
                                    "be differentiated and matches the engine), require (exit 2 where it cannot), "
                                    "off.", choices=ENGINE_GRADIENTS)
     gap_bar: float = option(0.05, "Flag a transfer gap (transfer minus engine white-box robust accuracy) above this.",
                             min=0, max=1)
     adaptive: bool = option(False, "Also attack each --detectors detector adaptively (PGD on the classifier's and "
-                                   "the detector's loss; Orthogonal PGD), judged on the engine behind it.")
+                                   "the detector's loss; Orthogonal PGD; the genetic attack where --attacks has "
+                                   "it), judged on the engine behind it.")
     arms_race: int = option(0, "Rounds of the arms race (needs --adaptive): each round retrains every --detectors "
                                 "detector that learns from examples (lid) on the adaptive examples crafted against it "
                                 "on training images, then attacks it again.", min=0)
