@@ -153,6 +153,13 @@ def best_per_point(detector, predict, crafted: dict[str, np.ndarray], y: np.ndar
     return stacked[choice, np.arange(len(y))]
 
 
+def crafting_model(run, engine) -> tuple[object | None, str]:
+    """What attacks on ``engine`` are crafted on, and the route: its own differentiable graph (``white-box
+    (engine)``), else the PyTorch source (``transfer``), else None."""
+    graph = next((g.model for e, g in zip(run.engines, run.graphs) if e is engine and g.model is not None), None)
+    return (graph, "white-box (engine)") if graph is not None else (run.model, "transfer")
+
+
 def adaptive_steps(options) -> int:
     """The step count every attack of the adaptive comparison runs: that of the audit's ``pgd`` spec where it sets
     one (``--attacks pgd:steps=100``), else ``--pgd-steps``; the baseline and the adaptive attacks share it."""
@@ -198,8 +205,7 @@ def adaptive_rows(run, detector, engine, held_out: np.ndarray, show=None) -> lis
     predict = lambda z: engine.predict(z, o.batch_size)  # noqa: E731
     base = {"detector": detector.name, "settings": dict(getattr(detector, "settings", {})), "engine": engine.label,
             "fpr_target": detector.fpr, "threshold": detector.threshold, "norm": "linf"}
-    graph = next((g.model for e, g in zip(run.engines, run.graphs) if e is engine and g.model is not None), None)
-    model, route = (graph, "white-box (engine)") if graph is not None else (run.model, "transfer")
+    model, route = crafting_model(run, engine)
     budgets = [e for e in o.eps if e > 0]
     genetic_spec = next((s for s in o.attacks if s.split(":")[0].strip() == "genetic"), None)
     if not any(run.options.attack(s).norm == "linf" for s in o.attacks) or not budgets:
@@ -292,8 +298,7 @@ def arms_race(run, detector, engine, held_out: np.ndarray, rounds: int, show=Non
     o = run.options
     predict = lambda z: engine.predict(z, o.batch_size)  # noqa: E731
     base = {"detector": detector.name, "engine": engine.label}
-    graph = next((g.model for e, g in zip(run.engines, run.graphs) if e is engine and g.model is not None), None)
-    model = graph if graph is not None else run.model
+    model, _ = crafting_model(run, engine)
     budgets = [e for e in o.eps if e > 0]
     if model is None or not budgets:
         return [{**base, "skipped": "the arms race crafts adaptive L-inf examples: it needs a differentiable model "
@@ -352,4 +357,5 @@ def _tensor(x: np.ndarray, model):
     return torch.from_numpy(x).to(model.device)
 
 
-__all__ = ["ADAPTIVE_ATTACKS", "adaptive_attack", "adaptive_rows", "arms_race", "auroc", "best_per_point", "judge"]
+__all__ = ["ADAPTIVE_ATTACKS", "adaptive_attack", "adaptive_rows", "adaptive_steps", "arms_race", "auroc",
+           "best_per_point", "crafting_model", "genetic_evasion", "judge"]

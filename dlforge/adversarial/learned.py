@@ -161,7 +161,9 @@ class LID(FeatureDetector):
         x, y = _training(run, self.reference + self.train, run.options.seed)
         self.ref = [f.astype(np.float64) for f in self.features(x[:self.reference])]
         self.x_train, self.y_train = x[self.reference:], y[self.reference:]
-        model = _crafting_model(run, engine)
+        from dlforge.adversarial.adaptive import crafting_model
+
+        model, _ = crafting_model(run, engine)
         if model is None:
             raise InputError(f"lid is trained on {self.tuned} examples and there is no differentiable model of "
                              f"{engine.label} to craft them on (--engine-gradients off and no --source)")
@@ -229,9 +231,3 @@ class LID(FeatureDetector):
         as64 = (lambda a: torch.as_tensor(a, dtype=torch.float64, device=x.device))  # noqa: E731
         z = (torch.stack(lids, 1) - as64(self.mean)) / as64(self.std)
         return (z @ as64(self.coef) + self.intercept).to(x.dtype)
-
-
-def _crafting_model(run, engine):
-    """The engine's differentiable graph, else the source model (transfer), else None."""
-    graph = next((g.model for e, g in zip(run.engines, run.graphs) if e is engine and g.model is not None), None)
-    return graph if graph is not None else run.model
