@@ -115,15 +115,15 @@ class EngineFeatures:
         return self.run(x)[0]
 
     def _agreement(self, engine, x: np.ndarray) -> dict:
-        ours, theirs = self.run(x)[1], engine.predict(x)
-        diff = float(np.abs(ours - theirs).max())
-        top1 = float((ours.argmax(1) == theirs.argmax(1)).mean())
-        passed = top1 >= 0.995 if self.quantized else diff <= 1e-4
-        if not passed:
+        from dlforge.onnx_torch.verify import judge_match
+
+        match = judge_match(self.run(x)[1], np.asarray(engine.predict(x), dtype=np.float32), self.quantized)
+        if not match["passed"]:
             raise InputError(f"{engine.label}: its graph with the feature values exposed no longer computes what the "
-                             f"engine does (max abs logit difference {diff:.3g}, top-1 agreement {top1:.4f}); feature "
-                             "detectors cannot read this engine")
-        return {"max_abs_diff": diff, "top1_agreement": top1, "samples": len(x)}
+                             f"engine does (max abs logit difference {match['max_abs_diff']:.3g}, top-1 agreement "
+                             f"{match['top1_agreement']:.4f}; needs {match['criterion']}); feature detectors cannot "
+                             "read this engine")
+        return match
 
     def close(self) -> None:
         self.session = None
