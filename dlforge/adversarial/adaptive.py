@@ -35,6 +35,7 @@ from __future__ import annotations
 import numpy as np
 
 from dlforge.adversarial.attacks import make_attack
+from dlforge.adversarial.attacks.genetic import population_margin
 from dlforge.adversarial.attacks.projection import project
 from dlforge.errors import InputError
 
@@ -182,12 +183,8 @@ def genetic_evasion(genetic, detector, predict, x: np.ndarray, y: np.ndarray, *,
     def fitness(cands: np.ndarray, rows: np.ndarray):
         n, p = cands.shape[:2]
         flat = cands.reshape(n * p, *cands.shape[2:])
-        logits = predict(flat).reshape(n, p, -1)
+        margin = population_margin(predict(flat), y[rows], p)
         score = detector.score(predict, flat).reshape(n, p)
-        true = np.take_along_axis(logits, y[rows][:, None, None], 2)[..., 0]
-        other = logits.copy()
-        np.put_along_axis(other, y[rows][:, None, None], -np.inf, 2)
-        margin = true - other.max(2)
         excess = (score - threshold) / unit
         goal = (margin < 0) & (score <= threshold)
         return -(np.maximum(margin + MARGIN, 0) + np.maximum(excess + DETECTOR_MARGIN, 0)), goal

@@ -8,6 +8,7 @@ import numpy as np
 
 from dlforge.adversarial.attacks import ATTACKS
 from dlforge.adversarial.attacks.base import AttackResult, QueryAttack
+from dlforge.adversarial.attacks.square import margin
 from dlforge.errors import InputError
 
 CONSTRAINTS = ("linf", "add")
@@ -21,13 +22,16 @@ def margin_fitness(predict, y: np.ndarray) -> Fitness:
     misclassified; Alzantot et al.'s fitness is the targeted log-probability form)."""
     def fitness(cands: np.ndarray, rows: np.ndarray):
         n, p = cands.shape[:2]
-        logits = predict(cands.reshape(n * p, *cands.shape[2:])).reshape(n, p, -1)
-        true = np.take_along_axis(logits, y[rows][:, None, None], 2)[..., 0]
-        other = logits.copy()
-        np.put_along_axis(other, y[rows][:, None, None], -np.inf, 2)
-        gap = other.max(2) - true
+        logits = predict(cands.reshape(n * p, *cands.shape[2:]))
+        gap = -population_margin(logits, y[rows], p)
         return np.minimum(gap, 0.0), gap > 0
     return fitness
+
+
+def population_margin(logits: np.ndarray, y: np.ndarray, population: int) -> np.ndarray:
+    """Square's margin (true logit minus the best other) of a population's flat ``(n * population, classes)``
+    logits, as ``(n, population)``; ``y``: the ``n`` labels."""
+    return margin(logits, np.repeat(y, population)).reshape(-1, population)
 
 
 def genetic_search(fitness: Fitness, x: np.ndarray, *, eps: float, value_range, queries: int, population: int = 6,
