@@ -104,14 +104,16 @@ class StatefulDetection(Probe):
                                          calibrate=min(self.benign, n_train - min(5000, n_train // 2)))
         else:
             detector = Blacklight(**self.settings_, value_range=run.value_range)
+        # the detector sees images, not the engine's answers: its false-positive rate is one for every engine
+        show("benign stream")
+        images = run.dataset.x_test[:self.benign].astype(np.float32)
+        stream = benign_stream(images, run.value_range, self.seed)
+        fpr = float(detector.history().flags(stream).mean())
+        # the same images as they are: no shift, no noise (digits share their blank background windows)
+        as_is = float(detector.history().flags(images).mean())
         rows = []
         for engine in run.engines:
             predict = lambda z, e=engine: e.predict(z, run.options.batch_size)  # noqa: E731
-            show(f"{engine.label}: benign stream")
-            stream = benign_stream(run.dataset.x_test[:self.benign].astype(np.float32), run.value_range, self.seed)
-            fpr = float(detector.history().flags(stream).mean())
-            # the same images as they are: no shift, no noise (digits share their blank background windows)
-            as_is = float(detector.history().flags(run.dataset.x_test[:self.benign].astype(np.float32)).mean())
             ok = np.flatnonzero(run.clean[engine.label] == run.y)[:self.attacks]
             x, y = run.x[ok], run.y[ok]
             base = {"route": "query", "target": engine.label, "detector": detector.name, "eps": float(eps),
