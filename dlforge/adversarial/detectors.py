@@ -42,6 +42,7 @@ class Detector(ABC):
 
     needs_gradients = False  # trained on adversarial examples the audit crafts (a differentiable model)
     tuned_on: str | None = None  # the attack it was trained on, where it was (its other rows are unseen attacks)
+    tuned_eps: float | None = None  # ... and at which eps
 
     @classmethod
     def check(cls, run) -> None:

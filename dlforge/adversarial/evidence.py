@@ -87,7 +87,7 @@ def _detect_on(detector, engine, held_out, run) -> list[dict]:
                      "engine": engine.label, "attack": key.attack, "route": route,
                      "eps": float(key.eps), "tuned_on": detector.tuned_on,
                      "seen": detector.tuned_on is not None and key.attack.split(":")[0] == detector.tuned_on
-                     and float(key.eps) == float(getattr(detector, "eps", None) or -1),
+                     and float(key.eps) == detector.tuned_eps,
                      "successful_examples": int(success.sum()), "detection_rate": float(flagged.mean()),
                      "false_positive_rate": fpr, "threshold": detector.threshold})
     return rows

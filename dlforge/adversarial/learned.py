@@ -151,10 +151,7 @@ class LID(FeatureDetector):
             raise InputError(f"lid:tuned= takes fgsm or pgd (the attack it is trained on), got {tuned!r}")
         if k >= reference:
             raise InputError(f"lid: k ({k}) must be below the reference batch ({reference})")
-        self.tuned, self.k, self.reference, self.train = tuned, k, reference, train
-        self.tuned_on = tuned
-        self.eps = None  # the eps it was tuned at (the audit's largest L-inf eps), set by prepare
-        self.extra: list[np.ndarray] = []  # adversarial examples added by retraining (the arms race)
+        self.tuned_on, self.k, self.reference, self.train = tuned, k, reference, train
 
     def prepare(self, engine, run, held_out):
         super().prepare(engine, run, held_out)
@@ -165,18 +162,17 @@ class LID(FeatureDetector):
 
         model, _ = crafting_model(run, engine)
         if model is None:
-            raise InputError(f"lid is trained on {self.tuned} examples and there is no differentiable model of "
+            raise InputError(f"lid is trained on {self.tuned_on} examples and there is no differentiable model of "
                              f"{engine.label} to craft them on (--engine-gradients off and no --source)")
         eps = max((e for e in run.options.eps if e > 0), default=None)
         if eps is None:
             raise InputError("lid is trained on L-inf adversarial examples: give an eps > 0 (--eps)")
-        self.eps = eps
+        self.tuned_eps = eps
+        from dlforge.adversarial.adaptive import adaptive_steps
         from dlforge.adversarial.attacks import make_attack
 
-        from dlforge.adversarial.adaptive import adaptive_steps
-
-        attack = make_attack(self.tuned, **({"steps": adaptive_steps(run.options), "seed": run.options.seed}
-                                            if self.tuned == "pgd" else {}))
+        attack = make_attack(self.tuned_on, **({"steps": adaptive_steps(run.options), "seed": run.options.seed}
+                                               if self.tuned_on == "pgd" else {}))
         adv = model.attack(attack, self.x_train, self.y_train, eps=eps, value_range=run.value_range,
                            batch_size=run.options.batch_size)
         rng = np.random.default_rng(run.options.seed)
@@ -185,24 +181,25 @@ class LID(FeatureDetector):
         noisy = np.clip(self.x_train + eps * rng.choice([-1.0, 1.0], size=self.x_train.shape), lo, hi).astype(np.float32)
         engine_pred = engine.predict(adv, run.options.batch_size).argmax(1)
         ok = engine.predict(self.x_train, run.options.batch_size).argmax(1) == self.y_train
-        self.positives = [adv[ok & (engine_pred != self.y_train)]]
-        self.negatives = np.concatenate([self.x_train, noisy])
+        # the LIDs of the regression's examples, kept: a retraining round adds only its new positives' LIDs
+        self.negative_lids = self._lids(np.concatenate([self.x_train, noisy]))
+        self.positive_lids = [self._lids(adv[ok & (engine_pred != self.y_train)])]
         self._fit_regression()
 
     def retrain(self, adversarial: np.ndarray) -> None:
         """Add ``adversarial`` to the positives and train the regression again (one round of the arms race)."""
-        self.positives.append(adversarial)
+        self.positive_lids.append(self._lids(adversarial))
         self._fit_regression()
 
     def _fit_regression(self) -> None:
         from sklearn.linear_model import LogisticRegression
 
-        positives = np.concatenate(self.positives)
+        positives = np.concatenate(self.positive_lids)
         if len(positives) < 5:
-            raise InputError(f"lid: only {len(positives)} successful {self.tuned} examples on the training images at "
-                             f"eps {self.eps}; raise --eps or lid:train")
-        features = np.concatenate([self._lids(self.negatives), self._lids(positives)])
-        labels = np.r_[np.zeros(len(self.negatives)), np.ones(len(positives))]
+            raise InputError(f"lid: only {len(positives)} successful {self.tuned_on} examples on the training images "
+                             f"at eps {self.tuned_eps}; raise --eps or lid:train")
+        features = np.concatenate([self.negative_lids, positives])
+        labels = np.r_[np.zeros(len(self.negative_lids)), np.ones(len(positives))]
         self.mean, self.std = features.mean(0), features.std(0) + 1e-8
         weight = {0: 0.5 / (labels == 0).mean(), 1: 0.5 / (labels == 1).mean()}  # balanced classes
         reg = LogisticRegression(C=1.0, max_iter=2000, class_weight=weight).fit((features - self.mean) / self.std,
