@@ -273,8 +273,9 @@ def _keep_gallery(run, detector, engine, predict, x, x_adv, y, clean_ok, eps) ->
     """A few of the adaptive attacker's evading examples (clean beside adversarial) for the HTML report."""
     pred = predict(x_adv).argmax(1)
     evading = clean_ok & (pred != y) & ~detector.detect(predict, x_adv)
-    labels = run.dataset.labels
-    name = (lambda i: labels[int(i)] if int(i) < len(labels) else str(int(i)))  # noqa: E731
+    from dlforge.adversarial.evidence import class_name
+
+    name = (lambda i: class_name(run.dataset.labels, i))  # noqa: E731
     items = run.cache.setdefault("adaptive_gallery", [])
     for i in np.flatnonzero(evading)[:GALLERY]:
         group = f"{detector.name} on {engine.label}, eps {eps:g}"
@@ -311,12 +312,13 @@ def arms_race(run, detector, engine, held_out: np.ndarray, rounds: int, show=Non
         return project(model.attack(plain, points, labels, eps=eps, value_range=run.value_range,
                                     batch_size=o.batch_size), points, eps, "linf", run.value_range)
 
-    def adaptive_best(points, labels, ok, x_pgd):
+    def adaptive_best(points, labels, ok, x_pgd, spread):
         """Per point the attacker's best of plain PGD and the two adaptive attacks (as the ``any`` row)."""
-        spread = float(detector.score(predict, held_out).std())
-        crafted = {"pgd": x_pgd, **{kind: project(adaptive_attack(
-            kind, model, detector, points, labels, eps=eps, steps=steps, value_range=run.value_range, spread=spread,
-            seed=o.seed, batch_size=o.batch_size), points, eps, "linf", run.value_range) for kind in ADAPTIVE_ATTACKS[1:]}}
+        crafted = {"pgd": x_pgd}
+        for kind in ADAPTIVE_ATTACKS[1:]:
+            crafted[kind] = project(adaptive_attack(kind, model, detector, points, labels, eps=eps, steps=steps,
+                                                    value_range=run.value_range, spread=spread, seed=o.seed,
+                                                    batch_size=o.batch_size), points, eps, "linf", run.value_range)
         return best_per_point(detector, predict, crafted, labels, ok)
 
     x_pgd, xt_pgd = pgd(x, y), None
@@ -328,7 +330,7 @@ def arms_race(run, detector, engine, held_out: np.ndarray, rounds: int, show=Non
         if r > 0:
             train_ok = predict(xt).argmax(1) == yt
             xt_pgd = pgd(xt, yt) if xt_pgd is None else xt_pgd
-            adv = adaptive_best(xt, yt, train_ok, xt_pgd)
+            adv = adaptive_best(xt, yt, train_ok, xt_pgd, float(detector.score(predict, held_out).std()))
             fooled = train_ok & (predict(adv).argmax(1) != yt)
             added = int(fooled.sum())
             before = float(detector.detect(predict, adv[fooled]).mean()) if added else None
@@ -338,7 +340,8 @@ def arms_race(run, detector, engine, held_out: np.ndarray, rounds: int, show=Non
             learned = {"tpr_added_before": before,
                        "tpr_added_after": float(detector.detect(predict, adv[fooled]).mean()) if added else None}
         clean_scores = detector.score(predict, x[clean_ok])
-        attacked = judge(detector, predict, x, adaptive_best(x, y, clean_ok, x_pgd), y, clean_ok, clean_scores)
+        spread = float(detector.score(predict, held_out).std())  # the retrained detector's unit
+        attacked = judge(detector, predict, x, adaptive_best(x, y, clean_ok, x_pgd, spread), y, clean_ok, clean_scores)
         against_pgd = judge(detector, predict, x, x_pgd, y, clean_ok, clean_scores)
         rows.append({**base, "round": r, "eps": float(eps), "added": added, **learned, "threshold": detector.threshold,
                      "false_positive_rate": float((clean_scores > detector.threshold).mean()) if len(clean_scores)

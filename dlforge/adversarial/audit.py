@@ -303,9 +303,10 @@ def _prepare(engines: list[DeployedModel], options: AuditOptions, warm: dict | N
             attack.prepare(run)
     from dlforge.adversarial.detectors import detector_spec
 
-    for spec in options.detectors:  # a detector that cannot be fitted here says so before any attack runs
-        detector_spec(spec)[0].check(run)
-    crafting = options.adaptive or any(detector_spec(s)[0].needs_gradients for s in options.detectors)
+    detectors = [detector_spec(spec)[0] for spec in options.detectors]
+    for cls in detectors:  # a detector that cannot be fitted here says so before any attack runs
+        cls.check(run)
+    crafting = options.adaptive or any(cls.needs_gradients for cls in detectors)
     if gradient or (crafting and (crafter is not None or options.engine_gradients != "off")):
         _gradient_models(run, gradient)  # the adaptive attacks craft on the same models
     return run
@@ -487,10 +488,9 @@ def _full_range(run: AuditRun, bar) -> tuple[str, float, float] | None:
 
 
 def _report(run: AuditRun, full: tuple[str, float, float] | None) -> AuditReport:
-    from dlforge.adversarial.evidence import comparisons, detections, gallery
+    from dlforge.adversarial.evidence import comparisons, gallery
 
-    detected, adaptive, race = run.cache.get("detections") or (
-        detections(run) if run.options.detectors else (None, None, None))
+    detected, adaptive, race = run.cache.get("detections", (None, None, None))  # run_audit's, inside its bar
 
     o, y = run.options, run.y
     pair = _full_range_model(run)

@@ -93,6 +93,11 @@ def _detect_on(detector, engine, held_out, run) -> list[dict]:
     return rows
 
 
+def class_name(labels, i) -> str:
+    """Class ``i``'s label, or its index where the dataset names fewer classes."""
+    return labels[int(i)] if int(i) < len(labels) else str(int(i))
+
+
 def gallery(run, labels, count: int | None = None) -> list[dict]:
     """A few clean/adversarial pairs at the largest eps, with the first engine's predictions."""
     count = run.options.gallery if count is None else count
@@ -108,7 +113,7 @@ def gallery(run, labels, count: int | None = None) -> list[dict]:
     clean = run.clean[engine.label]
     pred = engine.predict(x_adv, run.options.batch_size).argmax(1)
     idx = np.flatnonzero((clean == y) & (pred != y))[:count]
-    name = (lambda i: labels[int(i)] if int(i) < len(labels) else str(int(i)))
+    name = (lambda i: class_name(labels, i))  # noqa: E731
     return [{"index": int(i), "attack": key.attack, "eps": float(key.eps), "label": name(y[i]),
              "clean_prediction": name(clean[i]), "adversarial_prediction": name(pred[i]),
              "clean": x[i].tolist(), "adversarial": x_adv[i].tolist()} for i in idx]

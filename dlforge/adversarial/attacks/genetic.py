@@ -132,8 +132,8 @@ class GenAttack(QueryAttack):
     shrink as the search plateaus with ``adaptive=true`` (rho = max(0.1, 0.5 * 0.9^plateaus), alpha = max(0.15,
     0.4 * 0.9^plateaus), their Sec. 3.3, written for ImageNet's dimensions). The default is a fixed rho of 0.05 and
     alpha of 1 (mutations up to eps): on the MNIST LeNet INT8 engine at eps 0.3 and 1,000 queries it succeeded on
-    77 of 100 test images against 28 with the adaptive schedule. Fitness here is the logit margin (best other minus true), capped at 0 once misclassified: the paper's
-    is the targeted log-probability ratio. Only top-level outputs are read, so it attacks INT8 and TensorRT engines
+    77 of 100 test images against 28 with the adaptive schedule. Fitness here is the logit margin (best other minus
+    true), capped at 0 once misclassified: the paper's is the targeted log-probability ratio. Only top-level outputs are read, so it attacks INT8 and TensorRT engines
     as they are.
 
     The *functionality constraint*: with ``oracle=DIR`` (an engine or onnx artifact of an independent model, or the

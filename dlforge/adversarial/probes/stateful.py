@@ -117,7 +117,8 @@ class StatefulDetection(Probe):
             ok = np.flatnonzero(run.clean[engine.label] == run.y)[:self.attacks]
             x, y = run.x[ok], run.y[ok]
             base = {"route": "query", "target": engine.label, "detector": detector.name, "eps": float(eps),
-                    "benign_fpr": fpr, "benign_fpr_as_is": as_is, "benign_queries": len(stream), "points": len(ok), "budget": budget}
+                    "benign_fpr": fpr, "benign_fpr_as_is": as_is, "benign_queries": len(stream), "points": len(ok),
+                    "budget": budget}
             for kind in ATTACKS:
                 if kind == "substitute" and not self.substitute:
                     continue
