@@ -304,7 +304,11 @@ def _prepare(engines: list[DeployedModel], options: AuditOptions, warm: dict | N
     from dlforge.adversarial.detectors import detector_spec
 
     detectors = [detector_spec(spec)[0] for spec in options.detectors]
-    for cls in detectors:  # a detector that cannot be fitted here says so before any attack runs
+    if detectors:  # a detector that cannot be fitted here says so before any attack runs
+        from dlforge.adversarial.evidence import check_held_out
+
+        check_held_out(run)
+    for cls in detectors:
         cls.check(run)
     crafting = options.adaptive or any(cls.needs_gradients for cls in detectors)
     if gradient or (crafting and (crafter is not None or options.engine_gradients != "off")):

@@ -32,6 +32,16 @@ def comparisons(run) -> list[dict]:
     return out
 
 
+MIN_HELD_OUT = 100  # clean test images beside the audited ones that a detector's threshold is set on
+
+
+def check_held_out(run) -> None:
+    """Refuse detectors where too few test images lie outside the audited slice to set a threshold on."""
+    if len(run.held_out(MIN_HELD_OUT)) < MIN_HELD_OUT:
+        raise InputError(f"detectors need >= {MIN_HELD_OUT} held-out clean test images beside the {len(run.y)} "
+                         f"audited; {run.dataset.name} has {len(run.dataset.x_test)} test images: lower --samples")
+
+
 def detections(run, fpr_examples: int = 1000, bar=None) -> tuple[list[dict], list[dict] | None, list[dict] | None]:
     """Each detector on each engine: threshold at its FPR on held-out clean images, then the share of
     successful adversarial examples it flags (and its false-positive rate on the audited images); with
@@ -42,9 +52,7 @@ def detections(run, fpr_examples: int = 1000, bar=None) -> tuple[list[dict], lis
     from dlforge.adversarial.detectors import make_detector
 
     held_out = run.held_out(fpr_examples)  # disjoint from the audited slice, whatever --start is
-    if len(held_out) < 100:
-        raise InputError(f"detectors need >= 100 held-out clean test images beside the {len(run.y)} audited; "
-                         f"{run.dataset.name} has {len(run.dataset.x_test)} test images: lower --samples")
+    check_held_out(run)
     out, adaptive = [], [] if run.options.adaptive else None
     race = [] if run.options.arms_race else None
     for spec in run.options.detectors:

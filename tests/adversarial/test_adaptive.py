@@ -136,6 +136,17 @@ def test_adaptive_needs_detectors(digits_engines, tmp_path):
         AuditOptions.build(None, adaptive=True)
 
 
+def test_too_few_held_out_images_are_refused_before_any_attack_runs(digits_engines, monkeypatch):
+    from dlforge.adversarial import audit
+
+    ran = []
+    monkeypatch.setattr(audit, "_run_attack", lambda *a, **k: ran.append(a))
+    with pytest.raises(InputError, match="detectors need >= 100 held-out clean test images"):
+        audit.run_audit([digits_engines["fp32"].path], attacks=("pgd",), eps=(0.1,), samples=300,
+                        detectors=("feature-squeezing",), progress=False)
+    assert not ran  # refused in preparation, not after the attacks
+
+
 def test_tramer_bound_flags_a_claim_above_the_best_robust_accuracy_at_half_eps():
     from dlforge.adversarial.checks import tramer_bounds, tramer_check
 
