@@ -74,6 +74,13 @@ class ModelInfo:
     # How a raw photograph becomes the input (``dlforge.data.evaluation.pixels``): resize, crop, channel order.
     # Empty: images are read at the input's size (an image folder resizes them to it).
     image_preprocessing: dict = field(default_factory=dict)
+    # A model of sound (:mod:`dlforge.data.wav`): its sample rate and the peak its clips are normalized to.
+    # Empty: the input is an image.
+    audio: dict = field(default_factory=dict)
+
+    @property
+    def is_audio(self) -> bool:
+        return bool(self.audio)
 
     @property
     def image_shape(self) -> tuple[int, ...] | None:
@@ -102,6 +109,7 @@ class ModelInfo:
             preprocessing=d.get("preprocessing"),
             config=dict(d.get("config", {})),
             image_preprocessing=dict(d.get("image_preprocessing") or {}),
+            audio=dict(d.get("audio") or {}),
         )
 
 

@@ -14,6 +14,9 @@ from dlforge.train.options import TrainOptions
 
 # The audit's and the drift report's attack settings agree, so their robust accuracies can be compared.
 AUDIT_SAMPLES, AUDIT_PGD_STEPS, DRIFT_EPS = 200, 20, 0.1
+# Audio models: the drift's budget in dB_x, and the audit adds the targeted attack ("make it hear ...")
+DRIFT_DB = -40.0
+AUDIO_AUDIT_ATTACKS = ("fgsm", "pgd", "targeted:points=50:queries=500")
 PRECISIONS = ("fp32", "int8")
 
 
@@ -97,16 +100,23 @@ def run_pipeline(
         from dlforge.adversarial.audit import run_audit
 
         progress.stage("audit")
+        audio = {"attacks": AUDIO_AUDIT_ATTACKS} if artifacts["checkpoint"].card.model.is_audio else {}
         report = run_audit([artifacts[e].path for e in engines],
                            source=artifacts["checkpoint"].path, samples=AUDIT_SAMPLES, pgd_steps=AUDIT_PGD_STEPS,
-                           square_queries=300, progress=progress)
+                           square_queries=300, progress=progress, **audio)
         artifacts["audit"] = write_audit_artifact(report, out / "audit", force=force)
     if artifacts["checkpoint"].card.model.task == "classification":
         from dlforge.drift import run_drift, write_drift_artifact
 
         progress.stage("drift")
         hops = [artifacts[s].path for s in ("checkpoint", "onnx", *engines)]
-        drift = run_drift(hops, samples=AUDIT_SAMPLES, eps=DRIFT_EPS, pgd_steps=AUDIT_PGD_STEPS,
-                          progress=progress)
+        info = artifacts["checkpoint"].card.model
+        if info.is_audio:
+            from dlforge.data.wav import eps_from_db
+
+            eps = eps_from_db(DRIFT_DB, float(info.audio.get("peak", 1.0)))
+        else:
+            eps = DRIFT_EPS
+        drift = run_drift(hops, samples=AUDIT_SAMPLES, eps=eps, pgd_steps=AUDIT_PGD_STEPS, progress=progress)
         artifacts["drift"] = write_drift_artifact(drift, out / "drift", force=force)
     return artifacts

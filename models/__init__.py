@@ -13,6 +13,6 @@ from dlforge_models._registry import (
     list_models,
     register_model,
 )
-from dlforge_models import autoencoder, dbn, lenet, lstm, mlp, mobilenet, resnet, transformer  # noqa: F401  (each registers itself)
+from dlforge_models import autoencoder, dbn, kws, lenet, lstm, mlp, mobilenet, resnet, transformer  # noqa: F401  (each registers itself)
 
 __all__ = ["ModelEntry", "TrainDefaults", "create_model", "get_entry", "list_models", "register_model"]

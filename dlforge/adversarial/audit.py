@@ -50,16 +50,25 @@ from dlforge.runtime.deployed import DeployedModel, open_deployed
 ENGINE_ROUTE = checks.ENGINE_ROUTE
 DEFAULT_EPS = (0.0, 0.05, 0.1, 0.2, 0.3)
 DEFAULT_EPS_L2 = (0.0, 0.5, 1.0, 2.0, 3.0)
+DEFAULT_ATTACKS = ("fgsm", "pgd", "square")
+# A model of sound (card model.audio): budgets in dB relative to the clip (Carlini & Wagner's dB_x), and the
+# attacks that do not assume pixels
+DEFAULT_EPS_DB = (-50.0, -40.0, -30.0)
+DEFAULT_AUDIO_ATTACKS = ("fgsm", "pgd")
 ENGINE_GRADIENTS = ("auto", "require", "off")
 
 
 @dataclass
 class AuditOptions(Options):
-    attacks: tuple[str, ...] = option(("fgsm", "pgd", "square"), "Attacks to run, by registered name, each with "
+    attacks: tuple[str, ...] = option(DEFAULT_ATTACKS, "Attacks to run, by registered name, each with "
                                       "optional settings (pgd:steps=100). See `dlforge audit --list-attacks`.",
                                       nonempty=True)
     eps: tuple[float, ...] = option(DEFAULT_EPS, "L-inf budgets, in the input's value units.", min=0, nonempty=True)
     eps_l2: tuple[float, ...] = option(DEFAULT_EPS_L2, "L2 budgets (for L2 attacks).", min=0, nonempty=True)
+    eps_db: tuple[float, ...] | None = option(None, "Audio models: L-inf budgets in dB relative to each clip's peak "
+                                                    "(Carlini & Wagner's dB_x = 20 log10 max|d| - 20 log10 max|x|), "
+                                                    "replacing --eps (default for audio: -50,-40,-30; the clean "
+                                                    "row is added).", max=0, nonempty=True)
     source: str | None = option(None, "The engine's PyTorch checkpoint, for gradient attacks (default: found up "
                                       "the verified lineage).")
     surrogate: str | None = option(None, "Another model's checkpoint to transfer from.")
@@ -172,6 +181,7 @@ def run_audit(targets: list[str | os.PathLike], options: AuditOptions | None = N
         raise InputError("give at least one engine to audit")
     engines = _open_engines(targets, warm, engine_threads)
     try:
+        options = for_modality(options, engines[0].info)
         run = _prepare(engines, options, warm)
         with as_progress(progress).bar(_work(run), "audit", unit="run") as bar:
             for spec, attack in zip(options.attacks, run.attacks):
@@ -181,11 +191,51 @@ def run_audit(targets: list[str | os.PathLike], options: AuditOptions | None = N
                 from dlforge.adversarial.evidence import detections
 
                 run.cache["detections"] = detections(run, bar=bar)
-        return _report(run, full)
+        report = _report(run, full)
+        info = engines[0].info
+        if info is not None and info.is_audio:  # each L-inf budget also as Carlini & Wagner's dB_x
+            report.audio = dict(info.audio)
+            peak = float(info.audio.get("peak", 1.0))
+            for row in report.rows:
+                if row.get("norm") == "linf" and row.get("eps", 0) > 0:
+                    row["db"] = round(20 * float(np.log10(row["eps"] / peak)), 2)
+        return report
     finally:
         for e in engines:
             if warm is None:
                 e.close()
+
+
+def for_modality(options: AuditOptions, info) -> AuditOptions:
+    """The options for the model's kind of input: an audio model's budgets in dB (``--eps-db``, or its default
+    when ``--eps`` was left at the image default) and its default attacks; attacks, probes and detectors that
+    assume pixels are refused on it, and dB budgets on an image model."""
+    import dataclasses
+
+    audio = info is not None and info.is_audio
+    if not audio:
+        if options.eps_db is not None:
+            raise InputError("--eps-db is for audio models (budgets relative to a clip's peak); this model takes "
+                             "images: give --eps")
+        return options
+    modality = "audio"
+    changes: dict = {}
+    if options.attacks == DEFAULT_ATTACKS:
+        changes["attacks"] = DEFAULT_AUDIO_ATTACKS
+    for spec in changes.get("attacks", options.attacks):
+        attack = options.attack(spec)
+        if modality not in attack.modalities:
+            raise InputError(f"{spec} works on {' and '.join(attack.modalities)} inputs, and {info.name} takes audio; "
+                             f"drop it from --attacks (audio: fgsm, pgd, apgd, genetic, targeted, over-the-air)")
+    if options.detectors:
+        raise InputError("--detectors are input filters for images; none is built for audio yet: drop --detectors")
+    if options.eps_db is not None or options.eps == DEFAULT_EPS:
+        from dlforge.data.wav import eps_from_db
+
+        peak = float(info.audio.get("peak", 1.0))
+        db = options.eps_db if options.eps_db is not None else DEFAULT_EPS_DB
+        changes["eps"] = (0.0, *sorted(eps_from_db(d, peak) for d in db))
+    return dataclasses.replace(options, **changes) if changes else options
 
 
 def _kept(warm: dict | None, key: tuple, make: Callable):

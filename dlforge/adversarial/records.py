@@ -75,11 +75,12 @@ class AuditReport(Report):
     tramer: list[dict] | None = None  # detector claims against robust accuracy at eps/2 (checks.tramer_bounds)
     adaptive_gallery: list[dict] | None = None  # evading examples of the adaptive attacks ({group, title, image})
     per_sample: dict | None = None  # {file, version, count, records}, when --per-sample ran
+    audio: dict | None = None  # {sample_rate, peak}: the model takes sound; its L-inf rows also carry dB_x
 
     SCHEMA_VERSION: ClassVar[int] = AUDIT_SCHEMA_VERSION
     KIND: ClassVar[str] = "an audit"
     OPTIONAL: ClassVar[tuple[str, ...]] = ("probes", "detections", "adaptive", "arms_race", "tramer", "adaptive_gallery",
-                                           "per_sample")
+                                           "per_sample", "audio")
 
     def for_terminal(self) -> dict:
         """The JSON form without the image gallery and the per-sample records (what ``--json`` prints)."""

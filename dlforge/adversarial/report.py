@@ -82,7 +82,9 @@ def table(audit: AuditReport) -> str:
              f"test images (clean accuracy: "
              + ", ".join(f"{e['label']} {e['clean_accuracy']:.4f}" for e in report["engines"]) + ")"]
     if report["rows"]:
-        lines.append(format_table(report["rows"], _ROWS))
+        columns = _ROWS if not any("db" in r for r in report["rows"]) else [*_ROWS[:3], Column("db", "dB_x", ".1f", ">"),
+                                                                              *_ROWS[3:]]
+        lines.append(format_table(report["rows"], columns))
         settings = {r["attack"]: r["settings"] for r in report["rows"] if r.get("settings")}
         lines += [f"settings: {name} " + " ".join(f"{k}={v}" for k, v in values.items())
                   for name, values in settings.items()]
@@ -215,6 +217,12 @@ def _probes_html(report: dict) -> str:
                    "<p>No rows.</p>")
         out += [f"<p>{html.escape(n)}</p>" for n in section.get("notes", [])]
         items = section.get("gallery") or []
+        if items and "audio" in items[0]:
+            from dlforge.adversarial.audio_report import gallery_html
+
+            out.append(gallery_html(items, int(items[0]["sample_rate"]), clean="clean", adversarial="audio",
+                                    caption=lambda i: i["title"]))
+            continue
         png = images_png(items, f"{name}: {items[0].get('group', '')}" if items else name)
         if png:
             out.append(f'<img alt="{html.escape(name)} gallery" src="data:image/png;base64,{png}">')
@@ -297,7 +305,14 @@ def to_html(audit: AuditReport) -> str:
     from dlforge.adversarial.engine_graph import describe_match
 
     graphs = "".join(f"<li>{esc(describe_match(g))}</li>" for g in report.get("engine_graphs", []))
-    gallery = gallery_png(report)
+    sample_rate = (report.get("audio") or {}).get("sample_rate")
+    items = report.get("gallery") or []
+    if sample_rate and items:
+        from dlforge.adversarial.audio_report import gallery_html
+
+        gallery, audio_gallery = None, gallery_html(items, sample_rate)
+    else:
+        gallery, audio_gallery = gallery_png(report), ""
     engines = ", ".join(f"{esc(e['label'])} ({esc(e['precision'])}, clean accuracy {e['clean_accuracy']:.4f})"
                         for e in report["engines"])
     return f"""<!doctype html>
@@ -318,6 +333,7 @@ Every candidate is projected onto the eps-ball and the value range by the audit 
 {"<h2>Transfer gap</h2><p>Transfer minus white-box (engine) robust accuracy: how much a transfer-only audit overstates the engine's robustness.</p><table><tr><th>engine</th><th>attack</th><th>eps</th><th>transfer</th><th>engine white-box</th><th>gap</th></tr>" + gaps + "</table>" if gaps else ""}
 {"<h2>Engines compared on the same adversarial inputs</h2><table><tr><th>engines</th><th>attack</th><th>eps</th><th>robust accuracy difference</th><th>top-1 disagreement</th></tr>" + comps + "</table>" if comps else ""}
 {f'<h2>Gallery</h2><img alt="clean and adversarial examples" src="data:image/png;base64,{gallery}">' if gallery else ""}
+{f'<h2>Gallery</h2><p>Clean and adversarial clips: listen to them.</p>{audio_gallery}' if audio_gallery else ""}
 </body></html>
 """
 

@@ -8,6 +8,7 @@ candidates, measures accuracy and latency side by side, and keeps the fastest wi
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import tempfile
@@ -59,6 +60,8 @@ def engine_from_onnx(onnx_dir: str | os.PathLike, out_dir: str | os.PathLike, op
     with ArtifactWriter(out_dir, force=force, protect=[parent.path]) as writer:
         data = _build_data(parent, options)
         with tempfile.TemporaryDirectory(prefix="dlforge-build-") as tmp:
+            if options.precision in ("int8", "auto"):
+                _model_keeps(parent, data, Path(tmp))
             plan = _plan_for(parent, options, data, Path(tmp))
             built, search = _compile_candidates(backend, parent, options, data, Path(tmp))
             if plan is not None:
@@ -87,6 +90,20 @@ def _prepared_units(parent: Artifact, data: dict, tmp: Path) -> list:
     prepared = prepare_for_quantization(parent.payload_path, tmp / "prepared.onnx")
     data["calibration"] = data["calibration"].replace(prepared=prepared)
     return plan_units(prepared, parent.payload_path)
+
+
+def _model_keeps(parent: Artifact, data: dict, tmp: Path) -> None:
+    """The nodes of the modules the model keeps in fp32 (the export's ``dlforge.keep_fp32``), into the calibration."""
+    import onnx
+
+    from dlforge.export.onnx_export import KEEP_FP32_KEY
+
+    meta = {p.key: p.value for p in onnx.load(str(parent.payload_path), load_external_data=False).metadata_props}
+    scopes = set(json.loads(meta.get(KEEP_FP32_KEY, "[]")))
+    if scopes:
+        units = _prepared_units(parent, data, tmp)
+        keep = tuple(u.name for u in units if u.module and u.module.split(".")[0] in scopes)
+        data["calibration"] = data["calibration"].replace(keep=keep)
 
 
 def _plan_for(parent: Artifact, options: BuildOptions, data: dict, tmp: Path) -> dict | None:

@@ -35,6 +35,7 @@ def _list_attacks(ctx, param, value) -> None:
 @option_for(AuditOptions, "attacks")
 @option_for(AuditOptions, "eps")
 @option_for(AuditOptions, "eps_l2")
+@option_for(AuditOptions, "eps_db")
 @option_for(AuditOptions, "data")
 @option_for(AuditOptions, "data_dir", type=click.Path(file_okay=False))
 @option_for(AuditOptions, "samples", type=int)

@@ -69,6 +69,7 @@ def onnx_from_checkpoint(
         proto = _checked_graph(onnx, path)
         model_info = _exported_info(info, options.dynamic_batch)
         _write_metadata(proto, model_info)
+        _keep_fp32(proto, getattr(model, "keep_fp32", ()))
         onnx.save(proto, str(path))
         verification = verify_against_torch(model, path, x, atol=options.atol, dynamic_batch=options.dynamic_batch,
                                             classifier=info.task == "classification")
@@ -165,6 +166,17 @@ def _export(torch, model, example: np.ndarray, path, opset: int, dynamic_batch: 
                               "or another --opset") from exc
 
 
+def _keep_fp32(proto, scopes) -> None:
+    """Record the model's modules that an INT8 build must leave in fp32 (``model.keep_fp32``, e.g. an audio
+    model's feature front end: the power spectrum's dynamic range does not fit eight bits)."""
+    if scopes:
+        entry = proto.metadata_props.add()
+        entry.key, entry.value = KEEP_FP32_KEY, json.dumps(list(scopes))
+
+
+KEEP_FP32_KEY = "dlforge.keep_fp32"
+
+
 def _write_metadata(proto, info: ModelInfo) -> None:
     """Name the output as the card does and store the model's facts in the graph (:func:`set_metadata`)."""
     out_name = info.outputs[0].name
@@ -184,6 +196,8 @@ def set_metadata(proto, info: ModelInfo) -> None:
         "dlforge.preprocessing": info.preprocessing or "",
         "dlforge.inputs": json.dumps([t.to_dict() for t in info.inputs]),
     }
+    if info.audio:
+        meta["dlforge.audio"] = json.dumps(info.audio)
     del proto.metadata_props[:]
     for key, value in meta.items():
         entry = proto.metadata_props.add()

@@ -26,6 +26,7 @@ class Calibration:
         per_channel: weights quantized per output channel (else per tensor).
         static_batch: the graph's fixed batch size, or None for a dynamic batch.
         exclude: nodes kept in fp32 (a per-layer precision plan).
+        keep: nodes the model itself keeps in fp32 whatever the plan (its ``keep_fp32`` modules).
         cache: a file of calibrated ranges, read instead of calibrating again when it exists.
         prepared: the source graph already pre-processed for quantization (shared by many compiles).
         reduce_range: weights quantized to 7 bits (a backend whose INT8 kernels would saturate asks for it).
@@ -36,6 +37,7 @@ class Calibration:
     per_channel: bool = True
     static_batch: int | None = None
     exclude: tuple[str, ...] = ()
+    keep: tuple[str, ...] = ()
     cache: Path | None = None
     prepared: Path | None = None
     reduce_range: bool = False

@@ -169,7 +169,7 @@ def quantize_calibrated(src: Path, dst: Path, calibration: Calibration, *, activ
     make compiling many plans of one model cheap)."""
     settings: dict[str, Any] = {"method": calibration.method, "per_channel": calibration.per_channel,
                 "static_batch": calibration.static_batch, "activations": activations,
-                "exclude": tuple(calibration.exclude), "cache": calibration.cache,
+                "exclude": tuple(sorted({*calibration.exclude, *calibration.keep})), "cache": calibration.cache,
                 "reduce_range": calibration.reduce_range}
     if calibration.prepared is not None:
         return quantize_prepared(calibration.prepared, dst, calibration.calib_x, **settings)

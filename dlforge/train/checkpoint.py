@@ -43,16 +43,19 @@ def model_info_for(name: str, task: str, dataset: Dataset, config: dict,
                    normalization: dict | None = None) -> ModelInfo:
     """The card's description of a zoo model trained on ``dataset``."""
     out_shape = ("batch", dataset.num_classes) if task == "classification" else ("batch", *dataset.input_shape)
+    audio = dataset.details.get("audio") or {}
     return ModelInfo(
         name=name,
         task=task,
         inputs=(TensorSpec("input", ("batch", *dataset.input_shape), "float32"),),
         outputs=(TensorSpec("logits" if task == "classification" else "reconstruction", out_shape, "float32"),),
-        value_range=(0.0, 1.0),
+        value_range=tuple(audio["value_range"]) if audio else (0.0, 1.0),
         labels=dataset.labels,
         dataset=dataset.name,
-        preprocessing=preprocessing_text(PIXELS, normalization),
+        preprocessing=(f"waveform at {audio['sample_rate']} Hz, each clip peak-normalized to {audio['peak']}"
+                       if audio else preprocessing_text(PIXELS, normalization)),
         config=config,
+        audio={k: audio[k] for k in ("sample_rate", "peak")} if audio else {},
     )
 
 

@@ -68,6 +68,9 @@ class Attack(ABC):
     name: str = ""
     norm: str = "linf"
     requires: ClassVar[frozenset[str]] = frozenset()
+    # the inputs it can perturb: an attack that works on any array is for both; one that knows pixels
+    # (Square's squares) says "image" only, and the audit refuses it on a model of sound
+    modalities: ClassVar[tuple[str, ...]] = ("image", "audio")
 
     @abstractmethod
     def craft(self, target: Target, x: np.ndarray, y: np.ndarray, *, eps: float,

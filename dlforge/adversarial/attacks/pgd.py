@@ -54,7 +54,7 @@ class PGD(GradientAttack):
             generator = torch.Generator(device=x.device).manual_seed(self.seed)
             noise = torch.empty_like(x).uniform_(-1.0, 1.0, generator=generator)
             if self.norm == "l2":
-                noise = noise / noise.reshape(len(x), -1).norm(dim=1).clamp_min(1e-12).reshape(-1, 1, 1, 1)
+                noise = noise / noise.reshape(len(x), -1).norm(dim=1).clamp_min(1e-12).reshape(-1, *[1] * (x.dim() - 1))
             x_adv = project(x + eps * noise, x, eps, self.norm, value_range)
         step = step if target is None else -step
         labels = target if target is not None else y

@@ -63,6 +63,7 @@ class Square(QueryAttack):
     """
 
     name = "square"
+    modalities = ("image",)  # squares of pixels
     budget_options = ("queries",)  # the audit's --square-queries
     option_ranges = {"p_init": (0, 1, False)}
     norm = "linf"

@@ -49,7 +49,9 @@ class TorchModel:
         torch = self.torch
         out = np.empty_like(x)
         for i in range(0, len(x), batch_size):
-            xb = torch.from_numpy(x[i:i + batch_size]).to(self.device).contiguous(memory_format=self.layout)
+            xb = torch.from_numpy(x[i:i + batch_size]).to(self.device)
+            if xb.dim() == 4:  # a waveform (N, 1, T) has no channels-last layout
+                xb = xb.contiguous(memory_format=self.layout)
             yb = torch.from_numpy(y[i:i + batch_size]).to(self.device)
             out[i:i + batch_size] = attack.run(self.model, xb, yb, eps=eps, value_range=value_range).detach().cpu().numpy()
         return out

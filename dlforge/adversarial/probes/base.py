@@ -28,6 +28,7 @@ class Probe(ABC):
     name: str = ""
     norm: str = "-"  # no eps-ball: each probe states its own budget
     requires: ClassVar[frozenset[str]] = frozenset()
+    modalities: ClassVar[tuple[str, ...]] = ("image",)  # the inputs it knows how to transform
     columns: tuple = ()
 
     @property

@@ -107,13 +107,17 @@ class PhysicalWorld(Probe):
                           "headline); survival: among the points the attack fooled without the chain, the share "
                           "still fooled after it (1 - the destruction rate of Kurakin et al.), a conditional rate"]}
 
+    def transform(self, x, generator, value_range):
+        """One random draw of the chain on a batch of tensors (differentiable; JPEG by BPDA)."""
+        return apply_chain(x, self.chain, generator, value_range)
+
     def _draw(self, x: np.ndarray, value_range, d: int) -> np.ndarray:
         """Evaluation draw ``d`` of the chain (seeded apart from the EOT draws)."""
         import torch
 
         g = torch.Generator().manual_seed(self.seed + 1 + 1000 * d)
         with torch.no_grad():
-            return apply_chain(torch.from_numpy(x), self.chain, g, value_range).numpy()
+            return self.transform(torch.from_numpy(x), g, value_range).numpy()
 
     def eot_pgd(self, model, x: np.ndarray, y: np.ndarray, value_range) -> np.ndarray:
         """PGD with each step's gradient averaged over ``eot_samples`` draws of the chain (Athalye et al. 2018)."""
@@ -129,7 +133,7 @@ class PhysicalWorld(Probe):
             with torch.enable_grad():
                 grad = torch.zeros_like(adv)
                 for _ in range(self.eot_samples):
-                    out = model.model(apply_chain(adv, self.chain, g, value_range).to(model.device))
+                    out = model.model(self.transform(adv, g, value_range).to(model.device))
                     loss = torch.nn.functional.cross_entropy(out, yt.to(model.device), reduction="sum")
                     grad = grad + torch.autograd.grad(loss, adv)[0]
             adv = torch.min(torch.max(adv.detach() + step * grad.sign(), x0 - self.eps), x0 + self.eps).clamp(lo, hi)

@@ -66,6 +66,7 @@ def model_info_from_metadata(meta: dict[str, str], inputs, outputs) -> ModelInfo
         value_range=tuple(json.loads(meta.get("dlforge.value_range", "[0, 1]"))),
         labels=tuple(json.loads(meta.get("dlforge.labels", "[]"))),
         preprocessing=meta.get("dlforge.preprocessing") or None,
+        audio=json.loads(meta.get("dlforge.audio", "{}")),
     )
 
 
