@@ -78,7 +78,8 @@ def test_dataset_contract(name, tmp_path):
     except InputError as exc:
         assert str(exc) and "\n" not in str(exc)
         return
-    assert isinstance(dataset, Dataset) and dataset.x_train.dtype == np.float32 and dataset.x_train.ndim == 4
+    assert isinstance(dataset, Dataset) and dataset.x_train.dtype == np.float32
+    assert dataset.x_train.ndim == (3 if dataset.details.get("audio") else 4)  # (N, 1, samples) or (N, C, H, W)
     assert dataset.y_train.dtype == np.int64 and len(dataset.labels) >= 2
 
 

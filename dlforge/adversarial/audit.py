@@ -213,20 +213,22 @@ def for_modality(options: AuditOptions, info) -> AuditOptions:
     import dataclasses
 
     audio = info is not None and info.is_audio
-    if not audio:
-        if options.eps_db is not None:
-            raise InputError("--eps-db is for audio models (budgets relative to a clip's peak); this model takes "
-                             "images: give --eps")
-        return options
-    modality = "audio"
+    if not audio and options.eps_db is not None:
+        raise InputError("--eps-db is for audio models (budgets relative to a clip's peak); this model takes "
+                         "images: give --eps")
+    modality = "audio" if audio else "image"
     changes: dict = {}
-    if options.attacks == DEFAULT_ATTACKS:
+    if audio and options.attacks == DEFAULT_ATTACKS:
         changes["attacks"] = DEFAULT_AUDIO_ATTACKS
     for spec in changes.get("attacks", options.attacks):
         attack = options.attack(spec)
         if modality not in attack.modalities:
-            raise InputError(f"{spec} works on {' and '.join(attack.modalities)} inputs, and {info.name} takes audio; "
-                             f"drop it from --attacks (audio: fgsm, pgd, apgd, genetic, targeted, over-the-air)")
+            hint = ("audio: fgsm, pgd, genetic, targeted, over-the-air" if audio else
+                    "it is for audio models")
+            raise InputError(f"{spec} works on {' and '.join(attack.modalities)} inputs, and "
+                             f"{info.name if info else 'this model'} takes {modality}; drop it from --attacks ({hint})")
+    if not audio:
+        return options
     if options.detectors:
         raise InputError("--detectors are input filters for images; none is built for audio yet: drop --detectors")
     if options.eps_db is not None or options.eps == DEFAULT_EPS:

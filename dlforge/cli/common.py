@@ -70,6 +70,9 @@ def option_for(options_cls, name: str, *decls: str, **kwargs):
     elif default is not None and not isinstance(default, bool):
         kwargs.setdefault("show_default", True)
     annotation = str(field.type).replace(" ", "")
+    for name_, type_ in (("int", int), ("float", float)):  # an optional list: tuple[float, ...] | None
+        if default is None and annotation == f"tuple[{name_},...]|None":
+            kwargs.setdefault("type", CommaList(type_))
     for name_, type_ in (("int", int), ("float", float)):
         if annotation in (name_, f"{name_}|None", f"Optional[{name_}]"):
             kwargs.setdefault("type", type_)

@@ -79,8 +79,8 @@ class OverTheAir(PhysicalWorld):
 
     name = "over-the-air"
     modalities = ("audio",)
-    option_ranges = {"db": (None, 0, False), "low": (0, None, True), "high": (0, None, True),
-                     "rt60_max": (0, None, True), "snr_min": (None, None, False)}
+    option_ranges = {"db": (float("-inf"), 0, True), "low": (0, None, True), "high": (0, None, True),
+                     "rt60_max": (0, None, True), "snr_min": (float("-inf"), None, True)}
 
     def __init__(self, *, db: float = -30.0, steps: int = 40, eot_samples: int = 8, draws: int = 10, points: int = 100,
                  low: float = 200.0, high: float = 6000.0, rt60_max: float = 0.3, snr_min: float = 20.0,

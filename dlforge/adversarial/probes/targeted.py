@@ -59,7 +59,7 @@ class Targeted(Probe):
     name = "targeted"
     modalities = ("image", "audio")
     requires = frozenset({GRADIENTS})
-    option_ranges = {"db": (None, 0, False), "eps": (0, None, True)}
+    option_ranges = {"db": (float("-inf"), 0, True), "eps": (0, None, True)}
     columns = (Column("route"), Column("target", fmt=lambda t: t[:32]), Column("attack"),
                Column("goal"), Column("eps", fmt="g", align=">"), Column("db", "dB_x", ".1f", ">"),
                Column("success", "targeted success", ".4f", ">"), Column("queries", "median queries", ".0f", ">"),
