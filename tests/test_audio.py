@@ -40,7 +40,7 @@ def test_wav_round_trip_and_one_line_refusals(tmp_path):
     with pytest.raises(InputError, match="not a PCM WAV"):
         read_wav(tmp_path / "b.wav")
     write_wav(tmp_path / "c.wav", x, 8000)
-    with pytest.raises(InputError, match="--resample"):
+    with pytest.raises(InputError, match="sampled at 8000 Hz, the model's input at 16000 Hz"):
         read_wav(tmp_path / "c.wav")
     assert len(read_wav(tmp_path / "c.wav", resample=True)) == 2 * len(x)
     with wave.open(str(tmp_path / "d.wav"), "wb") as w:
@@ -102,6 +102,16 @@ def test_speech_commands_reads_the_published_split_and_pads_short_clips(tmp_path
     (tmp_path / "other").mkdir()
     with pytest.raises(InputError, match="no Speech Commands"):
         load_dataset("speech-commands", tmp_path / "other")
+
+
+def test_speech_commands_trains_exports_and_builds_from_the_cli(tmp_path):
+    _speech_commands(tmp_path / "sc")
+    dlforge_ok("train", "kws", "--data", "speech-commands", "--data-dir", tmp_path / "sc", "--epochs", "1",
+               "-o", tmp_path / "ckpt")
+    dlforge_ok("export", tmp_path / "ckpt", "-o", tmp_path / "onnx")
+    dlforge_ok("build", tmp_path / "onnx", "--precision", "int8", "--calib-samples", "60", "-o", tmp_path / "int8")
+    card = json.loads((tmp_path / "int8" / "card.json").read_text())
+    assert card["evaluation"]["samples"] == 10 and card["model"]["audio"]["sample_rate"] == 16000
 
 
 def test_log_mel_front_end_in_the_graph_matches_a_numpy_stft():
