@@ -203,3 +203,24 @@ def test_over_the_air_eot_survives_the_chain_at_least_as_well_as_plain_pgd(kws_e
         plain, eot = rows[(route, "pgd")], rows[(route, "eot-pgd")]
         assert eot["fooled_after_chain"] >= plain["fooled_after_chain"] - 0.02, (plain, eot)
         assert plain["db"] == -40 and plain["clean_under_chain"] > 0.3  # the chain does not destroy the words
+
+
+def test_speech_commands_download_checks_the_sha256_and_unpacks_only_the_words_and_lists(tmp_path):
+    import tarfile
+
+    from dlforge.data.speech_commands import download_speech_commands, unpack
+    from dlforge.errors import DownloadFailed
+
+    _speech_commands(tmp_path / "src")
+    (tmp_path / "src" / "_background_noise_" / "noise.wav").write_bytes(b"x")
+    (tmp_path / "src" / "bed").mkdir()
+    write_wav(tmp_path / "src" / "bed" / "a_nohash_0.wav", np.zeros(100))
+    archive = tmp_path / "sc.tar.gz"
+    with tarfile.open(archive, "w:gz") as tar:
+        tar.add(tmp_path / "src", arcname=".")
+    with pytest.raises(DownloadFailed, match="SHA-256"):
+        download_speech_commands(tmp_path / "out", url=archive.as_uri())
+    assert list((tmp_path / "out").iterdir()) == []  # the unchecked archive is gone, nothing unpacked
+    written = unpack(archive, tmp_path / "ok")
+    assert len(written) == 82 and not (tmp_path / "ok" / "bed").exists()
+    assert not (tmp_path / "ok" / "_background_noise_").exists()

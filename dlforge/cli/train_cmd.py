@@ -77,12 +77,13 @@ def train_command(model, out_dir, force, as_json, overrides, **settings) -> None
 
 
 @cli.command("download")
-@click.argument("dataset", type=click.Choice((*IDX_DATASETS, "cifar10")))
+@click.argument("dataset", type=click.Choice((*IDX_DATASETS, "cifar10", "speech-commands")))
 @click.option("--data-dir", type=click.Path(file_okay=False), default=None,
               help="Where to put the files (default: $DLFORGE_HOME/data/DATASET).")
 def download_command(dataset, data_dir) -> None:
     """Download a dataset's files, checking their published MD5 sums (MNIST and Fashion-MNIST: the IDX files;
-    CIFAR-10: the python-version archive, unpacked to cifar-10-batches-py/)."""
+    CIFAR-10: the python-version archive, unpacked to cifar-10-batches-py/; Speech Commands v0.02: the archive's
+    SHA-256, then its ten keyword folders and split lists)."""
     from pathlib import Path
 
     from dlforge.data.dataset import default_data_dir
@@ -92,6 +93,10 @@ def download_command(dataset, data_dir) -> None:
         from dlforge.data.cifar import download_cifar10
 
         paths = download_cifar10(target)
+    elif dataset == "speech-commands":
+        from dlforge.data.speech_commands import download_speech_commands
+
+        paths = download_speech_commands(target)
     else:
         from dlforge.data.idx import download_idx
 
