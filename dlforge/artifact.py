@@ -319,6 +319,7 @@ class DatasetSpec(NamedTuple):
     labels: tuple[str, ...] | None = None  # the model's label space: evaluation sets map their classes into it
     # the model's image_preprocessing for raw photographs, as sorted (key, value) pairs: a spec is hashable
     preprocess: tuple | None = None
+    resample: bool = False  # audio: clips of another sample rate were resampled (train --resample)
 
     def for_model(self, info: ModelInfo | None) -> DatasetSpec:
         """This spec, reading images as the model ``info`` describes (input shape, labels, preprocessing)."""
@@ -339,7 +340,8 @@ def dataset_spec(artifact: Artifact) -> DatasetSpec | None:
         section = section if isinstance(section, dict) else {}
         folder = section.get("image_folder")
         if folder is None:
-            return DatasetSpec(ckpt.card.params["data"], ckpt.card.params.get("data_dir")).for_model(ckpt.card.model)
+            return DatasetSpec(ckpt.card.params["data"], ckpt.card.params.get("data_dir"),
+                               resample=bool(ckpt.card.params.get("resample"))).for_model(ckpt.card.model)
         shape = section.get("input_shape")
         if not (isinstance(folder, dict) and isinstance(folder.get("path"), str) and isinstance(shape, list)
                 and len(shape) == 3 and all(type(d) is int for d in shape)):

@@ -84,6 +84,13 @@ def _metrics_lines(metrics: dict) -> list[str]:
     for layer in metrics.get("pretraining", {}).get("layers", []):
         lines.append(f"  pretrain   RBM {layer['layer']} ({layer['visible']}->{layer['hidden']}): reconstruction "
                      f"error {' -> '.join(f'{e:.4f}' for e in layer['reconstruction_error'])}")
+        final = layer.get("final") or {}
+        if final.get("log_likelihood_held_out") is not None:
+            se = final.get("log_z_standard_error")
+            lines.append(f"             held-out log-likelihood {final['log_likelihood_held_out']:.2f}"
+                         + (f" +- {se:.2f}" if se is not None else "") + f" nats (log Z {final['log_z_method']}), "
+                         f"pseudo-log-likelihood {final['pseudo_log_likelihood']:.2f}, free-energy gap "
+                         f"{final['free_energy_gap']:.2f}")
     return lines
 
 

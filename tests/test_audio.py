@@ -224,3 +224,22 @@ def test_speech_commands_download_checks_the_sha256_and_unpacks_only_the_words_a
     written = unpack(archive, tmp_path / "ok")
     assert len(written) == 82 and not (tmp_path / "ok" / "bed").exists()
     assert not (tmp_path / "ok" / "_background_noise_").exists()
+
+
+def test_a_wav_folder_at_another_rate_is_refused_or_resampled_and_every_stage_reads_it_alike(tmp_path):
+    from dlforge.data.keywords import synthesize
+    from dlforge.data.wav import resample_to
+
+    rng = np.random.default_rng(2)
+    for word in ("yes", "no"):
+        (tmp_path / "clips" / word).mkdir(parents=True)
+        for i in range(12):
+            write_wav(tmp_path / "clips" / word / f"{i}.wav", resample_to(synthesize(word, rng), 16000, 8000), 8000)
+    result = dlforge("train", "kws", "--data", tmp_path / "clips", "--epochs", "1", "-o", tmp_path / "refused")
+    assert_refused(result, "sampled at 8000 Hz", nothing_under=tmp_path / "refused")
+    assert_refused(dlforge("train", "lenet", "--resample", "-o", tmp_path / "x"), "--resample applies to audio")
+    dlforge_ok("train", "kws", "--data", tmp_path / "clips", "--resample", "--epochs", "1", "-o", tmp_path / "ckpt")
+    card = json.loads((tmp_path / "ckpt" / "card.json").read_text())
+    assert card["params"]["resample"] is True and card["model"]["inputs"][0]["shape"] == ["batch", 1, 16000]
+    dlforge_ok("export", tmp_path / "ckpt", "-o", tmp_path / "onnx")  # verified on the same resampled clips
+    dlforge_ok("build", tmp_path / "onnx", "--calib-samples", "16", "-o", tmp_path / "fp32")

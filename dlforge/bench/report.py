@@ -70,11 +70,13 @@ COLUMNS = {
     "stability": Column("stability", "spread", _percent(True), ">"),
     "speedup": Column("speedup", "speedup", lambda v: f"{v:.2f}x", ">"),
     "accuracy": Column("accuracy", "accuracy", ".4f", ">"),
+    "audio": Column("ms_per_audio_s", "ms / s audio", ".4f", ">"),
+    "rtf": Column("real_time_factor", "RTF", ".2e", ">"),
 }
 TERMINAL = ("artifact", "backend", "precision", "mode", "threads", "batch", "median", "p99", "throughput", "stability",
-            "speedup", "accuracy")
+            "speedup", "accuracy", "audio")
 MARKDOWN = ("artifact", "backend", "precision", "mode", "threads", "batch", "median", "p90", "p99", "throughput", "cov",
-            "stability", "speedup", "accuracy")
+            "stability", "speedup", "accuracy", "audio", "rtf")
 
 COMPARE_COLUMNS = [
     Column("artifact", "artifact"),
@@ -98,6 +100,8 @@ def columns_for(rows: list[dict], names: Iterable[str]) -> list[Column]:
         skip.add("mode")
     if all(r.get("accuracy") is None for r in rows):
         skip.add("accuracy")
+    if all(r.get("ms_per_audio_s") is None for r in rows):
+        skip.update(("audio", "rtf"))
     return [COLUMNS[n] for n in names if n not in skip]
 
 

@@ -60,6 +60,7 @@ class Target:
     runner: Runner | None = field(default=None, repr=False)
     load_ms: float = 0.0
     memory_mb: float = 0.0
+    sample_rate: int | None = None  # a model of sound: each input is input_shape[-1] / sample_rate seconds of audio
 
 
 # -- decisions (pure) ----------------------------------------------------------------------------
@@ -119,6 +120,7 @@ def artifact_target(path: str | os.PathLike, options: BenchOptions) -> Target:
             value_range=probe.value_range, batch_range=probe.batch_range, model_bytes=payload.stat().st_size,
             task=probe.task, dataset=probe.dataset_spec(), mode=mode + (" + cuda graph" if graph else ""),
             note=f"{path}: {note}" if note else None,
+            sample_rate=(probe.info.audio or {}).get("sample_rate") if probe.info is not None else None,
             open=lambda: _deployed_runner(open_deployed(source, threads=options.threads), mode, graph))
 
 
@@ -162,6 +164,7 @@ def torch_target(checkpoint: str | os.PathLike, options: BenchOptions) -> Target
                   input_shape=tuple(artifact.card.model.inputs[0].shape[1:]),
                   value_range=tuple(artifact.card.model.value_range), model_bytes=artifact.payload_path.stat().st_size,
                   task=artifact.card.model.task, dataset=dataset_spec(artifact),
+                  sample_rate=artifact.card.model.audio.get("sample_rate"),
                   note=f"{checkpoint} (torch): {note}" if note else None)
 
 
@@ -307,6 +310,20 @@ def _add_accuracy(targets: list[Target], results: list[dict], options: BenchOpti
     return notes
 
 
+def _add_audio_time(targets: list[Target], results: list[dict]) -> None:
+    """Audio models: the median latency per second of audio processed (a batch of B clips of T seconds holds B * T
+    seconds), and the real-time factor, compute time over audio time (below 1: faster than real time)."""
+    for t in targets:
+        if not t.sample_rate:
+            continue
+        seconds = t.input_shape[-1] / t.sample_rate
+        for row in results:
+            if row["artifact"] == t.name:
+                audio_s = row["batch_size"] * seconds
+                row["ms_per_audio_s"] = row["latency_ms"]["median"] / audio_s
+                row["real_time_factor"] = row["latency_ms"]["median"] / 1000 / audio_s
+
+
 def run_bench(artifacts: list[str | os.PathLike], options: BenchOptions | None = None, *,
               progress: ProgressLike = None, **overrides) -> BenchReport:
     """Benchmark ``artifacts`` (and optionally eager PyTorch) and return its :class:`BenchReport`.
@@ -331,6 +348,7 @@ def run_bench(artifacts: list[str | os.PathLike], options: BenchOptions | None =
             results += _measure_batch(targets, x, options, progress)
         if options.accuracy:
             notes += _add_accuracy(targets, results, options, cache)
+        _add_audio_time(targets, results)
     finally:
         for t in targets:
             if t.runner is not None:

@@ -46,6 +46,7 @@ def train_options(fn):
           (("epochs", int), ("batch_size", int), ("lr", float), ("weight_decay", float))),
         option_for(TrainOptions, "image_size", type=str, metavar="H[xW]"),
         option_for(TrainOptions, "channels"),
+        option_for(TrainOptions, "resample"),
         *(option_for(TrainOptions, name) for name in ("seed", "device", "adv_train", "adv_eps", "adv_steps",
                                                        "adv_warmup")),
         option_for(TrainOptions, "normalize", metavar="none|auto|MEAN/STD"),

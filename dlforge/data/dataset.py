@@ -107,7 +107,7 @@ def dataset_names() -> tuple[str, ...]:
 
 def load_dataset(name: str, data_dir: str | os.PathLike | None = None, *, input_shape: tuple | None = None,
                  split_seed: int | None = None, labels: tuple[str, ...] | None = None,
-                 preprocess: dict | None = None) -> Dataset:
+                 preprocess: dict | None = None, resample: bool = False) -> Dataset:
     """Load a dataset by name (``digits``, ``mnist``, ``fashion-mnist``, ``cifar10``), from a ``.npz`` path, from a
     folder of images with one sub-folder per class (:mod:`dlforge.data.image_folder`), or, for a model
     whose ``labels`` are given, an evaluation set of labelled photographs (:mod:`dlforge.data.evaluation`).
@@ -123,12 +123,16 @@ def load_dataset(name: str, data_dir: str | os.PathLike | None = None, *, input_
         labels: the label space of the model the data is for; with it, a folder of ``NAME_<index>`` images,
             or a folder whose class folders name some of these labels (a subset), loads as an evaluation set.
         preprocess: the model's ``image_preprocessing`` for an evaluation set (resize, crop, channel order).
+        resample: audio read from WAV files (speech-commands, WAV folders): resample clips of another rate.
     """
     if name in DATASETS:
-        return DATASETS.get(name)(Path(data_dir) if data_dir else default_data_dir(name))
+        return _call(DATASETS.get(name), name, resample, Path(data_dir) if data_dir else default_data_dir(name))
     for _, fmt in DATA_FORMATS.items():
         if fmt.matches(Path(name)):
-            return fmt.load(Path(name))
+            return _call(fmt.load, name, resample, Path(name))
+    if resample:
+        raise InputError(f"--resample applies to audio read from WAV files (speech-commands, a WAV folder); {name} "
+                         "is not one")
     if labels and os.path.isdir(name) and _evaluation_set(Path(name), labels, preprocess):
         from dlforge.data.evaluation import load_evaluation_images
 
@@ -141,6 +145,18 @@ def load_dataset(name: str, data_dir: str | os.PathLike | None = None, *, input_
     formats = ", ".join(f.description or n for n, f in DATA_FORMATS.items())
     raise InputError(f"unknown dataset {name!r}; expected one of {', '.join(dataset_names())}, a file of a known "
                      f"format ({formats}), or an image folder (one sub-folder of images per class)")
+
+
+def _call(load: Callable, name: str, resample: bool, where: Path) -> Dataset:
+    """``load(where)``, with ``resample=True`` where asked, which only WAV readers take."""
+    if not resample:
+        return load(where)
+    import inspect
+
+    if "resample" not in inspect.signature(load).parameters:
+        raise InputError(f"--resample applies to audio read from WAV files (speech-commands, a WAV folder); {name} "
+                         "is not one")
+    return load(where, resample=True)
 
 
 def _evaluation_set(folder: Path, labels, preprocess: dict | None) -> bool:
@@ -193,7 +209,8 @@ def load_spec(spec) -> Dataset:
             fingerprint recorded at training (its test split would no longer be held out).
     """
     dataset = load_dataset(spec.name, spec.data_dir, input_shape=spec.input_shape, split_seed=spec.split_seed,
-                           labels=spec.labels, preprocess=dict(spec.preprocess) if spec.preprocess else None)
+                           labels=spec.labels, preprocess=dict(spec.preprocess) if spec.preprocess else None,
+                           resample=spec.resample)
     actual = dataset.details.get("image_folder", {}).get("fingerprint")
     if spec.fingerprint and actual and actual != spec.fingerprint:
         raise InputError(f"image folder {dataset.source} changed since the model was trained on it (fingerprint "

@@ -9,8 +9,8 @@ the peak (``model.audio``), so every later stage knows its input is sound.
 
 WAV files are read with the standard library (PCM 8, 16, 24, 32-bit; mono, or the first channel is
 refused: a user mixes stereo down knowingly). A folder's clips must share the model's sample rate
-(:data:`SAMPLE_RATE`; ``read_wav(..., resample=True)`` converts polyphase by the exact ratio, the command line
-does not offer it yet) and one length (Speech Commands pads
+(:data:`SAMPLE_RATE`) unless ``resample`` (``dlforge train --resample``: polyphase, by the exact ratio; the
+card records it, so every later stage reads the clips the same way) and one length (Speech Commands pads
 its short clips instead, as Google's input pipeline does: :mod:`dlforge.data.speech_commands`).
 """
 
@@ -74,8 +74,9 @@ def read_wav(path: Path, *, sample_rate: int | None = SAMPLE_RATE, resample: boo
     x = _pcm(raw, width, path)
     if sample_rate is not None and rate != sample_rate:
         if not resample:
-            raise InputError(f"{path} is sampled at {rate} Hz, the model's input at {sample_rate} Hz; resample the "
-                             f"files (`sox {path.name} -r {sample_rate} out.wav`)")
+            raise InputError(f"{path} is sampled at {rate} Hz, the model's input at {sample_rate} Hz; pass --resample "
+                             f"(dlforge train) to convert it, or resample the files (`sox {path.name} -r {sample_rate} "
+                             "out.wav`)")
         x = resample_to(x, rate, sample_rate)
     return x
 

@@ -109,7 +109,8 @@ def checkpoint_from_training(
                          "probabilities); train it with --normalize none")
     with ArtifactWriter(out_dir, force=force) as writer:
         dataset = dataset if dataset is not None else load_dataset(options.data, options.data_dir,
-                                                                         input_shape=options.input_shape)
+                                                                         input_shape=options.input_shape,
+                                                                         resample=options.resample)
         options = _with_model_defaults(options, entry, len(dataset.y_train))
         from dlforge.train.loop import seed_everything
 
@@ -119,6 +120,10 @@ def checkpoint_from_training(
         metrics = _train(net, entry, dataset, options, progress=as_progress(progress), pretrain_data=pretrain_data,
                          normalization=normalization)
         save_weights(net, writer.file(WEIGHTS))
+        if metrics.get("pretraining"):
+            from dlforge.train.rbm_report import pretraining_html
+
+            writer.file("pretraining.html").write_text(pretraining_html(metrics["pretraining"]), encoding="utf-8")
         card = Card(kind="checkpoint", payload=WEIGHTS,
                     model=model_info_for(model, entry.task, dataset, net.config, normalization),
                     params={"model": model, **options.params()}, env=environment(),
@@ -165,7 +170,8 @@ def _train(net, entry, dataset: Dataset, options: TrainOptions, *, progress: Pro
         net.to(options.device)
         pretraining = entry.pretrain(net, dataset.x_train if pretrain_data is None else pretrain_data,
                                      batch_size=options.batch_size, seed=options.seed, device=options.device,
-                                     progress=progress.bars, report=progress.message)
+                                     progress=progress.bars, report=progress.message,
+                                     held_out=dataset.x_val if pretrain_data is None else None)
     objective = None
     if options.adv_train:
         from dlforge.train.adversarial import objective_from_options

@@ -19,14 +19,17 @@ class TrainOptions(Options):
     how it was trained.
     """
 
-    data: str = option("digits", "digits (embedded), mnist, fashion-mnist, cifar10, a .npz file with x and y, or an "
-                       "image folder (one sub-folder of PNG/JPEG images per class).", nonempty=True)
+    data: str = option("digits", "digits (embedded), mnist, fashion-mnist, cifar10, keywords (audio, synthesized), "
+                       "speech-commands, a .npz file with x and y, an image folder (one sub-folder of PNG/JPEG images "
+                       "per class) or a WAV folder (one sub-folder of clips per word).", nonempty=True)
     data_dir: str | os.PathLike | None = option(None, "Directory of the dataset's files (MNIST, Fashion-MNIST, "
                                                       "CIFAR-10).")
     image_size: tuple[int, int] | None = option(None, "Image folders: resize every image to H or HxW, bilinear "
                                                 "(default: the images' own size, which must then agree).", min=1)
     channels: int | None = option(None, "Image folders: 1 (grayscale) or 3 (RGB) channels (default: 1 if every "
                                   "image is grayscale, else 3).", min=1, max=3)
+    resample: bool = option(False, "Audio (speech-commands, WAV folders): resample clips of another sample rate to "
+                                   "16 kHz (polyphase) instead of refusing them.")
     epochs: int | None = option(None, "Passes over the data (default: the model's).", min=1)
     batch_size: int | None = option(None, "Images per step (default: the model's).", min=1)
     lr: float | None = option(None, "Peak learning rate, AdamW with cosine decay (default: the model's).",
