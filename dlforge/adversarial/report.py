@@ -223,9 +223,12 @@ def _probes_html(report: dict) -> str:
             out.append(gallery_html(items, int(items[0]["sample_rate"]), clean="clean", adversarial="audio",
                                     caption=lambda i: i["title"]))
             continue
-        png = images_png(items, f"{name}: {items[0].get('group', '')}" if items else name)
-        if png:
-            out.append(f'<img alt="{html.escape(name)} gallery" src="data:image/png;base64,{png}">')
+        groups = list(dict.fromkeys(i.get("group", "") for i in items))
+        for group in groups:  # one grid per group (a probe that shows several things titles each)
+            png = images_png([i for i in items if i.get("group", "") == group], f"{name}: {group}" if group else name)
+            if png:
+                out.append(f'<img alt="{html.escape(name)} gallery {html.escape(group)}" '
+                           f'src="data:image/png;base64,{png}">')
     return "\n".join(out)
 
 

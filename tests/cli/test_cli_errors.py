@@ -73,7 +73,7 @@ def test_console_script_exits_2_without_traceback(tmp_path):
                           capture_output=True, text=True)
     assert proc.returncode == 2
     lines = proc.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("Error: unknown model 'nosuch'; available: autoencoder, dbn, lenet")
+    assert len(lines) == 1 and lines[0].startswith("Error: unknown model 'nosuch'; available: autoencoder, dbn, kws, lenet")
 
 
 def test_debug_shows_the_traceback(tmp_path):
