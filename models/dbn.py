@@ -29,8 +29,9 @@ class DBN(nn.Module):
     def __init__(self, input_shape, num_classes: int, hidden: tuple[int, ...], cd_k: int, pretrain_epochs: int,
                  pretrain_lr: float, pcd: bool = False, ais_runs: int = 100, ais_steps: int = 1000):
         super().__init__()
-        if ais_runs < 0 or (ais_runs and ais_steps < 2):
-            raise ValueError("ais_runs must be >= 0 (0: no likelihood estimate) and ais_steps >= 2")
+        if ais_runs < 0 or ais_runs == 1 or (ais_runs and ais_steps < 10):
+            raise ValueError("ais_runs must be 0 (no likelihood estimate) or >= 2 (a standard error needs two runs), "
+                             "and ais_steps >= 10")
         self.config = {"input_shape": list(input_shape), "num_classes": num_classes, "hidden": list(hidden),
                        "cd_k": cd_k, "pretrain_epochs": pretrain_epochs, "pretrain_lr": pretrain_lr, "pcd": pcd,
                        "ais_runs": ais_runs, "ais_steps": ais_steps}
@@ -51,20 +52,27 @@ def cd_step(layer: nn.Linear, visible_bias: torch.Tensor, v0: torch.Tensor, k: i
     """One CD-k update of an RBM whose weights are ``layer`` (hidden x visible) and biases; returns the
     batch's reconstruction error (mean squared, from one mean-field step from the data).
 
-    ``persistent``: PCD (Tieleman 2008): the negative chain starts from the hidden state it ended in at the
-    previous update (kept in ``velocity["chain"]``), not from the data."""
+    ``persistent``: PCD (Tieleman 2008): the negative statistics come from persistent fantasy particles, binary
+    visible states kept in ``velocity["chain"]`` across updates (as many as the first batch, started from it) and
+    moved by ``k`` full Gibbs sweeps per update, not restarted at the data."""
     W, b_h = layer.weight, layer.bias
     h_prob0 = torch.sigmoid(v0 @ W.T + b_h)
     h = torch.bernoulli(h_prob0, generator=generator)
     error = float(((v0 - torch.sigmoid(h_prob0 @ W + visible_bias)) ** 2).mean())
-    if persistent and "chain" in velocity:
-        h = velocity["chain"]
-    for _ in range(k):
-        v_prob = torch.sigmoid(h @ W + visible_bias)
-        h_prob = torch.sigmoid(v_prob @ W.T + b_h)
-        h = torch.bernoulli(h_prob, generator=generator)
     if persistent:
-        velocity["chain"] = h
+        v_prob = velocity.get("chain")
+        if v_prob is None:
+            v_prob = torch.bernoulli(v0.clamp(0, 1), generator=generator)
+        for _ in range(k):
+            h = torch.bernoulli(torch.sigmoid(v_prob @ W.T + b_h), generator=generator)
+            v_prob = torch.bernoulli(torch.sigmoid(h @ W + visible_bias), generator=generator)
+        h_prob = torch.sigmoid(v_prob @ W.T + b_h)
+        velocity["chain"] = v_prob
+    else:
+        for _ in range(k):
+            v_prob = torch.sigmoid(h @ W + visible_bias)
+            h_prob = torch.sigmoid(v_prob @ W.T + b_h)
+            h = torch.bernoulli(h_prob, generator=generator)
     n, m = len(v0), len(v_prob)
     grads = {"W": h_prob0.T @ v0 / n - h_prob.T @ v_prob / m, "b_h": h_prob0.mean(0) - h_prob.mean(0),
              "b_v": v0.mean(0) - v_prob.mean(0)}
@@ -83,9 +91,11 @@ def rbm_figures(layer: nn.Linear, visible_bias: torch.Tensor, train: torch.Tenso
 
     ais = ais and bool(cfg.get("ais_runs", 100))
     W, b_v, b_h = (t.detach().double().cpu().numpy() for t in (layer.weight, visible_bias, layer.bias))
-    betas = np.linspace(0.0, 1.0, int(cfg.get("ais_steps", 1000)))
+    from dlforge.train.rbm import default_schedule
+
+    betas = default_schedule(int(cfg.get("ais_steps", 1000)))
     ref = train.double().cpu().numpy()
-    other = held_out.double().cpu().numpy() if held_out is not None and len(held_out) else ref
+    other = held_out.double().cpu().numpy() if held_out is not None and len(held_out) else None
     figures = diagnostics(W, b_v, b_h, ref, other, runs=int(cfg.get("ais_runs", 100)), betas=betas, seed=seed,
                           ais=ais)
     return {k: (round(v, 4) if isinstance(v, float) else v) for k, v in figures.items()}

@@ -36,6 +36,10 @@ def test_wav_round_trip_and_one_line_refusals(tmp_path):
     x = (np.sin(np.arange(8000) / 5.0) * 0.3).astype(np.float32)
     write_wav(tmp_path / "a.wav", x, 16000)
     np.testing.assert_allclose(read_wav(tmp_path / "a.wav"), x, atol=1 / 32767)
+    data = (tmp_path / "a.wav").read_bytes()
+    (tmp_path / "cut.wav").write_bytes(data[:-1])  # a 16-bit file cut in the middle of its last sample
+    with pytest.raises(InputError, match="truncated"):
+        read_wav(tmp_path / "cut.wav")
     (tmp_path / "b.wav").write_bytes(b"not audio at all")
     with pytest.raises(InputError, match="not a PCM WAV"):
         read_wav(tmp_path / "b.wav")
@@ -130,6 +134,8 @@ def test_log_mel_front_end_in_the_graph_matches_a_numpy_stft():
 
 
 def test_db_budget_is_carlini_wagners_db_x():
+    assert eps_from_db(-30) == pytest.approx(0.5 * 0.0316228, rel=1e-5)  # 10^(-30/20) of the 0.5 peak
+    assert eps_from_db(-40) == pytest.approx(0.005, rel=1e-9)
     x = np.random.default_rng(0).uniform(-PEAK, PEAK, size=(3, 1, 100)).astype(np.float32)
     x[:, 0, 0] = PEAK
     delta = np.full_like(x, eps_from_db(-30))
@@ -201,6 +207,7 @@ def test_over_the_air_eot_survives_the_chain_at_least_as_well_as_plain_pgd(kws_e
     rows = {(r["route"], r["attack"]): r for r in report.probes["over-the-air"]["rows"]}
     for route in ("white-box", "white-box (engine)"):
         plain, eot = rows[(route, "pgd")], rows[(route, "eot-pgd")]
+        assert eot["adversarial"] > 0.3 and eot["fooled_after_chain"] > 0, eot  # there was something to survive
         assert eot["fooled_after_chain"] >= plain["fooled_after_chain"] - 0.02, (plain, eot)
         assert plain["db"] == -40 and plain["clean_under_chain"] > 0.3  # the chain does not destroy the words
 

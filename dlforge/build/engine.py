@@ -102,7 +102,8 @@ def _model_keeps(parent: Artifact, data: dict, tmp: Path) -> None:
     scopes = set(json.loads(meta.get(KEEP_FP32_KEY, "[]")))
     if scopes:
         units = _prepared_units(parent, data, tmp)
-        keep = tuple(u.name for u in units if u.module and u.module.split(".")[0] in scopes)
+        keep = tuple(u.name for u in units if u.module and any(u.module == s or u.module.startswith(s + ".")
+                                                               for s in scopes))
         data["calibration"] = data["calibration"].replace(keep=keep)
 
 

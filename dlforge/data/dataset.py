@@ -198,7 +198,8 @@ def load_training_data(artifact, data: str | None = None, data_dir: str | os.Pat
     if found is not None and (data is None or _same_data(data, found.name)):
         return load_spec(found._replace(data_dir=data_dir or found.data_dir))
     model = artifact.card.model
-    return load_spec(DatasetSpec(data, data_dir, split_seed=found.split_seed if found else None).for_model(model))
+    return load_spec(DatasetSpec(data, data_dir, split_seed=found.split_seed if found else None,
+                                 resample=found.resample if found else False).for_model(model))
 
 
 def load_spec(spec) -> Dataset:

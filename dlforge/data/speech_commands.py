@@ -14,6 +14,7 @@ peak-normalized as every audio dataset (:mod:`dlforge.data.wav`).
 from __future__ import annotations
 
 import hashlib
+import http.client
 import os
 import tarfile
 import tempfile
@@ -93,7 +94,7 @@ def download_speech_commands(data_dir: Path, url: str = URL) -> list[Path]:
                 while chunk := resp.read(1 << 20):
                     out.write(chunk)
                     digest.update(chunk)
-        except OSError as exc:
+        except (OSError, http.client.HTTPException) as exc:
             raise DownloadFailed(f"could not download {url}: {exc}; check the network, or unpack "
                                  f"speech_commands_v0.02.tar.gz into {data_dir} by hand") from exc
         if digest.hexdigest() != ARCHIVE_SHA256:

@@ -82,6 +82,8 @@ def read_wav(path: Path, *, sample_rate: int | None = SAMPLE_RATE, resample: boo
 
 
 def _pcm(raw: bytes, width: int, path: Path) -> np.ndarray:
+    if len(raw) % width:
+        raise InputError(f"{path} is truncated (its last sample is cut off); re-export or replace the file")
     if width == 1:
         return (np.frombuffer(raw, np.uint8).astype(np.float32) - 128.0) / 128.0
     if width == 2:

@@ -69,7 +69,8 @@ def onnx_from_checkpoint(
         proto = _checked_graph(onnx, path)
         model_info = _exported_info(info, options.dynamic_batch)
         _write_metadata(proto, model_info)
-        _keep_fp32(proto, getattr(model, "keep_fp32", ()))
+        _keep_fp32(proto, [f"{path}.{scope}" if path else scope for path, module in model.named_modules()
+                           for scope in getattr(module, "keep_fp32", ())])
         onnx.save(proto, str(path))
         verification = verify_against_torch(model, path, x, atol=options.atol, dynamic_batch=options.dynamic_batch,
                                             classifier=info.task == "classification")
@@ -167,8 +168,9 @@ def _export(torch, model, example: np.ndarray, path, opset: int, dynamic_batch: 
 
 
 def _keep_fp32(proto, scopes) -> None:
-    """Record the model's modules that an INT8 build must leave in fp32 (``model.keep_fp32``, e.g. an audio
-    model's feature front end: the power spectrum's dynamic range does not fit eight bits)."""
+    """Record the modules that an INT8 build must leave in fp32 (a module's ``keep_fp32`` names its sub-modules, e.g.
+    an audio model's feature front end: the power spectrum's dynamic range does not fit eight bits), by their full
+    path (``1.frontend`` inside a normalization wrapper)."""
     if scopes:
         entry = proto.metadata_props.add()
         entry.key, entry.value = KEEP_FP32_KEY, json.dumps(list(scopes))

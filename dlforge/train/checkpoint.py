@@ -120,7 +120,7 @@ def checkpoint_from_training(
         metrics = _train(net, entry, dataset, options, progress=as_progress(progress), pretrain_data=pretrain_data,
                          normalization=normalization)
         save_weights(net, writer.file(WEIGHTS))
-        if metrics.get("pretraining"):
+        if (metrics.get("pretraining") or {}).get("layers"):
             from dlforge.train.rbm_report import pretraining_html
 
             writer.file("pretraining.html").write_text(pretraining_html(metrics["pretraining"]), encoding="utf-8")

@@ -40,8 +40,10 @@ def free_energy(v: np.ndarray, W: np.ndarray, b_v: np.ndarray, b_h: np.ndarray) 
     return -v @ b_v - softplus(v @ W.T + b_h).sum(1)
 
 
-def _states(n: int) -> np.ndarray:
-    return ((np.arange(2 ** n)[:, None] >> np.arange(n)[None]) & 1).astype(np.float64)
+def _states(n: int, start: int = 0, stop: int | None = None) -> np.ndarray:
+    """Binary states ``start`` .. ``stop`` of ``n`` units (the bits of their index)."""
+    index = np.arange(start, 2 ** n if stop is None else min(stop, 2 ** n))
+    return ((index[:, None] >> np.arange(n)[None]) & 1).astype(np.float64)
 
 
 def exact_log_partition(W: np.ndarray, b_v: np.ndarray, b_h: np.ndarray, chunk: int = 1 << 14) -> float:
@@ -54,11 +56,11 @@ def exact_log_partition(W: np.ndarray, b_v: np.ndarray, b_h: np.ndarray, chunk: 
     parts = []
     if hidden <= visible:  # log Z = logsumexp_h [h.b_h + sum_i softplus(b_v + W^T h)_i]
         for start in range(0, 2 ** hidden, chunk):
-            h = _states(hidden)[start:start + chunk]
+            h = _states(hidden, start, start + chunk)
             parts.append(h @ b_h + softplus(h @ W + b_v).sum(1))
     else:  # log Z = logsumexp_v [-F(v)]
         for start in range(0, 2 ** visible, chunk):
-            v = _states(visible)[start:start + chunk]
+            v = _states(visible, start, start + chunk)
             parts.append(-free_energy(v, W, b_v, b_h))
     return float(np.logaddexp.reduce(np.concatenate(parts)))
 
@@ -91,11 +93,13 @@ def base_rate_biases(data: np.ndarray, smoothing: float = 0.05) -> np.ndarray:
     return np.log(p) - np.log1p(-p)
 
 
-def default_schedule() -> np.ndarray:
+def default_schedule(steps: int = 14_500) -> np.ndarray:
     """Salakhutdinov & Murray's schedule: 500 temperatures spaced uniformly in [0, 0.5], 4,000 in [0.5, 0.9] and
-    10,000 in [0.9, 1]: 14,500 intermediate distributions."""
-    return np.concatenate([np.linspace(0, 0.5, 500, endpoint=False), np.linspace(0.5, 0.9, 4000, endpoint=False),
-                           np.linspace(0.9, 1.0, 10001)])
+    10,000 in [0.9, 1] (14,500 intermediate distributions); ``steps`` scales the three parts in proportion."""
+    a, b = max(1, round(steps * 500 / 14_500)), max(1, round(steps * 4000 / 14_500))
+    c = max(1, steps - a - b)
+    return np.concatenate([np.linspace(0, 0.5, a, endpoint=False), np.linspace(0.5, 0.9, b, endpoint=False),
+                           np.linspace(0.9, 1.0, c + 1)])
 
 
 @dataclass
@@ -149,15 +153,18 @@ def binarize(v: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     return v if np.isin(v, (0.0, 1.0)).all() else (rng.random(v.shape) < v).astype(np.float64)
 
 
-def diagnostics(W, b_v, b_h, train: np.ndarray, held_out: np.ndarray, *, runs: int = 100, betas=None,
+def diagnostics(W, b_v, b_h, train: np.ndarray, held_out: np.ndarray | None, *, runs: int = 100, betas=None,
                 seed: int = 0, sample: int = 1000, ais: bool = True) -> dict:
     """Every figure of one RBM: log Z (exact where the smaller layer has <= 20 units, else AIS when ``ais``), the
     train and held-out log-likelihood (where there is a log Z), the pseudo-log-likelihood and the free-energy gap,
     on up to ``sample`` rows of each set (binarized, :func:`binarize`)."""
     rng = np.random.default_rng(seed)
-    train, held_out = binarize(np.asarray(train)[:sample], rng), binarize(np.asarray(held_out)[:sample], rng)
-    out: dict = {"pseudo_log_likelihood": pseudo_log_likelihood(held_out, W, b_v, b_h, rng),
-                 "free_energy_gap": free_energy_gap(train, held_out, W, b_v, b_h)}
+    train = binarize(np.asarray(train)[:sample], rng)
+    held_out = None if held_out is None else binarize(np.asarray(held_out)[:sample], rng)
+    out: dict = {"pseudo_log_likelihood": pseudo_log_likelihood(train if held_out is None else held_out, W, b_v, b_h,
+                                                                rng)}
+    if held_out is not None:
+        out["free_energy_gap"] = free_energy_gap(train, held_out, W, b_v, b_h)
     if min(np.shape(W)) <= 20:
         log_z, method = exact_log_partition(W, b_v, b_h), "exact"
     elif not ais:
@@ -168,6 +175,7 @@ def diagnostics(W, b_v, b_h, train: np.ndarray, held_out: np.ndarray, *, runs: i
         out["log_z_standard_error"] = est.standard_error
         out["ais"] = {"runs": est.runs, "temperatures": est.temperatures}
     out.update({"log_z": log_z, "log_z_method": method,
-                "log_likelihood_train": log_likelihood(train, W, b_v, b_h, log_z),
-                "log_likelihood_held_out": log_likelihood(held_out, W, b_v, b_h, log_z)})
+                "log_likelihood_train": log_likelihood(train, W, b_v, b_h, log_z)})
+    if held_out is not None:
+        out["log_likelihood_held_out"] = log_likelihood(held_out, W, b_v, b_h, log_z)
     return out

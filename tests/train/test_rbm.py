@@ -78,6 +78,21 @@ def test_cd1_on_bars_and_stripes_diverges_while_the_reconstruction_error_keeps_f
     assert err[-1] < err[peak] and err[-1] < 1e-3, curve
 
 
+def test_pcd_keeps_a_fixed_set_of_binary_fantasy_particles():
+    from dlforge_models.dbn import cd_step
+
+    layer, vbias, velocity = nn.Linear(16, 8), torch.zeros(16), {}
+    g = torch.Generator().manual_seed(0)
+    x = torch.tensor(bars_and_stripes(), dtype=torch.float32)
+    with torch.no_grad():
+        cd_step(layer, vbias, x[:20], 1, 0.1, g, velocity, momentum=0.0, persistent=True)
+        first = velocity["chain"].clone()
+        cd_step(layer, vbias, x[20:23], 1, 0.1, g, velocity, momentum=0.0, persistent=True)  # a short last batch
+    chain = velocity["chain"]
+    assert chain.shape == (20, 16) and set(chain.unique().tolist()) <= {0.0, 1.0}
+    assert not torch.equal(chain, first)  # the particles moved
+
+
 def test_the_dbn_reports_ais_log_likelihood_with_its_standard_error_and_a_pretraining_page(tmp_path):
     from dlforge.train import checkpoint_from_training
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 
 from dlforge.adversarial.probes.base import PROBES
+from dlforge.errors import InputError
 from dlforge.adversarial.probes.physical import PhysicalWorld
 
 
@@ -93,6 +94,10 @@ class OverTheAir(PhysicalWorld):
         from dlforge.data.wav import eps_from_db
 
         info = run.engines[0].info
+        rate = int(info.audio.get("sample_rate", 16000))
+        if run.x.shape[-1] < 0.5 * rate:
+            raise InputError(f"over-the-air convolves with a room response of up to 0.4 s; the clips are "
+                             f"{run.x.shape[-1] / rate:.2f} s: use clips of at least 0.5 s")
         self.eps = eps_from_db(self.db, float(info.audio.get("peak", 1.0)))
         self.chain = AirChain(int(info.audio.get("sample_rate", 16000)), **self.air)
 

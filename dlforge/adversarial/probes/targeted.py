@@ -95,6 +95,9 @@ class Targeted(Probe):
 
     def probe(self, run, show) -> dict:
         keep = np.flatnonzero(run.y != self.goal)[:self.points]
+        if not len(keep):
+            raise InputError(f"targeted: every audited point is already {run.dataset.labels[self.goal]}; raise "
+                             "--samples or choose another target")
         x, y = run.x[keep], run.y[keep]
         goal = np.full(len(y), self.goal, dtype=np.int64)
         name = run.dataset.labels[self.goal]

@@ -163,7 +163,7 @@ class Visualize(Probe):
         torch_model = getattr(model, "model", model)
         lo, hi = value_range
         g = torch.Generator().manual_seed(self.seed + 1)
-        img = torch.from_numpy(x.copy())
+        img = torch.from_numpy(x.copy()).to(getattr(model, "device", "cpu"))
         step = 0.02 * (hi - lo)
         for _ in range(self.dream_steps):
             dy, dx = (int(v) for v in torch.randint(-self.jitter, self.jitter + 1, (2,), generator=g)) \
@@ -174,7 +174,7 @@ class Visualize(Probe):
                 grad, = torch.autograd.grad(loss, shifted)
             grad = torch.roll(grad, shifts=(-dy, -dx), dims=(-2, -1))
             img = (img + step * grad / grad.abs().mean().clamp_min(1e-12)).clamp(lo, hi).detach()
-        return img.numpy()
+        return img.cpu().numpy()
 
 
 def _value(module, value: str | None, x):
