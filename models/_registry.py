@@ -42,6 +42,7 @@ class ModelEntry:
     summary: str
     defaults: TrainDefaults = field(default_factory=TrainDefaults)
     pretrain: Callable | None = None  # unsupervised pretraining run before fine-tuning (e.g. the DBN's RBMs)
+    modality: str = "image"  # what it takes: "image" (C, H, W) or "audio" (1, samples)
 
     def options(self) -> dict:
         """The factory's architecture options and their defaults (beyond shape and classes)."""
@@ -54,7 +55,7 @@ _plugins_loaded = False
 
 
 def register_model(*, task: str = "classification", defaults: TrainDefaults | None = None,
-                   pretrain: Callable | None = None):
+                   pretrain: Callable | None = None, modality: str = "image"):
     """Register a factory ``fn(*, input_shape, num_classes, **options) -> nn.Module`` under its name.
 
     The factory's docstring's first line is the model's summary. The module it returns must carry
@@ -68,7 +69,8 @@ def register_model(*, task: str = "classification", defaults: TrainDefaults | No
                                                                                            fn.__qualname__):
             raise ValueError(f"model {fn.__name__!r} is already registered by {known.factory.__module__}; "
                              "rename the factory (a second registration would replace it silently)")
-        _REGISTRY[fn.__name__] = ModelEntry(fn.__name__, fn, task, summary, defaults or TrainDefaults(), pretrain)
+        _REGISTRY[fn.__name__] = ModelEntry(fn.__name__, fn, task, summary, defaults or TrainDefaults(), pretrain,
+                                            modality)
         return fn
 
     return decorator

@@ -191,6 +191,13 @@ def test_targeted_pgd_through_the_int8_engines_own_graph_and_the_genetic_search(
     assert html.count("data:audio/wav;base64,") >= 4  # the gallery's clips, to listen to
 
 
+def test_models_and_data_of_the_other_modality_are_refused(tmp_path):
+    assert_refused(dlforge("train", "kws", "-o", tmp_path / "a"), "kws is an audio model and digits holds image",
+                   nothing_under=tmp_path)
+    assert_refused(dlforge("train", "lenet", "--data", "keywords", "-o", tmp_path / "b"),
+                   "lenet is an image model and keywords holds audio", nothing_under=tmp_path)
+
+
 def test_audio_refusals(kws_engines, digits_engines):
     int8 = kws_engines["int8"].path
     assert_refused(dlforge("audit", int8, "--attacks", "square"), "works on image inputs")

@@ -63,6 +63,12 @@ def build_model(entry, dataset, overrides: dict):
     """
     from dlforge_models import create_model
 
+    modality = "audio" if dataset.details.get("audio") else "image"
+    if getattr(entry, "modality", "image") != modality:
+        hint = ("an audio dataset (--data keywords, speech-commands or a WAV folder)" if entry.modality == "audio"
+                else "images (--data digits, mnist, cifar10 or an image folder), or an audio model such as kws")
+        raise InputError(f"{entry.name} is an {entry.modality} model and {dataset.name} holds {modality}; train it "
+                         f"on {hint}")
     try:
         return create_model(entry.name, input_shape=dataset.input_shape, num_classes=dataset.num_classes,
                             **overrides)
