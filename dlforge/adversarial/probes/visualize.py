@@ -26,7 +26,8 @@ class Visualize(Probe):
       people predict a unit better from them than from synthetic images;
     - **activation maximization from noise** (Olah, Mordvintsev, Schubert, "Feature Visualization", Distill 2017):
       the image parameterized in a 1/f-scaled Fourier basis through a sigmoid into the value range, random jitter
-      (a roll of up to ``jitter`` pixels, default one per 14 pixels of the image's side) every step, Adam for ``steps`` steps; its activation on the engine is
+      (a roll of up to ``jitter`` pixels, default one per 14 pixels of the image's side) every step, from Gaussian
+      Fourier coefficients of scale ``init`` (0.1: a start so faint that a unit is dead on it gets no gradient), Adam for ``steps`` steps; its activation on the engine is
       reported beside the best exemplar's;
     - the **selectivity overlap**: the share of a unit's top-``top`` exemplars on the fp32 engine that are also its
       top exemplars on each other engine (INT8): 1.0 when quantization left what it responds to alone.
@@ -38,7 +39,7 @@ class Visualize(Probe):
 
     name = "visualize"
     requires = frozenset({GRADIENTS})
-    option_ranges = {"lr": (0, None, False), "jitter": (0, None, True), "classes": (0, None, True),
+    option_ranges = {"lr": (0, None, False), "init": (0, None, False), "jitter": (0, None, True), "classes": (0, None, True),
                      "dream_steps": (0, None, True)}
     columns = (Column("route"), Column("target", fmt=lambda t: t[:32]), Column("kind"), Column("unit"),
                Column("visualization", "viz activation", ".3f", ">"),
@@ -46,11 +47,11 @@ class Visualize(Probe):
                Column("exemplar_overlap", "top-k overlap vs first", ".2f", ">"))
 
     def __init__(self, *, units: int = 4, classes: int = 4, top: int = 9, steps: int = 128, lr: float = 0.05,
-                 jitter: int | None = None, dream_steps: int = 20, pool: int = 2000, seed: int = 0):
+                 jitter: int | None = None, dream_steps: int = 20, pool: int = 2000, init: float = 0.1, seed: int = 0):
         if min(units, top, steps, pool) < 1 or classes < 0 or dream_steps < 0:
             raise ValueError("units, top, steps and pool must be >= 1; classes and dream_steps >= 0")
         self.units, self.classes, self.top, self.steps, self.lr = units, classes, top, steps, lr
-        self.jitter, self.dream_steps, self.pool, self.seed = jitter, dream_steps, pool, seed
+        self.jitter, self.dream_steps, self.pool, self.seed, self.init = jitter, dream_steps, pool, seed, init
 
     def prepare(self, run) -> None:
         if len(run.x.shape) != 4:
@@ -132,7 +133,7 @@ class Visualize(Probe):
         fy = torch.fft.fftfreq(h)[:, None]
         fx = torch.fft.rfftfreq(w)[None, :]
         scale = 1.0 / torch.sqrt(fx * fx + fy * fy).clamp_min(1.0 / max(h, w))
-        spectrum = (torch.randn(len(targets), c, h, w // 2 + 1, 2, generator=g) * 0.01).requires_grad_(True)
+        spectrum = (torch.randn(len(targets), c, h, w // 2 + 1, 2, generator=g) * self.init).requires_grad_(True)
         optimizer = torch.optim.Adam([spectrum], lr=self.lr)
         lo, hi = value_range
         index = torch.arange(len(targets))
