@@ -26,7 +26,7 @@ import_or_skip("tritonclient.grpc.model_config_pb2", "tritonclient is the serve 
 @pytest.fixture(scope="module")
 def zoo_engines(tmp_path_factory):
     """fp32 and INT8 ONNX Runtime engines of every zoo model, trained for one epoch on digits."""
-    from dlforge_models import list_models
+    from dlforge_models import get_entry, list_models
 
     from dlforge.build import engine_from_onnx
     from dlforge.export import onnx_from_checkpoint
@@ -35,7 +35,8 @@ def zoo_engines(tmp_path_factory):
     root = tmp_path_factory.mktemp("zoo")
     engines = {}
     for name in list_models():
-        ckpt = checkpoint_from_training(name, root / name / "checkpoint", epochs=1, seed=0)
+        data = "keywords" if get_entry(name).modality == "audio" else "digits"
+        ckpt = checkpoint_from_training(name, root / name / "checkpoint", data=data, epochs=1, seed=0)
         onnx = onnx_from_checkpoint(ckpt.path, root / name / "onnx")
         for precision in ("fp32", "int8"):
             engines[name, precision] = engine_from_onnx(onnx.path, root / name / precision, precision=precision)
