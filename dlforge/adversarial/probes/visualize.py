@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from dlforge.adversarial.attacks.base import GRADIENTS
+from dlforge.adversarial.probes import probabilities
 from dlforge.adversarial.probes.base import PROBES, Probe
 from dlforge.adversarial.records import ENGINE_ROUTE, WHITE_BOX
 from dlforge.errors import InputError
@@ -115,7 +116,7 @@ class Visualize(Probe):
         show(f"class visualization on {label}")
         chosen = list(range(min(self.classes, len(labels))))
         images = self.maximize(model, None, chosen, shape, value_range)
-        probs = _softmax(np.asarray(predict(images), dtype=np.float64))
+        probs = probabilities(predict(images))
         gallery += [{"group": f"{label}: classes", "title": str(labels[c])[:16], "image": images[k].tolist()}
                     for k, c in enumerate(chosen)]
         return [{"route": route, "target": label, "kind": "class", "unit": str(labels[c]),
@@ -186,8 +187,3 @@ def _value(module, value: str | None, x):
 
     return torch_values(module, [value], x)[0]
 
-
-def _softmax(z: np.ndarray) -> np.ndarray:
-    z = z - z.max(1, keepdims=True)
-    e = np.exp(z)
-    return e / e.sum(1, keepdims=True)
