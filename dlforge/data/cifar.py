@@ -13,19 +13,16 @@ archive and checks the MD5 its author publishes before unpacking it.
 
 from __future__ import annotations
 
-import hashlib
 import io
-import os
 import pickle
 import tarfile
-import tempfile
-import urllib.request
 from pathlib import Path
 
 import numpy as np
 
 from dlforge.data.dataset import DATASETS, Dataset, split_train_val
-from dlforge.errors import DownloadFailed, InputError
+from dlforge.data.download import checked_download
+from dlforge.errors import InputError
 
 URL = "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz"
 ARCHIVE_MD5 = "c58f30108f718f92721af3b95e74349a"
@@ -106,24 +103,11 @@ def load_cifar10(data_dir: Path) -> Dataset:
 def download_cifar10(data_dir: Path, url: str = URL) -> list[Path]:
     """Download the archive into ``data_dir``, check its MD5, unpack the batches; returns the batch paths.
 
-    The archive goes to a temporary file first and is unpacked only after its checksum matches, so an
-    interrupted or tampered download leaves nothing that loads."""
-    data_dir.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".cifar-10-python.", suffix=".tar.gz", dir=data_dir)
-    try:
-        try:
-            with os.fdopen(fd, "wb") as out, urllib.request.urlopen(url, timeout=60) as resp:
-                while chunk := resp.read(1 << 20):
-                    out.write(chunk)
-        except OSError as exc:
-            raise DownloadFailed(f"could not download {url}: {exc}; check the network, or put cifar-10-python.tar.gz's "
-                              f"contents in {data_dir} by hand") from exc
-        digest = hashlib.md5(Path(tmp).read_bytes(), usedforsecurity=False).hexdigest()
-        if digest != ARCHIVE_MD5:
-            raise DownloadFailed(f"download of {url} has MD5 {digest}, expected {ARCHIVE_MD5}; try again")
-        return unpack(Path(tmp), data_dir)
-    finally:
-        Path(tmp).unlink(missing_ok=True)
+    The archive is unpacked only after its checksum matches, so an interrupted or tampered download leaves
+    nothing that loads."""
+    with checked_download(url, data_dir, algorithm="md5", expected=ARCHIVE_MD5,
+                          by_hand=f"put cifar-10-python.tar.gz's contents in {data_dir} by hand") as archive:
+        return unpack(archive, data_dir)
 
 
 def unpack(archive: Path, data_dir: Path) -> list[Path]:

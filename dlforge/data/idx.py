@@ -10,15 +10,14 @@ import gzip
 import hashlib
 import os
 import struct
-import tempfile
-import urllib.request
 import zlib
 from pathlib import Path
 
 import numpy as np
 
 from dlforge.data.dataset import DATASETS, IDX_DATASETS, Dataset, split_train_val
-from dlforge.errors import DownloadFailed, InputError
+from dlforge.data.download import checked_download
+from dlforge.errors import InputError
 
 IMAGES_MAGIC = 2051
 LABELS_MAGIC = 2049
@@ -150,20 +149,9 @@ def download_idx(name: str, data_dir: Path, base_url: str | None = None) -> list
         if target.is_file() and _md5(target) == source["md5"][key]:
             written.append(target)
             continue
-        fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", dir=data_dir)
-        try:
-            with os.fdopen(fd, "wb") as out, urllib.request.urlopen(base_url + target.name, timeout=60) as resp:
-                while chunk := resp.read(1 << 20):
-                    out.write(chunk)
-            if (digest := _md5(Path(tmp))) != source["md5"][key]:
-                raise DownloadFailed(f"download of {target.name} has MD5 {digest}, expected "
-                                  f"{source['md5'][key]}; try again or fetch the file by hand")
+        with checked_download(base_url + target.name, data_dir, algorithm="md5", expected=source["md5"][key],
+                              by_hand=f"put {target.name} in {data_dir} by hand") as tmp:
             os.replace(tmp, target)
-        except OSError as exc:
-            raise DownloadFailed(f"could not download {base_url + target.name}: {exc}; "
-                              f"check the network or put the file in {data_dir} by hand") from exc
-        finally:
-            Path(tmp).unlink(missing_ok=True)
         written.append(target)
     return written
 

@@ -13,12 +13,7 @@ peak-normalized as every audio dataset (:mod:`dlforge.data.wav`).
 
 from __future__ import annotations
 
-import hashlib
-import http.client
-import os
 import tarfile
-import tempfile
-import urllib.request
 from pathlib import Path
 
 import numpy as np
@@ -26,7 +21,8 @@ import numpy as np
 from dlforge.data.dataset import DATASETS, Dataset
 from dlforge.data.keywords import WORDS
 from dlforge.data.wav import SAMPLE_RATE, audio_details, fit_length, peak_normalize, read_wav
-from dlforge.errors import DownloadFailed, InputError
+from dlforge.data.download import checked_download
+from dlforge.errors import InputError
 
 URL = "http://download.tensorflow.org/data/speech_commands_v0.02.tar.gz"
 ARCHIVE_SHA256 = "af14739ee7dc311471de98f5f9d2c9191b18aedfe957f4a6ff791c709868ff58"
@@ -84,25 +80,10 @@ def load_speech_commands(data_dir: Path, *, resample: bool = False) -> Dataset:
 def download_speech_commands(data_dir: Path, url: str = URL) -> list[Path]:
     """Download the archive into ``data_dir``, check its SHA-256, unpack the ten word folders and the split lists.
 
-    The archive goes to a temporary file first and is unpacked only after its checksum matches."""
-    data_dir.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".speech_commands.", suffix=".tar.gz", dir=data_dir)
-    try:
-        digest = hashlib.sha256()
-        try:
-            with os.fdopen(fd, "wb") as out, urllib.request.urlopen(url, timeout=60) as resp:
-                while chunk := resp.read(1 << 20):
-                    out.write(chunk)
-                    digest.update(chunk)
-        except (OSError, http.client.HTTPException) as exc:
-            raise DownloadFailed(f"could not download {url}: {exc}; check the network, or unpack "
-                                 f"speech_commands_v0.02.tar.gz into {data_dir} by hand") from exc
-        if digest.hexdigest() != ARCHIVE_SHA256:
-            raise DownloadFailed(f"download of {url} has SHA-256 {digest.hexdigest()}, expected {ARCHIVE_SHA256}; "
-                                 "try again")
-        return unpack(Path(tmp), data_dir)
-    finally:
-        Path(tmp).unlink(missing_ok=True)
+    The archive is unpacked only after its checksum matches."""
+    with checked_download(url, data_dir, algorithm="sha256", expected=ARCHIVE_SHA256,
+                          by_hand=f"unpack speech_commands_v0.02.tar.gz into {data_dir} by hand") as archive:
+        return unpack(archive, data_dir)
 
 
 def unpack(archive: Path, data_dir: Path) -> list[Path]:
