@@ -83,6 +83,11 @@ class ModelInfo:
         return bool(self.audio)
 
     @property
+    def audio_peak(self) -> float:
+        """The max |x| an audio model's clips are normalized to (dB budgets are relative to it)."""
+        return float(self.audio.get("peak", 1.0))
+
+    @property
     def image_shape(self) -> tuple[int, ...] | None:
         """The first input's shape without the batch dimension, when every dimension is fixed."""
         shape = tuple(self.inputs[0].shape[1:]) if self.inputs else ()

@@ -114,7 +114,7 @@ def run_pipeline(
         if info.is_audio:
             from dlforge.data.wav import eps_from_db
 
-            eps = eps_from_db(DRIFT_DB, float(info.audio.get("peak", 1.0)))
+            eps = eps_from_db(DRIFT_DB, info.audio_peak)
         else:
             eps = DRIFT_EPS
         drift = run_drift(hops, samples=AUDIT_SAMPLES, eps=eps, pgd_steps=AUDIT_PGD_STEPS, progress=progress)

@@ -193,12 +193,8 @@ def run_audit(targets: list[str | os.PathLike], options: AuditOptions | None = N
                 run.cache["detections"] = detections(run, bar=bar)
         report = _report(run, full)
         info = engines[0].info
-        if info is not None and info.is_audio:  # each L-inf budget also as Carlini & Wagner's dB_x
+        if info is not None and info.is_audio:
             report.audio = dict(info.audio)
-            peak = float(info.audio.get("peak", 1.0))
-            for row in report.rows:
-                if row.get("norm") == "linf" and row.get("eps", 0) > 0:
-                    row["db"] = round(20 * float(np.log10(row["eps"] / peak)), 2)
         return report
     finally:
         for e in engines:
@@ -234,9 +230,8 @@ def for_modality(options: AuditOptions, info) -> AuditOptions:
     if options.eps_db is not None or options.eps == DEFAULT_EPS:
         from dlforge.data.wav import eps_from_db
 
-        peak = float(info.audio.get("peak", 1.0))
         db = options.eps_db if options.eps_db is not None else DEFAULT_EPS_DB
-        changes["eps"] = (0.0, *sorted(eps_from_db(d, peak) for d in db))
+        changes["eps"] = (0.0, *sorted(eps_from_db(d, info.audio_peak) for d in db))
     return dataclasses.replace(options, **changes) if changes else options
 
 

@@ -15,7 +15,12 @@ SAMPLES_FILE = "samples.jsonl"
 
 def add_row(run, row: dict, x_adv: np.ndarray, logits: np.ndarray, queries: np.ndarray | None = None) -> None:
     """Append ``row`` and, with ``--per-sample``, its per-sample records: what each test image became on
-    this route and engine."""
+    this route and engine. On an audio model an L-inf row also says its budget in Carlini & Wagner's dB_x."""
+    info = run.engines[0].info
+    if info is not None and info.is_audio and row["norm"] == "linf" and row["eps"] > 0:
+        from dlforge.data.wav import db_from_eps
+
+        row["db"] = round(db_from_eps(row["eps"], info.audio_peak), 2)
     run.rows.append(row)
     if not run.options.per_sample:
         return

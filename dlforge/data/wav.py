@@ -49,6 +49,11 @@ def eps_from_db(db: float, peak: float = PEAK) -> float:
     return float(peak * 10.0 ** (db / 20.0))
 
 
+def db_from_eps(eps: float, peak: float = PEAK) -> float:
+    """The dB_x of an L-inf eps against clips peak-normalized to ``peak``: the inverse of :func:`eps_from_db`."""
+    return float(20.0 * np.log10(eps / peak))
+
+
 def db_of(delta: np.ndarray, x: np.ndarray) -> np.ndarray:
     """Carlini & Wagner's dB_x(delta) per clip: 20 log10 max|delta| - 20 log10 max|x| (-inf for no change)."""
     d = np.abs(delta.reshape(len(delta), -1)).max(1)

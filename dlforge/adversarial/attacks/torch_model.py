@@ -44,8 +44,10 @@ class TorchModel:
                 outs.append(self.model(torch.from_numpy(x[i:i + batch_size]).to(self.device)).float().cpu().numpy())
         return np.concatenate(outs)
 
-    def attack(self, attack, x: np.ndarray, y: np.ndarray, *, eps: float, value_range, batch_size: int) -> np.ndarray:
-        """Run a gradient attack batch by batch; tensors stay on the device inside each batch."""
+    def attack(self, attack, x: np.ndarray, y: np.ndarray, *, eps: float, value_range, batch_size: int,
+               target: np.ndarray | None = None) -> np.ndarray:
+        """Run a gradient attack batch by batch; tensors stay on the device inside each batch. With ``target``
+        (one class per input) the attack is targeted: it pushes each input towards its target class."""
         torch = self.torch
         out = np.empty_like(x)
         for i in range(0, len(x), batch_size):
@@ -53,7 +55,9 @@ class TorchModel:
             if xb.dim() == 4:  # a waveform (N, 1, T) has no channels-last layout
                 xb = xb.contiguous(memory_format=self.layout)
             yb = torch.from_numpy(y[i:i + batch_size]).to(self.device)
-            out[i:i + batch_size] = attack.run(self.model, xb, yb, eps=eps, value_range=value_range).detach().cpu().numpy()
+            extra = {} if target is None else {"target": torch.from_numpy(target[i:i + batch_size]).to(self.device)}
+            out[i:i + batch_size] = attack.run(self.model, xb, yb, eps=eps, value_range=value_range,
+                                               **extra).detach().cpu().numpy()
         return out
 
     def input_gradients(self, x: np.ndarray, y: np.ndarray) -> np.ndarray:

@@ -98,7 +98,7 @@ class OverTheAir(PhysicalWorld):
         if run.x.shape[-1] < 0.5 * rate:
             raise InputError(f"over-the-air convolves with a room response of up to 0.4 s; the clips are "
                              f"{run.x.shape[-1] / rate:.2f} s: use clips of at least 0.5 s")
-        self.eps = eps_from_db(self.db, float(info.audio.get("peak", 1.0)))
+        self.eps = eps_from_db(self.db, info.audio_peak)
         self.chain = AirChain(int(info.audio.get("sample_rate", 16000)), **self.air)
 
     def transform(self, x, generator, value_range):

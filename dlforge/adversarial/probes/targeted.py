@@ -88,7 +88,7 @@ class Targeted(Probe):
         if audio:
             from dlforge.data.wav import eps_from_db
 
-            self.budget = eps_from_db(self.db, float(info.audio.get("peak", 1.0)))
+            self.budget = eps_from_db(self.db, info.audio_peak)
         else:
             self.budget = self.eps
         self.audio = dict(info.audio) if audio else None
@@ -105,7 +105,7 @@ class Targeted(Probe):
         db = self.db if self.audio else None
         for route, source, model, judges in gradient_routes(run):
             show(f"targeted PGD to {name} on {source}")
-            x_adv = project(self.pgd(model, x, goal, run.value_range), x, self.budget, "linf", run.value_range)
+            x_adv = project(self.pgd(model, x, goal, run.value_range, run.options.batch_size), x, self.budget, "linf", run.value_range)
             for judge_name, judge in judges.items():
                 hit = judge(x_adv).argmax(1) == goal
                 rows.append({"route": route if judge_name == source else TRANSFER, "target": judge_name,
@@ -131,21 +131,12 @@ class Targeted(Probe):
                           f"{self.steps} steps; genetic: population {self.population}, up to {self.queries} queries "
                           "per point"]}
 
-    def pgd(self, model, x: np.ndarray, goal: np.ndarray, value_range) -> np.ndarray:
+    def pgd(self, model, x: np.ndarray, goal: np.ndarray, value_range, batch_size: int) -> np.ndarray:
         """Targeted L-inf PGD: descend the cross-entropy to ``goal`` (random start, step 2.5 eps / steps)."""
-        import torch
-
         from dlforge.adversarial.attacks.pgd import PGD
 
-        attack = PGD(steps=self.steps, seed=self.seed)
-        out = np.empty_like(x)
-        batch = 128
-        for i in range(0, len(x), batch):
-            xb = torch.from_numpy(x[i:i + batch]).to(model.device)
-            tb = torch.from_numpy(goal[i:i + batch]).to(model.device)
-            out[i:i + batch] = attack.run(model.model, xb, tb, eps=self.budget, value_range=value_range,
-                                          target=tb).detach().cpu().numpy()
-        return out
+        return model.attack(PGD(steps=self.steps, seed=self.seed), x, goal, eps=self.budget, value_range=value_range,
+                            batch_size=batch_size, target=goal)
 
     def _gallery(self, x, x_adv, hit, clean_pred, run, how: str) -> list[dict]:
         labels = run.dataset.labels
