@@ -9,7 +9,7 @@ import wave
 import numpy as np
 import pytest
 
-from dlforge.data.wav import PEAK, db_of, eps_from_db, read_wav, write_wav
+from dlforge.data.wav import PEAK, db_from_eps, db_of, eps_from_db, read_wav, write_wav
 from dlforge.errors import InputError
 from tests.helpers import assert_refused, dlforge, dlforge_ok
 
@@ -140,6 +140,17 @@ def test_db_budget_is_carlini_wagners_db_x():
     x[:, 0, 0] = PEAK
     delta = np.full_like(x, eps_from_db(-30))
     np.testing.assert_allclose(db_of(delta, x), -30, atol=1e-4)
+    assert db_from_eps(eps_from_db(-37.5)) == pytest.approx(-37.5, abs=1e-9)  # the inverse, at the default peak
+
+
+def test_audio_gallery_captions_give_the_budget_in_db_when_the_peak_is_known():
+    from dlforge.adversarial.audio_report import gallery_html
+
+    clip = (0.1 * np.sin(np.linspace(0, 2000, 16000))).astype(np.float32)[None]
+    item = {"attack": "pgd", "eps": eps_from_db(-30), "clean_prediction": "go", "adversarial_prediction": "stop",
+            "clean": clip.tolist(), "adversarial": (clip + 0.01).tolist()}
+    assert 'alt="pgd -30 dB_x (eps 0.0158): heard go -&gt; stop"' in gallery_html([item], 16000, peak=PEAK)
+    assert 'alt="pgd eps 0.0158114: heard go' in gallery_html([item], 16000)  # no peak known: the raw eps
 
 
 @pytest.fixture(scope="module")

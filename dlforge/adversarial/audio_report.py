@@ -65,13 +65,24 @@ def pair_png(clean: np.ndarray, adversarial: np.ndarray, sample_rate: int, title
     return png_base64(fig)
 
 
+def budget_text(eps: float, peak: float | None) -> str:
+    """An L-inf budget as a listener reads it: dB_x relative to the clips' ``peak`` (with the eps), else the eps."""
+    if peak and eps > 0:
+        from dlforge.data.wav import db_from_eps
+
+        return f"{db_from_eps(eps, peak):.0f} dB_x (eps {eps:.3g})"
+    return f"eps {eps:g}"
+
+
 def gallery_html(items: list[dict], sample_rate: int, *, clean: str = "clean", adversarial: str = "adversarial",
-                 caption=None) -> str:
-    """One figure and two players per item (``caption(item)``: its title)."""
+                 caption=None, peak: float | None = None) -> str:
+    """One figure and two players per item (``caption(item)``: its title; by default the attack, its budget in
+    dB_x when the clips' ``peak`` is given, and what the model heard before and after)."""
     out = []
     for item in items:
-        title = caption(item) if caption else (f"{item.get('attack', '')} eps {item.get('eps', 0):g}: heard "
-                                               f"{item.get('clean_prediction')} -> {item.get('adversarial_prediction')}")
+        title = caption(item) if caption else (f"{item.get('attack', '')} {budget_text(item.get('eps', 0), peak)}: "
+                                               f"heard {item.get('clean_prediction')} -> "
+                                               f"{item.get('adversarial_prediction')}")
         png = pair_png(item[clean], item[adversarial], sample_rate, title)
         out.append(f'<div><img alt="{html.escape(title)}" src="data:image/png;base64,{png}"><br>'
                    f'{audio_tag(item[clean], sample_rate, "clean")}'

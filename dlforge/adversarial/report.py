@@ -313,7 +313,7 @@ def to_html(audit: AuditReport) -> str:
     if sample_rate and items:
         from dlforge.adversarial.audio_report import gallery_html
 
-        gallery, audio_gallery = None, gallery_html(items, sample_rate)
+        gallery, audio_gallery = None, gallery_html(items, sample_rate, peak=report["audio"].get("peak"))
     else:
         gallery, audio_gallery = gallery_png(report), ""
     engines = ", ".join(f"{esc(e['label'])} ({esc(e['precision'])}, clean accuracy {e['clean_accuracy']:.4f})"
