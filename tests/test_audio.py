@@ -263,6 +263,8 @@ def test_a_wav_folder_at_another_rate_is_refused_or_resampled_and_every_stage_re
     result = dlforge("train", "kws", "--data", tmp_path / "clips", "--epochs", "1", "-o", tmp_path / "refused")
     assert_refused(result, "sampled at 8000 Hz", nothing_under=tmp_path / "refused")
     assert_refused(dlforge("train", "lenet", "--resample", "-o", tmp_path / "x"), "--resample applies to audio")
+    rate = dlforge("train", "kws", "--data", "keywords", "--set", "sample_rate=8000", "-o", tmp_path / "rate")
+    assert_refused(rate, "keywords is sampled at 16000 Hz", nothing_under=tmp_path / "rate")  # the front end matches
     dlforge_ok("train", "kws", "--data", tmp_path / "clips", "--resample", "--epochs", "1", "-o", tmp_path / "ckpt")
     card = json.loads((tmp_path / "ckpt" / "card.json").read_text())
     assert card["params"]["resample"] is True and card["model"]["inputs"][0]["shape"] == ["batch", 1, 16000]

@@ -69,9 +69,16 @@ def build_model(entry, dataset, overrides: dict):
                 else "images (--data digits, mnist, cifar10 or an image folder), or an audio model such as kws")
         raise InputError(f"{entry.name} is an {entry.modality} model and {dataset.name} holds {modality}; train it "
                          f"on {hint}")
+    kwargs = dict(overrides)
+    audio = dataset.details.get("audio") or {}
+    if audio and "sample_rate" in entry.options():  # an in-graph front end is built for the data's rate
+        rate = int(audio["sample_rate"])
+        if kwargs.get("sample_rate", rate) != rate:
+            raise InputError(f"--set sample_rate={kwargs['sample_rate']}: {dataset.name} is sampled at {rate} Hz and "
+                             f"{entry.name}'s front end takes the data's rate; drop --set sample_rate")
+        kwargs["sample_rate"] = rate
     try:
-        return create_model(entry.name, input_shape=dataset.input_shape, num_classes=dataset.num_classes,
-                            **overrides)
+        return create_model(entry.name, input_shape=dataset.input_shape, num_classes=dataset.num_classes, **kwargs)
     except InputError:
         raise
     except (ValueError, TypeError, RuntimeError, IndexError, ZeroDivisionError) as exc:
