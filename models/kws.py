@@ -96,7 +96,8 @@ class DSCNN(nn.Module):
         return self.classifier(self.features(self.frontend(x)))
 
 
-@register_model(modality="audio", defaults=TrainDefaults(epochs=15, small_data_epochs=15, batch_size=64, lr=3e-3, weight_decay=1e-4))
+@register_model(modality="audio", defaults=TrainDefaults(epochs=15, small_data_epochs=15, batch_size=64, lr=3e-3,
+                                                         weight_decay=1e-4))
 def kws(*, input_shape, num_classes, channels=64, blocks=4, n_mels=40, dropout=0.1, sample_rate=16000) -> nn.Module:
     """Keyword spotting DS-CNN (Hello Edge) with its log-mel front end in the graph: waveform in, words out."""
     return DSCNN(input_shape, num_classes, channels, blocks, n_mels, dropout, sample_rate)

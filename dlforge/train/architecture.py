@@ -63,14 +63,14 @@ def build_model(entry, dataset, overrides: dict):
     """
     from dlforge_models import create_model
 
-    modality = "audio" if dataset.details.get("audio") else "image"
+    audio = dataset.details.get("audio") or {}
+    modality = "audio" if audio else "image"
     if getattr(entry, "modality", "image") != modality:
         hint = ("an audio dataset (--data keywords, speech-commands or a WAV folder)" if entry.modality == "audio"
                 else "images (--data digits, mnist, cifar10 or an image folder), or an audio model such as kws")
         raise InputError(f"{entry.name} is an {entry.modality} model and {dataset.name} holds {modality}; train it "
                          f"on {hint}")
     kwargs = dict(overrides)
-    audio = dataset.details.get("audio") or {}
     if audio and "sample_rate" in entry.options():  # an in-graph front end is built for the data's rate
         rate = int(audio["sample_rate"])
         if kwargs.get("sample_rate", rate) != rate:

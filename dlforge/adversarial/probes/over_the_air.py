@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-
 from dlforge.adversarial.probes.base import PROBES
-from dlforge.errors import InputError
 from dlforge.adversarial.probes.physical import PhysicalWorld
+from dlforge.errors import InputError
 
 
 class AirChain:
@@ -22,7 +21,8 @@ class AirChain:
 
     def __init__(self, sample_rate: int, low: float = 200.0, high: float = 6000.0, rt60=(0.05, 0.3),
                  snr=(20.0, 40.0), shift: float = 0.05):
-        self.sample_rate, self.low, self.high, self.rt60, self.snr, self.shift = sample_rate, low, high, rt60, snr, shift
+        self.sample_rate, self.low, self.high = sample_rate, low, high
+        self.rt60, self.snr, self.shift = rt60, snr, shift
 
     def describe(self) -> str:
         return (f"band-pass ~{self.low:g}-{self.high:g} Hz (edges x/÷1.5), room reverberation RT60 {self.rt60[0]:g}-"
@@ -99,7 +99,7 @@ class OverTheAir(PhysicalWorld):
             raise InputError(f"over-the-air convolves with a room response of up to 0.4 s; the clips are "
                              f"{run.x.shape[-1] / rate:.2f} s: use clips of at least 0.5 s")
         self.eps = eps_from_db(self.db, info.audio_peak)
-        self.chain = AirChain(int(info.audio.get("sample_rate", 16000)), **self.air)
+        self.chain = AirChain(rate, **self.air)
 
     def transform(self, x, generator, value_range):
         return self.chain(x, generator, value_range)

@@ -105,7 +105,8 @@ class Targeted(Probe):
         db = self.db if self.audio else None
         for route, source, model, judges in gradient_routes(run):
             show(f"targeted PGD to {name} on {source}")
-            x_adv = project(self.pgd(model, x, goal, run.value_range, run.options.batch_size), x, self.budget, "linf", run.value_range)
+            crafted = self.pgd(model, x, goal, run.value_range, run.options.batch_size)
+            x_adv = project(crafted, x, self.budget, "linf", run.value_range)
             for judge_name, judge in judges.items():
                 hit = judge(x_adv).argmax(1) == goal
                 rows.append({"route": route if judge_name == source else TRANSFER, "target": judge_name,

@@ -28,8 +28,8 @@ class Visualize(Probe):
     - **activation maximization from noise** (Olah, Mordvintsev, Schubert, "Feature Visualization", Distill 2017):
       the image parameterized in a 1/f-scaled Fourier basis through a sigmoid into the value range, random jitter
       (a roll of up to ``jitter`` pixels, default one per 14 pixels of the image's side) every step, from Gaussian
-      Fourier coefficients of scale ``init`` (0.1: a start so faint that a unit is dead on it gets no gradient), Adam for ``steps`` steps; its activation on the engine is
-      reported beside the best exemplar's;
+      Fourier coefficients of scale ``init`` (0.1: a start so faint that a unit is dead on it gets no gradient),
+      Adam for ``steps`` steps; its activation on the engine is reported beside the best exemplar's;
     - the **selectivity overlap**: the share of a unit's top-``top`` exemplars on the fp32 engine that are also its
       top exemplars on each other engine (INT8): 1.0 when quantization left what it responds to alone.
 
@@ -40,8 +40,8 @@ class Visualize(Probe):
 
     name = "visualize"
     requires = frozenset({GRADIENTS})
-    option_ranges = {"lr": (0, None, False), "init": (0, None, False), "jitter": (0, None, True), "classes": (0, None, True),
-                     "dream_steps": (0, None, True)}
+    option_ranges = {"lr": (0, None, False), "init": (0, None, False), "jitter": (0, None, True),
+                     "classes": (0, None, True), "dream_steps": (0, None, True)}
     columns = (Column("route"), Column("target", fmt=lambda t: t[:32]), Column("kind"), Column("unit"),
                Column("visualization", "viz activation", ".3f", ">"),
                Column("best_exemplar", "best exemplar", ".3f", ">"),
