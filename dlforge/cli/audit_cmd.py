@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from dlforge.adversarial.audit import AuditOptions
+from dlforge.adversarial.audit_options import AuditOptions
 from dlforge.cli import cli
 from dlforge.cli.common import emit_json, force_option, json_option, option_for, say
 from dlforge.errors import StageFailed

@@ -37,7 +37,7 @@ class SweepSpec:
 
 def load_spec(path: str | os.PathLike) -> SweepSpec:
     """Read and check a sweep spec; engine paths are relative to the spec's folder."""
-    from dlforge.adversarial.audit import AuditOptions
+    from dlforge.adversarial.audit_options import AuditOptions
 
     path = Path(path)
     if not path.is_file():
@@ -182,7 +182,7 @@ def cells(spec: SweepSpec) -> list[dict]:
         return [_keyed({"kind": "bench", "engines": [p for p, _ in engines], "engine_sha256": [s for _, s in engines],
                         "batch": b, "threads": t, "settings": spec.settings})
                 for t in spec.threads for b in spec.batch_sizes]
-    from dlforge.adversarial.audit import AuditOptions
+    from dlforge.adversarial.audit_options import AuditOptions
 
     options = AuditOptions.build(None, **spec.settings)
     engines = _engines(spec)
